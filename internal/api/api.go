@@ -1,0 +1,90 @@
+// Package api holds the JSON shapes of Velo's REST API (/api/v1), shared by
+// the server (deploymgr) and its clients (the CLI, the dashboard's scripts).
+// It holds types only: no transport, no storage.
+package api
+
+import "time"
+
+// Component is GET /api/v1/components/{name}.
+type Component struct {
+	Name    string `json:"name"`
+	Runtime string `json:"runtime"`
+	// Status is one of: "live", "deploying", "paused", "failed", "new".
+	Status string      `json:"status"`
+	Paused bool        `json:"paused"`
+	URL    string      `json:"url"`
+	Repo   string      `json:"repo,omitempty"`
+	Live   *Deployment `json:"live,omitempty"`
+	// Target is the deployment being rolled out, when one is.
+	Target    *Deployment `json:"target,omitempty"`
+	Instances []Instance  `json:"instances"`
+	CreatedAt time.Time   `json:"created_at"`
+	UpdatedAt time.Time   `json:"updated_at"`
+}
+
+// Instance is one placement of a component's deployment on a worker.
+type Instance struct {
+	Deployment int64  `json:"deployment"`
+	Worker     string `json:"worker"`
+	State      string `json:"state"` // pending | ready | failed
+	Error      string `json:"error,omitempty"`
+}
+
+// Deployment is GET /api/v1/deployments/{id}.
+type Deployment struct {
+	ID        int64     `json:"id"`
+	Component string    `json:"component"`
+	Digest    string    `json:"digest"`
+	Runtime   string    `json:"runtime"`
+	Source    string    `json:"source"` // upload | github
+	Commit    string    `json:"commit,omitempty"`
+	Message   string    `json:"message,omitempty"`
+	Author    string    `json:"author,omitempty"`
+	Status    string    `json:"status"` // pending | preparing | ready | failed
+	Live      bool      `json:"live"`
+	Error     string    `json:"error,omitempty"`
+	BuildLog  string    `json:"build_log,omitempty"` // only on GET /deployments/{id}
+	URL       string    `json:"url,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Stats is GET /api/v1/components/{name}/stats?since=1h.
+type Stats struct {
+	Component string   `json:"component"`
+	Since     string   `json:"since"`
+	Buckets   []Bucket `json:"buckets"` // one per minute, oldest first, empty minutes included
+	Hits      int64    `json:"hits"`
+	Errors    int64    `json:"errors"`
+}
+
+// Bucket is one minute of request statistics.
+type Bucket struct {
+	Minute time.Time `json:"minute"`
+	Hits   int64     `json:"hits"`
+	Errors int64     `json:"errors"`
+	P50ms  float64   `json:"p50_ms"`
+	P99ms  float64   `json:"p99_ms"`
+}
+
+// LogLine is one line of GET /api/v1/components/{name}/logs. With
+// ?follow=1 the server streams lines as Server-Sent Events, one JSON LogLine
+// per "data:" field, id = LogLine.ID (so Last-Event-ID resumes).
+type LogLine struct {
+	ID         int64     `json:"id"`
+	Time       time.Time `json:"time"`
+	Deployment int64     `json:"deployment"`
+	Stream     string    `json:"stream"` // stdout | stderr | velo
+	Line       string    `json:"line"`
+}
+
+// Rollback is the body of POST /api/v1/components/{name}/rollback; with no
+// deployment given, the one live before the current one.
+type Rollback struct {
+	Deployment int64 `json:"deployment,omitempty"`
+}
+
+// Error is every error response's body.
+type Error struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,43 @@
+// Package manifest reads velo.toml, the file that says how a component runs.
+// It parses strictly: an unknown key or a bad value is an error that names
+// the key. It never touches the network or runs anything.
+package manifest
+
+import "time"
+
+// Runtimes a manifest may name.
+const (
+	WASM   = "wasm"
+	Docker = "docker"
+)
+
+// FileName is the manifest's name at the root of a component's tree.
+const FileName = "velo.toml"
+
+// Manifest is a component's resolved configuration: velo.toml with every
+// default applied and the runtime inferred.
+type Manifest struct {
+	Name    string            `json:"name"`
+	Runtime string            `json:"runtime"`
+	Module  string            `json:"module,omitempty"` // wasm: path of the module inside the tree
+	Build   string            `json:"build,omitempty"`  // run by `velo deploy` before packing
+	Port    int               `json:"port,omitempty"`   // docker: port the container listens on
+	Timeout time.Duration     `json:"timeout"`          // per request
+	Memory  int64             `json:"memory"`           // bytes, per instance
+	Env     map[string]string `json:"env,omitempty"`
+	Scale   Scale             `json:"scale"`
+}
+
+// Scale bounds a docker component's instance count.
+type Scale struct {
+	Min int `json:"min"`
+	Max int `json:"max"`
+}
+
+// Defaults applied when velo.toml leaves a key out.
+const (
+	DefaultTimeout = 10 * time.Second
+	DefaultMemory  = 128 << 20
+	DefaultPort    = 8080
+	DefaultMax     = 4
+)
