@@ -1,6 +1,3 @@
-// Package manifest reads velo.toml, the file that says how a component runs.
-// It parses strictly: an unknown key or a bad value is an error that names
-// the key. It never touches the network or runs anything.
 package manifest
 
 import "time"
