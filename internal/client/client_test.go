@@ -112,9 +112,9 @@ func TestMethods(t *testing.T) {
 	ctx := t.Context()
 	c, seen := fakeAPI(t)
 	tests := []struct {
-		name string
-		call func() (any, error)
-		want request
+		name  string
+		call  func() (any, error)
+		want  request
 		check func(t *testing.T, got any)
 	}{
 		{"Components", func() (any, error) { return c.Components(ctx) },
@@ -302,4 +302,3 @@ func TestBadJSON(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
-
