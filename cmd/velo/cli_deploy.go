@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/archive"
+	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/manifest"
+)
+
+// Deployment progress.
+const (
+	pollInterval   = 200 * time.Millisecond
+	defaultTimeout = 5 * time.Minute
+	buildLogTail   = 20 // lines of a failed deployment's build log shown
+)
+
+func deployCommand() *cobra.Command {
+	var (
+		cn      conn
+		name    string
+		noBuild bool
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "deploy [DIR]",
+		Short: "Build, pack and upload a component, then wait until it is live",
+		Long: `Deploy runs the build command of DIR's velo.toml (DIR defaults to the current
+directory), packs DIR into an archive, uploads it and waits until the new
+version serves requests, then prints its URL.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dir := "."
+			if len(args) == 1 {
+				dir = args[0]
+			}
+			c, err := cn.client()
+			if err != nil {
+				return err
+			}
+			d := deployer{c: c, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
+			return d.deploy(cmd.Context(), dir, name, !noBuild, timeout)
+		},
+	}
+	cn.addFlags(cmd)
+	cmd.Flags().StringVar(&name, "name", "", "component name (default: the manifest's, else the directory's)")
+	cmd.Flags().BoolVar(&noBuild, "no-build", false, "skip the manifest's build command")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait for the upload and for the new version to go live")
+	return cmd
+}
+
+// deployer runs velo deploy and rollback, printing progress.
+type deployer struct {
+	c      *client.Client
+	out    io.Writer // progress
+	errOut io.Writer // build output and failure details
+}
+
+// deploy builds, packs and uploads dir, then waits until it is live.
+func (d deployer) deploy(ctx context.Context, dir, name string, build bool, timeout time.Duration) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("deploy %s: %w", dir, err)
+	}
+	if fi, err := os.Stat(abs); err != nil {
+		return fmt.Errorf("deploy: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("deploy %s: not a directory", dir)
+	}
+	fsys := os.DirFS(abs)
+
+	// The build may create what Load checks for (the module, even the
+	// runtime inferred from a .wasm file), so read its command first.
+	if build {
+		cmdline, err := buildCommand(fsys)
+		if err != nil {
+			return err
+		}
+		if cmdline != "" {
+			fmt.Fprintf(d.out, "building: %s\n", cmdline)
+			if err := d.runBuild(ctx, abs, cmdline); err != nil {
+				return err
+			}
+		}
+	}
+	m, err := manifest.Load(fsys, filepath.Base(abs))
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		name = m.Name
+	}
+
+	fmt.Fprintf(d.out, "packing %s\n", dir)
+	var buf bytes.Buffer
+	if err := archive.Pack(&buf, abs); err != nil {
+		return fmt.Errorf("pack %s: %w", dir, err)
+	}
+	fmt.Fprintf(d.out, "uploading %d KiB\n", (buf.Len()+1023)/1024)
+
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	dep, err := d.c.Deploy(ctx, name, &buf)
+	if err != nil {
+		return timedOut(ctx, err, fmt.Sprintf("upload not answered within %s", timeout))
+	}
+	fmt.Fprintf(d.out, "deployment #%d: preparing…\n", dep.ID)
+	return d.waitLive(ctx, dep, "preparing", timeout)
+}
+
+// buildCommand reads the build command from velo.toml, if there is one.
+func buildCommand(fsys fs.FS) (string, error) {
+	data, err := fs.ReadFile(fsys, manifest.FileName)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", manifest.FileName, err)
+	}
+	m, err := manifest.Parse(data)
+	if err != nil {
+		return "", err
+	}
+	return m.Build, nil
+}
+
+// runBuild runs cmdline with sh in dir, streaming its output. A failing
+// build ends velo with the build's own exit status.
+func (d deployer) runBuild(ctx context.Context, dir, cmdline string) error {
+	cmd := exec.CommandContext(ctx, "sh", "-c", cmdline)
+	cmd.Dir = dir
+	cmd.Stdout = d.out
+	cmd.Stderr = d.errOut
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() > 0 && ctx.Err() == nil {
+		fmt.Fprintf(d.errOut, "velo: build failed: exit status %d\n", exit.ExitCode())
+		return exitError(exit.ExitCode())
+	}
+	if err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	return nil
+}
+
+// waitLive polls deployment dep until it is ready and live, or failed, or
+// ctx ends; it prints each status change. status is the one already shown.
+func (d deployer) waitLive(ctx context.Context, dep api.Deployment, status string, timeout time.Duration) error {
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		got, err := d.c.Deployment(ctx, dep.ID)
+		if err != nil {
+			return timedOut(ctx, err, fmt.Sprintf("deployment #%d is not live after %s (last status: %s)", dep.ID, timeout, status))
+		}
+		switch {
+		case got.Status == "failed":
+			d.printLogTail(got.BuildLog)
+			reason := got.Error
+			if reason == "" {
+				reason = "no reason given"
+			}
+			return fmt.Errorf("deployment #%d failed: %s", got.ID, reason)
+		case got.Status == "ready" && got.Live:
+			url := got.URL
+			if url == "" {
+				if comp, err := d.c.Component(ctx, got.Component); err == nil {
+					url = comp.URL
+				}
+			}
+			fmt.Fprintf(d.out, "live at %s\n", url)
+			return nil
+		case got.Status != status && got.Status != "pending":
+			// pending (queued) and preparing read the same to a user.
+			status = got.Status
+			fmt.Fprintf(d.out, "deployment #%d: %s…\n", got.ID, status)
+		}
+		select {
+		case <-ctx.Done():
+			return timedOut(ctx, ctx.Err(), fmt.Sprintf("deployment #%d is not live after %s (last status: %s)", dep.ID, timeout, status))
+		case <-tick.C:
+		}
+	}
+}
+
+// timedOut replaces err by msg when ctx's own deadline ended it.
+func timedOut(ctx context.Context, err error, msg string) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && errors.Is(err, context.DeadlineExceeded) {
+		return errors.New(msg)
+	}
+	return err
+}
+
+// printLogTail shows the end of a failed deployment's build log.
+func (d deployer) printLogTail(log string) {
+	log = strings.TrimRight(log, "\n")
+	if log == "" {
+		return
+	}
+	lines := strings.Split(log, "\n")
+	if len(lines) > buildLogTail {
+		fmt.Fprintf(d.errOut, "build log (last %d of %d lines):\n", buildLogTail, len(lines))
+		lines = lines[len(lines)-buildLogTail:]
+	} else {
+		fmt.Fprintln(d.errOut, "build log:")
+	}
+	for _, l := range lines {
+		fmt.Fprintf(d.errOut, "  | %s\n", l)
+	}
+}
+
+func rollbackCommand() *cobra.Command {
+	var (
+		cn      conn
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "rollback NAME [DEPLOYMENT]",
+		Short: "Make an earlier deployment live again (default: the one before the live one)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var id int64
+			if len(args) == 2 {
+				n, err := strconv.ParseInt(strings.TrimPrefix(args[1], "#"), 10, 64)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("bad deployment %q: want its number, e.g. 12", args[1])
+				}
+				id = n
+			}
+			c, err := cn.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			dep, err := c.Rollback(ctx, args[0], id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rolling back %s to deployment #%d\n", args[0], dep.ID)
+			d := deployer{c: c, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
+			return d.waitLive(ctx, dep, dep.Status, timeout)
+		},
+	}
+	cn.addFlags(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait for the deployment to go live")
+	return cmd
+}
