@@ -26,6 +26,7 @@ type call struct {
 	stdout capWriter
 	stderr lineWriter
 	args   []string
+	env    environ
 }
 
 // pools holds a Runtime's reusable per-request state.
@@ -58,6 +59,10 @@ func (p *pools) put(c *call) {
 	c.stderr.sink = nil
 	clear(c.args)
 	c.args = c.args[:0]
+	if cap(c.env.buf) > keepBuffer {
+		c.env = environ{}
+	}
+	c.env.reset()
 	p.calls.Put(c)
 }
 

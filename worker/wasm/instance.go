@@ -52,6 +52,12 @@ func newInstance(rt *Runtime, c *compiled, key moduleKey, spec worker.Spec, time
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
 			return nil, fmt.Errorf("env %q: names may not be empty or hold '=' or NUL, values may not hold NUL", k)
 		}
+		if cgiVariable(k) {
+			if spec.BuildLog != nil {
+				fmt.Fprintf(spec.BuildLog, "env %s: ignored, the request sets this CGI variable\n", k)
+			}
+			continue
+		}
 		env = append(env, envVar{k, v})
 	}
 	slices.SortFunc(env, func(a, b envVar) int { return strings.Compare(a.name, b.name) })
@@ -112,7 +118,7 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 
 	c.stderr.reset(in.logs)
 	cfg := in.moduleConfig(c, r, mount)
-	mod, err := in.c.rt.InstantiateModule(ctx, in.c.mod, cfg)
+	mod, err := in.c.rt.InstantiateModule(context.WithValue(ctx, environKey{}, &c.env), in.c.mod, cfg)
 	if mod != nil {
 		_ = mod.Close(ctx)
 	}
@@ -136,24 +142,16 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 	_, _ = w.Write(body)
 }
 
-// moduleConfig builds the request's WASI configuration: stdio, WAGI's argv
-// (the request path, then the query string split at '&') and environment
-// (the manifest's [env], then the CGI variables, which win on a clash).
+// moduleConfig builds the request's WASI configuration: stdio and WAGI's
+// argv (the request path, then the query string split at '&'). It lays out
+// the environment in c.env: the CGI variables, then the manifest's [env]
+// (the CGI variables win on a clash).
 func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.ModuleConfig {
 	c.args = append(c.args[:0], r.URL.EscapedPath())
 	if q := r.URL.RawQuery; q != "" {
 		for arg := range strings.SplitSeq(q, "&") {
 			c.args = append(c.args, arg)
 		}
-	}
-	cfg := in.base.
-		WithArgs(c.args...).
-		WithStdin(&c.stdin).
-		WithStdout(&c.stdout).
-		WithStderr(&c.stderr)
-
-	for _, e := range in.env {
-		cfg = cfg.WithEnv(e.name, e.value)
 	}
 
 	rn := in.route.Load()
@@ -162,7 +160,6 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.
 		in.route.Store(rn)
 	}
 	pathInfo := subPath(r.URL.Path, mount)
-	rawPathInfo := subPath(r.URL.EscapedPath(), mount)
 	scheme, defaultPort := "http", "80"
 	if r.TLS != nil {
 		scheme, defaultPort = "https", "443"
@@ -170,46 +167,62 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.
 	serverName, serverPort := splitHostPort(r.Host, defaultPort)
 	remote, _ := splitHostPort(r.RemoteAddr, "")
 
-	cfg = cfg.
-		WithEnv("GATEWAY_INTERFACE", "CGI/1.1").
-		WithEnv("SERVER_SOFTWARE", "Velo").
-		WithEnv("REQUEST_METHOD", r.Method).
-		WithEnv("SCRIPT_NAME", rn.mount).
-		WithEnv("X_MATCHED_ROUTE", rn.matched).
-		WithEnv("PATH_INFO", pathInfo).
-		WithEnv("PATH_TRANSLATED", pathInfo).
-		WithEnv("X_RAW_PATH_INFO", rawPathInfo).
-		WithEnv("QUERY_STRING", r.URL.RawQuery).
-		WithEnv("CONTENT_TYPE", r.Header.Get("Content-Type")).
-		WithEnv("CONTENT_LENGTH", strconv.Itoa(len(c.body))).
-		WithEnv("SERVER_NAME", serverName).
-		WithEnv("SERVER_PORT", serverPort).
-		WithEnv("SERVER_PROTOCOL", r.Proto).
-		WithEnv("REMOTE_ADDR", remote).
-		WithEnv("REMOTE_HOST", remote).
-		WithEnv("AUTH_TYPE", "").
-		WithEnv("REMOTE_USER", "").
-		WithEnv("X_FULL_URL", scheme+"://"+r.Host+r.URL.RequestURI())
+	e := &c.env
+	e.reset()
+	e.add("GATEWAY_INTERFACE", "CGI/1.1")
+	e.add("SERVER_SOFTWARE", "Velo")
+	e.add("REQUEST_METHOD", r.Method)
+	e.add("SCRIPT_NAME", rn.mount)
+	e.add("X_MATCHED_ROUTE", rn.matched)
+	e.add("PATH_INFO", pathInfo)
+	e.add("PATH_TRANSLATED", pathInfo)
+	e.add("X_RAW_PATH_INFO", subPath(r.URL.EscapedPath(), mount))
+	e.add("QUERY_STRING", r.URL.RawQuery)
+	e.add("CONTENT_TYPE", r.Header.Get("Content-Type"))
+	e.add("CONTENT_LENGTH", strconv.Itoa(len(c.body)))
+	e.add("SERVER_NAME", serverName)
+	e.add("SERVER_PORT", serverPort)
+	e.add("SERVER_PROTOCOL", r.Proto)
+	e.add("REMOTE_ADDR", remote)
+	e.add("REMOTE_HOST", remote)
+	e.add("AUTH_TYPE", "")
+	e.add("REMOTE_USER", "")
+	e.offs = append(e.offs, uint32(len(e.buf)))
+	e.buf = append(e.buf, "X_FULL_URL="...)
+	e.buf = append(e.buf, scheme...)
+	e.buf = append(e.buf, "://"...)
+	e.buf = append(e.buf, r.Host...)
+	e.buf = append(e.buf, r.URL.RequestURI()...)
+	e.buf = append(e.buf, 0)
 	if r.Host != "" {
-		cfg = cfg.WithEnv("HTTP_HOST", r.Host)
+		e.add("HTTP_HOST", r.Host)
 	}
 	for k, vs := range r.Header {
 		name, ok := in.rt.headerEnv(k)
 		if !ok {
 			continue
 		}
-		v := ""
-		if len(vs) == 1 {
-			v = vs[0]
-		} else {
-			v = strings.Join(vs, ", ")
+		e.offs = append(e.offs, uint32(len(e.buf)))
+		e.buf = append(e.buf, name...)
+		e.buf = append(e.buf, '=')
+		for i, v := range vs {
+			if i > 0 {
+				e.buf = append(e.buf, ", "...)
+			}
+			e.buf = append(e.buf, v...)
 		}
-		if strings.IndexByte(v, 0) >= 0 {
-			continue // WASI cannot carry it; net/http never lets one through
-		}
-		cfg = cfg.WithEnv(name, v)
+		e.buf = append(e.buf, 0)
 	}
-	return cfg
+	for _, v := range in.env {
+		if !strings.HasPrefix(v.name, "HTTP_") || !e.has(v.name) {
+			e.add(v.name, v.value)
+		}
+	}
+	return in.base.
+		WithArgs(c.args...).
+		WithStdin(&c.stdin).
+		WithStdout(&c.stdout).
+		WithStderr(&c.stderr)
 }
 
 // fail answers a request whose module did not finish cleanly.
@@ -279,6 +292,19 @@ func (in *instance) drain() {
 		in.rt.release(in.key, in.c)
 		close(in.drained)
 	})
+}
+
+// cgiVariable reports whether name is a variable Serve sets from the request.
+func cgiVariable(name string) bool {
+	switch name {
+	case "GATEWAY_INTERFACE", "SERVER_SOFTWARE", "REQUEST_METHOD", "SCRIPT_NAME",
+		"X_MATCHED_ROUTE", "PATH_INFO", "PATH_TRANSLATED", "X_RAW_PATH_INFO",
+		"QUERY_STRING", "CONTENT_TYPE", "CONTENT_LENGTH", "SERVER_NAME", "SERVER_PORT",
+		"SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_HOST", "AUTH_TYPE", "REMOTE_USER",
+		"X_FULL_URL", "HTTP_HOST":
+		return true
+	}
+	return false
 }
 
 // subPath is path below mount: "" or starting with "/".

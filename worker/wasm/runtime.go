@@ -286,7 +286,7 @@ func (rt *Runtime) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runt
 		WithMemoryLimitPages(pages).
 		WithCloseOnContextDone(true)
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, r); err != nil {
+	if err := instantiateWASI(ctx, r); err != nil {
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("instantiate wasi: %w", err)
 	}
