@@ -1,8 +1,94 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/store"
+)
 
 // serverCommands are the roles: up, deploymgr, worker, router, webui, migrate.
 func serverCommands() []*cobra.Command {
-	return nil
+	return []*cobra.Command{upCmd(), migrateCmd()}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func newLogger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if err := level.UnmarshalText([]byte(envOr("VELO_LOG_LEVEL", "info"))); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func upCmd() *cobra.Command {
+	var addr, data string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run all of Velo in one process: router, API, webhook, worker and dashboard",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			log := newLogger(cmd.ErrOrStderr())
+			n, err := node.Start(ctx, node.Config{
+				Addr:        addr,
+				DataDir:     data,
+				DatabaseURL: os.Getenv("VELO_DATABASE_URL"),
+				PublicURL:   os.Getenv("VELO_PUBLIC_URL"),
+				Domain:      os.Getenv("VELO_DOMAIN"),
+				Docker:      newDockerRuntime,
+				Logger:      log,
+			})
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Velo is up at %s (store: %s)\n", n.URL, n.Store.Engine())
+			fmt.Fprintf(out, "  components: %s/fn/NAME/\n", n.URL)
+			fmt.Fprintf(out, "  API token:  %s\n", filepath.Join(data, "admin.token"))
+			fmt.Fprintf(out, "Deploy the example: velo deploy examples/hello-wasm\n")
+			return n.Wait(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", envOr("VELO_ADDR", "127.0.0.1:8080"), "address to listen on (VELO_ADDR)")
+	cmd.Flags().StringVar(&data, "data", envOr("VELO_DATA", ".velo"), "data directory (VELO_DATA)")
+	return cmd
+}
+
+func migrateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the database migrations to VELO_DATABASE_URL",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			url := os.Getenv("VELO_DATABASE_URL")
+			if url == "" {
+				return errors.New("VELO_DATABASE_URL is not set: give the Postgres URL to migrate, like postgres://velo@localhost/velo")
+			}
+			st, err := store.Open(cmd.Context(), url)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.Migrate(cmd.Context()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s schema is up to date\n", st.Engine())
+			return nil
+		},
+	}
 }

@@ -1,0 +1,164 @@
+package deploymgr
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/velo-run/velo/internal/archive"
+	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// Notification channels deploymgr speaks on.
+const (
+	ChannelDeployments = "deployments"
+	ChannelPlacements  = "placements"
+	ChannelRoutes      = "routes"
+	ChannelLogs        = "logs"
+)
+
+// Sources of a deployment.
+const (
+	SourceUpload = "upload"
+	SourceGitHub = "github"
+)
+
+// DeployRequest is one new version of a component.
+type DeployRequest struct {
+	// Name forces the component's name; when empty the manifest's name is
+	// used, else DefaultName.
+	Name        string
+	DefaultName string
+	// Archive is the .tar.gz of the component's tree.
+	Archive io.Reader
+	// StripTop removes the single top directory every entry sits in
+	// (GitHub tarballs' owner-repo-sha/).
+	StripTop bool
+	Source   string
+	Repo     string // owner/name, for GitHub
+	Commit   string
+	Message  string
+	Author   string
+}
+
+// InputError is a problem with what the user sent; the API answers 400
+// with its message (413 when TooLarge).
+type InputError struct {
+	Msg      string
+	TooLarge bool
+}
+
+func (e *InputError) Error() string { return e.Msg }
+
+func inputErr(format string, args ...any) error {
+	return &InputError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Deploy validates an archive and its manifest, stores the artifact and
+// records a pending deployment that the scheduler will place. Nothing is
+// stored when validation fails, and the live version is never touched
+// here: it changes only when the new deployment is ready.
+func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployment, error) {
+	tree, err := archive.Read(req.Archive, m.cfg.Limits, req.StripTop)
+	if err != nil {
+		return store.Deployment{}, &InputError{Msg: err.Error(), TooLarge: errors.Is(err, archive.ErrTooLarge)}
+	}
+	defName := req.DefaultName
+	if req.Name != "" {
+		defName = req.Name
+	}
+	man, err := manifest.Load(tree, defName)
+	if err != nil {
+		return store.Deployment{}, &InputError{Msg: err.Error()}
+	}
+	if req.Name != "" {
+		if err := manifest.ValidName(req.Name); err != nil {
+			return store.Deployment{}, inputErr("component name %q: %v", req.Name, err)
+		}
+		man.Name = req.Name
+	}
+	manJSON, err := json.Marshal(man)
+	if err != nil {
+		return store.Deployment{}, fmt.Errorf("encode manifest: %w", err)
+	}
+	var buf bytes.Buffer
+	if _, err := tree.WriteTo(&buf); err != nil {
+		return store.Deployment{}, fmt.Errorf("pack artifact: %w", err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	digest := hex.EncodeToString(sum[:])
+
+	created := false
+	comp, err := m.store.Component(ctx, man.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		comp = store.Component{Name: man.Name, Runtime: man.Runtime, Repo: req.Repo}
+		if err := m.store.CreateComponent(ctx, comp); err != nil && !errors.Is(err, store.ErrConflict) {
+			return store.Deployment{}, fmt.Errorf("create component %s: %w", man.Name, err)
+		} else if err == nil {
+			created = true
+		}
+	case err != nil:
+		return store.Deployment{}, fmt.Errorf("read component %s: %w", man.Name, err)
+	case req.Repo != "" && comp.Repo != req.Repo:
+		owner := comp.Repo
+		if owner == "" {
+			owner = "an upload"
+		}
+		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("component name %q is already used by %s; set another name in %s", man.Name, owner, manifest.FileName)}
+	}
+	if err := m.store.PutArtifact(ctx, digest, buf.Bytes()); err != nil {
+		m.dropNew(created, man.Name)
+		return store.Deployment{}, fmt.Errorf("store artifact: %w", err)
+	}
+	dep, err := m.store.CreateDeployment(ctx, store.Deployment{
+		Component: man.Name,
+		Digest:    digest,
+		Runtime:   man.Runtime,
+		Manifest:  manJSON,
+		Source:    req.Source,
+		Commit:    req.Commit,
+		Message:   req.Message,
+		Author:    req.Author,
+		Status:    store.StatusPending,
+	})
+	if err != nil {
+		m.dropNew(created, man.Name)
+		return store.Deployment{}, fmt.Errorf("record deployment: %w", err)
+	}
+	if err := m.store.SetTarget(ctx, man.Name, dep.ID); err != nil {
+		return store.Deployment{}, fmt.Errorf("target deployment %d: %w", dep.ID, err)
+	}
+	summary := fmt.Sprintf("deployment %d of %s: %s component, artifact %.12s (%d files, %d bytes)\n",
+		dep.ID, man.Name, man.Runtime, digest, len(tree.Files()), buf.Len())
+	_ = m.store.AppendBuildLog(ctx, dep.ID, summary)
+	m.log.Info("deployment accepted", "component", man.Name, "deployment", dep.ID, "runtime", man.Runtime, "source", req.Source)
+	_ = m.store.Notify(ctx, ChannelDeployments, strconv.FormatInt(dep.ID, 10))
+	return dep, nil
+}
+
+// dropNew removes a component that Deploy created before failing, so that
+// a failed first upload leaves nothing behind.
+func (m *Manager) dropNew(created bool, name string) {
+	if !created {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.store.DeleteComponent(ctx, name); err != nil {
+		m.log.Warn("remove half-created component failed", "component", name, "err", err)
+	}
+}
+
+// ConflictError is a request that clashes with what exists (409).
+type ConflictError struct{ Msg string }
+
+func (e *ConflictError) Error() string { return e.Msg }

@@ -1,0 +1,313 @@
+package deploymgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/velo-run/velo/internal/archive"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// Store is what deploymgr needs from the store.
+type Store interface {
+	CreateComponent(ctx context.Context, c store.Component) error
+	Component(ctx context.Context, name string) (store.Component, error)
+	Components(ctx context.Context) ([]store.Component, error)
+	SetPaused(ctx context.Context, name string, paused bool) error
+	SetTarget(ctx context.Context, name string, deployment int64) error
+	Promote(ctx context.Context, name string, deployment int64) error
+	DeleteComponent(ctx context.Context, name string) error
+
+	CreateDeployment(ctx context.Context, d store.Deployment) (store.Deployment, error)
+	Deployment(ctx context.Context, id int64) (store.Deployment, error)
+	Deployments(ctx context.Context, component string, limit int) ([]store.Deployment, error)
+	DeploymentsByStatus(ctx context.Context, statuses ...string) ([]store.Deployment, error)
+	SetDeploymentStatus(ctx context.Context, id int64, status, errMsg string) error
+	AppendBuildLog(ctx context.Context, id int64, text string) error
+	BuildLog(ctx context.Context, id int64) (string, error)
+
+	PutArtifact(ctx context.Context, digest string, data []byte) error
+
+	Workers(ctx context.Context) ([]store.Worker, error)
+	PutPlacement(ctx context.Context, p store.Placement) error
+	Placements(ctx context.Context, deployment int64) ([]store.Placement, error)
+	ComponentPlacements(ctx context.Context, component string) ([]store.Placement, error)
+	DeletePlacement(ctx context.Context, deployment int64, worker string) error
+
+	Stats(ctx context.Context, component string, since time.Time) ([]store.Hits, error)
+	Logs(ctx context.Context, component string, afterID int64, limit int) ([]store.LogLine, error)
+	TailLogs(ctx context.Context, component string, n int) ([]store.LogLine, error)
+
+	TokenByHash(ctx context.Context, hash string) (store.Token, error)
+
+	Notify(ctx context.Context, channel, payload string) error
+	Listen(ctx context.Context, channel string) (<-chan string, error)
+}
+
+// Config configures a Manager.
+type Config struct {
+	// PublicURL is where users reach Velo (component URLs are built on it).
+	PublicURL string
+	// Domain, when set, gives components URLs on NAME.<Domain>.
+	Domain string
+	// AdminToken is an API token accepted besides the stored ones.
+	AdminToken string
+	// Limits bound uploaded archives.
+	Limits archive.Limits
+	// WorkerTimeout is how long a worker may miss heartbeats before it no
+	// longer gets new placements (default 10s).
+	WorkerTimeout time.Duration
+	// Schedule is how often the scheduler looks at the store even without
+	// a notification (default 2s).
+	Schedule time.Duration
+	// Grace is how long an old deployment stays placed after a newer one
+	// went live, so that routers switch before it goes away (default 3s).
+	Grace  time.Duration
+	Logger *slog.Logger
+}
+
+// Validate checks the config, naming the field at fault.
+func (c Config) Validate() error {
+	if c.PublicURL == "" {
+		return errors.New("deploymgr: PublicURL is required")
+	}
+	u, err := url.Parse(c.PublicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("deploymgr: PublicURL %q is not an http(s) URL", c.PublicURL)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Limits == (archive.Limits{}) {
+		c.Limits = archive.DefaultLimits()
+	}
+	if c.WorkerTimeout <= 0 {
+		c.WorkerTimeout = 10 * time.Second
+	}
+	if c.Schedule <= 0 {
+		c.Schedule = 2 * time.Second
+	}
+	if c.Grace <= 0 {
+		c.Grace = 3 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	return c
+}
+
+// Manager is the control plane.
+type Manager struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+	auth  []Authenticator
+}
+
+// New returns a Manager.
+func New(cfg Config, st Store) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Manager{cfg: cfg, store: st, log: cfg.Logger}, nil
+}
+
+// ComponentURL is where component name answers.
+func (m *Manager) ComponentURL(name string) string {
+	if m.cfg.Domain != "" {
+		u, err := url.Parse(m.cfg.PublicURL)
+		if err == nil {
+			return u.Scheme + "://" + name + "." + m.cfg.Domain + "/"
+		}
+	}
+	return m.cfg.PublicURL + "/fn/" + name + "/"
+}
+
+// Run schedules deployments until ctx is done: it places pending ones on
+// the live workers, promotes those their workers have prepared, fails
+// those no worker could prepare, and retires old placements.
+func (m *Manager) Run(ctx context.Context) error {
+	deps, err := m.store.Listen(ctx, ChannelDeployments)
+	if err != nil {
+		return fmt.Errorf("listen for deployments: %w", err)
+	}
+	places, err := m.store.Listen(ctx, ChannelPlacements)
+	if err != nil {
+		return fmt.Errorf("listen for placements: %w", err)
+	}
+	tick := time.NewTicker(m.cfg.Schedule)
+	defer tick.Stop()
+	for {
+		if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("schedule failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-deps:
+		case <-places:
+		case <-tick.C:
+		}
+	}
+}
+
+// schedule runs one round of the scheduler.
+func (m *Manager) schedule(ctx context.Context) error {
+	deps, err := m.store.DeploymentsByStatus(ctx, store.StatusPending, store.StatusPreparing)
+	if err != nil {
+		return fmt.Errorf("read open deployments: %w", err)
+	}
+	var workers []store.Worker
+	if len(deps) > 0 {
+		if workers, err = m.liveWorkers(ctx); err != nil {
+			return err
+		}
+	}
+	for _, d := range deps {
+		var err error
+		switch d.Status {
+		case store.StatusPending:
+			err = m.place(ctx, d, workers)
+		case store.StatusPreparing:
+			err = m.settle(ctx, d, workers)
+		}
+		if err != nil {
+			m.log.Warn("schedule deployment failed", "deployment", d.ID, "err", err)
+		}
+	}
+	return m.retire(ctx)
+}
+
+func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
+	all, err := m.store.Workers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read workers: %w", err)
+	}
+	cutoff := time.Now().Add(-m.cfg.WorkerTimeout)
+	var live []store.Worker
+	for _, w := range all {
+		if w.SeenAt.After(cutoff) {
+			live = append(live, w)
+		}
+	}
+	return live, nil
+}
+
+// place assigns a pending deployment to every live worker.
+func (m *Manager) place(ctx context.Context, d store.Deployment, workers []store.Worker) error {
+	if len(workers) == 0 {
+		return nil // stays pending until a worker shows up
+	}
+	for _, w := range workers {
+		if err := m.store.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: w.Name, State: store.PlacementPending}); err != nil {
+			return fmt.Errorf("place on %s: %w", w.Name, err)
+		}
+	}
+	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPreparing, ""); err != nil {
+		return err
+	}
+	return m.store.Notify(ctx, ChannelPlacements, strconv.FormatInt(d.ID, 10))
+}
+
+// settle promotes a deployment once no live worker is still preparing it
+// and at least one succeeded, or fails it when none did.
+func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []store.Worker) error {
+	ps, err := m.store.Placements(ctx, d.ID)
+	if err != nil {
+		return err
+	}
+	live := make(map[string]bool, len(workers))
+	for _, w := range workers {
+		live[w.Name] = true
+	}
+	ready, failed := 0, ""
+	for _, p := range ps {
+		switch p.State {
+		case store.PlacementPending:
+			if live[p.Worker] {
+				return nil
+			}
+			// A worker that stopped heartbeating will not report back.
+			if failed == "" {
+				failed = fmt.Sprintf("worker %s stopped responding while preparing", p.Worker)
+			}
+		case store.PlacementReady:
+			ready++
+		case store.PlacementFailed:
+			if failed == "" {
+				failed = p.Error
+			}
+		}
+	}
+	if len(ps) == 0 {
+		// Its placements vanished (workers removed): place it again.
+		return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPending, "")
+	}
+	comp, err := m.store.Component(ctx, d.Component)
+	if err != nil {
+		return err
+	}
+	if ready == 0 {
+		m.log.Warn("deployment failed", "component", d.Component, "deployment", d.ID, "reason", failed)
+		if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusFailed, failed); err != nil {
+			return err
+		}
+		if comp.Target == d.ID {
+			if err := m.store.SetTarget(ctx, d.Component, comp.Live); err != nil {
+				return err
+			}
+		}
+		return m.store.Notify(ctx, ChannelRoutes, d.Component)
+	}
+	if comp.Target == d.ID {
+		if err := m.store.Promote(ctx, d.Component, d.ID); err != nil {
+			return err
+		}
+		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
+	}
+	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, ""); err != nil {
+		return err
+	}
+	return m.store.Notify(ctx, ChannelRoutes, d.Component)
+}
+
+// retire removes the placements of deployments that are neither live nor
+// being rolled out, once routers have had the grace period to switch.
+func (m *Manager) retire(ctx context.Context) error {
+	comps, err := m.store.Components(ctx)
+	if err != nil {
+		return fmt.Errorf("read components: %w", err)
+	}
+	removed := false
+	for _, c := range comps {
+		if time.Since(c.UpdatedAt) < m.cfg.Grace {
+			continue
+		}
+		ps, err := m.store.ComponentPlacements(ctx, c.Name)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if p.Deployment == c.Live || p.Deployment == c.Target {
+				continue
+			}
+			if err := m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil {
+				return err
+			}
+			removed = true
+		}
+	}
+	if removed {
+		return m.store.Notify(ctx, ChannelPlacements, "")
+	}
+	return nil
+}

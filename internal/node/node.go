@@ -1,0 +1,272 @@
+// Package node assembles Velo's roles into one running process: `velo up`
+// runs all of them on one address, and tests start a whole Velo in-process
+// through it. It holds wiring only; the roles do the work.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/velo-run/velo/deploymgr"
+	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/router"
+	"github.com/velo-run/velo/worker"
+	"github.com/velo-run/velo/worker/wasm"
+)
+
+// Config configures an all-in-one node.
+type Config struct {
+	// Addr is the address to listen on ("127.0.0.1:0" picks a port).
+	Addr string
+	// DataDir holds the embedded store, artifacts, caches and admin.token.
+	DataDir string
+	// DatabaseURL selects Postgres; empty means SQLite in DataDir.
+	DatabaseURL string
+	// PublicURL is where users reach this node; default http://<addr>.
+	PublicURL string
+	// Domain, when set, also serves component NAME at NAME.<Domain>.
+	Domain string
+	// AdminToken is the API token; empty means the one in
+	// <DataDir>/admin.token, created on first start.
+	AdminToken string
+	// Docker makes the docker runtime; nil or an error disables docker
+	// components with that error as the reason.
+	Docker func(ctx context.Context, owner string, log *slog.Logger) (worker.Runtime, error)
+	// NoHits turns hit recording off (benchmarks).
+	NoHits bool
+	Logger *slog.Logger
+}
+
+// Validate checks the config, naming the field at fault.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("addr %q: want host:port, like 127.0.0.1:8080", c.Addr)
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir: a directory is required")
+	}
+	return nil
+}
+
+// Node is a running all-in-one Velo.
+type Node struct {
+	URL     string // where it listens, http://host:port
+	Token   string // the admin API token
+	Store   *store.Store
+	Router  *router.Router
+	Manager *deploymgr.Manager
+	Worker  *worker.Worker
+
+	log    *slog.Logger
+	srv    *http.Server
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	errc   chan error
+	closed sync.Once
+}
+
+// Start opens the store and starts every role. Close stops them.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	dbURL := cfg.DatabaseURL
+	if dbURL == "" {
+		abs, err := filepath.Abs(filepath.Join(cfg.DataDir, "velo.db"))
+		if err != nil {
+			return nil, err
+		}
+		dbURL = "sqlite://" + abs
+	}
+	st, err := store.Open(ctx, dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	token := cfg.AdminToken
+	if token == "" {
+		if token, err = AdminToken(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+	url := "http://" + ln.Addr().String()
+	publicURL := cfg.PublicURL
+	if publicURL == "" {
+		publicURL = url
+	}
+
+	wasmRT, err := wasm.New(wasm.Config{CacheDir: filepath.Join(cfg.DataDir, "wasm-cache"), Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("wasm runtime: %w", err)
+	}
+	runtimes, unavailable := []worker.Runtime{wasmRT}, map[string]error{}
+	dockerErr := errors.New("no docker runtime configured")
+	if cfg.Docker != nil {
+		var rt worker.Runtime
+		if rt, dockerErr = cfg.Docker(ctx, "local", log); dockerErr == nil {
+			runtimes = append(runtimes, rt)
+		}
+	}
+	if dockerErr != nil {
+		unavailable["docker"] = dockerErr
+		log.Info("docker components disabled", "reason", dockerErr)
+	}
+	wk, err := worker.New(worker.Config{Name: "local", DataDir: cfg.DataDir, Logger: log, Unavailable: unavailable}, st, runtimes...)
+	if err != nil {
+		return nil, err
+	}
+	rt := router.New(router.Config{
+		Domain:  cfg.Domain,
+		NoHits:  cfg.NoHits,
+		Logger:  log,
+		Backend: func(store.Worker) router.Backend { return wk },
+	}, st)
+	mgr, err := deploymgr.New(deploymgr.Config{PublicURL: publicURL, Domain: cfg.Domain, AdminToken: token, Logger: log}, st)
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), router.Collector(rt))
+	api := mgr.Handler()
+	mux := http.NewServeMux()
+	mux.Handle(router.Prefix, rt)
+	mux.Handle("/api/", api)
+	mux.Handle("/healthz", api)
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "Velo is running.\n\nComponents answer at %s/fn/NAME/\nREST API at %s/api/v1/ (bearer token in %s)\n",
+			publicURL, publicURL, filepath.Join(cfg.DataDir, "admin.token"))
+	})
+	var handler http.Handler = mux
+	if cfg.Domain != "" {
+		handler = hostRouting(cfg.Domain, rt, mux)
+	}
+
+	runCtx, stop := context.WithCancel(context.Background())
+	n := &Node{
+		URL: url, Token: token, Store: st, Router: rt, Manager: mgr, Worker: wk,
+		log:  log,
+		stop: stop,
+		errc: make(chan error, 4),
+		srv: &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
+	}
+	for _, run := range []func(context.Context) error{wk.Run, rt.Run, mgr.Run} {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := run(runCtx); err != nil {
+				n.errc <- err
+			}
+		}()
+	}
+	go func() {
+		if err := n.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.errc <- fmt.Errorf("serve: %w", err)
+		}
+	}()
+	return n, nil
+}
+
+// Wait blocks until ctx is done or a role fails, and returns the failure.
+func (n *Node) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-n.errc:
+		return err
+	}
+}
+
+// Close stops serving, lets requests in flight finish (up to 15s), stops
+// every role and closes the store.
+func (n *Node) Close() error {
+	n.closed.Do(func() {
+		n.log.Info("shutting down")
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = n.srv.Shutdown(ctx)
+		n.stop()
+		n.wg.Wait()
+		n.Store.Close()
+	})
+	return nil
+}
+
+// hostRouting sends NAME.<domain> to the router and everything else to mux.
+func hostRouting(domain string, rt http.Handler, mux http.Handler) http.Handler {
+	suffix := "." + domain
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if strings.HasSuffix(host, suffix) {
+			rt.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// AdminToken returns VELO_ADMIN_TOKEN's value when set, else the token in
+// <dataDir>/admin.token, creating it (0600) on first start.
+func AdminToken(dataDir string) (string, error) {
+	if t := os.Getenv("VELO_ADMIN_TOKEN"); t != "" {
+		return t, nil
+	}
+	path := filepath.Join(dataDir, "admin.token")
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	t := "velo_" + base64.RawURLEncoding.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin token: %w", err)
+	}
+	return t, nil
+}

@@ -1,0 +1,25 @@
+package router
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	requestsDesc = prometheus.NewDesc("velo_router_requests_total", "Component calls routed, by component.", []string{"component"}, nil)
+	errorsDesc   = prometheus.NewDesc("velo_router_errors_total", "Component calls answered with a 5xx status, by component.", []string{"component"}, nil)
+)
+
+// Collector exposes the router's counters to Prometheus.
+func Collector(r *Router) prometheus.Collector { return collector{r} }
+
+type collector struct{ r *Router }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- requestsDesc
+	ch <- errorsDesc
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	for name, t := range c.r.Totals() {
+		ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(t[0]), name)
+		ch <- prometheus.MustNewConstMetric(errorsDesc, prometheus.CounterValue, float64(t[1]), name)
+	}
+}

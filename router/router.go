@@ -1,0 +1,415 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/velo-run/velo/internal/hist"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// Backend hands requests to one worker.
+type Backend interface {
+	// Serve forwards the request for deployment d mounted at mount. It
+	// returns false, having written nothing, when the request never
+	// reached a worker able to serve it, so that it may be retried on
+	// another.
+	Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool
+}
+
+// Store is what the router needs from the store.
+type Store interface {
+	Routes(ctx context.Context) ([]store.Route, error)
+	AddHits(ctx context.Context, batch []store.Hits) error
+	Listen(ctx context.Context, channel string) (<-chan string, error)
+}
+
+// ChannelRoutes is the notification channel announcing route changes.
+const ChannelRoutes = "routes"
+
+// Config configures a Router.
+type Config struct {
+	// Domain, when set, also routes NAME.<Domain> to component NAME.
+	Domain string
+	// Backend returns how to reach a worker. Called when the route table
+	// changes, never per request; the result is cached per worker name
+	// and address.
+	Backend func(store.Worker) Backend
+	// Flush is how often hit counts are written (default 1s).
+	Flush time.Duration
+	// Resync is how often the whole table is reloaded even without a
+	// notification (default 10s).
+	Resync time.Duration
+	// NoHits turns off hit recording (for measuring its cost).
+	NoHits bool
+	Logger *slog.Logger
+}
+
+// Prefix is the path prefix component calls are served under.
+const Prefix = "/fn/"
+
+// Router is an http.Handler for component calls.
+type Router struct {
+	cfg   Config
+	store Store
+	table atomic.Pointer[table]
+
+	mu       sync.Mutex // guards refreshes, backends and counters
+	backends map[string]cachedBackend
+	counters map[string]*counters
+	pending  map[hitKey]*store.Hits // hits not yet written (store down)
+	sw       sync.Pool
+}
+
+type cachedBackend struct {
+	addr string
+	b    Backend
+}
+
+type table struct {
+	routes map[string]*route
+}
+
+type route struct {
+	name      string
+	paused    bool
+	depID     int64
+	depHeader []string
+	targets   []target
+	next      atomic.Uint64
+	stats     *counters
+}
+
+type target struct {
+	worker []string // X-Velo-Worker value
+	b      Backend
+}
+
+// counters accumulate one component's traffic between flushes.
+type counters struct {
+	hits, errors           atomic.Int64
+	totalHits, totalErrors atomic.Int64 // never reset; for /metrics
+	latency                hist.Recorder
+}
+
+type hitKey struct {
+	component string
+	minute    int64
+}
+
+// New returns a router with an empty table; call Refresh or Run to load it.
+func New(cfg Config, st Store) *Router {
+	if cfg.Flush <= 0 {
+		cfg.Flush = time.Second
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Router{
+		cfg:      cfg,
+		store:    st,
+		backends: map[string]cachedBackend{},
+		counters: map[string]*counters{},
+		pending:  map[hitKey]*store.Hits{},
+	}
+	r.sw.New = func() any { return new(statusWriter) }
+	r.table.Store(&table{routes: map[string]*route{}})
+	return r
+}
+
+// Run keeps the table current and flushes hits until ctx is done, then
+// flushes once more.
+func (r *Router) Run(ctx context.Context) error {
+	changes, err := r.store.Listen(ctx, ChannelRoutes)
+	if err != nil {
+		return fmt.Errorf("listen for route changes: %w", err)
+	}
+	if err := r.Refresh(ctx); err != nil {
+		r.cfg.Logger.Warn("load routes failed", "err", err)
+	}
+	resync := time.NewTicker(r.cfg.Resync)
+	defer resync.Stop()
+	flush := time.NewTicker(r.cfg.Flush)
+	defer flush.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := r.FlushHits(fctx); err != nil {
+				r.cfg.Logger.Warn("final hit flush failed", "err", err)
+			}
+			return nil
+		case <-changes:
+			// Coalesce a burst of notifications into one reload.
+			drain(changes)
+			if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.Warn("reload routes failed", "err", err)
+			}
+		case <-resync.C:
+			if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.Warn("resync routes failed", "err", err)
+			}
+		case <-flush.C:
+			if err := r.FlushHits(ctx); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.Warn("flush hits failed; kept for the next try", "err", err)
+			}
+		}
+	}
+}
+
+func drain(c <-chan string) {
+	for {
+		select {
+		case _, ok := <-c:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// Refresh reloads the route table from the store and swaps it in.
+func (r *Router) Refresh(ctx context.Context) error {
+	routes, err := r.store.Routes(ctx)
+	if err != nil {
+		return fmt.Errorf("read routes: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := &table{routes: make(map[string]*route, len(routes))}
+	old := r.table.Load()
+	usedBackends := map[string]bool{}
+	for _, rt := range routes {
+		c := r.counters[rt.Component]
+		if c == nil {
+			c = new(counters)
+			r.counters[rt.Component] = c
+		}
+		nr := &route{
+			name:      rt.Component,
+			paused:    rt.Paused,
+			depID:     rt.Deployment,
+			depHeader: []string{strconv.FormatInt(rt.Deployment, 10)},
+			stats:     c,
+		}
+		for _, w := range rt.Workers {
+			usedBackends[w.Name] = true
+			cb, ok := r.backends[w.Name]
+			if !ok || cb.addr != w.Addr {
+				cb = cachedBackend{addr: w.Addr, b: r.cfg.Backend(w)}
+				r.backends[w.Name] = cb
+			}
+			nr.targets = append(nr.targets, target{worker: []string{w.Name}, b: cb.b})
+		}
+		if prev := old.routes[rt.Component]; prev != nil {
+			nr.next.Store(prev.next.Load())
+		}
+		t.routes[rt.Component] = nr
+	}
+	for name := range r.backends {
+		if !usedBackends[name] {
+			delete(r.backends, name)
+		}
+	}
+	r.table.Store(t)
+	return nil
+}
+
+// ServeHTTP routes one component call.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	name, mount, ok := r.component(req)
+	if !ok {
+		plain(w, http.StatusNotFound, "not found: component calls are served under "+Prefix+"NAME/")
+		return
+	}
+	rt := r.table.Load().routes[name]
+	switch {
+	case rt == nil:
+		plain(w, http.StatusNotFound, fmt.Sprintf("no component named %q", name))
+		return
+	case rt.paused:
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("component %q is paused", name))
+		return
+	case rt.depID == 0 || len(rt.targets) == 0:
+		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("component %q has no healthy instance", name))
+		return
+	}
+	start := time.Now()
+	sw := r.sw.Get().(*statusWriter)
+	sw.ResponseWriter, sw.status = w, 0
+	h := w.Header()
+	h["X-Velo-Deployment"] = rt.depHeader
+	n := uint64(len(rt.targets))
+	first := rt.next.Add(1)
+	served := false
+	for i := uint64(0); i < n && !served; i++ {
+		t := rt.targets[(first+i)%n]
+		h["X-Velo-Worker"] = t.worker
+		served = t.b.Serve(sw, req, rt.depID, mount)
+	}
+	if !served {
+		delete(h, "X-Velo-Worker")
+		plain(sw, http.StatusServiceUnavailable, fmt.Sprintf("component %q has no healthy instance", name))
+	}
+	status := sw.status
+	sw.ResponseWriter = nil
+	r.sw.Put(sw)
+	if r.cfg.NoHits {
+		return
+	}
+	c := rt.stats
+	c.hits.Add(1)
+	c.totalHits.Add(1)
+	if status >= 500 {
+		c.errors.Add(1)
+		c.totalErrors.Add(1)
+	}
+	c.latency.Record(time.Since(start))
+}
+
+// component finds the component a request is for and the prefix it is
+// mounted under.
+func (r *Router) component(req *http.Request) (name, mount string, ok bool) {
+	if r.cfg.Domain != "" {
+		host := req.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if sub, found := strings.CutSuffix(host, "."+r.cfg.Domain); found && sub != "" && !strings.Contains(sub, ".") {
+			return sub, "", true
+		}
+	}
+	rest, found := strings.CutPrefix(req.URL.Path, Prefix)
+	if !found {
+		return "", "", false
+	}
+	name, _, _ = strings.Cut(rest, "/")
+	if name == "" {
+		return "", "", false
+	}
+	return name, req.URL.Path[:len(Prefix)+len(name)], true
+}
+
+// FlushHits writes the hits counted since the last flush. On failure they
+// are kept and written with the next flush, so none are lost while the
+// store is away.
+func (r *Router) FlushHits(ctx context.Context) error {
+	minute := time.Now().UTC().Truncate(time.Minute)
+	r.mu.Lock()
+	for name, c := range r.counters {
+		hits, errs := c.hits.Swap(0), c.errors.Swap(0)
+		lat := c.latency.Drain()
+		if hits == 0 && errs == 0 && lat == nil {
+			continue
+		}
+		r.addPending(store.Hits{Component: name, Minute: minute, Hits: hits, Errors: errs, Latency: lat})
+	}
+	batch := make([]store.Hits, 0, len(r.pending))
+	for _, p := range r.pending {
+		batch = append(batch, *p)
+	}
+	clear(r.pending)
+	r.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := r.store.AddHits(ctx, batch); err != nil {
+		r.mu.Lock()
+		for _, b := range batch {
+			r.addPending(b)
+		}
+		r.mu.Unlock()
+		return fmt.Errorf("write %d hit buckets: %w", len(batch), err)
+	}
+	return nil
+}
+
+// addPending merges h into the hits not yet written; r.mu must be held.
+func (r *Router) addPending(h store.Hits) {
+	k := hitKey{h.Component, h.Minute.Unix()}
+	p := r.pending[k]
+	if p == nil {
+		r.pending[k] = &h
+		return
+	}
+	p.Hits += h.Hits
+	p.Errors += h.Errors
+	p.Latency = hist.Merge(p.Latency, h.Latency)
+}
+
+// Totals returns the requests and server errors routed per component since
+// start, for /metrics.
+func (r *Router) Totals() map[string][2]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string][2]int64, len(r.counters))
+	for name, c := range r.counters {
+		out[name] = [2]int64{c.totalHits.Load(), c.totalErrors.Load()}
+	}
+	return out
+}
+
+// Lookup reports the live deployment of a component in the current table;
+// for tests and benchmarks of the route table.
+func (r *Router) Lookup(name string) (deployment int64, ok bool) {
+	rt := r.table.Load().routes[name]
+	if rt == nil {
+		return 0, false
+	}
+	return rt.depID, true
+}
+
+func plain(w http.ResponseWriter, status int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// statusWriter remembers the status a backend wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Flush lets streaming responses through.
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		if s.status == 0 {
+			s.status = http.StatusOK
+		}
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

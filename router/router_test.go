@@ -1,0 +1,316 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/velo-run/velo/internal/store"
+)
+
+// backend is a worker stand-in: it answers with its name, or refuses.
+type backend struct {
+	name   string
+	refuse atomic.Bool
+	status int
+	calls  atomic.Int64
+}
+
+func (b *backend) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
+	if b.refuse.Load() {
+		return false
+	}
+	b.calls.Add(1)
+	if b.status != 0 {
+		w.WriteHeader(b.status)
+	}
+	fmt.Fprintf(w, "%s d=%d mount=%s path=%s", b.name, d, mount, r.URL.Path)
+	return true
+}
+
+// flakyStore is the real store whose AddHits can be made to fail, as when
+// Postgres is down.
+type flakyStore struct {
+	*store.Store
+	down atomic.Bool
+}
+
+func (f *flakyStore) AddHits(ctx context.Context, batch []store.Hits) error {
+	if f.down.Load() {
+		return errors.New("store is down")
+	}
+	return f.Store.AddHits(ctx, batch)
+}
+
+type fixture struct {
+	t        *testing.T
+	st       *flakyStore
+	r        *Router
+	backends map[string]*backend
+}
+
+func newFixture(t *testing.T, cfg Config) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "velo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{t: t, st: &flakyStore{Store: st}, backends: map[string]*backend{}}
+	for _, name := range []string{"w1", "w2"} {
+		f.backends[name] = &backend{name: name}
+		if err := st.UpsertWorker(ctx, store.Worker{Name: name, Addr: "http://" + name, StartedAt: time.Now(), SeenAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Backend = func(w store.Worker) Backend { return f.backends[w.Name] }
+	f.r = New(cfg, f.st)
+	return f
+}
+
+// deploy creates component name with a live deployment ready on workers.
+func (f *fixture) deploy(name string, workers ...string) int64 {
+	f.t.Helper()
+	ctx := context.Background()
+	if err := f.st.CreateComponent(ctx, store.Component{Name: name, Runtime: "wasm"}); err != nil && !errors.Is(err, store.ErrConflict) {
+		f.t.Fatal(err)
+	}
+	d, err := f.st.CreateDeployment(ctx, store.Deployment{Component: name, Digest: fmt.Sprintf("%064d", 1), Runtime: "wasm", Manifest: []byte(`{}`), Source: "upload", Status: store.StatusReady})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, w := range workers {
+		if err := f.st.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: w, State: store.PlacementReady}); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	if err := f.st.SetTarget(ctx, name, d.ID); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.st.Promote(ctx, name, d.ID); err != nil {
+		f.t.Fatal(err)
+	}
+	f.refresh()
+	return d.ID
+}
+
+func (f *fixture) refresh() {
+	f.t.Helper()
+	if err := f.r.Refresh(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) get(target string) *http.Response {
+	rec := httptest.NewRecorder()
+	f.r.ServeHTTP(rec, httptest.NewRequest("GET", target, nil))
+	return rec.Result()
+}
+
+func body(t *testing.T, res *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRouteStatuses(t *testing.T) {
+	f := newFixture(t, Config{})
+	d := f.deploy("hello", "w1")
+	ctx := context.Background()
+	if err := f.st.CreateComponent(ctx, store.Component{Name: "empty", Runtime: "wasm"}); err != nil {
+		t.Fatal(err)
+	}
+	f.refresh()
+
+	res := f.get("/fn/hello/a/b?x=1")
+	if got := body(t, res); res.StatusCode != 200 || got != fmt.Sprintf("w1 d=%d mount=/fn/hello path=/fn/hello/a/b", d) {
+		t.Fatalf("GET /fn/hello/a/b = %d %q", res.StatusCode, got)
+	}
+	if res.Header.Get("X-Velo-Deployment") != fmt.Sprint(d) || res.Header.Get("X-Velo-Worker") != "w1" {
+		t.Errorf("headers = %v", res.Header)
+	}
+	for _, tc := range []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/fn/nope/", 404, "no component named \"nope\"\n"},
+		{"/fn/", 404, "not found: component calls are served under /fn/NAME/\n"},
+		{"/fn/empty/", 503, "component \"empty\" has no healthy instance\n"},
+	} {
+		res := f.get(tc.path)
+		if got := body(t, res); res.StatusCode != tc.status || got != tc.body {
+			t.Errorf("GET %s = %d %q, want %d %q", tc.path, res.StatusCode, got, tc.status, tc.body)
+		}
+	}
+	if err := f.st.SetPaused(ctx, "hello", true); err != nil {
+		t.Fatal(err)
+	}
+	f.refresh()
+	res = f.get("/fn/hello/")
+	if got := body(t, res); res.StatusCode != 503 || got != "component \"hello\" is paused\n" {
+		t.Errorf("paused: %d %q", res.StatusCode, got)
+	}
+	if f.backends["w1"].calls.Load() != 1 {
+		t.Errorf("backend calls = %d, want 1", f.backends["w1"].calls.Load())
+	}
+}
+
+func TestRoundRobinAndRetry(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.deploy("hello", "w1", "w2")
+	for i := 0; i < 10; i++ {
+		f.get("/fn/hello/")
+	}
+	if a, b := f.backends["w1"].calls.Load(), f.backends["w2"].calls.Load(); a != 5 || b != 5 {
+		t.Fatalf("round robin: w1=%d w2=%d, want 5 and 5", a, b)
+	}
+	// A worker that cannot take the request: it goes to the other one.
+	f.backends["w1"].refuse.Store(true)
+	for i := 0; i < 4; i++ {
+		res := f.get("/fn/hello/")
+		if res.StatusCode != 200 || res.Header.Get("X-Velo-Worker") != "w2" {
+			t.Fatalf("with w1 refusing: %d from %q", res.StatusCode, res.Header.Get("X-Velo-Worker"))
+		}
+	}
+	f.backends["w2"].refuse.Store(true)
+	if res := f.get("/fn/hello/"); res.StatusCode != 503 {
+		t.Fatalf("all refusing: %d, want 503", res.StatusCode)
+	}
+}
+
+func TestHostRouting(t *testing.T) {
+	f := newFixture(t, Config{Domain: "apps.example.test"})
+	f.deploy("hello", "w1")
+	req := httptest.NewRequest("GET", "/x", nil)
+	req.Host = "hello.apps.example.test:8080"
+	rec := httptest.NewRecorder()
+	f.r.ServeHTTP(rec, req)
+	if got := rec.Body.String(); rec.Code != 200 || got[len(got)-len("mount= path=/x"):] != "mount= path=/x" {
+		t.Fatalf("host routing: %d %q", rec.Code, got)
+	}
+}
+
+func TestHitsFlushedAndKeptWhileStoreDown(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.deploy("hello", "w1")
+	f.backends["w1"].status = 500
+	ctx := context.Background()
+	f.get("/fn/hello/")
+	f.backends["w1"].status = 0
+	f.get("/fn/hello/")
+
+	f.st.down.Store(true)
+	if err := f.r.FlushHits(ctx); err == nil {
+		t.Fatal("FlushHits with the store down: no error")
+	}
+	f.get("/fn/hello/")
+	f.st.down.Store(false)
+	if err := f.r.FlushHits(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := f.st.Stats(ctx, "hello", time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits, errs int64
+	for _, h := range rows {
+		hits += h.Hits
+		errs += h.Errors
+	}
+	if hits != 3 || errs != 1 {
+		t.Fatalf("stored hits=%d errors=%d, want 3 and 1", hits, errs)
+	}
+	// Nothing is written twice.
+	if err := f.r.FlushHits(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ = f.st.Stats(ctx, "hello", time.Now().Add(-time.Hour))
+	hits = 0
+	for _, h := range rows {
+		hits += h.Hits
+	}
+	if hits != 3 {
+		t.Fatalf("after a second flush hits=%d, want 3", hits)
+	}
+}
+
+func TestNoHits(t *testing.T) {
+	f := newFixture(t, Config{NoHits: true})
+	f.deploy("hello", "w1")
+	f.get("/fn/hello/")
+	if tot := f.r.Totals()["hello"]; tot[0] != 0 {
+		t.Fatalf("NoHits recorded %d hits", tot[0])
+	}
+}
+
+// TestHammer routes from many goroutines while the table is swapped and
+// hits are flushed.
+func TestHammer(t *testing.T) {
+	f := newFixture(t, Config{})
+	f.deploy("hello", "w1", "w2")
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := f.r.Refresh(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := f.r.FlushHits(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var failed atomic.Int64
+	var clients sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			for i := 0; i < 200; i++ {
+				if res := f.get("/fn/hello/"); res.StatusCode != 200 {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	clients.Wait()
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d requests failed during table swaps", n)
+	}
+	if err := f.r.FlushHits(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, _ := f.st.Stats(ctx, "hello", time.Now().Add(-time.Hour))
+	var hits int64
+	for _, h := range rows {
+		hits += h.Hits
+	}
+	if hits != 3200 {
+		t.Fatalf("stored %d hits, want 3200", hits)
+	}
+}

@@ -1,0 +1,164 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/velo-run/velo/internal/store"
+)
+
+// maxPendingLines bounds the log lines held between flushes; past it lines
+// are dropped and counted, so a component that floods its output cannot
+// grow the worker's memory.
+const maxPendingLines = 20000
+
+// logStore is what the log batcher writes to.
+type logStore interface {
+	AppendLogs(ctx context.Context, lines []store.LogLine) error
+	Notify(ctx context.Context, channel, payload string) error
+}
+
+// logBatcher collects component log lines and writes them in batches.
+type logBatcher struct {
+	store   logStore
+	logger  *slog.Logger
+	every   time.Duration
+	mu      sync.Mutex
+	pending []store.LogLine
+	dropped map[string]int // component → lines dropped since last flush
+}
+
+func newLogBatcher(st logStore, logger *slog.Logger) *logBatcher {
+	return &logBatcher{store: st, logger: logger, every: 200 * time.Millisecond, dropped: map[string]int{}}
+}
+
+func (b *logBatcher) add(l store.LogLine) {
+	b.mu.Lock()
+	if len(b.pending) >= maxPendingLines {
+		b.dropped[l.Component]++
+	} else {
+		b.pending = append(b.pending, l)
+	}
+	b.mu.Unlock()
+}
+
+// run flushes until ctx is done, then flushes once more.
+func (b *logBatcher) run(ctx context.Context) {
+	t := time.NewTicker(b.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			b.flush(fctx)
+			cancel()
+			return
+		case <-t.C:
+			b.flush(ctx)
+		}
+	}
+}
+
+func (b *logBatcher) flush(ctx context.Context) {
+	b.mu.Lock()
+	lines := b.pending
+	b.pending = nil
+	for c, n := range b.dropped {
+		lines = append(lines, store.LogLine{Component: c, Time: time.Now(), Stream: System,
+			Line: fmt.Sprintf("%d log lines dropped: the component wrote faster than they could be stored", n)})
+	}
+	clear(b.dropped)
+	b.mu.Unlock()
+	if len(lines) == 0 {
+		return
+	}
+	if err := b.store.AppendLogs(ctx, lines); err != nil {
+		b.logger.Warn("store logs failed", "lines", len(lines), "err", err)
+		return
+	}
+	seen := map[string]bool{}
+	for _, l := range lines {
+		if !seen[l.Component] {
+			seen[l.Component] = true
+			_ = b.store.Notify(ctx, ChannelLogs, l.Component)
+		}
+	}
+}
+
+// logSink is the LogSink handed to runtimes for one deployment.
+type logSink struct {
+	b          *logBatcher
+	component  string
+	deployment int64
+}
+
+func (s logSink) Log(stream string, at time.Time, line string) {
+	s.b.add(store.LogLine{Component: s.component, Deployment: s.deployment, Time: at, Stream: stream, Line: line})
+}
+
+// buildLog is the io.Writer runtimes write Prepare's progress to; it
+// appends to the deployment's build log in batches.
+type buildLog struct {
+	store interface {
+		AppendBuildLog(context.Context, int64, string) error
+	}
+	id     int64
+	logger *slog.Logger
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func newBuildLog(st interface {
+	AppendBuildLog(context.Context, int64, string) error
+}, id int64, logger *slog.Logger) *buildLog {
+	l := &buildLog{store: st, id: id, logger: logger, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-l.stop:
+				l.flush()
+				return
+			case <-t.C:
+				l.flush()
+			}
+		}
+	}()
+	return l
+}
+
+func (l *buildLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *buildLog) flush() {
+	l.mu.Lock()
+	text := l.buf.String()
+	l.buf.Reset()
+	l.mu.Unlock()
+	if text == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.store.AppendBuildLog(ctx, l.id, text); err != nil {
+		l.logger.Warn("store build log failed", "deployment", l.id, "err", err)
+	}
+}
+
+// Close writes what is left and stops the flusher.
+func (l *buildLog) Close() error {
+	close(l.stop)
+	<-l.done
+	return nil
+}

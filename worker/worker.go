@@ -1,0 +1,406 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/velo-run/velo/internal/archive"
+	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// Store is what the worker needs from the store.
+type Store interface {
+	UpsertWorker(ctx context.Context, w store.Worker) error
+	Heartbeat(ctx context.Context, name string, at time.Time) error
+	ResetPlacements(ctx context.Context, worker string) error
+	WorkerPlacements(ctx context.Context, worker string) ([]store.Placement, error)
+	PutPlacement(ctx context.Context, p store.Placement) error
+	Deployment(ctx context.Context, id int64) (store.Deployment, error)
+	Artifact(ctx context.Context, digest string) ([]byte, error)
+	AppendBuildLog(ctx context.Context, id int64, text string) error
+	AppendLogs(ctx context.Context, lines []store.LogLine) error
+	Listen(ctx context.Context, channel string) (<-chan string, error)
+	Notify(ctx context.Context, channel, payload string) error
+}
+
+// Config configures a Worker.
+type Config struct {
+	// Name is the worker's identity in the cluster.
+	Name string
+	// Addr is the base URL other roles reach this worker at; "" when it
+	// only serves in-process (velo up).
+	Addr string
+	// DataDir holds unpacked artifacts.
+	DataDir string
+	// Heartbeat is how often the worker reports it is alive (default 2s).
+	Heartbeat time.Duration
+	// Resync is how often placements are re-read even without a
+	// notification (default 5s).
+	Resync time.Duration
+	// Parallel bounds concurrent Prepare calls (default 4).
+	Parallel int
+	// Logger receives the worker's own events.
+	Logger *slog.Logger
+	// Unavailable names runtimes that could not start, with the reason;
+	// a deployment of that kind fails with it.
+	Unavailable map[string]error
+}
+
+func (c Config) withDefaults() Config {
+	if c.Heartbeat <= 0 {
+		c.Heartbeat = 2 * time.Second
+	}
+	if c.Resync <= 0 {
+		c.Resync = 5 * time.Second
+	}
+	if c.Parallel <= 0 {
+		c.Parallel = 4
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Notification channels the worker speaks on.
+const (
+	ChannelPlacements = "placements"
+	ChannelRoutes     = "routes"
+	ChannelLogs       = "logs"
+)
+
+// Worker prepares and serves the deployments placed on it.
+type Worker struct {
+	cfg      Config
+	store    Store
+	runtimes map[string]Runtime
+	logs     *logBatcher
+
+	// serving maps deployment id → instance; replaced whole on change so
+	// the request path reads it without a lock.
+	serving atomic.Pointer[map[int64]Instance]
+	mu      sync.Mutex // guards serving writes and preparing
+	// preparing holds deployments whose Prepare is under way.
+	preparing map[int64]bool
+	sem       chan struct{}
+	wg        sync.WaitGroup
+}
+
+// New returns a worker serving with the given runtimes.
+func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Name == "" {
+		return nil, errors.New("worker: name is required")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("worker: data dir is required")
+	}
+	w := &Worker{
+		cfg:       cfg,
+		store:     st,
+		runtimes:  map[string]Runtime{},
+		preparing: map[int64]bool{},
+		sem:       make(chan struct{}, cfg.Parallel),
+	}
+	for _, rt := range runtimes {
+		w.runtimes[rt.Name()] = rt
+	}
+	empty := map[int64]Instance{}
+	w.serving.Store(&empty)
+	w.logs = newLogBatcher(st, cfg.Logger)
+	return w, nil
+}
+
+// Name is the worker's name.
+func (w *Worker) Name() string { return w.cfg.Name }
+
+// Serve hands a request to the instance of deployment d. It returns false,
+// having written nothing, when this worker does not serve d (yet, or any
+// more): the caller may try another worker.
+func (w *Worker) Serve(rw http.ResponseWriter, r *http.Request, d int64, mount string) bool {
+	inst, ok := (*w.serving.Load())[d]
+	if !ok {
+		return false
+	}
+	inst.Serve(rw, r, mount)
+	return true
+}
+
+// Serves reports whether deployment d is ready on this worker.
+func (w *Worker) Serves(d int64) bool {
+	_, ok := (*w.serving.Load())[d]
+	return ok
+}
+
+// Run registers the worker and converges on its placements until ctx is
+// done; then it closes every instance, waiting up to 10s for requests in
+// flight, and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	now := time.Now()
+	if err := w.store.UpsertWorker(ctx, store.Worker{Name: w.cfg.Name, Addr: w.cfg.Addr, StartedAt: now, SeenAt: now}); err != nil {
+		return fmt.Errorf("register worker %s: %w", w.cfg.Name, err)
+	}
+	// Nothing is loaded yet: until each placement is prepared again, no
+	// router may send it traffic.
+	if err := w.store.ResetPlacements(ctx, w.cfg.Name); err != nil {
+		return fmt.Errorf("reset placements of %s: %w", w.cfg.Name, err)
+	}
+	_ = w.store.Notify(ctx, ChannelRoutes, "")
+	events, err := w.store.Listen(ctx, ChannelPlacements)
+	if err != nil {
+		return fmt.Errorf("listen for placements: %w", err)
+	}
+	logsDone := make(chan struct{})
+	go func() { defer close(logsDone); w.logs.run(ctx) }()
+
+	heartbeat := time.NewTicker(w.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	resync := time.NewTicker(w.cfg.Resync)
+	defer resync.Stop()
+	w.reconcile(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			w.shutdown()
+			<-logsDone
+			return nil
+		case <-events:
+			w.reconcile(ctx)
+		case <-resync.C:
+			w.reconcile(ctx)
+		case t := <-heartbeat.C:
+			if err := w.store.Heartbeat(ctx, w.cfg.Name, t); err != nil && ctx.Err() == nil {
+				w.cfg.Logger.Warn("heartbeat failed", "worker", w.cfg.Name, "err", err)
+			}
+		}
+	}
+}
+
+// reconcile starts preparing new placements and closes instances whose
+// placement is gone.
+func (w *Worker) reconcile(ctx context.Context) {
+	placements, err := w.store.WorkerPlacements(ctx, w.cfg.Name)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.cfg.Logger.Warn("read placements failed", "worker", w.cfg.Name, "err", err)
+		}
+		return
+	}
+	want := map[int64]store.Placement{}
+	for _, p := range placements {
+		want[p.Deployment] = p
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	serving := *w.serving.Load()
+	var gone []Instance
+	next := make(map[int64]Instance, len(serving))
+	for d, inst := range serving {
+		if _, ok := want[d]; ok {
+			next[d] = inst
+		} else {
+			gone = append(gone, inst)
+		}
+	}
+	if len(gone) > 0 {
+		w.serving.Store(&next)
+		for _, inst := range gone {
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := inst.Close(cctx); err != nil {
+					w.cfg.Logger.Warn("close instance failed", "err", err)
+				}
+			}()
+		}
+	}
+	for d, p := range want {
+		if p.State == store.PlacementFailed {
+			continue
+		}
+		if _, ok := next[d]; ok {
+			if p.State != store.PlacementReady {
+				// Loaded but the store lost track (e.g. reset): say so again.
+				w.report(ctx, d, nil)
+			}
+			continue
+		}
+		if w.preparing[d] {
+			continue
+		}
+		w.preparing[d] = true
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.prepare(ctx, d)
+		}()
+	}
+}
+
+// prepare readies deployment d and reports the outcome in its placement.
+func (w *Worker) prepare(ctx context.Context, d int64) {
+	select {
+	case w.sem <- struct{}{}:
+		defer func() { <-w.sem }()
+	case <-ctx.Done():
+		return
+	}
+	inst, err := w.load(ctx, d)
+	w.mu.Lock()
+	delete(w.preparing, d)
+	if err == nil {
+		serving := *w.serving.Load()
+		next := make(map[int64]Instance, len(serving)+1)
+		for k, v := range serving {
+			next[k] = v
+		}
+		next[d] = inst
+		w.serving.Store(&next)
+	}
+	w.mu.Unlock()
+	if ctx.Err() != nil {
+		if inst != nil {
+			_ = inst.Close(context.Background())
+		}
+		return
+	}
+	w.report(ctx, d, err)
+}
+
+func (w *Worker) report(ctx context.Context, d int64, err error) {
+	p := store.Placement{Deployment: d, Worker: w.cfg.Name, State: store.PlacementReady}
+	if err != nil {
+		p.State, p.Error = store.PlacementFailed, err.Error()
+		w.cfg.Logger.Warn("prepare failed", "deployment", d, "err", err)
+	}
+	if perr := w.store.PutPlacement(ctx, p); perr != nil {
+		w.cfg.Logger.Warn("report placement failed", "deployment", d, "err", perr)
+		return
+	}
+	payload := strconv.FormatInt(d, 10)
+	_ = w.store.Notify(ctx, ChannelPlacements, payload)
+	_ = w.store.Notify(ctx, ChannelRoutes, payload)
+}
+
+// load fetches, unpacks and prepares deployment d.
+func (w *Worker) load(ctx context.Context, d int64) (Instance, error) {
+	dep, err := w.store.Deployment(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("read deployment %d: %w", d, err)
+	}
+	var m manifest.Manifest
+	if err := json.Unmarshal(dep.Manifest, &m); err != nil {
+		return nil, fmt.Errorf("deployment %d: bad manifest: %w", d, err)
+	}
+	rt, ok := w.runtimes[m.Runtime]
+	if !ok {
+		if why := w.cfg.Unavailable[m.Runtime]; why != nil {
+			return nil, fmt.Errorf("%s runtime unavailable on worker %s: %w", m.Runtime, w.cfg.Name, why)
+		}
+		return nil, fmt.Errorf("worker %s has no %s runtime", w.cfg.Name, m.Runtime)
+	}
+	dir, err := w.unpack(ctx, dep.Digest)
+	if err != nil {
+		return nil, err
+	}
+	blog := newBuildLog(w.store, d, w.cfg.Logger)
+	defer blog.Close()
+	fmt.Fprintf(blog, "worker %s: preparing %s deployment %d (artifact %.12s)\n", w.cfg.Name, m.Runtime, d, dep.Digest)
+	start := time.Now()
+	inst, err := rt.Prepare(ctx, Spec{
+		Component:  dep.Component,
+		Deployment: d,
+		Digest:     dep.Digest,
+		Dir:        dir,
+		Manifest:   m,
+		BuildLog:   blog,
+		Logs:       logSink{b: w.logs, component: dep.Component, deployment: d},
+	})
+	if err != nil {
+		fmt.Fprintf(blog, "worker %s: failed: %v\n", w.cfg.Name, err)
+		return nil, err
+	}
+	fmt.Fprintf(blog, "worker %s: ready in %s\n", w.cfg.Name, time.Since(start).Round(time.Millisecond))
+	return inst, nil
+}
+
+// unpack makes sure the artifact with digest is unpacked under the data
+// dir and returns its directory. Artifacts are immutable, so an existing
+// directory is reused.
+func (w *Worker) unpack(ctx context.Context, digest string) (string, error) {
+	if !validDigest(digest) {
+		return "", fmt.Errorf("bad artifact digest %q", digest)
+	}
+	dir := filepath.Join(w.cfg.DataDir, "artifacts", digest)
+	if _, err := os.Stat(dir); err == nil {
+		return dir, nil
+	}
+	data, err := w.store.Artifact(ctx, digest)
+	if err != nil {
+		return "", fmt.Errorf("fetch artifact %.12s: %w", digest, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", fmt.Errorf("unpack artifact: %w", err)
+	}
+	if err := archive.Unpack(bytes.NewReader(data), dir, archive.DefaultLimits()); err != nil {
+		if _, statErr := os.Stat(dir); statErr == nil {
+			return dir, nil // another prepare of the same artifact won
+		}
+		return "", fmt.Errorf("unpack artifact %.12s: %w", digest, err)
+	}
+	return dir, nil
+}
+
+func validDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// shutdown closes every instance and waits for the work under way.
+func (w *Worker) shutdown() {
+	w.mu.Lock()
+	serving := *w.serving.Load()
+	empty := map[int64]Instance{}
+	w.serving.Store(&empty)
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, inst := range serving {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := inst.Close(ctx); err != nil {
+				w.cfg.Logger.Warn("close instance failed", "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	w.wg.Wait()
+	for _, rt := range w.runtimes {
+		if err := rt.Close(ctx); err != nil {
+			w.cfg.Logger.Warn("close runtime failed", "runtime", rt.Name(), "err", err)
+		}
+	}
+}
