@@ -1,0 +1,508 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+
+	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/worker"
+)
+
+func TestNewEngineUnreachable(t *testing.T) {
+	cli, err := client.NewClientWithOpts(client.WithHost("unix:///nonexistent/docker.sock"), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	_, err = New(context.Background(), Config{Owner: "x", Client: cli})
+	if err == nil || !strings.HasPrefix(err.Error(), "docker engine not reachable:") {
+		t.Fatalf("err = %v, want docker engine not reachable", err)
+	}
+}
+
+func TestImageTag(t *testing.T) {
+	for _, tc := range []struct{ component, digest, want string }{
+		{"hello", "0123456789abcdef0123", "velo/hello:0123456789ab"},
+		{"Hello_World", "ABCDEF", "velo/hello-world:abcdef"},
+		{"--x..y--", "00", "velo/x-y:00"},
+		{"___", "00", "velo/component:00"},
+	} {
+		if got := imageTag(tc.component, tc.digest); got != tc.want {
+			t.Errorf("imageTag(%q, %q) = %q, want %q", tc.component, tc.digest, got, tc.want)
+		}
+	}
+}
+
+func TestHardening(t *testing.T) {
+	r := newRuntime(t, Config{CPUs: 0.5, Pids: 64})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "hardening", dir, digest, manifest.Manifest{
+		Port: 8080, Timeout: 5 * time.Second, Memory: 64 << 20,
+		Env:   map[string]string{"GREETING": "hi", "PORT": "1"},
+		Scale: manifest.Scale{Min: 1, Max: 1},
+	})
+	prepare(t, r, a)
+
+	cs := containers(t, r, a.spec.Deployment)
+	if len(cs) != 1 {
+		t.Fatalf("%d containers, want 1", len(cs))
+	}
+	info, err := r.cli.ContainerInspect(context.Background(), cs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := info.HostConfig
+	if want := fmt.Sprintf("/velo-hardening-%d-1", a.spec.Deployment); info.Name != want {
+		t.Errorf("name %q, want %q", info.Name, want)
+	}
+	if hc.Privileged || !slices.Equal(hc.CapDrop, []string{"ALL"}) || len(hc.CapAdd) != 0 {
+		t.Errorf("privileged %v capdrop %v capadd %v", hc.Privileged, hc.CapDrop, hc.CapAdd)
+	}
+	if !slices.Contains(hc.SecurityOpt, "no-new-privileges") {
+		t.Errorf("security opts %v lack no-new-privileges", hc.SecurityOpt)
+	}
+	if !hc.ReadonlyRootfs || hc.Tmpfs["/tmp"] != "rw,noexec,nosuid,size=64m" {
+		t.Errorf("readonly %v tmpfs %v", hc.ReadonlyRootfs, hc.Tmpfs)
+	}
+	if hc.Memory != 64<<20 || hc.MemorySwap != 64<<20 || hc.NanoCPUs != 5e8 || hc.PidsLimit == nil || *hc.PidsLimit != 64 {
+		t.Errorf("memory %d swap %d nanocpus %d pids %v", hc.Memory, hc.MemorySwap, hc.NanoCPUs, hc.PidsLimit)
+	}
+	if hc.RestartPolicy.Name != container.RestartPolicyDisabled || hc.AutoRemove {
+		t.Errorf("restart %q autoremove %v", hc.RestartPolicy.Name, hc.AutoRemove)
+	}
+	for port, bs := range info.NetworkSettings.Ports {
+		for _, b := range bs {
+			if b.HostIP != "127.0.0.1" {
+				t.Errorf("port %s published on %q", port, b.HostIP)
+			}
+		}
+	}
+	if len(info.NetworkSettings.Ports["8080/tcp"]) != 1 {
+		t.Errorf("ports %v", info.NetworkSettings.Ports)
+	}
+	l := info.Config.Labels
+	if l[LabelManaged] != "true" || l[LabelOwner] != r.cfg.Owner || l[LabelComponent] != "hardening" || l[LabelDigest] != digest {
+		t.Errorf("labels %v", l)
+	}
+
+	// And from inside.
+	for _, tc := range []struct{ path, want string }{
+		{"/caps", "CapEff:\t0000000000000000"},
+		{"/caps", "NoNewPrivs:\t1"},
+		{"/write", "read-only file system"},
+		{"/write?path=/tmp/x", "ok"},
+		{"/env", "PORT=8080 GREETING=hi"},
+		{"/echo/a/b?x=1&y=2", "path=/echo/a/b query=x=1&y=2"},
+		{"", "hello hi"},
+	} {
+		code, body := a.get(tc.path)
+		if code != http.StatusOK || !strings.Contains(body, tc.want) {
+			t.Errorf("GET %s = %d %q, want %q", tc.path, code, body, tc.want)
+		}
+	}
+
+	if err := a.inst.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cs := containers(t, r, a.spec.Deployment); len(cs) != 0 {
+		t.Errorf("%d containers left after Close", len(cs))
+	}
+	if code, _ := a.get("/"); code != http.StatusServiceUnavailable {
+		t.Errorf("after Close: %d, want 503", code)
+	}
+}
+
+func TestBuildOnceAndRemoveImage(t *testing.T) {
+	r := newRuntime(t, Config{})
+	dir, digest := appDir(t, "LABEL test="+randHex(4)+"\n")
+	a := newSpec(t, "build", dir, digest, manifest.Manifest{Scale: manifest.Scale{Max: 1}})
+	prepare(t, r, a)
+	if log := a.log.String(); !strings.Contains(log, "Step 1/5 : FROM scratch") || !strings.Contains(log, "built image velo/build:"+digest[:12]) {
+		t.Errorf("build log does not show the build:\n%s", log)
+	}
+
+	img, err := r.cli.ImageInspect(context.Background(), imageTag("build", digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := img.Config.Labels; l[LabelComponent] != "build" || l[LabelDigest] != digest || l[LabelOwner] != r.cfg.Owner || l[LabelManaged] != "" {
+		t.Errorf("image labels %v", l)
+	}
+
+	b := newSpec(t, "build", dir, digest, manifest.Manifest{Scale: manifest.Scale{Max: 1}})
+	prepare(t, r, b)
+	if log := b.log.String(); strings.Contains(log, "Step 1/") || !strings.Contains(log, "not rebuilding") {
+		t.Errorf("same digest was rebuilt:\n%s", log)
+	}
+
+	ctx := context.Background()
+	tag := imageTag("build", digest)
+	if err := r.RemoveImage(ctx, "build", digest); !errors.Is(err, ErrImageInUse) {
+		t.Fatalf("RemoveImage while in use = %v", err)
+	}
+	a.inst.Close(ctx)
+	if err := r.RemoveImage(ctx, "build", digest); !errors.Is(err, ErrImageInUse) {
+		t.Fatalf("RemoveImage while one instance is open = %v", err)
+	}
+	b.inst.Close(ctx)
+	if err := r.RemoveImage(ctx, "build", digest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.cli.ImageInspect(ctx, tag); !cerrdefs.IsNotFound(err) {
+		t.Fatalf("image still there: %v", err)
+	}
+	if err := r.RemoveImage(ctx, "build", digest); err != nil {
+		t.Fatalf("second RemoveImage = %v", err)
+	}
+}
+
+func TestBuildFails(t *testing.T) {
+	r := newRuntime(t, Config{})
+	dir, digest := appDir(t, "COPY no-such-file /x\n")
+	a := newSpec(t, "broken", dir, digest, manifest.Manifest{})
+	_, err := r.Prepare(context.Background(), a.spec)
+	if err == nil {
+		t.Fatal("Prepare succeeded")
+	}
+	for _, want := range []string{"build failed", "COPY no-such-file /x", "no-such-file"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+		if !strings.Contains(a.log.String(), want) && want != "build failed" {
+			t.Errorf("build log lacks %q", want)
+		}
+	}
+	if n := strings.Count(err.Error(), "\n"); n > buildTail+1 {
+		t.Errorf("error has %d lines", n)
+	}
+	if _, err := r.cli.ImageInspect(context.Background(), imageTag("broken", digest)); !cerrdefs.IsNotFound(err) {
+		t.Errorf("failed build left an image: %v", err)
+	}
+}
+
+func TestNoDockerfile(t *testing.T) {
+	r := newRuntime(t, Config{})
+	a := newSpec(t, "nodockerfile", t.TempDir(), randHex(32), manifest.Manifest{})
+	_, err := r.Prepare(context.Background(), a.spec)
+	if err == nil || !strings.Contains(err.Error(), "no Dockerfile") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestNeverReady(t *testing.T) {
+	r := newRuntime(t, Config{ReadyTimeout: 1500 * time.Millisecond})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "neverready", dir, digest, manifest.Manifest{Env: map[string]string{"NOLISTEN": "1"}})
+	_, err := r.Prepare(context.Background(), a.spec)
+	if err == nil {
+		t.Fatal("Prepare succeeded")
+	}
+	if !strings.Contains(err.Error(), "did not answer HTTP on port 8080 within 1.5s") || !strings.Contains(err.Error(), "booting forever") {
+		t.Errorf("err = %v", err)
+	}
+	if !a.logs.has(worker.System, "failed to start") {
+		t.Errorf("no failure event in logs:\n%s", a.logs)
+	}
+	if cs := containers(t, r, a.spec.Deployment); len(cs) != 0 {
+		t.Errorf("%d containers left", len(cs))
+	}
+}
+
+func TestExitsAtStart(t *testing.T) {
+	r := newRuntime(t, Config{ReadyTimeout: 20 * time.Second})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "exits", dir, digest, manifest.Manifest{Env: map[string]string{"EXIT_AT_START": "1"}})
+	start := time.Now()
+	_, err := r.Prepare(context.Background(), a.spec)
+	if err == nil {
+		t.Fatal("Prepare succeeded")
+	}
+	if !strings.Contains(err.Error(), "exited with code 1 before it was ready") || !strings.Contains(err.Error(), "fatal: bad config") {
+		t.Errorf("err = %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %s: the exit was not noticed", d)
+	}
+	if cs := containers(t, r, a.spec.Deployment); len(cs) != 0 {
+		t.Errorf("%d containers left", len(cs))
+	}
+}
+
+func TestPauseWake(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "pausewake", dir, digest, manifest.Manifest{})
+	prepare(t, r, a)
+	ctx := context.Background()
+	if err := a.inst.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs := containers(t, r, a.spec.Deployment)
+	if len(cs) != 1 || cs[0].State != "paused" {
+		t.Fatalf("containers %+v, want one paused", cs)
+	}
+	if code, body := a.get("/"); code != 200 || body != "hello \n" {
+		t.Fatalf("GET / = %d %q", code, body)
+	}
+	cs = containers(t, r, a.spec.Deployment)
+	if len(cs) != 1 || cs[0].State != "running" {
+		t.Fatalf("containers %+v, want one running", cs)
+	}
+	if s := a.inst.Stats(); s.Wakes != 1 || s.Pauses != 1 || s.Count(Running) != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	if !a.logs.has(worker.System, "paused") || !a.logs.has(worker.System, "woke") {
+		t.Errorf("no pause/wake events:\n%s", a.logs)
+	}
+}
+
+func TestIdleTimers(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: 300 * time.Millisecond, IdleStop: 1500 * time.Millisecond})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "idle", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 0, Max: 2}})
+	prepare(t, r, a)
+	warm := newSpec(t, "idle", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 1, Max: 2}})
+	prepare(t, r, warm)
+
+	eventually(t, 10*time.Second, "paused then stopped", func() bool {
+		s := a.inst.Stats()
+		return s.Pauses == 1 && s.Stops == 1 && s.Count(Stopped) == 1
+	})
+	cs := containers(t, r, a.spec.Deployment)
+	if len(cs) != 1 || cs[0].State != "exited" {
+		t.Fatalf("containers %+v, want one exited", cs)
+	}
+	if code, _ := a.get("/"); code != 200 {
+		t.Fatalf("GET after stop = %d", code)
+	}
+	if s := a.inst.Stats(); s.Starts != 2 || s.Count(Running) != 1 {
+		t.Errorf("stats %+v", s)
+	}
+	// scale.min 1 stays running all along.
+	if s := warm.inst.Stats(); s.Pauses != 0 || s.Count(Running) != 1 {
+		t.Errorf("warm instance went idle: %+v", s)
+	}
+}
+
+func TestColdStartOnce(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour, ScaleUpInFlight: 1000})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "coldstart", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 0, Max: 4}})
+	prepare(t, r, a)
+	if err := a.inst.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := a.inst.Stats(); s.Count(Stopped) != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 16)
+	for k := range codes {
+		wg.Go(func() { codes[k], _ = a.get("/hostname") })
+	}
+	wg.Wait()
+	for k, c := range codes {
+		if c != 200 {
+			t.Errorf("request %d: %d", k, c)
+		}
+	}
+	cs := containers(t, r, a.spec.Deployment)
+	if len(cs) != 1 || cs[0].State != "running" {
+		t.Fatalf("containers %+v, want exactly one running", cs)
+	}
+	if s := a.inst.Stats(); s.Starts != 2 {
+		t.Errorf("%d starts, want 2 (prepare + one cold start)", s.Starts)
+	}
+}
+
+func TestScaleUp(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour, ScaleUpInFlight: 2})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "scaleup", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 0, Max: 2}})
+	prepare(t, r, a)
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			if code, _ := a.get("/slow?d=700ms"); code != 200 {
+				t.Errorf("GET /slow = %d", code)
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, 30*time.Second, "second container running", func() bool { return a.inst.Stats().Count(Running) == 2 })
+	if cs := containers(t, r, a.spec.Deployment); len(cs) != 2 {
+		t.Fatalf("%d containers, want scale.max 2", len(cs))
+	}
+}
+
+func TestCrashReplaced(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "crash", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 1, Max: 1}})
+	prepare(t, r, a)
+	before := a.inst.Stats().Containers[0].Name
+	if code, _ := a.get("/crash"); code != http.StatusBadGateway {
+		t.Errorf("GET /crash = %d, want 502", code)
+	}
+	eventually(t, 20*time.Second, "replacement", func() bool {
+		s := a.inst.Stats()
+		return s.Crashes == 1 && s.Count(Running) == 1 && s.Containers[0].Name != before
+	})
+	if code, _ := a.get("/"); code != 200 {
+		t.Errorf("GET after crash = %d", code)
+	}
+	eventually(t, 10*time.Second, "crashed container removed", func() bool {
+		return len(containers(t, r, a.spec.Deployment)) == 1
+	})
+	if !a.logs.has(worker.System, "crashed (exit code 1); replaced by") || !a.logs.has(worker.Stderr, "crashing on request") {
+		t.Errorf("logs:\n%s", a.logs)
+	}
+}
+
+func TestLogs(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "logs", dir, digest, manifest.Manifest{})
+	prepare(t, r, a)
+	msg := randHex(6)
+	if code, _ := a.get("/log?msg=" + msg); code != 200 {
+		t.Fatalf("GET /log = %d", code)
+	}
+	eventually(t, 5*time.Second, "log lines", func() bool {
+		return a.logs.has(worker.Stdout, "stdout "+msg) && a.logs.has(worker.Stderr, "stderr "+msg)
+	})
+	if a.logs.has(worker.Stdout, "stderr "+msg) || a.logs.has(worker.Stderr, "stdout "+msg) {
+		t.Errorf("streams mixed up:\n%s", a.logs)
+	}
+	if !a.logs.has(worker.System, "started") {
+		t.Errorf("no start event:\n%s", a.logs)
+	}
+	// After a stop and start the earlier lines are not repeated.
+	a.inst.Stop(context.Background())
+	a.get("/")
+	eventually(t, 5*time.Second, "second start logged", func() bool { return a.logs.has(worker.Stdout, "listening on") })
+	time.Sleep(200 * time.Millisecond)
+	a.logs.mu.Lock()
+	n := 0
+	for _, l := range a.logs.lines {
+		if l.line == "stdout "+msg {
+			n++
+		}
+	}
+	a.logs.mu.Unlock()
+	if n != 1 {
+		t.Errorf("line seen %d times", n)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "timeout", dir, digest, manifest.Manifest{Timeout: 300 * time.Millisecond})
+	prepare(t, r, a)
+	start := time.Now()
+	code, _ := a.get("/slow?d=3s")
+	if code != http.StatusGatewayTimeout {
+		t.Errorf("GET /slow = %d, want 504", code)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %s", d)
+	}
+	if code, _ := a.get("/slow?d=10ms"); code != 200 {
+		t.Errorf("GET fast = %d", code)
+	}
+}
+
+func TestAdoption(t *testing.T) {
+	cli := engine(t)
+	owner := "velotest-adopt-" + randHex(4)
+	other := "velotest-other-" + randHex(4)
+	r := newRuntime(t, Config{})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "adopt", dir, digest, manifest.Manifest{})
+	prepare(t, r, a)
+	img := imageTag("adopt", digest)
+
+	ctx := context.Background()
+	mk := func(name string, labels map[string]string) string {
+		resp, err := cli.ContainerCreate(ctx, &container.Config{Image: img, Labels: labels}, nil, nil, nil, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.ContainerRemove(ctx, resp.ID, container.RemoveOptions{Force: true}) })
+		return resp.ID
+	}
+	mine := mk("velotest-mine-"+randHex(4), map[string]string{LabelManaged: "true", LabelOwner: owner})
+	foreign := mk("velotest-foreign-"+randHex(4), map[string]string{LabelManaged: "true", LabelOwner: other})
+	unlabelled := mk("velotest-plain-"+randHex(4), map[string]string{LabelOwner: owner}) // not managed
+
+	r2, err := New(ctx, Config{Owner: owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close(ctx)
+	if _, err := cli.ContainerInspect(ctx, mine); !cerrdefs.IsNotFound(err) {
+		t.Errorf("own leftover survived: %v", err)
+	}
+	for _, id := range []string{foreign, unlabelled} {
+		if _, err := cli.ContainerInspect(ctx, id); err != nil {
+			t.Errorf("container %s not ours was touched: %v", id[:12], err)
+			t.Logf("mine %s foreign %s unlabelled %s", mine[:12], foreign[:12], unlabelled[:12])
+		}
+	}
+	// The first runtime's instance, another owner, still serves.
+	if code, _ := a.get("/"); code != 200 {
+		t.Errorf("other owner's instance broken: %d", code)
+	}
+}
+
+func TestHammer(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: 50 * time.Millisecond, IdleStop: 200 * time.Millisecond, ScaleUpInFlight: 2})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "hammer", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 0, Max: 2}})
+	prepare(t, r, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for k := 0; ctx.Err() == nil; k++ {
+			if k%2 == 0 {
+				a.inst.Pause(ctx)
+			} else {
+				a.inst.Stop(ctx)
+			}
+			time.Sleep(30 * time.Millisecond)
+		}
+	})
+	var reqs sync.WaitGroup
+	for g := range 6 {
+		reqs.Go(func() {
+			for k := range 25 {
+				if code, body := a.get(fmt.Sprintf("/echo/%d/%d", g, k)); code != 200 || !strings.Contains(body, fmt.Sprintf("path=/echo/%d/%d", g, k)) {
+					t.Errorf("GET = %d %q", code, body)
+				}
+				if k%5 == 0 {
+					time.Sleep(80 * time.Millisecond) // let the idle timers act
+				}
+			}
+		})
+	}
+	reqs.Wait()
+	cancel()
+	wg.Wait()
+	if n := len(containers(t, r, a.spec.Deployment)); n > 2 {
+		t.Errorf("%d containers, scale.max is 2", n)
+	}
+	t.Logf("stats: %+v", a.inst.Stats())
+}

@@ -1,0 +1,309 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+
+	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/worker"
+)
+
+// testOwner labels everything the tests create; TestMain checks that none
+// of it is left at the end.
+var testOwner = "velotest-" + randHex(4)
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := sweep(); err != nil {
+		fmt.Fprintln(os.Stderr, "cleanup:", err)
+		code = 1
+	}
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// sweep removes what the tests left and fails if a container was left: every
+// test must close its instances.
+func sweep() error {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := cli.Ping(ctx); err != nil {
+		return nil
+	}
+	own := filters.NewArgs(filters.Arg("label", LabelOwner+"="+testOwner))
+	cs, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: own})
+	if err != nil {
+		return err
+	}
+	var left []string
+	for _, c := range cs {
+		left = append(left, strings.Join(c.Names, ","))
+		cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	}
+	imgs, err := cli.ImageList(ctx, image.ListOptions{Filters: own})
+	if err != nil {
+		return err
+	}
+	for _, img := range imgs {
+		if _, err := cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+			return fmt.Errorf("remove image %s: %w", img.ID, err)
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("containers left behind: %v", left)
+	}
+	return nil
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// serverBinary compiles testdata/server as a static Linux binary, once.
+func serverBinary(t testing.TB) string {
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "velo-docker-test-")
+		if binErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(binDir, "server"), "./testdata/server")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("build test server: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return filepath.Join(binDir, "server")
+}
+
+// engine returns a client to the local engine. Without one the test is
+// skipped, except under CI=true where it fails.
+func engine(t testing.TB) *client.Client {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = cli.Ping(ctx)
+		cancel()
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("docker engine not reachable under CI: %v", err)
+		}
+		t.Skipf("docker engine not reachable: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// newRuntime returns a runtime owned by the tests, closed at cleanup.
+func newRuntime(t testing.TB, cfg Config) *Runtime {
+	t.Helper()
+	engine(t)
+	if cfg.Owner == "" {
+		cfg.Owner = testOwner
+	}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	r, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	return r
+}
+
+// appDir writes a build context: the test server FROM scratch, plus extra
+// Dockerfile lines. Its digest is derived from the content, as the worker's is.
+func appDir(t testing.TB, extra string) (dir, digest string) {
+	t.Helper()
+	bin, err := os.ReadFile(serverBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	dockerfile := "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n" + extra
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "server"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	h.Write([]byte(dockerfile))
+	h.Write(bin)
+	return dir, hex.EncodeToString(h.Sum(nil))
+}
+
+// syncBuffer is a build log safe to read while Prepare writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// sink records log lines.
+type sink struct {
+	mu    sync.Mutex
+	lines []logLine
+}
+
+type logLine struct{ stream, line string }
+
+func (s *sink) Log(stream string, at time.Time, line string) {
+	s.mu.Lock()
+	s.lines = append(s.lines, logLine{stream, line})
+	s.mu.Unlock()
+}
+
+func (s *sink) has(stream, substr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.lines {
+		if l.stream == stream && strings.Contains(l.line, substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *sink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, l := range s.lines {
+		fmt.Fprintf(&b, "%s: %s\n", l.stream, l.line)
+	}
+	return b.String()
+}
+
+// app is one deployment under test.
+type app struct {
+	spec  worker.Spec
+	log   *syncBuffer
+	logs  *sink
+	inst  *Instance
+	mount string
+}
+
+var nextDeployment = time.Now().Unix() % 100000
+
+func newSpec(t testing.TB, name, dir, digest string, m manifest.Manifest) *app {
+	nextDeployment++
+	m.Name, m.Runtime = name, manifest.Docker
+	if m.Scale.Max == 0 {
+		m.Scale.Max = 1
+	}
+	a := &app{log: &syncBuffer{}, logs: &sink{}, mount: "/fn/" + name}
+	a.spec = worker.Spec{
+		Component:  name,
+		Deployment: nextDeployment,
+		Digest:     digest,
+		Dir:        dir,
+		Manifest:   m,
+		BuildLog:   a.log,
+		Logs:       a.logs,
+	}
+	return a
+}
+
+// prepare prepares a and closes it at cleanup.
+func prepare(t testing.TB, r *Runtime, a *app) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	inst, err := r.prepare(ctx, a.spec)
+	if err != nil {
+		t.Fatalf("prepare: %v\nbuild log:\n%s", err, a.log)
+	}
+	a.inst = inst
+	t.Cleanup(func() {
+		if err := inst.Close(context.Background()); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+}
+
+// get sends one request through Serve.
+func (a *app) get(path string) (int, string) {
+	w := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, a.mount+path, nil)
+	a.inst.Serve(w, r, a.mount)
+	body, _ := io.ReadAll(w.Result().Body)
+	return w.Code, string(body)
+}
+
+// containers lists the engine's containers of deployment d.
+func containers(t testing.TB, r *Runtime, d int64) []container.Summary {
+	t.Helper()
+	cs, err := r.cli.ContainerList(context.Background(), container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", LabelOwner+"="+r.cfg.Owner),
+		filters.Arg("label", LabelDeployment+"="+strconv.FormatInt(d, 10)),
+	)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

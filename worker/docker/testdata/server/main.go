@@ -1,0 +1,88 @@
+// Command server is the component the docker runtime tests run: a static
+// HTTP server built FROM scratch that reports on its own sandbox.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+func main() {
+	if os.Getenv("EXIT_AT_START") != "" {
+		fmt.Fprintln(os.Stderr, "fatal: bad config")
+		os.Exit(1)
+	}
+	if os.Getenv("NOLISTEN") != "" {
+		fmt.Println("booting forever")
+		for {
+			time.Sleep(time.Hour)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s\n", os.Getenv("GREETING"))
+	})
+	mux.HandleFunc("/echo/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "path=%s query=%s host=%s", r.URL.Path, r.URL.RawQuery, r.Host)
+	})
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "PORT=%s GREETING=%s", os.Getenv("PORT"), os.Getenv("GREETING"))
+	})
+	mux.HandleFunc("/hostname", func(w http.ResponseWriter, r *http.Request) {
+		h, _ := os.Hostname()
+		fmt.Fprint(w, h)
+	})
+	mux.HandleFunc("/caps", func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open("/proc/self/status")
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer f.Close()
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if strings.HasPrefix(s.Text(), "CapEff:") || strings.HasPrefix(s.Text(), "NoNewPrivs:") {
+				fmt.Fprintln(w, s.Text())
+			}
+		}
+	})
+	mux.HandleFunc("/write", func(w http.ResponseWriter, r *http.Request) {
+		path := r.URL.Query().Get("path")
+		if path == "" {
+			path = "/velo-test"
+		}
+		if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
+			fmt.Fprintf(w, "error: %v", err)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("/crash", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(os.Stderr, "crashing on request")
+		os.Exit(1)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+		}
+		fmt.Fprintf(w, "slept %s", d)
+	})
+	mux.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
+		msg := r.URL.Query().Get("msg")
+		fmt.Println("stdout " + msg)
+		fmt.Fprintln(os.Stderr, "stderr "+msg)
+		fmt.Fprint(w, "logged")
+	})
+	addr := ":" + os.Getenv("PORT")
+	fmt.Println("listening on", addr)
+	if err := http.ListenAndServe(addr, mux); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+}
