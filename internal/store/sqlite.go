@@ -1,0 +1,132 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"path/filepath"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// sqliteEngine is an SQLite database file behind database/sql.
+//
+// It keeps a single connection: SQLite allows one writer at a time anyway,
+// and one connection makes every transaction immediately exclusive inside
+// the process, so concurrent goroutines queue in database/sql instead of
+// failing with SQLITE_BUSY. busy_timeout covers other processes (velo
+// migrate) opening the same file; WAL lets their readers run alongside.
+type sqliteEngine struct {
+	sqlQuerier
+	db  *sql.DB
+	hub *hub
+}
+
+func openSQLite(ctx context.Context, path string, h *hub) (*sqliteEngine, error) {
+	if path == "" {
+		return nil, fmt.Errorf("sqlite: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite path %s: %w", path, err)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", abs+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
+	}
+	return &sqliteEngine{sqlQuerier: sqlQuerier{db}, db: db, hub: h}, nil
+}
+
+func (e *sqliteEngine) name() string { return EngineSQLite }
+
+func (e *sqliteEngine) begin(ctx context.Context) (txn, error) {
+	t, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return sqlTx{sqlQuerier{t}, t}, nil
+}
+
+// migrationLock needs no extra lock: each migration runs in an immediate
+// transaction, which SQLite already makes exclusive across processes.
+func (e *sqliteEngine) migrationLock(ctx context.Context, fn func() error) error {
+	return fn()
+}
+
+// notify fans out in the process: an SQLite file has one process using it.
+func (e *sqliteEngine) notify(ctx context.Context, channel, payload string) error {
+	e.hub.publish(channel, payload)
+	return nil
+}
+
+func (e *sqliteEngine) listen(ctx context.Context, channel string) error { return nil }
+
+func (e *sqliteEngine) close() { e.db.Close() }
+
+// sqlDB is what *sql.DB and *sql.Tx have in common.
+type sqlDB interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// sqlQuerier adapts database/sql to querier.
+type sqlQuerier struct{ d sqlDB }
+
+func (q sqlQuerier) exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.d.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	return n, nil
+}
+
+func (q sqlQuerier) query(ctx context.Context, query string, args ...any) (rows, error) {
+	r, err := q.d.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return sqlRows{r}, nil
+}
+
+func (q sqlQuerier) queryRow(ctx context.Context, query string, args ...any) row {
+	return sqlRow{q.d.QueryRowContext(ctx, query, args...)}
+}
+
+type sqlRows struct{ r *sql.Rows }
+
+func (r sqlRows) Next() bool             { return r.r.Next() }
+func (r sqlRows) Scan(dest ...any) error { return mapErr(r.r.Scan(dest...)) }
+func (r sqlRows) Err() error             { return mapErr(r.r.Err()) }
+func (r sqlRows) Close()                 { r.r.Close() }
+
+type sqlRow struct{ r *sql.Row }
+
+func (r sqlRow) Scan(dest ...any) error { return mapErr(r.r.Scan(dest...)) }
+
+type sqlTx struct {
+	sqlQuerier
+	t *sql.Tx
+}
+
+func (t sqlTx) commit(ctx context.Context) error   { return t.t.Commit() }
+func (t sqlTx) rollback(ctx context.Context) error { return t.t.Rollback() }

@@ -1,0 +1,158 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/velo-run/velo/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func TestSQLite(t *testing.T) {
+	runContract(t, EngineSQLite, func(t *testing.T) string {
+		return "sqlite://" + filepath.Join(t.TempDir(), "velo.db")
+	})
+}
+
+func TestPostgres(t *testing.T) {
+	pgtest.URL(t) // skip (or fail in CI) early without Postgres
+	runContract(t, EnginePostgres, func(t *testing.T) string { return pgtest.URL(t) })
+}
+
+func TestOpenURLs(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, filepath.Join(dir, "plain.db"))
+	if err != nil {
+		t.Fatalf("Open(plain path): %v", err)
+	}
+	if s.Engine() != EngineSQLite {
+		t.Errorf("plain path engine = %s", s.Engine())
+	}
+	s.Close()
+	for _, bad := range []string{"", "mysql://x/y", "sqlite://"} {
+		if s, err := Open(ctx, bad); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded", bad)
+		}
+	}
+	_, err = Open(ctx, "mysql://user:secret@host/db")
+	if err == nil || strings.Contains(err.Error(), "secret") {
+		t.Errorf("Open(mysql) error %v should not show the password", err)
+	}
+}
+
+// TestPostgresConcurrentOpen starts several processes' worth of stores on
+// one fresh database at once: the advisory lock lets one migrate and the
+// others find the schema done.
+func TestPostgresConcurrentOpen(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := Open(ctx, url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			s.Close()
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestPostgresListenReconnect kills the LISTEN connection: listeners get ""
+// (resync) once it is back, then notifications flow again.
+func TestPostgresListenReconnect(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	s := openStore(t, url)
+	ch, err := s.Listen(ctx, ChannelPlacements)
+	must(t, err)
+	must(t, s.Notify(ctx, ChannelPlacements, "before"))
+	if p, _ := recv(t, ch); p != "before" {
+		t.Fatalf("got %q, want before", p)
+	}
+	n, err := s.db.exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = $1 AND datname = current_database()`, listenAppName)
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("terminated %d listen connections, want 1", n)
+	}
+	if p, _ := recv(t, ch); p != "" {
+		t.Fatalf("after reconnect got %q, want the resync signal", p)
+	}
+	// A new channel after the reconnect works too.
+	ch2, err := s.Listen(ctx, ChannelLogs)
+	must(t, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		must(t, s.Notify(ctx, ChannelPlacements, "after"))
+		p, _ := recv(t, ch)
+		if p == "after" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no notification after reconnect, last %q", p)
+		}
+	}
+	must(t, s.Notify(ctx, ChannelLogs, "l"))
+	if p, _ := recv(t, ch2); p != "l" {
+		t.Errorf("new channel after reconnect got %q", p)
+	}
+}
+
+func TestMapErr(t *testing.T) {
+	if mapErr(nil) != nil {
+		t.Error("mapErr(nil) != nil")
+	}
+	other := errors.New("other")
+	if mapErr(other) != other {
+		t.Error("mapErr changed an unrelated error")
+	}
+}
+
+func TestTrimLog(t *testing.T) {
+	short := "a\nb\n"
+	if trimLog(short) != short {
+		t.Error("trimLog changed a short log")
+	}
+	// One giant line of multi-byte runes: the cut lands on a rune start.
+	long := strings.Repeat("é", BuildLogCap)
+	got := trimLog(long)
+	if !strings.HasPrefix(got, buildLogMarker) || len(got) > BuildLogCap {
+		t.Errorf("trimLog: %d bytes", len(got))
+	}
+	if rest := strings.TrimPrefix(got, buildLogMarker); !strings.HasPrefix(rest, "é") {
+		t.Errorf("trimLog cut a rune: %q", rest[:4])
+	}
+}
+
+func TestCountsEncoding(t *testing.T) {
+	for _, counts := range [][]uint64{nil, {0, 0}, {1}, {0, 5, 0, 1 << 40}} {
+		got, err := decodeCounts(encodeCounts(counts))
+		must(t, err)
+		if !sameCounts(got, counts) {
+			t.Errorf("round trip of %v = %v", counts, got)
+		}
+	}
+	for _, bad := range []string{"x", "1:", ":1", "-1:2", "1:-2", "99999999:1"} {
+		if _, err := decodeCounts(bad); err == nil {
+			t.Errorf("decodeCounts(%q) succeeded", bad)
+		}
+	}
+}
