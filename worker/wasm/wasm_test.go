@@ -102,7 +102,12 @@ func echoSpec(logs worker.LogSink) worker.Spec {
 		Manifest: manifest.Manifest{
 			Name: "echo", Runtime: manifest.WASM, Module: "echo.wasm",
 			Timeout: 5 * time.Second, Memory: 16 << 20,
-			Env: map[string]string{"GREETING": "hi", "SCRIPT_NAME": "overridden by CGI"},
+			Env: map[string]string{
+				"GREETING":       "hi",
+				"SCRIPT_NAME":    "dropped: the request sets it",
+				"HTTP_X_CUSTOM":  "loses to the request header",
+				"HTTP_X_DEFAULT": "kept when no header sets it",
+			},
 		},
 		Logs: logs,
 	}
@@ -198,6 +203,7 @@ func TestCGIVariables(t *testing.T) {
 		"HTTP_X_MULTI":      "a, b",
 		"HTTP_USER_AGENT":   "velo-test",
 		"GREETING":          "hi",
+		"HTTP_X_DEFAULT":    "kept when no header sets it",
 		// WAGI's argv: the request path, then the query split at '&'.
 		"ARG0": "/fn/echo/env/a%20b",
 		"ARG1": "x=1",
