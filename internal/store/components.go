@@ -79,8 +79,20 @@ func (s *Store) SetPaused(ctx context.Context, name string, paused bool) error {
 
 // SetTarget makes deployment the one being rolled out for the component,
 // and the component's runtime that of the deployment. ErrNotFound unless
-// the deployment exists and belongs to the component.
+// the deployment exists and belongs to the component. Deployment 0 clears
+// the target (the first deployment of a component failed).
 func (s *Store) SetTarget(ctx context.Context, name string, deployment int64) error {
+	if deployment == 0 {
+		n, err := s.db.exec(ctx, `UPDATE components SET target = 0, updated_at = $2 WHERE name = $1`,
+			name, micros(now()))
+		if err == nil && n == 0 {
+			err = ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("clear target of %s: %w", name, err)
+		}
+		return nil
+	}
 	n, err := s.db.exec(ctx, `UPDATE components
 		SET target = d.id, runtime = d.runtime, updated_at = $3
 		FROM deployments d

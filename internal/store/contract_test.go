@@ -227,6 +227,12 @@ func testTargetAndPromote(t *testing.T, s *Store) {
 	wantErr(t, "SetTarget missing component", s.SetTarget(ctx, "ghost", d1.ID), ErrNotFound)
 	wantErr(t, "Promote foreign deployment", s.Promote(ctx, "app", foreign.ID), ErrNotFound)
 
+	must(t, s.SetTarget(ctx, "app", d2.ID))
+	check("target d2 first", 0, d2.ID, "docker")
+	// d2 fails before ever going live: the target is cleared.
+	must(t, s.SetTarget(ctx, "app", 0))
+	check("clear target", 0, 0, "docker")
+	wantErr(t, "clear target of missing component", s.SetTarget(ctx, "ghost", 0), ErrNotFound)
 	must(t, s.SetTarget(ctx, "app", d1.ID))
 	check("target d1", 0, d1.ID, "wasm")
 	must(t, s.Promote(ctx, "app", d1.ID))
