@@ -94,7 +94,7 @@ func FromDir(dir string, lim Limits) (*Tree, error) {
 			t.size += int64(len(data))
 			return t.add(rel, name, &node{kind: kindFile, data: data, exec: fi.Mode()&0o111 != 0})
 		default:
-			return fmt.Errorf("%s: %v is not a regular file, directory or symlink", rel, typ.Type())
+			return fmt.Errorf("%s: cannot pack a %s; only regular files, directories and symlinks", rel, kindOf(typ))
 		}
 	})
 	if err != nil {
@@ -124,3 +124,15 @@ func loadIgnore(dir string) (*Ignore, error) {
 // skipped reports the names Pack never packs, at any depth: version control
 // and Velo's own data.
 func skipped(name string) bool { return name == ".git" || name == ".velo" }
+
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
+}

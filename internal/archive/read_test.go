@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"runtime"
@@ -327,5 +328,34 @@ func TestCleanName(t *testing.T) {
 	long := strings.Repeat("a/", 2100)
 	if _, err := cleanName(long); err == nil || !strings.Contains(err.Error(), "name longer than 4096 bytes") {
 		t.Errorf("cleanName(long) = %v", err)
+	}
+}
+
+func TestReadSymlinkWorkIsBounded(t *testing.T) {
+	dots := strings.Repeat("./", 2000) // 2000 steps to walk, all in place
+
+	// A chain of links, each of which walks its dots and then the next.
+	var chain []ent
+	for i := range 30 {
+		chain = append(chain, symlink(fmt.Sprintf("l%d", i), dots+fmt.Sprintf("l%d", i+1)))
+	}
+	chain = append(chain, file("l30", "end"))
+	_, err := Read(bytes.NewReader(tgz(t, chain...)), Limits{}, false)
+	if err == nil || err.Error() != `archive: entry "l0": symlink target "`+dots+`l1" takes too many steps to resolve` {
+		t.Errorf("long chain: %v", err)
+	}
+
+	// Many links, each cheap enough alone, too many together.
+	var many []ent
+	for i := range 2200 {
+		many = append(many, symlink(fmt.Sprintf("m%04d", i), dots))
+	}
+	_, err = Read(bytes.NewReader(tgz(t, many...)), Limits{}, false)
+	if err == nil || err.Error() != "archive: symlinks take too many steps to check" {
+		t.Errorf("many links: %v", err)
+	}
+	// The same links, fewer of them, are fine.
+	if _, err := Read(bytes.NewReader(tgz(t, many[:100]...)), Limits{}, false); err != nil {
+		t.Errorf("100 links: %v", err)
 	}
 }

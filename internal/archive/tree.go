@@ -34,17 +34,14 @@ const (
 
 type node struct {
 	kind     kind
-	name     string // base name; "." for the root
-	data     []byte // kindFile
-	exec     bool   // kindFile: any execute bit was set
-	target   string // kindSymlink
-	explicit bool   // kindDir: had its own entry (else implied by a child)
-	children []*node
+	name     string  // base name; "." for the root
+	data     []byte  // kindFile
+	exec     bool    // kindFile: any execute bit was set
+	target   string  // kindSymlink
+	explicit bool    // kindDir: had its own entry (else implied by a child)
+	children []*node // kindDir: sorted by name once the tree is finished
+	parent   *node   // nil for the root
 }
-
-// maxHops bounds the symlinks followed while resolving one path, as
-// SYMLOOP_MAX does for the kernel.
-const maxHops = 40
 
 func newTree() *Tree {
 	return &Tree{nodes: map[string]*node{".": {kind: kindDir, name: ".", explicit: true}}}
@@ -61,7 +58,7 @@ func (t *Tree) add(raw, name string, n *node) error {
 		p := name[:i]
 		switch q := t.nodes[p]; {
 		case q == nil:
-			q = &node{kind: kindDir, name: path.Base(p)}
+			q = &node{kind: kindDir, name: path.Base(p), parent: parent}
 			t.nodes[p] = q
 			parent.children = append(parent.children, q)
 			parent = q
@@ -84,77 +81,132 @@ func (t *Tree) add(raw, name string, n *node) error {
 		return invalid(raw, "duplicate entry")
 	}
 	n.name = path.Base(name)
+	n.parent = parent
 	t.nodes[name] = n
 	parent.children = append(parent.children, n)
 	return nil
 }
 
-// finish checks every symlink against the complete tree and sorts the
-// directories, after which t never changes.
+// finish sorts the directories and checks every symlink against the
+// complete tree, after which t never changes.
 func (t *Tree) finish() error {
 	for _, n := range t.nodes {
 		if n.kind == kindDir {
 			slices.SortFunc(n.children, func(a, b *node) int { return strings.Compare(a.name, b.name) })
 		}
 	}
+	budget := maxCheckSteps
 	for _, p := range t.paths() {
 		n := t.nodes[p]
 		if n.kind != kindSymlink {
 			continue
 		}
-		if _, err := t.resolve(path.Dir(p), n.target); err != nil {
+		steps, err := t.walk(n.parent, n.target, true, nil)
+		if err != nil {
 			return invalid(p, "symlink target %q %v", n.target, err)
+		}
+		if budget -= steps; budget < 0 {
+			return invalid("", "symlinks take too many steps to check")
 		}
 	}
 	return nil
 }
 
-var (
-	errLeaves = errors.New("leaves the tree")
-	errLoop   = errors.New("is a symlink loop")
+// Bounds on symlink resolution: links followed in one walk (SYMLOOP_MAX
+// on Linux), path elements visited in one walk, and in checking all the
+// links of a tree, so that hostile link chains cost little CPU.
+const (
+	maxHops       = 40
+	maxWalkSteps  = 1 << 14
+	maxCheckSteps = 1 << 22
 )
 
-// resolve walks target from the directory dir the way the kernel would,
-// following every symlink in the tree, and returns the path it lands on
-// (which need not exist). ".." is applied to where the walk actually is,
-// so a chain of links that climbs out of the tree is caught.
-func (t *Tree) resolve(dir, target string) (string, error) {
-	var cur []string
-	if dir != "." {
-		cur = strings.Split(dir, "/")
-	}
+var (
+	errLeaves  = errors.New("leaves the tree")
+	errLoop    = errors.New("is a symlink loop")
+	errTooLong = errors.New("takes too many steps to resolve")
+)
+
+// walk resolves target from the directory dir the way the kernel would,
+// following every symlink in the tree (the last element's only if
+// followLast), and reports the number of elements it visited. ".." is
+// applied to where the walk actually is, so a chain of links that climbs
+// out of the tree is caught. Elements that do not exist (or lie under a
+// file) are walked lexically, as if they were directories. If found is
+// not nil, it receives the node target names, or nil.
+func (t *Tree) walk(dir *node, target string, followLast bool, found **node) (int, error) {
+	cur := dir     // the deepest existing directory reached
+	var leaf *node // a non-directory just reached, as the last step so far
+	virtual := 0   // elements walked below cur that do not exist
 	pending := strings.Split(target, "/")
-	for hops := 0; len(pending) > 0; {
+	steps, hops := 0, 0
+	for len(pending) > 0 {
 		elem := pending[0]
 		pending = pending[1:]
-		switch elem {
-		case "", ".":
-			continue
-		case "..":
-			if len(cur) == 0 {
-				return "", errLeaves
+		if steps++; steps > maxWalkSteps {
+			return steps, errTooLong
+		}
+		if leaf != nil && elem != "" && elem != "." {
+			// Anything after a file: ".." comes back to cur; a name goes
+			// below the file, where nothing exists.
+			leaf = nil
+			if elem == ".." {
+				continue
 			}
-			cur = cur[:len(cur)-1]
+			virtual++
 			continue
 		}
-		cur = append(cur, elem)
-		n := t.nodes[strings.Join(cur, "/")]
-		if n == nil || n.kind != kindSymlink {
-			continue
+		switch {
+		case elem == "" || elem == ".":
+		case elem == "..":
+			switch {
+			case virtual > 0:
+				virtual--
+			case cur.parent == nil:
+				return steps, errLeaves
+			default:
+				cur = cur.parent
+			}
+		case virtual > 0:
+			virtual++
+		default:
+			c := cur.child(elem)
+			switch {
+			case c == nil:
+				virtual++
+			case c.kind == kindDir:
+				cur = c
+			case c.kind == kindSymlink && (followLast || len(pending) > 0):
+				if hops++; hops > maxHops {
+					return steps, errLoop
+				}
+				// The link's directory is cur: its target continues from here.
+				pending = append(strings.Split(c.target, "/"), pending...)
+			default:
+				leaf = c
+			}
 		}
-		if hops++; hops > maxHops {
-			return "", errLoop
-		}
-		if strings.HasPrefix(n.target, "/") {
-			return "", errLeaves
-		}
-		cur = cur[:len(cur)-1]
-		pending = append(strings.Split(n.target, "/"), pending...)
 	}
-	if len(cur) == 0 {
-		return ".", nil
+	if found != nil {
+		switch {
+		case virtual > 0:
+			*found = nil
+		case leaf != nil:
+			*found = leaf
+		default:
+			*found = cur
+		}
 	}
-	return strings.Join(cur, "/"), nil
+	return steps, nil
+}
+
+// child returns the entry of directory n called name, or nil.
+func (n *node) child(name string) *node {
+	i, ok := slices.BinarySearchFunc(n.children, name, func(c *node, name string) int { return strings.Compare(c.name, name) })
+	if !ok {
+		return nil
+	}
+	return n.children[i]
 }
 
 // paths returns every path but the root's, sorted, so parents come before
@@ -188,23 +240,14 @@ func (t *Tree) Size() int64 { return t.size }
 // counting the root.
 func (t *Tree) Len() int { return len(t.nodes) - 1 }
 
-// lookup finds the node name names, following symlinks everywhere, or only
-// in the parent directories when !follow.
+// lookup finds the node name names, following symlinks, the last
+// element's only if follow.
 func (t *Tree) lookup(op, name string, follow bool) (*node, error) {
 	if !fs.ValidPath(name) {
 		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
-	p := name
-	var err error
-	if follow {
-		p, err = t.resolve(".", name)
-	} else if name != "." {
-		var dir string
-		dir, err = t.resolve(".", path.Dir(name))
-		p = path.Join(dir, path.Base(name))
-	}
-	n := t.nodes[p]
-	if err != nil || n == nil {
+	var n *node
+	if _, err := t.walk(t.nodes["."], name, follow, &n); err != nil || n == nil {
 		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
 	}
 	return n, nil
