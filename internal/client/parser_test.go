@@ -104,9 +104,12 @@ func FuzzParser(f *testing.F) {
 }
 
 func TestFollowLogsReplacesIdleConnection(t *testing.T) {
-	conns := make(chan string, 4)
+	conns := make(chan string, 2)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conns <- r.Header.Get("Last-Event-ID")
+		select {
+		case conns <- r.Header.Get("Last-Event-ID"):
+		default: // only the first two matter
+		}
 		w.Header().Set("Content-Type", "text/event-stream")
 		if r.Header.Get("Last-Event-ID") == "" {
 			io.WriteString(w, "retry: 1\nid: 1\ndata: {\"id\":1,\"line\":\"one\"}\n\n")
