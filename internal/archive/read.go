@@ -59,6 +59,7 @@ type Error struct {
 	Err   error // ErrTooLarge or ErrInvalid
 }
 
+// Error returns "archive: entry NAME: MSG", or "archive: MSG".
 func (e *Error) Error() string {
 	if e.Entry != "" {
 		return fmt.Sprintf("archive: entry %q: %s", e.Entry, e.Msg)
