@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/velo-run/velo/worker"
@@ -118,7 +119,8 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 
 	c.stderr.reset(in.logs)
 	cfg := in.moduleConfig(c, r, mount)
-	mod, err := in.c.rt.InstantiateModule(context.WithValue(ctx, environKey{}, &c.env), in.c.mod, cfg)
+	runCtx := experimental.WithMemoryAllocator(context.WithValue(ctx, environKey{}, &c.env), &in.rt.mem)
+	mod, err := in.c.rt.InstantiateModule(runCtx, in.c.mod, cfg)
 	if mod != nil {
 		_ = mod.Close(ctx)
 	}

@@ -66,6 +66,7 @@ type Runtime struct {
 	log   *slog.Logger
 	cache wazero.CompilationCache
 	pools pools
+	mem   memoryPool
 	// headerNames maps common canonical header keys to their CGI names (""
 	// for those never passed); read-only after New.
 	headerNames map[string]string

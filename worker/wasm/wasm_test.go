@@ -703,3 +703,19 @@ func TestHammer(t *testing.T) {
 		t.Errorf("%d log lines, want %d", n, want)
 	}
 }
+
+// TestMemoryIsolation checks that recycled linear memory never shows one
+// request's data to the next: /dirty fills memory with a marker byte, /scan
+// counts marker bytes in all of its own (grown) memory.
+func TestMemoryIsolation(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	in := prepare(t, rt, echoSpec(&sink{}))
+	for i := range 20 {
+		if body := readAll(t, serve(in, "GET", "/fn/echo/dirty", nil)); body != "dirtied\n" {
+			t.Fatalf("dirty: %q", body)
+		}
+		if body := readAll(t, serve(in, "GET", "/fn/echo/scan", nil)); body != "markers=0\n" {
+			t.Fatalf("round %d: a fresh instance saw the previous one's memory: %q", i, body)
+		}
+	}
+}

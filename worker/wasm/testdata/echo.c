@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 extern char **environ;
+extern unsigned char __heap_base;
 
 // keep makes allocations observable so the compiler cannot drop them.
 char *volatile keep;
@@ -88,6 +89,26 @@ int main(int argc, char **argv) {
 		char buf[64];
 		ssize_t n = read(fd, buf, sizeof buf);
 		printf("opened, read %zd bytes\n", n);
+		return 0;
+	}
+	if (is("/dirty")) {
+		// Fill 2 MiB of fresh memory with a marker, for /scan to look for.
+		char *p = malloc(2 << 20);
+		if (p == NULL) abort();
+		memset(p, 0xAB, 2 << 20);
+		keep = p;
+		printf("Content-Type: text/plain\n\ndirtied\n");
+		return 0;
+	}
+	if (is("/scan")) {
+		// Grow memory by 64 pages, then count marker bytes anywhere above
+		// the heap base: a fresh instance must see none.
+		__builtin_wasm_memory_grow(0, 64);
+		unsigned char *p = &__heap_base;
+		unsigned char *end = (unsigned char *)(__builtin_wasm_memory_size(0) * 65536);
+		unsigned long n = 0;
+		for (; p < end; p++) n += *(volatile unsigned char *)p == 0xAB;
+		printf("Content-Type: text/plain\n\nmarkers=%lu\n", n);
 		return 0;
 	}
 	if (is("/big")) {
