@@ -200,11 +200,8 @@ func (l *pgListener) ensure(ctx context.Context, channel string) error {
 // stop ends the listener and waits for it.
 func (l *pgListener) stop() {
 	l.cancel()
-	started := true
-	l.start.Do(func() { started = false })
-	if started {
-		<-l.done
-	}
+	l.start.Do(func() { close(l.done) }) // never started: nothing to wait for
+	<-l.done
 }
 
 func (l *pgListener) run() {

@@ -156,3 +156,27 @@ func TestCountsEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestListenAfterClose: a closed store hands out closed channels at once.
+func TestListenAfterClose(t *testing.T) {
+	urls := map[string]string{EngineSQLite: "sqlite://" + filepath.Join(t.TempDir(), "velo.db")}
+	if !testing.Short() {
+		if u, err := pgtest.ServerURL(); err == nil && u != "" {
+			urls[EnginePostgres] = pgtest.URL(t)
+		}
+	}
+	for engine, url := range urls {
+		s, err := Open(context.Background(), url)
+		must(t, err)
+		s.Close()
+		s.Close() // twice is fine
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ch, err := s.Listen(ctx, ChannelRoutes)
+		cancel()
+		if err == nil {
+			if _, ok := <-ch; ok {
+				t.Errorf("%s: Listen after Close delivered a payload", engine)
+			}
+		}
+	}
+}
