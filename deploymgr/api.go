@@ -266,7 +266,7 @@ func (m *Manager) pause(paused bool) echo.HandlerFunc {
 		if err := m.store.SetPaused(ctx, comp.Name, paused); err != nil {
 			return err
 		}
-		if err := m.store.Notify(ctx, ChannelRoutes, comp.Name); err != nil {
+		if err := m.routesChanged(ctx, comp.Name); err != nil {
 			return err
 		}
 		m.log.Info("component paused", "component", comp.Name, "paused", paused, "by", c.Get(ctxUser))
@@ -354,7 +354,9 @@ func (m *Manager) deleteComponent(c echo.Context) error {
 	if err := m.store.DeleteComponent(ctx, comp.Name); err != nil {
 		return err
 	}
-	_ = m.store.Notify(ctx, ChannelRoutes, comp.Name)
+	if err := m.routesChanged(ctx, comp.Name); err != nil {
+		return err
+	}
 	_ = m.store.Notify(ctx, ChannelPlacements, "")
 	m.log.Info("component deleted", "component", comp.Name, "by", c.Get(ctxUser))
 	return c.NoContent(http.StatusNoContent)

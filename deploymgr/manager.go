@@ -68,8 +68,14 @@ type Config struct {
 	Schedule time.Duration
 	// Grace is how long an old deployment stays placed after a newer one
 	// went live, so that routers switch before it goes away (default 3s).
-	Grace  time.Duration
-	Logger *slog.Logger
+	Grace time.Duration
+	// RoutesChanged, when set, is called after every change of what
+	// routers serve, before the change is reported as done (a deployment
+	// marked ready, a pause answered). In one process it refreshes the
+	// router directly, so "live" means served; across machines routers
+	// follow the store's notifications instead.
+	RoutesChanged func(ctx context.Context) error
+	Logger        *slog.Logger
 }
 
 // Validate checks the config, naming the field at fault.
@@ -266,18 +272,29 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 				return err
 			}
 		}
-		return m.store.Notify(ctx, ChannelRoutes, d.Component)
+		return m.routesChanged(ctx, d.Component)
 	}
 	if comp.Target == d.ID {
 		if err := m.store.Promote(ctx, d.Component, d.ID); err != nil {
 			return err
 		}
+		if err := m.routesChanged(ctx, d.Component); err != nil {
+			return err
+		}
 		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
 	}
-	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, ""); err != nil {
+	return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, "")
+}
+
+// routesChanged tells routers that what component serves has changed.
+func (m *Manager) routesChanged(ctx context.Context, component string) error {
+	if err := m.store.Notify(ctx, ChannelRoutes, component); err != nil {
 		return err
 	}
-	return m.store.Notify(ctx, ChannelRoutes, d.Component)
+	if m.cfg.RoutesChanged != nil {
+		return m.cfg.RoutesChanged(ctx)
+	}
+	return nil
 }
 
 // retire removes the placements of deployments that are neither live nor

@@ -107,7 +107,11 @@ func (d deployer) deploy(ctx context.Context, dir, name string, build bool, time
 
 	fmt.Fprintf(d.out, "packing %s\n", dir)
 	var buf bytes.Buffer
-	if err := archive.Pack(&buf, abs); err != nil {
+	var keep []string
+	if m.Module != "" {
+		keep = append(keep, m.Module) // build output, often git-ignored
+	}
+	if err := archive.Pack(&buf, abs, keep...); err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}
 	fmt.Fprintf(d.out, "uploading %d KiB\n", (buf.Len()+1023)/1024)

@@ -6,13 +6,16 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 )
 
 // Pack writes the directory dir as a canonical .tar.gz (see Tree.WriteTo),
-// the way `velo deploy` uploads it. See FromDir for what is left out.
-func Pack(w io.Writer, dir string) error {
-	t, err := FromDir(dir, Limits{})
+// the way `velo deploy` uploads it. See FromDir for what is left out and
+// what keep means.
+func Pack(w io.Writer, dir string, keep ...string) error {
+	t, err := FromDir(dir, Limits{}, keep...)
 	if err != nil {
 		return err
 	}
@@ -27,7 +30,12 @@ func Pack(w io.Writer, dir string) error {
 // not, or any other special file, is an error naming it. The contents are
 // held to lim's Unpacked and Files caps, so an oversized directory fails
 // here and not after an upload.
-func FromDir(dir string, lim Limits) (*Tree, error) {
+//
+// keep names files (slash-separated, relative to dir) packed even when the
+// ignore file excludes them or a directory they are in: a component's
+// build output, such as its .wasm module, is usually ignored by git but is
+// exactly what has to be uploaded.
+func FromDir(dir string, lim Limits, keep ...string) (*Tree, error) {
 	lim = lim.withDefaults()
 	ign, err := loadIgnore(dir)
 	if err != nil {
@@ -37,6 +45,8 @@ func FromDir(dir string, lim Limits) (*Tree, error) {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		root = real // WalkDir does not descend into a root that is a symlink
 	}
+	kept := newKeepSet(keep)
+	ignored := map[string]bool{} // ignored dirs walked only for kept files
 	t := newTree()
 	entries := 0
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -51,11 +61,23 @@ func FromDir(dir string, lim Limits) (*Tree, error) {
 			return nil
 		}
 		rel = filepath.ToSlash(rel)
-		if skipped(d.Name()) || ign.Match(rel, d.IsDir()) {
+		if skipped(d.Name()) {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
 			return nil
+		}
+		if ignored[path.Dir(rel)] || ign.Match(rel, d.IsDir()) {
+			switch {
+			case kept.file(rel) && !d.IsDir():
+			case kept.under(rel) && d.IsDir():
+				ignored[rel] = true // walk it for kept files only
+				return nil
+			case d.IsDir():
+				return filepath.SkipDir
+			default:
+				return nil
+			}
 		}
 		if entries++; entries > lim.Files {
 			return fmt.Errorf("more than %d files", lim.Files)
@@ -66,6 +88,9 @@ func FromDir(dir string, lim Limits) (*Tree, error) {
 		}
 		switch typ := d.Type(); {
 		case typ.IsDir():
+			if ignored[rel] {
+				return nil
+			}
 			return t.add(rel, name, &node{kind: kindDir, explicit: true})
 		case typ&fs.ModeSymlink != 0:
 			target, err := os.Readlink(p)
@@ -104,6 +129,31 @@ func FromDir(dir string, lim Limits) (*Tree, error) {
 		return nil, fmt.Errorf("pack %s: %w", dir, err)
 	}
 	return t, nil
+}
+
+// keepSet holds the files FromDir packs whatever the ignore rules say.
+type keepSet map[string]bool
+
+func newKeepSet(paths []string) keepSet {
+	k := keepSet{}
+	for _, p := range paths {
+		if p = path.Clean(filepath.ToSlash(p)); p != "." && !strings.HasPrefix(p, "../") {
+			k[strings.TrimPrefix(p, "./")] = true
+		}
+	}
+	return k
+}
+
+func (k keepSet) file(rel string) bool { return k[rel] }
+
+// under reports whether a kept file lies below directory rel.
+func (k keepSet) under(rel string) bool {
+	for p := range k {
+		if strings.HasPrefix(p, rel+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // loadIgnore reads the ignore rules at the root of dir.

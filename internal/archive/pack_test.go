@@ -310,3 +310,33 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 		t.Errorf("%s holds %q, want %q", dir, got, names)
 	}
 }
+
+// TestPackKeepsIgnoredBuildOutput: the module a build writes is usually in
+// .gitignore, yet it is what must be uploaded.
+func TestPackKeepsIgnoredBuildOutput(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		".gitignore":     "*.wasm\nbuild/\n",
+		"main.go":        "package main",
+		"hello.wasm":     "module",
+		"other.wasm":     "left out",
+		"build/app.wasm": "kept",
+		"build/junk":     "left out",
+	} {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tree, err := FromDir(dir, Limits{}, "hello.wasm", "./build/app.wasm", "../outside")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(tree.Files(), " ")
+	if want := ".gitignore build/app.wasm hello.wasm main.go"; got != want {
+		t.Fatalf("files = %q, want %q", got, want)
+	}
+}

@@ -156,7 +156,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Logger:  log,
 		Backend: func(store.Worker) router.Backend { return wk },
 	}, st)
-	mgr, err := deploymgr.New(deploymgr.Config{PublicURL: publicURL, Domain: cfg.Domain, AdminToken: token, Logger: log}, st)
+	mgr, err := deploymgr.New(deploymgr.Config{
+		PublicURL:     publicURL,
+		Domain:        cfg.Domain,
+		AdminToken:    token,
+		RoutesChanged: rt.Refresh,
+		Logger:        log,
+	}, st)
 	if err != nil {
 		return nil, err
 	}
