@@ -122,10 +122,17 @@ func parseStatus(v []byte) (int, bool) {
 		}
 		n = n*10 + int(c-'0')
 	}
-	if n < 100 || n > 599 {
+	// 1xx are interim responses of the server's own connection handling,
+	// never a program's final answer.
+	if n < 200 || n > 599 {
 		return 0, false
 	}
 	return n, true
+}
+
+// bodyAllowed reports whether a response with status may carry a body.
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
 }
 
 // dropped reports whether a module's header is one the server owns.

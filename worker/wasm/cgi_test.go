@@ -60,6 +60,8 @@ func TestParseCGI(t *testing.T) {
 		{name: "status out of range", out: "Status: 999\n\n", err: "bad CGI status"},
 		{name: "status too long", out: "Status: 2000\n\n", err: "bad CGI status"},
 		{name: "status too short", out: "Status: 20\n\n", err: "bad CGI status"},
+		{name: "interim status", out: "Status: 101 Switching Protocols\n\n", err: "bad CGI status"},
+		{name: "no content", out: "Status: 204\n\n", status: 204, header: http.Header{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,7 +126,7 @@ func FuzzParseCGI(f *testing.F) {
 			}
 			return
 		}
-		if status < 100 || status > 599 {
+		if status < 200 || status > 599 {
 			t.Fatalf("status %d", status)
 		}
 		if !bytes.HasSuffix(out, body) {

@@ -139,6 +139,10 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 		in.badGateway(w, r, "invalid CGI response: "+err.Error())
 		return
 	}
+	if !bodyAllowed(status) {
+		w.WriteHeader(status)
+		return
+	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
