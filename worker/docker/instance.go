@@ -278,6 +278,12 @@ func (i *Instance) acquire(ctx context.Context) (*ctr, *httputil.ReverseProxy, e
 			return nil, nil, err
 		}
 		if o.err != nil && o.start {
+			i.mu.Lock()
+			closed := i.closed
+			i.mu.Unlock()
+			if closed {
+				return nil, nil, errClosed
+			}
 			return nil, nil, o.err
 		}
 	}
