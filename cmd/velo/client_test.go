@@ -369,7 +369,7 @@ func TestDeploy(t *testing.T) {
 	dir := componentDir(t, `name = "hello"
 module = "hello.wasm"
 build = "echo compiling; printf '\\0asm' > hello.wasm"
-`, map[string]string{"main.c": "int main(){}"})
+`, map[string]string{"main.c": "int main(){}", ".gitignore": "*.wasm\n*.o\n", "main.o": "obj"})
 
 	stdout, stderr, code := velo(t, "deploy", dir)
 	if code != 0 {
@@ -391,8 +391,8 @@ build = "echo compiling; printf '\\0asm' > hello.wasm"
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if got := f.uploads["hello"]; !slices.Equal(got, []string{"hello.wasm", "main.c", "velo.toml"}) {
-		t.Errorf("uploaded files %v", got)
+	if got := f.uploads["hello"]; !slices.Equal(got, []string{".gitignore", "hello.wasm", "main.c", "velo.toml"}) {
+		t.Errorf("uploaded files %v; want the git-ignored module but not main.o", got)
 	}
 	if polls := countPrefix(f.requests, "GET /api/v1/deployments/1"); polls != 3 {
 		t.Errorf("%d polls, want 3 (pending, preparing, live)", polls)
