@@ -46,6 +46,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"TokensAndSettings", testTokensAndSettings},
 		{"ListenNotify", testListenNotify},
 		{"SlowListener", testSlowListener},
+		{"GitHub", testGitHub},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

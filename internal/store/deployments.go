@@ -14,14 +14,15 @@ const BuildLogCap = 1 << 20
 // buildLogMarker starts a build log whose beginning was dropped.
 const buildLogMarker = "[velo: earlier build output dropped]\n"
 
-const deploymentCols = `id, component, digest, runtime, manifest, source, commit_sha, message, author, status, error, created_at, updated_at`
+const deploymentCols = `id, component, digest, runtime, manifest, source, commit_sha, message, author, status, error, created_at, updated_at, commit_time`
 
 func scanDeployment(r row) (Deployment, error) {
 	var d Deployment
 	var manifest string
-	var created, updated int64
+	var created, updated, commitTime int64
 	err := r.Scan(&d.ID, &d.Component, &d.Digest, &d.Runtime, &manifest, &d.Source, &d.Commit,
-		&d.Message, &d.Author, &d.Status, &d.Error, &created, &updated)
+		&d.Message, &d.Author, &d.Status, &d.Error, &created, &updated, &commitTime)
+	d.CommitTime = fromMicros(commitTime)
 	if manifest != "" {
 		d.Manifest = []byte(manifest)
 	}
@@ -55,11 +56,11 @@ func (s *Store) CreateDeployment(ctx context.Context, d Deployment) (Deployment,
 		d.Status = StatusPending
 	}
 	err := s.db.queryRow(ctx, `INSERT INTO deployments
-		(component, digest, runtime, manifest, source, commit_sha, message, author, status, error, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
+		(component, digest, runtime, manifest, source, commit_sha, message, author, status, error, created_at, updated_at, commit_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
 		RETURNING id`,
 		d.Component, d.Digest, d.Runtime, string(d.Manifest), d.Source, d.Commit,
-		cleanText(d.Message), cleanText(d.Author), d.Status, cleanText(d.Error), micros(t)).Scan(&d.ID)
+		cleanText(d.Message), cleanText(d.Author), d.Status, cleanText(d.Error), micros(t), micros(d.CommitTime)).Scan(&d.ID)
 	if err != nil {
 		return Deployment{}, fmt.Errorf("create deployment of %s: %w", d.Component, err)
 	}

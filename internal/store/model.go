@@ -46,10 +46,13 @@ type Deployment struct {
 	Commit    string // git sha, when from GitHub
 	Message   string // commit message
 	Author    string
-	Status    string
-	Error     string
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// CommitTime is when the commit was made (zero for uploads); an older
+	// push never replaces a newer one.
+	CommitTime time.Time
+	Status     string
+	Error      string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // Worker is a data plane node.
