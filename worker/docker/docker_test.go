@@ -63,7 +63,7 @@ func TestHardening(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc := info.HostConfig
-	if want := fmt.Sprintf("/velo-hardening-%d-1", a.spec.Deployment); info.Name != want {
+	if want := fmt.Sprintf("/velo-%s-%d-1", a.spec.Component, a.spec.Deployment); info.Name != want {
 		t.Errorf("name %q, want %q", info.Name, want)
 	}
 	if hc.Privileged || !slices.Equal(hc.CapDrop, []string{"ALL"}) || len(hc.CapAdd) != 0 {
@@ -92,7 +92,7 @@ func TestHardening(t *testing.T) {
 		t.Errorf("ports %v", info.NetworkSettings.Ports)
 	}
 	l := info.Config.Labels
-	if l[LabelManaged] != "true" || l[LabelOwner] != r.cfg.Owner || l[LabelComponent] != "hardening" || l[LabelDigest] != digest {
+	if l[LabelManaged] != "true" || l[LabelOwner] != r.cfg.Owner || l[LabelComponent] != a.spec.Component || l[LabelDigest] != digest {
 		t.Errorf("labels %v", l)
 	}
 
@@ -128,15 +128,15 @@ func TestBuildOnceAndRemoveImage(t *testing.T) {
 	dir, digest := appDir(t, "LABEL test="+randHex(4)+"\n")
 	a := newSpec(t, "build", dir, digest, manifest.Manifest{Scale: manifest.Scale{Max: 1}})
 	prepare(t, r, a)
-	if log := a.log.String(); !strings.Contains(log, "Step 1/5 : FROM scratch") || !strings.Contains(log, "built image velo/build:"+digest[:12]) {
+	if log := a.log.String(); !strings.Contains(log, "Step 1/5 : FROM scratch") || !strings.Contains(log, "built image "+imageTag(a.spec.Component, digest)) {
 		t.Errorf("build log does not show the build:\n%s", log)
 	}
 
-	img, err := r.cli.ImageInspect(context.Background(), imageTag("build", digest))
+	img, err := r.cli.ImageInspect(context.Background(), imageTag(a.spec.Component, digest))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := img.Config.Labels; l[LabelComponent] != "build" || l[LabelDigest] != digest || l[LabelOwner] != r.cfg.Owner || l[LabelManaged] != "" {
+	if l := img.Config.Labels; l[LabelComponent] != a.spec.Component || l[LabelDigest] != digest || l[LabelOwner] != r.cfg.Owner || l[LabelManaged] != "" {
 		t.Errorf("image labels %v", l)
 	}
 
@@ -147,22 +147,22 @@ func TestBuildOnceAndRemoveImage(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	tag := imageTag("build", digest)
-	if err := r.RemoveImage(ctx, "build", digest); !errors.Is(err, ErrImageInUse) {
+	tag := imageTag(a.spec.Component, digest)
+	if err := r.RemoveImage(ctx, a.spec.Component, digest); !errors.Is(err, ErrImageInUse) {
 		t.Fatalf("RemoveImage while in use = %v", err)
 	}
 	a.inst.Close(ctx)
-	if err := r.RemoveImage(ctx, "build", digest); !errors.Is(err, ErrImageInUse) {
+	if err := r.RemoveImage(ctx, a.spec.Component, digest); !errors.Is(err, ErrImageInUse) {
 		t.Fatalf("RemoveImage while one instance is open = %v", err)
 	}
 	b.inst.Close(ctx)
-	if err := r.RemoveImage(ctx, "build", digest); err != nil {
+	if err := r.RemoveImage(ctx, a.spec.Component, digest); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.cli.ImageInspect(ctx, tag); !cerrdefs.IsNotFound(err) {
 		t.Fatalf("image still there: %v", err)
 	}
-	if err := r.RemoveImage(ctx, "build", digest); err != nil {
+	if err := r.RemoveImage(ctx, a.spec.Component, digest); err != nil {
 		t.Fatalf("second RemoveImage = %v", err)
 	}
 }
@@ -186,7 +186,7 @@ func TestBuildFails(t *testing.T) {
 	if n := strings.Count(err.Error(), "\n"); n > buildTail+1 {
 		t.Errorf("error has %d lines", n)
 	}
-	if _, err := r.cli.ImageInspect(context.Background(), imageTag("broken", digest)); !cerrdefs.IsNotFound(err) {
+	if _, err := r.cli.ImageInspect(context.Background(), imageTag(a.spec.Component, digest)); !cerrdefs.IsNotFound(err) {
 		t.Errorf("failed build left an image: %v", err)
 	}
 }
@@ -432,7 +432,7 @@ func TestAdoption(t *testing.T) {
 	dir, digest := appDir(t, "")
 	a := newSpec(t, "adopt", dir, digest, manifest.Manifest{})
 	prepare(t, r, a)
-	img := imageTag("adopt", digest)
+	img := imageTag(a.spec.Component, digest)
 
 	ctx := context.Background()
 	mk := func(name string, labels map[string]string) string {

@@ -240,6 +240,9 @@ var nextDeployment = time.Now().Unix() % 100000
 
 func newSpec(t testing.TB, name, dir, digest string, m manifest.Manifest) *app {
 	nextDeployment++
+	// Component names are unique per test process, so that two runs of
+	// these tests on one engine never share an image tag.
+	name += "-" + testOwner[len("velotest-"):]
 	m.Name, m.Runtime = name, manifest.Docker
 	if m.Scale.Max == 0 {
 		m.Scale.Max = 1

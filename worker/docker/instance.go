@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 
@@ -507,8 +506,11 @@ func (i *Instance) dropLocked(c *ctr) {
 	i.wg.Add(1)
 	go func() {
 		defer i.wg.Done()
-		err := i.rt.cli.ContainerRemove(i.ctx, id, container.RemoveOptions{Force: true})
-		if err != nil && !cerrdefs.IsNotFound(err) && i.ctx.Err() == nil {
+		// Not cancelled by Close (which waits for it): an engine whose
+		// removal request is cut off may leave the container half removed.
+		ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
+		defer cancel()
+		if err := i.rt.remove(ctx, id); err != nil {
 			i.log.Warn("remove container", "container", c.name, "err", err)
 		}
 	}()
@@ -726,7 +728,7 @@ func (i *Instance) Close(ctx context.Context) error {
 	i.wg.Wait()
 
 	// Removal must happen even past ctx: containers must not outlive us.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 	defer cancel()
 	list, err := i.rt.cli.ContainerList(rctx, container.ListOptions{
 		All: true,
@@ -739,9 +741,8 @@ func (i *Instance) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("list containers: %w", err))
 	}
 	for _, c := range list {
-		err := i.rt.cli.ContainerRemove(rctx, c.ID, container.RemoveOptions{Force: true})
-		if err != nil && !cerrdefs.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove container %s: %w", c.ID[:12], err))
+		if err := i.rt.remove(rctx, c.ID); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	i.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -204,14 +205,29 @@ func (r *Runtime) adopt(ctx context.Context) error {
 		if c.Labels[LabelManaged] != "true" || c.Labels[LabelOwner] != r.cfg.Owner {
 			continue
 		}
-		err := r.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
-		if err != nil && !cerrdefs.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove leftover container %s: %w", c.ID[:12], err))
+		if err := r.remove(ctx, c.ID); err != nil {
+			errs = append(errs, fmt.Errorf("leftover: %w", err))
 			continue
 		}
 		r.log.Info("removed leftover container", "container", c.ID[:12], "names", c.Names)
 	}
 	return errors.Join(errs...)
+}
+
+// removeTimeout bounds removing one container.
+const removeTimeout = 30 * time.Second
+
+// remove force-removes container id. A container already gone, or whose
+// removal the engine is already carrying out, counts as removed.
+func (r *Runtime) remove(ctx context.Context, id string) error {
+	err := r.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	switch {
+	case err == nil, cerrdefs.IsNotFound(err):
+		return nil
+	case cerrdefs.IsConflict(err) && strings.Contains(err.Error(), "already in progress"):
+		return nil
+	}
+	return fmt.Errorf("remove container %s: %w", id[:min(12, len(id))], err)
 }
 
 // ErrImageInUse is returned by RemoveImage while an open instance uses the image.
