@@ -36,6 +36,8 @@ type Store interface {
 
 	Workers(ctx context.Context) ([]store.Worker, error)
 	PutPlacement(ctx context.Context, p store.Placement) error
+	PlaceDeployment(ctx context.Context, id int64, workers []string) (bool, error)
+	AllPlacements(ctx context.Context) ([]store.Placement, error)
 	Placements(ctx context.Context, deployment int64) ([]store.Placement, error)
 	ComponentPlacements(ctx context.Context, component string) ([]store.Placement, error)
 	DeletePlacement(ctx context.Context, deployment int64, worker string) error
@@ -66,6 +68,12 @@ type Config struct {
 	// Schedule is how often the scheduler looks at the store even without
 	// a notification (default 2s).
 	Schedule time.Duration
+	// WasmReplicas is how many workers a WASM deployment is placed on;
+	// 0 (the default) means every live worker.
+	WasmReplicas int
+	// DockerReplicas is how many workers a Docker deployment is placed
+	// on, the least loaded first (default 1).
+	DockerReplicas int
 	// Grace is how long an old deployment stays placed after a newer one
 	// went live, so that routers switch before it goes away (default 3s).
 	Grace time.Duration
@@ -99,6 +107,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Schedule <= 0 {
 		c.Schedule = 2 * time.Second
+	}
+	if c.DockerReplicas <= 0 {
+		c.DockerReplicas = 1
 	}
 	if c.Grace <= 0 {
 		c.Grace = 3 * time.Second
@@ -172,11 +183,9 @@ func (m *Manager) schedule(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read open deployments: %w", err)
 	}
-	var workers []store.Worker
-	if len(deps) > 0 {
-		if workers, err = m.liveWorkers(ctx); err != nil {
-			return err
-		}
+	workers, err := m.liveWorkers(ctx)
+	if err != nil {
+		return err
 	}
 	for _, d := range deps {
 		var err error
@@ -189,6 +198,9 @@ func (m *Manager) schedule(ctx context.Context) error {
 		if err != nil {
 			m.log.Warn("schedule deployment failed", "deployment", d.ID, "err", err)
 		}
+	}
+	if err := m.rebalance(ctx, workers); err != nil {
+		return err
 	}
 	return m.retire(ctx)
 }
@@ -208,17 +220,19 @@ func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
 	return live, nil
 }
 
-// place assigns a pending deployment to every live worker.
+// place assigns a pending deployment to live workers (see pick), claiming
+// it so that a second scheduler cannot place it too.
 func (m *Manager) place(ctx context.Context, d store.Deployment, workers []store.Worker) error {
 	if len(workers) == 0 {
 		return nil // stays pending until a worker shows up
 	}
-	for _, w := range workers {
-		if err := m.store.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: w.Name, State: store.PlacementPending}); err != nil {
-			return fmt.Errorf("place on %s: %w", w.Name, err)
-		}
+	load, err := m.load(ctx)
+	if err != nil {
+		return err
 	}
-	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPreparing, ""); err != nil {
+	names := m.pick(d.Runtime, workers, load, nil)
+	ok, err := m.store.PlaceDeployment(ctx, d.ID, names)
+	if err != nil || !ok {
 		return err
 	}
 	return m.store.Notify(ctx, ChannelPlacements, strconv.FormatInt(d.ID, 10))

@@ -50,7 +50,11 @@ type Config struct {
 	Resync time.Duration
 	// NoHits turns off hit recording (for measuring its cost).
 	NoHits bool
-	Logger *slog.Logger
+	// WorkerTimeout, when set, leaves out of the table the workers whose
+	// last heartbeat is older: a worker that died without refusing
+	// connections stops getting traffic at the next refresh.
+	WorkerTimeout time.Duration
+	Logger        *slog.Logger
 }
 
 // Prefix is the path prefix component calls are served under.
@@ -193,6 +197,10 @@ func (r *Router) Refresh(ctx context.Context) error {
 	t := &table{routes: make(map[string]*route, len(routes))}
 	old := r.table.Load()
 	usedBackends := map[string]bool{}
+	var cutoff time.Time
+	if r.cfg.WorkerTimeout > 0 {
+		cutoff = time.Now().Add(-r.cfg.WorkerTimeout)
+	}
 	for _, rt := range routes {
 		c := r.counters[rt.Component]
 		if c == nil {
@@ -207,6 +215,9 @@ func (r *Router) Refresh(ctx context.Context) error {
 			stats:     c,
 		}
 		for _, w := range rt.Workers {
+			if w.SeenAt.Before(cutoff) {
+				continue
+			}
 			usedBackends[w.Name] = true
 			cb, ok := r.backends[w.Name]
 			if !ok || cb.addr != w.Addr {

@@ -16,7 +16,7 @@ import (
 
 // serverCommands are the roles: up, deploymgr, worker, router, webui, migrate.
 func serverCommands() []*cobra.Command {
-	return []*cobra.Command{upCmd(), migrateCmd()}
+	return append([]*cobra.Command{upCmd(), migrateCmd()}, roleCommands()...)
 }
 
 func envOr(key, def string) string {

@@ -1,0 +1,142 @@
+package deploymgr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/velo-run/velo/internal/store"
+)
+
+// replicas is how many of live workers a deployment of runtime is placed on.
+func (m *Manager) replicas(runtime string, live int) int {
+	n := m.cfg.DockerReplicas
+	if runtime != "docker" {
+		n = m.cfg.WasmReplicas
+		if n <= 0 {
+			n = live
+		}
+	}
+	return min(n, live)
+}
+
+// load counts the placements on each worker.
+func (m *Manager) load(ctx context.Context) (map[string]int, error) {
+	all, err := m.store.AllPlacements(ctx)
+	if err != nil {
+		return nil, err
+	}
+	load := make(map[string]int)
+	for _, p := range all {
+		load[p.Worker]++
+	}
+	return load, nil
+}
+
+// pick chooses the workers a deployment of runtime should get, beyond
+// those in has: the least loaded live workers first (ties by name), until
+// the deployment is on replicas(runtime) workers. It counts the choice in
+// load.
+func (m *Manager) pick(runtime string, workers []store.Worker, load map[string]int, has map[string]bool) []string {
+	want := m.replicas(runtime, len(workers)) - len(has)
+	if want <= 0 {
+		return nil
+	}
+	cands := make([]string, 0, len(workers))
+	for _, w := range workers {
+		if !has[w.Name] {
+			cands = append(cands, w.Name)
+		}
+	}
+	slices.SortStableFunc(cands, func(a, b string) int {
+		if load[a] != load[b] {
+			return load[a] - load[b]
+		}
+		if a < b {
+			return -1
+		}
+		return 1
+	})
+	cands = cands[:min(want, len(cands))]
+	for _, c := range cands {
+		load[c]++
+	}
+	return cands
+}
+
+// rebalance keeps every live deployment on as many live workers as it
+// should be: it removes the placements of workers whose heartbeat
+// expired and places live deployments on other live workers in their
+// stead, or on workers that joined since. The router only sends traffic to
+// ready placements, so a new placement takes traffic once its worker has
+// prepared it.
+func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
+	all, err := m.store.AllPlacements(ctx)
+	if err != nil {
+		return fmt.Errorf("read placements: %w", err)
+	}
+	live := make(map[string]bool, len(workers))
+	for _, w := range workers {
+		live[w.Name] = true
+	}
+	load := make(map[string]int)
+	held := make(map[int64]map[string]bool) // deployment → live workers holding it
+	changed := false
+	for _, p := range all {
+		if !live[p.Worker] {
+			if err := m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil && !isNotFound(err) {
+				return err
+			}
+			m.log.Info("placement removed from dead worker", "deployment", p.Deployment, "worker", p.Worker)
+			changed = true
+			continue
+		}
+		load[p.Worker]++
+		if held[p.Deployment] == nil {
+			held[p.Deployment] = make(map[string]bool)
+		}
+		held[p.Deployment][p.Worker] = true
+	}
+	if len(workers) > 0 {
+		comps, err := m.store.Components(ctx)
+		if err != nil {
+			return fmt.Errorf("read components: %w", err)
+		}
+		for _, c := range comps {
+			if c.Live == 0 {
+				continue
+			}
+			has := held[c.Live]
+			if len(has) >= m.replicas(c.Runtime, len(workers)) && c.Runtime != "" {
+				continue
+			}
+			d, err := m.store.Deployment(ctx, c.Live)
+			if err != nil {
+				if isNotFound(err) {
+					continue
+				}
+				return err
+			}
+			for _, w := range m.pick(d.Runtime, workers, load, has) {
+				if err := m.store.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: w, State: store.PlacementPending}); err != nil {
+					if isNotFound(err) {
+						continue // worker or deployment removed meanwhile
+					}
+					return fmt.Errorf("place %d on %s: %w", d.ID, w, err)
+				}
+				m.log.Info("live deployment placed on another worker", "component", c.Name, "deployment", d.ID, "worker", w)
+				changed = true
+			}
+		}
+	}
+	if changed {
+		if err := m.store.Notify(ctx, ChannelPlacements, ""); err != nil {
+			return err
+		}
+		return m.store.Notify(ctx, ChannelRoutes, "")
+	}
+	return nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
