@@ -1,0 +1,149 @@
+// Command bench measures Velo against its peers and writes the figures to
+// bench/RESULTS.md, one section per area. Every figure is measured against
+// its peer in the same run, interleaved or back to back, and repeated over
+// rounds, because the machine is shared and absolute numbers drift.
+//
+//	go run ./bench                      # every section
+//	go run ./bench -only wasm -rounds 5 # one section, the others kept
+//
+// Adding an area is a new file bench/NAME.go with one function of type
+// func(context.Context, *Bench) (string, error), listed in sections below.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// section is one area of the benchmark.
+type section struct {
+	// name selects it with -only and delimits it in RESULTS.md.
+	name string
+	// run measures the area and returns the section's Markdown: a "##"
+	// title, how it was measured and a table (see table). It must bound
+	// every load loop in count and time and use loopback only.
+	run func(ctx context.Context, b *Bench) (string, error)
+}
+
+// sections are the areas, in the order they run and first appear in
+// RESULTS.md.
+var sections = []section{
+	{name: "wasm", run: wasmSection},
+}
+
+func main() {
+	os.Exit(doMain(os.Args[1:], os.Stderr))
+}
+
+func doMain(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	only := fs.String("only", "", "comma-separated sections to run (default all: "+names()+")")
+	duration := fs.Duration("duration", 5*time.Second, "length of each load run (wrk -d)")
+	rounds := fs.Int("rounds", 3, "rounds per measurement; the median is reported")
+	out := fs.String("out", "bench/RESULTS.md", "results file; the sections run are replaced in place")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (in-process measurements) to this file")
+	keep := fs.Bool("keep", false, "keep the scratch directory (binaries, data dirs, server logs)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	selected, err := selectSections(*only)
+	if err == nil && (*duration < time.Second || *duration > 10*time.Minute) {
+		err = errors.New("-duration: want between 1s and 10m")
+	}
+	if err == nil && (*rounds < 1 || *rounds > 20) {
+		err = errors.New("-rounds: want between 1 and 20")
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := newBench(*duration, *rounds, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 1
+	}
+	defer b.close(*keep)
+
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+
+	bodies := map[string]string{}
+	failed := false
+	for _, s := range selected {
+		b.logf("== section %s", s.name)
+		start := time.Now()
+		body, err := s.run(ctx, b)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: section %s: %v\n", s.name, err)
+			failed = true
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		b.logf("== section %s done in %s", s.name, time.Since(start).Round(time.Second))
+		bodies[s.name] = body
+	}
+	if len(bodies) > 0 {
+		if err := writeResults(*out, b.header(), bodies, names()); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		b.logf("wrote %s", *out)
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+func names() string {
+	var ns []string
+	for _, s := range sections {
+		ns = append(ns, s.name)
+	}
+	return strings.Join(ns, ",")
+}
+
+func selectSections(only string) ([]section, error) {
+	if only == "" {
+		return sections, nil
+	}
+	var out []section
+	for n := range strings.SplitSeq(only, ",") {
+		n = strings.TrimSpace(n)
+		i := slices.IndexFunc(sections, func(s section) bool { return s.name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("-only: no section %q (have %s)", n, names())
+		}
+		out = append(out, sections[i])
+	}
+	return out, nil
+}
