@@ -28,6 +28,8 @@ func (m *Manager) Handler() http.Handler {
 	})
 	g := e.Group("/api/v1", m.requireAuth)
 	g.GET("/components", m.listComponents)
+	g.POST("/components", m.startComponent)
+	g.POST("/tokens", m.createToken)
 	g.GET("/components/:name", m.getComponent)
 	g.DELETE("/components/:name", m.deleteComponent)
 	g.POST("/components/:name/deployments", m.postDeployment)
@@ -75,8 +77,15 @@ func (m *Manager) errorHandler(err error, c echo.Context) {
 func (m *Manager) component(c echo.Context) (store.Component, error) {
 	name := c.Param("name")
 	comp, err := m.store.Component(c.Request().Context(), name)
+	if err == nil {
+		// A component the caller cannot reach does not exist for them.
+		var ok bool
+		if ok, err = m.allowed(c, comp); err == nil && !ok {
+			err = store.ErrNotFound
+		}
+	}
 	if errors.Is(err, store.ErrNotFound) {
-		return comp, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no component named %q", name))
+		return store.Component{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no component named %q", name))
 	}
 	return comp, err
 }
@@ -87,8 +96,15 @@ func (m *Manager) listComponents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	sc, err := m.callerScope(c)
+	if err != nil {
+		return err
+	}
 	out := make([]api.Component, 0, len(comps))
 	for _, comp := range comps {
+		if !sc.allows(comp) {
+			continue
+		}
 		ac, err := m.apiComponent(ctx, comp, false)
 		if err != nil {
 			return err
@@ -191,6 +207,15 @@ func (m *Manager) postDeployment(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusUnsupportedMediaType,
 			fmt.Sprintf("Content-Type %q: send the component as a .tar.gz with Content-Type: application/gzip", ct))
 	}
+	if sc, err := m.callerScope(c); err != nil {
+		return err
+	} else if !sc.all {
+		// Only the admin creates components by upload; others may upload
+		// to the components of repositories they reach.
+		if _, err := m.component(c); err != nil {
+			return err
+		}
+	}
 	body := http.MaxBytesReader(c.Response(), r.Body, m.cfg.Limits.Compressed+1)
 	d, err := m.Deploy(r.Context(), DeployRequest{
 		Name:    c.Param("name"),
@@ -240,13 +265,19 @@ func (m *Manager) getDeployment(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("deployment id %q is not a number", c.Param("id")))
 	}
 	d, err := m.store.Deployment(ctx, id)
+	var comp store.Component
+	if err == nil {
+		comp, err = m.store.Component(ctx, d.Component)
+	}
+	if err == nil {
+		var ok bool
+		if ok, err = m.allowed(c, comp); err == nil && !ok {
+			err = store.ErrNotFound
+		}
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("no deployment %d", id))
 	} else if err != nil {
-		return err
-	}
-	comp, err := m.store.Component(ctx, d.Component)
-	if err != nil {
 		return err
 	}
 	ad := m.apiDeployment(d, comp)
@@ -464,8 +495,17 @@ func (m *Manager) followLogs(c echo.Context, name string, tail int) error {
 		if after, err = strconv.ParseInt(id, 10, 64); err != nil {
 			return echo.NewHTTPError(http.StatusBadRequest, "Last-Event-ID is not a log line id")
 		}
-	} else if backlog, err = m.store.TailLogs(ctx, name, tail); err != nil {
-		return err
+	} else {
+		// Start after the newest line, whether or not it is sent as
+		// backlog: following means what comes next.
+		n := max(tail, 1)
+		if backlog, err = m.store.TailLogs(ctx, name, n); err != nil {
+			return err
+		}
+		if len(backlog) > 0 {
+			after = backlog[len(backlog)-1].ID
+		}
+		backlog = backlog[max(len(backlog)-tail, 0):]
 	}
 	w := c.Response()
 	h := w.Header()

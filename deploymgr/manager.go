@@ -47,6 +47,7 @@ type Store interface {
 	TailLogs(ctx context.Context, component string, n int) ([]store.LogLine, error)
 
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
+	PutToken(ctx context.Context, t store.Token) error
 
 	Notify(ctx context.Context, channel, payload string) error
 	Listen(ctx context.Context, channel string) (<-chan string, error)
@@ -127,6 +128,10 @@ type Manager struct {
 	store Store
 	log   *slog.Logger
 	auth  []Authenticator
+	// access scopes what non-admin users see (nil: everything);
+	// github is set by EnableGitHub.
+	access Access
+	github *GitHub
 }
 
 // New returns a Manager.

@@ -7,16 +7,18 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/store"
 )
 
 // serverCommands are the roles: up, deploymgr, worker, router, webui, migrate.
 func serverCommands() []*cobra.Command {
-	return append([]*cobra.Command{upCmd(), migrateCmd()}, roleCommands()...)
+	return append([]*cobra.Command{upCmd(), migrateCmd(), githubCommand()}, roleCommands()...)
 }
 
 func envOr(key, def string) string {
@@ -43,15 +45,27 @@ func upCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := newLogger(cmd.ErrOrStderr())
-			n, err := node.Start(ctx, node.Config{
+			getenv, err := githubEnv(data, os.Getenv)
+			if err != nil {
+				return err
+			}
+			ghCfg, ghOn, err := github.ConfigFromEnv(getenv)
+			if err != nil {
+				return err
+			}
+			cfg := node.Config{
 				Addr:        addr,
 				DataDir:     data,
 				DatabaseURL: os.Getenv("VELO_DATABASE_URL"),
-				PublicURL:   os.Getenv("VELO_PUBLIC_URL"),
+				PublicURL:   getenv("VELO_PUBLIC_URL"),
 				Domain:      os.Getenv("VELO_DOMAIN"),
 				Docker:      newDockerRuntime,
 				Logger:      log,
-			})
+			}
+			if ghOn {
+				cfg.GitHub = &ghCfg
+			}
+			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -60,6 +74,14 @@ func upCmd() *cobra.Command {
 			fmt.Fprintf(out, "Velo is up at %s (store: %s)\n", n.URL, n.Store.Engine())
 			fmt.Fprintf(out, "  components: %s/fn/NAME/\n", n.URL)
 			fmt.Fprintf(out, "  API token:  %s\n", filepath.Join(data, "admin.token"))
+			fmt.Fprintf(out, "  dashboard:  %s (signs you in as admin)\n", n.LoginURL)
+			if n.GitHub != nil {
+				public := cfg.PublicURL
+				if public == "" {
+					public = n.URL
+				}
+				fmt.Fprintf(out, "  GitHub App: webhook at %s%s\n", strings.TrimRight(public, "/"), github.WebhookPath)
+			}
 			fmt.Fprintf(out, "Deploy the example: velo deploy examples/hello-wasm\n")
 			return n.Wait(ctx)
 		},

@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/velo-run/velo/deploymgr"
+	"github.com/velo-run/velo/internal/auth"
+	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/router"
 	"github.com/velo-run/velo/worker"
@@ -49,6 +51,9 @@ type Config struct {
 	Docker func(ctx context.Context, owner string, log *slog.Logger) (worker.Runtime, error)
 	// NoHits turns hit recording off (benchmarks).
 	NoHits bool
+	// GitHub, when set, connects the GitHub App: the webhook at
+	// /webhooks/github, GitHub sign-in and POST /api/v1/components.
+	GitHub *github.Config
 	Logger *slog.Logger
 }
 
@@ -71,6 +76,10 @@ type Node struct {
 	Router  *router.Router
 	Manager *deploymgr.Manager
 	Worker  *worker.Worker
+	// GitHub is the GitHub App integration, nil when not configured.
+	GitHub *deploymgr.GitHub
+	// LoginURL signs the admin in to the dashboard in one click.
+	LoginURL string
 
 	log    *slog.Logger
 	srv    *http.Server
@@ -167,6 +176,25 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 
+	var app *github.App
+	if cfg.GitHub != nil {
+		if app, err = github.NewApp(*cfg.GitHub, &http.Client{Timeout: time.Minute}); err != nil {
+			return nil, err
+		}
+	}
+	sessions, err := auth.New(auth.Config{Store: st, PublicURL: publicURL, AdminToken: token, App: app, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	mgr.AddAuthenticator(sessions.Authenticator())
+	var gh *deploymgr.GitHub
+	if app != nil {
+		mgr.SetAccess(sessions.Access())
+		if gh, err = mgr.EnableGitHub(deploymgr.GitHubConfig{App: app, Store: st}); err != nil {
+			return nil, err
+		}
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), router.Collector(rt))
 	api := mgr.Handler()
@@ -175,6 +203,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	mux.Handle("/api/", api)
 	mux.Handle("/healthz", api)
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle(auth.LoginPath, sessions.Handler())
+	mux.Handle("/auth/", sessions.Handler())
+	if gh != nil {
+		mux.Handle(github.WebhookPath, gh.Handler())
+	}
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "Velo is running.\n\nComponents answer at %s/fn/NAME/\nREST API at %s/api/v1/ (bearer token in %s)\n",
@@ -188,13 +221,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	runCtx, stop := context.WithCancel(context.Background())
 	n := &Node{
 		URL: url, Token: token, Store: st, Router: rt, Manager: mgr, Worker: wk,
+		GitHub: gh, LoginURL: sessions.LoginURL(),
 		log:  log,
 		stop: stop,
 		errc: make(chan error, 4),
 		srv: &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
 	}
-	for _, run := range []func(context.Context) error{wk.Run, rt.Run, mgr.Run} {
+	runs := []func(context.Context) error{wk.Run, rt.Run, mgr.Run}
+	if gh != nil {
+		runs = append(runs, gh.Run)
+	}
+	for _, run := range runs {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()

@@ -1,0 +1,96 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// Access answers which repositories a user can reach through the App's
+// installations, asking GitHub with the user's own token (GET
+// /user/installations and /user/installations/{id}/repositories) and
+// remembering the answer briefly. Safe for concurrent use.
+type Access struct {
+	app *github.App
+	st  Store
+	ttl time.Duration
+	log *slog.Logger
+
+	mu    sync.Mutex
+	cache map[string]cached
+}
+
+type cached struct {
+	repos   []string
+	expires time.Time
+}
+
+func newAccess(app *github.App, st Store, ttl time.Duration, log *slog.Logger) *Access {
+	return &Access{app: app, st: st, ttl: ttl, log: log, cache: make(map[string]cached)}
+}
+
+// Repos implements deploymgr.Access: the admin sees everything, a GitHub
+// user the repositories of the App's installations their account can
+// reach, anyone else nothing. GitHub refusing the user's token (expired,
+// revoked) means no repositories until they sign in again.
+func (a *Access) Repos(ctx context.Context, user string) (all bool, repos []string, err error) {
+	if user == AdminUser {
+		return true, nil, nil
+	}
+	login, ok := GitHubLogin(user)
+	if !ok || a.app == nil {
+		return false, nil, nil
+	}
+	a.mu.Lock()
+	c, ok := a.cache[user]
+	a.mu.Unlock()
+	if ok && time.Now().Before(c.expires) {
+		return false, c.repos, nil
+	}
+	tok, err := a.st.GitHubUserToken(ctx, login)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil, nil
+	} else if err != nil {
+		return false, nil, err
+	}
+	repos, err = a.fetch(ctx, tok)
+	if err != nil {
+		// Not cached: the next request asks GitHub again.
+		a.log.Warn("list user repositories failed", "user", user, "err", err)
+		return false, nil, nil
+	}
+	a.mu.Lock()
+	a.cache[user] = cached{repos: repos, expires: time.Now().Add(a.ttl)}
+	a.mu.Unlock()
+	return false, repos, nil
+}
+
+func (a *Access) fetch(ctx context.Context, tok string) ([]string, error) {
+	ins, err := a.app.UserInstallations(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, in := range ins {
+		rs, err := a.app.UserInstallationRepos(ctx, tok, in.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			out = append(out, r.FullName)
+		}
+	}
+	return out, nil
+}
+
+// forget drops what is remembered about user (after they sign in again).
+func (a *Access) forget(user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.cache, user)
+}

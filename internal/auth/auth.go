@@ -1,0 +1,275 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// Cookie names.
+const (
+	SessionCookie = "velo_session"
+	stateCookie   = "velo_oauth_state"
+)
+
+// Paths served by Handler.
+const (
+	LoginPath       = "/login"
+	GitHubLoginPath = "/auth/github/login"
+	CallbackPath    = github.CallbackPath
+	LogoutPath      = "/auth/logout"
+)
+
+// AdminUser is the user of admin sessions (deploymgr.AdminUser).
+const AdminUser = "admin"
+
+// githubPrefix marks users signed in with GitHub, so that no GitHub login
+// (not even one named "admin") can pass for the admin.
+const githubPrefix = "github:"
+
+// GitHubUser returns the Velo user of GitHub account login.
+func GitHubUser(login string) string { return githubPrefix + login }
+
+// GitHubLogin returns the GitHub login of a Velo user, and whether it is
+// one.
+func GitHubLogin(user string) (string, bool) { return strings.CutPrefix(user, githubPrefix) }
+
+// Store is what auth needs from the store.
+type Store interface {
+	CreateSession(ctx context.Context, s store.Session) error
+	Session(ctx context.Context, hash string) (store.Session, error)
+	DeleteSession(ctx context.Context, hash string) error
+	DeleteExpiredSessions(ctx context.Context) (int64, error)
+	PutGitHubUserToken(ctx context.Context, login, token string) error
+	GitHubUserToken(ctx context.Context, login string) (string, error)
+}
+
+// Config configures Sessions.
+type Config struct {
+	Store Store
+	// PublicURL is where browsers reach Velo; cookies are Secure when it
+	// is https, and GitHub sends users back to PublicURL + CallbackPath.
+	PublicURL string
+	// AdminToken signs the admin in at LoginPath?token=…
+	AdminToken string
+	// App enables GitHub sign-in when set and configured with a client
+	// ID and secret.
+	App *github.App
+	// TTL is how long a session lasts (default 12h).
+	TTL time.Duration
+	// CacheTTL is how long a user's repositories are remembered (default
+	// 1m).
+	CacheTTL time.Duration
+	Logger   *slog.Logger
+}
+
+// Sessions signs users in and recognizes them by their session cookie.
+// Safe for concurrent use.
+type Sessions struct {
+	cfg    Config
+	secure bool
+	log    *slog.Logger
+	access *Access
+}
+
+// New returns Sessions for cfg.
+func New(cfg Config) (*Sessions, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("auth: Store is required")
+	}
+	if cfg.PublicURL == "" {
+		return nil, errors.New("auth: PublicURL is required")
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 12 * time.Hour
+	}
+	if cfg.CacheTTL <= 0 {
+		cfg.CacheTTL = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	s := &Sessions{cfg: cfg, secure: strings.HasPrefix(cfg.PublicURL, "https://"), log: cfg.Logger}
+	s.access = newAccess(cfg.App, cfg.Store, cfg.CacheTTL, cfg.Logger)
+	return s, nil
+}
+
+// Access returns the repository access of signed-in users, for
+// deploymgr.Manager.SetAccess.
+func (s *Sessions) Access() *Access { return s.access }
+
+// LoginURL is the one-click admin sign-in URL.
+func (s *Sessions) LoginURL() string {
+	return s.cfg.PublicURL + LoginPath + "?token=" + s.cfg.AdminToken
+}
+
+// Handler serves LoginPath, GitHubLoginPath, CallbackPath and LogoutPath.
+func (s *Sessions) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+LoginPath, s.adminLogin)
+	mux.HandleFunc("GET "+GitHubLoginPath, s.githubLogin)
+	mux.HandleFunc("GET "+CallbackPath, s.callback)
+	mux.HandleFunc("POST "+LogoutPath, s.logout)
+	return mux
+}
+
+// Authenticator returns a function that recognizes a request's session
+// cookie, in the shape of deploymgr.Authenticator.
+func (s *Sessions) Authenticator() func(r *http.Request) (string, bool) {
+	return s.User
+}
+
+// User returns the user of the request's session, if it has a live one.
+func (s *Sessions) User(r *http.Request) (string, bool) {
+	c, err := r.Cookie(SessionCookie)
+	if err != nil || c.Value == "" {
+		return "", false
+	}
+	se, err := s.cfg.Store.Session(r.Context(), hashSecret(c.Value))
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("read session failed", "err", err)
+		}
+		return "", false
+	}
+	return se.User, true
+}
+
+// hashSecret is how session secrets are stored.
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// startSession creates a session for user and sets its cookie.
+func (s *Sessions) startSession(w http.ResponseWriter, r *http.Request, user string) error {
+	secret := rand.Text() + rand.Text()
+	exp := time.Now().Add(s.cfg.TTL)
+	if err := s.cfg.Store.CreateSession(r.Context(), store.Session{Hash: hashSecret(secret), User: user, ExpiresAt: exp}); err != nil {
+		return err
+	}
+	if n, err := s.cfg.Store.DeleteExpiredSessions(r.Context()); err == nil && n > 0 {
+		s.log.Debug("expired sessions removed", "count", n)
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: SessionCookie, Value: secret, Path: "/", Expires: exp, MaxAge: int(s.cfg.TTL.Seconds()),
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+	s.log.Info("signed in", "user", user)
+	return nil
+}
+
+// adminLogin serves GET /login?token=…: the admin token buys an admin
+// session, and the redirect takes the token out of the address bar.
+func (s *Sessions) adminLogin(w http.ResponseWriter, r *http.Request) {
+	tok := r.URL.Query().Get("token")
+	if s.cfg.AdminToken == "" || tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.AdminToken)) != 1 {
+		http.Error(w, "invalid sign-in link: use the one `velo up` printed", http.StatusUnauthorized)
+		return
+	}
+	if err := s.startSession(w, r, AdminUser); err != nil {
+		s.log.Error("create admin session failed", "err", err)
+		http.Error(w, "could not create a session", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (s *Sessions) oauthEnabled() bool {
+	return s.cfg.App != nil && s.cfg.App.Config().ClientID != ""
+}
+
+func (s *Sessions) redirectURL() string { return s.cfg.PublicURL + CallbackPath }
+
+// githubLogin sends the browser to GitHub's consent page with a fresh
+// state, remembered in a short-lived cookie.
+func (s *Sessions) githubLogin(w http.ResponseWriter, r *http.Request) {
+	if !s.oauthEnabled() {
+		http.Error(w, "GitHub sign-in is not configured (see docs/github.md)", http.StatusNotFound)
+		return
+	}
+	state := rand.Text()
+	http.SetCookie(w, &http.Cookie{
+		Name: stateCookie, Value: state, Path: "/auth/github/", MaxAge: 600,
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
+	})
+	http.Redirect(w, r, s.cfg.App.OAuthConfig(s.redirectURL()).AuthCodeURL(state), http.StatusFound)
+}
+
+// callback completes GitHub sign-in: it checks state against the cookie,
+// trades the code for the user's token, and starts a session.
+func (s *Sessions) callback(w http.ResponseWriter, r *http.Request) {
+	if !s.oauthEnabled() {
+		http.Error(w, "GitHub sign-in is not configured", http.StatusNotFound)
+		return
+	}
+	q := r.URL.Query()
+	c, err := r.Cookie(stateCookie)
+	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(q.Get("state"))) != 1 {
+		http.Error(w, "sign-in expired or did not start here: sign in again", http.StatusBadRequest)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/auth/github/", MaxAge: -1,
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	if e := q.Get("error"); e != "" {
+		http.Error(w, "GitHub sign-in refused: "+e, http.StatusForbidden)
+		return
+	}
+	login, err := s.signIn(r.Context(), q.Get("code"))
+	if err != nil {
+		s.log.Warn("github sign-in failed", "err", err)
+		http.Error(w, "GitHub sign-in failed: "+err.Error(), http.StatusBadGateway)
+		return
+	}
+	if err := s.startSession(w, r, GitHubUser(login)); err != nil {
+		s.log.Error("create session failed", "err", err)
+		http.Error(w, "could not create a session", http.StatusInternalServerError)
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// signIn trades an OAuth code for the user's token and records it.
+func (s *Sessions) signIn(ctx context.Context, code string) (string, error) {
+	if code == "" {
+		return "", errors.New("no code in the callback")
+	}
+	tok, err := s.cfg.App.ExchangeCode(ctx, s.redirectURL(), code)
+	if err != nil {
+		return "", err
+	}
+	login, _, err := s.cfg.App.User(ctx, tok)
+	if err != nil {
+		return "", err
+	}
+	if err := s.cfg.Store.PutGitHubUserToken(ctx, login, tok); err != nil {
+		return "", fmt.Errorf("record user token: %w", err)
+	}
+	s.access.forget(GitHubUser(login))
+	return login, nil
+}
+
+// logout ends the session and clears its cookie.
+func (s *Sessions) logout(w http.ResponseWriter, r *http.Request) {
+	if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {
+		if err := s.cfg.Store.DeleteSession(r.Context(), hashSecret(c.Value)); err != nil {
+			s.log.Warn("delete session failed", "err", err)
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
