@@ -76,3 +76,12 @@ const (
 	Stderr = "stderr"
 	System = "velo" // events about the component written by Velo itself
 )
+
+// Retirer is implemented by runtimes that keep something per artifact
+// beyond an instance's life (the docker runtime keeps the image, so that a
+// restart does not rebuild it). The worker calls Retire after closing an
+// instance whose deployment was replaced, once no instance on this worker
+// uses that component's artifact any more.
+type Retirer interface {
+	Retire(ctx context.Context, component, digest string) error
+}

@@ -94,8 +94,10 @@ type Worker struct {
 	mu      sync.Mutex // guards serving writes and preparing
 	// preparing holds deployments whose Prepare is under way.
 	preparing map[int64]bool
-	sem       chan struct{}
-	wg        sync.WaitGroup
+	// loaded says what each served instance runs, for retiring.
+	loaded map[int64]loadedSpec
+	sem    chan struct{}
+	wg     sync.WaitGroup
 }
 
 // New returns a worker serving with the given runtimes.
@@ -112,6 +114,7 @@ func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
 		store:     st,
 		runtimes:  map[string]Runtime{},
 		preparing: map[int64]bool{},
+		loaded:    map[int64]loadedSpec{},
 		sem:       make(chan struct{}, cfg.Parallel),
 	}
 	for _, rt := range runtimes {
@@ -205,26 +208,25 @@ func (w *Worker) reconcile(ctx context.Context) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	serving := *w.serving.Load()
-	var gone []Instance
+	var gone []int64
 	next := make(map[int64]Instance, len(serving))
 	for d, inst := range serving {
 		if _, ok := want[d]; ok {
 			next[d] = inst
 		} else {
-			gone = append(gone, inst)
+			gone = append(gone, d)
 		}
 	}
 	if len(gone) > 0 {
 		w.serving.Store(&next)
-		for _, inst := range gone {
+		for _, d := range gone {
+			inst, spec := serving[d], w.loaded[d]
+			delete(w.loaded, d)
+			retire := !w.usesArtifact(spec)
 			w.wg.Add(1)
 			go func() {
 				defer w.wg.Done()
-				cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				if err := inst.Close(cctx); err != nil {
-					w.cfg.Logger.Warn("close instance failed", "err", err)
-				}
+				w.close(inst, spec, retire)
 			}()
 		}
 	}
@@ -251,6 +253,48 @@ func (w *Worker) reconcile(ctx context.Context) {
 	}
 }
 
+// loadedSpec is what an instance runs.
+type loadedSpec struct {
+	runtime, component, digest string
+}
+
+// usesArtifact reports whether a loaded instance runs spec's artifact;
+// w.mu must be held.
+func (w *Worker) usesArtifact(spec loadedSpec) bool {
+	for _, s := range w.loaded {
+		if s == spec {
+			return true
+		}
+	}
+	return false
+}
+
+// close stops a replaced instance, letting requests in flight finish, and
+// retires its artifact when nothing else here uses it.
+func (w *Worker) close(inst Instance, spec loadedSpec, retire bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := inst.Close(ctx); err != nil {
+		w.cfg.Logger.Warn("close instance failed", "component", spec.component, "err", err)
+	}
+	if retire {
+		w.retire(spec)
+	}
+}
+
+// retire lets the runtime drop what it keeps for spec's artifact.
+func (w *Worker) retire(spec loadedSpec) {
+	r, ok := w.runtimes[spec.runtime].(Retirer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Retire(ctx, spec.component, spec.digest); err != nil {
+		w.cfg.Logger.Warn("retire artifact failed", "component", spec.component, "digest", spec.digest, "err", err)
+	}
+}
+
 // prepare readies deployment d and reports the outcome in its placement.
 func (w *Worker) prepare(ctx context.Context, d int64) {
 	select {
@@ -259,10 +303,20 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 	case <-ctx.Done():
 		return
 	}
-	inst, err := w.load(ctx, d)
+	inst, spec, err := w.load(ctx, d)
 	w.mu.Lock()
 	delete(w.preparing, d)
+	if err != nil && spec.runtime != "" && !w.usesArtifact(spec) {
+		// A failed Prepare may have left something behind (a built image
+		// whose container never got ready): nothing half-made stays.
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.retire(spec)
+		}()
+	}
 	if err == nil {
+		w.loaded[d] = spec
 		serving := *w.serving.Load()
 		next := make(map[int64]Instance, len(serving)+1)
 		for k, v := range serving {
@@ -297,25 +351,27 @@ func (w *Worker) report(ctx context.Context, d int64, err error) {
 }
 
 // load fetches, unpacks and prepares deployment d.
-func (w *Worker) load(ctx context.Context, d int64) (Instance, error) {
+func (w *Worker) load(ctx context.Context, d int64) (Instance, loadedSpec, error) {
+	var spec loadedSpec
 	dep, err := w.store.Deployment(ctx, d)
 	if err != nil {
-		return nil, fmt.Errorf("read deployment %d: %w", d, err)
+		return nil, spec, fmt.Errorf("read deployment %d: %w", d, err)
 	}
 	var m manifest.Manifest
 	if err := json.Unmarshal(dep.Manifest, &m); err != nil {
-		return nil, fmt.Errorf("deployment %d: bad manifest: %w", d, err)
+		return nil, spec, fmt.Errorf("deployment %d: bad manifest: %w", d, err)
 	}
+	spec = loadedSpec{runtime: m.Runtime, component: dep.Component, digest: dep.Digest}
 	rt, ok := w.runtimes[m.Runtime]
 	if !ok {
 		if why := w.cfg.Unavailable[m.Runtime]; why != nil {
-			return nil, fmt.Errorf("%s runtime unavailable on worker %s: %w", m.Runtime, w.cfg.Name, why)
+			return nil, spec, fmt.Errorf("%s runtime unavailable on worker %s: %w", m.Runtime, w.cfg.Name, why)
 		}
-		return nil, fmt.Errorf("worker %s has no %s runtime", w.cfg.Name, m.Runtime)
+		return nil, spec, fmt.Errorf("worker %s has no %s runtime", w.cfg.Name, m.Runtime)
 	}
 	dir, err := w.unpack(ctx, dep.Digest)
 	if err != nil {
-		return nil, err
+		return nil, spec, err
 	}
 	blog := newBuildLog(w.store, d, w.cfg.Logger)
 	defer blog.Close()
@@ -332,10 +388,10 @@ func (w *Worker) load(ctx context.Context, d int64) (Instance, error) {
 	})
 	if err != nil {
 		fmt.Fprintf(blog, "worker %s: failed: %v\n", w.cfg.Name, err)
-		return nil, err
+		return nil, spec, err
 	}
 	fmt.Fprintf(blog, "worker %s: ready in %s\n", w.cfg.Name, time.Since(start).Round(time.Millisecond))
-	return inst, nil
+	return inst, spec, nil
 }
 
 // unpack makes sure the artifact with digest is unpacked under the data

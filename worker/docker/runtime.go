@@ -295,3 +295,14 @@ func (r *Runtime) buildLock(tag string) *sync.Mutex {
 	}
 	return m
 }
+
+// Retire removes the image of a replaced deployment, unless an instance
+// still uses it.
+func (r *Runtime) Retire(ctx context.Context, component, digest string) error {
+	if err := r.RemoveImage(ctx, component, digest); err != nil && !errors.Is(err, ErrImageInUse) {
+		return err
+	}
+	return nil
+}
+
+var _ worker.Retirer = (*Runtime)(nil)

@@ -1,0 +1,166 @@
+package deploymgr_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	dockerclient "github.com/docker/docker/client"
+
+	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/worker"
+	"github.com/velo-run/velo/worker/docker"
+)
+
+// TestDockerComponent runs a Docker component through the whole platform
+// on the real engine: upload, build, serve through the router, replace
+// (the old image goes), a failing build that leaves the live version
+// serving, and delete (its containers go).
+func TestDockerComponent(t *testing.T) {
+	cli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
+	if err == nil {
+		_, err = cli.Ping(context.Background())
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("docker engine not reachable (CI needs one): %v", err)
+		}
+		t.Skipf("docker engine not reachable: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	owner := fmt.Sprintf("velotest-%d", os.Getpid())
+	n, err := node.Start(ctx, node.Config{
+		Addr:    "127.0.0.1:0",
+		DataDir: t.TempDir(),
+		Docker: func(ctx context.Context, _ string, log *slog.Logger) (worker.Runtime, error) {
+			return docker.New(ctx, docker.Config{Owner: owner, Logger: log})
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	e := &env{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}
+
+	bin := filepath.Join(t.TempDir(), "server")
+	build := exec.Command("go", "build", "-o", bin, "../worker/docker/testdata/server")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build test server: %v\n%s", err, out)
+	}
+	server, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := func(greeting string) map[string][]byte {
+		return map[string][]byte{
+			"Dockerfile": []byte("FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n"),
+			"server":     server,
+			"velo.toml":  []byte(fmt.Sprintf("runtime = \"docker\"\nport = 8080\n[env]\nGREETING = %q\n", greeting)),
+		}
+	}
+	name := fmt.Sprintf("web%d", os.Getpid())
+	containers := func() int {
+		list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", docker.LabelComponent+"="+name))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list)
+	}
+	defer func() {
+		// Whatever happened, leave nothing behind.
+		_ = e.c.Delete(context.Background(), name)
+	}()
+
+	one := e.deploy(name, files("one"))
+	if one.Status != "ready" || !one.Live {
+		t.Fatalf("docker deployment: %+v", one)
+	}
+	res, body := e.do("GET", "/fn/"+name+"/", "", nil)
+	if res.StatusCode != 200 || body != "hello one\n" || res.Header.Get("X-Velo-Worker") != "local" {
+		t.Fatalf("GET /fn/%s/ = %d %q %v", name, res.StatusCode, body, res.Header)
+	}
+	if _, body := e.do("GET", "/fn/"+name+"/echo/x?y=1", "", nil); !strings.HasPrefix(body, "path=/echo/x query=y=1") {
+		t.Fatalf("the container saw %q, want the path below the mount", body)
+	}
+
+	// A new version replaces the old one; the old image is removed.
+	two := e.deploy(name, files("two"))
+	if _, body := e.do("GET", "/fn/"+name+"/", "", nil); body != "hello two\n" {
+		t.Fatalf("after redeploy: %q", body)
+	}
+	oldTag := fmt.Sprintf("velo/%s:%.12s", name, one.Digest)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := cli.ImageInspect(ctx, oldTag); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("image %s of the replaced deployment is still there", oldTag)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A build that fails leaves version two serving.
+	bad := files("three")
+	bad["Dockerfile"] = []byte("FROM scratch\nCOPY missing-file /x\n")
+	if d := e.deploy(name, bad); d.Status != "failed" || !strings.Contains(d.Error, "missing-file") {
+		t.Fatalf("failing build: status %s, error %q", d.Status, d.Error)
+	}
+	// So does an image that builds but whose container exits at start.
+	crashing := files("four")
+	crashing["velo.toml"] = []byte("runtime = \"docker\"\nport = 8080\n[env]\nEXIT_AT_START = \"1\"\n")
+	failed := e.deploy(name, crashing)
+	if failed.Status != "failed" || !strings.Contains(failed.Error, "fatal: bad config") {
+		t.Fatalf("crashing container: status %s, error %q", failed.Status, failed.Error)
+	}
+	res, body = e.do("GET", "/fn/"+name+"/", "", nil)
+	if body != "hello two\n" || res.Header.Get("X-Velo-Deployment") != fmt.Sprint(two.ID) {
+		t.Fatalf("after a failed build: %q from %s", body, res.Header.Get("X-Velo-Deployment"))
+	}
+
+	// The image that never got ready is not left behind.
+	failedTag := fmt.Sprintf("velo/%s:%.12s", name, failed.Digest)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		if _, err := cli.ImageInspect(ctx, failedTag); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("image %s of the failed deployment is still there", failedTag)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Delete: its containers and images go.
+	if err := e.c.Delete(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for containers() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d containers of %s left after delete", containers(), name)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	twoTag := fmt.Sprintf("velo/%s:%.12s", name, two.Digest)
+	for {
+		if _, err := cli.ImageInspect(ctx, twoTag); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("image %s left after delete", twoTag)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
