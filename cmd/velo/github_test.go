@@ -1,0 +1,755 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/github/githubtest"
+	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/pgtest"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// echoWasm is the C WAGI test module of package wasm; GET /env answers
+// with its environment, so a component's [env] shows which commit serves.
+func echoWasm(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../worker/wasm/testdata/echo.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// ghVelo is an in-process Velo connected to a githubtest stand-in.
+type ghVelo struct {
+	t    *testing.T
+	ctx  context.Context
+	gh   *githubtest.Server
+	n    *node.Node
+	data string
+	db   string
+}
+
+func newGHVelo(t *testing.T, db string) *ghVelo {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	v := &ghVelo{t: t, ctx: ctx, gh: githubtest.New(t), data: t.TempDir(), db: db}
+	v.start()
+	return v
+}
+
+func (v *ghVelo) start() {
+	v.t.Helper()
+	cfg := v.gh.Config()
+	n, err := node.Start(v.ctx, node.Config{Addr: "127.0.0.1:0", DataDir: v.data, DatabaseURL: v.db, GitHub: &cfg})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.n = n
+	v.t.Cleanup(func() { n.Close() })
+}
+
+func (v *ghVelo) hook() string { return v.n.URL + github.WebhookPath }
+
+// eventually polls cond for up to 20s.
+func (v *ghVelo) eventually(what string, cond func() bool) {
+	v.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			v.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// answer reads a webhook response, checks its status and returns the
+// delivery ID.
+func (v *ghVelo) answer(want int) func(*http.Response, error) string {
+	return func(resp *http.Response, err error) string {
+		v.t.Helper()
+		return v.check(resp, err, want)
+	}
+}
+
+func (v *ghVelo) check(resp *http.Response, err error, want int) string {
+	v.t.Helper()
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		v.t.Fatalf("webhook answered %d %s, want %d", resp.StatusCode, body, want)
+	}
+	return resp.Request.Header.Get(github.HeaderDelivery)
+}
+
+// body GETs path on the node.
+func (v *ghVelo) body(path string) (int, string) {
+	res, err := http.Get(v.n.URL + path)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func (v *ghVelo) serves(name, want string) func() bool {
+	return func() bool {
+		code, body := v.body("/fn/" + name + "/env")
+		return code == 200 && strings.Contains(body, want)
+	}
+}
+
+func (v *ghVelo) deployments(name string) []store.Deployment {
+	v.t.Helper()
+	ds, err := v.n.Store.Deployments(v.ctx, name, 0)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return ds
+}
+
+func (v *ghVelo) component(name string) store.Component {
+	v.t.Helper()
+	c, err := v.n.Store.Component(v.ctx, name)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return c
+}
+
+// job waits for the job of delivery to end and returns it.
+func (v *ghVelo) job(delivery string) store.GitHubJob {
+	v.t.Helper()
+	var j store.GitHubJob
+	v.eventually("job "+delivery+" to end", func() bool {
+		var err error
+		j, err = v.n.Store.GitHubJob(v.ctx, delivery)
+		return err == nil && (j.State == store.JobDone || j.State == store.JobFailed)
+	})
+	return j
+}
+
+// ghDeployments returns the GitHub deployments of repo.
+func (v *ghVelo) ghDeployments(repo *githubtest.Repo) []githubtest.Deployment {
+	return v.gh.Deployments(repo.Owner, repo.Name)
+}
+
+func states(d githubtest.Deployment) []string {
+	var out []string
+	for _, s := range d.Statuses {
+		out = append(out, s.State)
+	}
+	return out
+}
+
+// settledOn waits until the GitHub deployment of sha has a final status.
+func (v *ghVelo) settledOn(repo *githubtest.Repo, sha string) githubtest.Deployment {
+	v.t.Helper()
+	var got githubtest.Deployment
+	v.eventually("a final GitHub status for "+sha, func() bool {
+		for _, d := range v.ghDeployments(repo) {
+			if d.SHA == sha && len(d.Statuses) >= 2 {
+				got = d
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+func (v *ghVelo) apiRequest(c *http.Client, method, path, token string, body any) (int, []byte) {
+	v.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(v.ctx, method, v.n.URL+path, rd)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if c == nil {
+		c = http.DefaultClient
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
+func componentNames(t *testing.T, b []byte) []string {
+	t.Helper()
+	var cs []api.Component
+	if err := json.Unmarshal(b, &cs); err != nil {
+		t.Fatalf("components %s: %v", b, err)
+	}
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestGitHubPushSQLite and TestGitHubPushPostgres drive push → live end to
+// end: a real in-process Velo, the GitHub stand-in delivering signed
+// webhooks and serving tarballs, the Deployments API hearing back.
+func TestGitHubPushSQLite(t *testing.T) { testGitHubPush(t, "") }
+
+func TestGitHubPushPostgres(t *testing.T) { testGitHubPush(t, pgtest.URL(t)) }
+
+func testGitHubPush(t *testing.T, db string) {
+	v := newGHVelo(t, db)
+	ctx, gh := v.ctx, v.gh
+	wasm := echoWasm(t)
+	files := func(version string) map[string]string {
+		return map[string]string{
+			"velo.toml": "name = \"hello\"\nmodule = \"echo.wasm\"\n[env]\nVERSION = \"" + version + "\"\n",
+			"echo.wasm": wasm,
+			"README.md": "hello\n",
+		}
+	}
+	// The default branch is neither main nor master.
+	repo := gh.AddRepo("octo", "hello-app", "trunk", 42)
+
+	// 1. A signed push to the default branch deploys and serves the commit;
+	// GitHub hears in_progress, then success with the component's URL.
+	sha1 := repo.Commit(files("v1"), "first version")
+	start := time.Now()
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "trunk", "", ""))
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("webhook answered after %s, want under a second", d)
+	}
+	v.eventually("v1 served", v.serves("hello", "VERSION=v1"))
+	d1 := v.settledOn(repo, sha1)
+	if got := states(d1); !slices.Equal(got, []string{"in_progress", "success"}) {
+		t.Fatalf("statuses of %s = %v, want in_progress then success", sha1, got)
+	}
+	if d1.Environment != "production" || d1.AutoMerge || d1.RequiredContexts == nil || len(d1.RequiredContexts) != 0 {
+		t.Errorf("github deployment = %+v", d1)
+	}
+	wantURL := v.n.URL + "/fn/hello/"
+	ok := d1.Statuses[1]
+	if ok.EnvironmentURL != wantURL {
+		t.Errorf("success environment_url = %q, want %q", ok.EnvironmentURL, wantURL)
+	}
+	comp := v.component("hello")
+	if comp.Repo != "octo/hello-app" {
+		t.Errorf("component repo = %q", comp.Repo)
+	}
+	live, err := v.n.Store.Deployment(ctx, comp.Live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live.Commit != sha1 || live.Source != "github" || live.Message != "first version" || live.CommitTime.IsZero() {
+		t.Errorf("live deployment = %+v", live)
+	}
+	if !strings.HasSuffix(ok.LogURL, fmt.Sprintf("/components/hello/deployments/%d", live.ID)) {
+		t.Errorf("success log_url = %q", ok.LogURL)
+	}
+	for _, dl := range gh.Downloads() {
+		if dl.Authorization != "" {
+			t.Errorf("tarball download carried Authorization %q", dl.Authorization)
+		}
+	}
+	if _, err := v.n.Store.GitHubRepo(ctx, "OCTO/hello-app"); err != nil {
+		t.Errorf("pushed repository not recorded: %v", err)
+	}
+
+	// 2. A second push replaces it.
+	sha2 := repo.Commit(files("v2"), "second version")
+	first := v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "trunk", "", ""))
+	v.eventually("v2 served", v.serves("hello", "VERSION=v2"))
+	v.settledOn(repo, sha2)
+	_ = first
+
+	// 3. Deliveries that must change nothing.
+	nDeps, liveID, nGH := len(v.deployments("hello")), v.component("hello").Live, len(v.ghDeployments(repo))
+	jobsBefore, _ := v.n.Store.GitHubJobs(ctx)
+	payload, _ := json.Marshal(gh.PushPayload(repo, "trunk", sha1, sha2))
+	for _, tc := range []struct {
+		name string
+		sig  string
+	}{
+		{"unsigned", ""},
+		{"forged", "sha256=" + strings.Repeat("ab", 32)},
+		{"sha1 only", ""},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, v.hook(), bytes.NewReader(payload))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(github.HeaderEvent, "push")
+		req.Header.Set(github.HeaderDelivery, "forged-"+tc.name)
+		if tc.sig != "" {
+			req.Header.Set(github.HeaderSignature, tc.sig)
+		}
+		if tc.name == "sha1 only" {
+			req.Header.Set(github.HeaderSignature1, "sha1=0000000000000000000000000000000000000000")
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s delivery answered %d, want 401", tc.name, res.StatusCode)
+		}
+	}
+	if jobs, _ := v.n.Store.GitHubJobs(ctx); len(jobs) != len(jobsBefore) {
+		t.Errorf("bad signatures stored jobs: %d before, %d after", len(jobsBefore), len(jobs))
+	}
+	feature := repo.CommitTo("feature", files("feature"), "feature work")
+	v.answer(http.StatusOK)(gh.Push(ctx, v.hook(), repo, "feature", "", ""))
+	v.answer(http.StatusOK)(gh.Push(ctx, v.hook(), repo, "refs/tags/v1.0.0", githubtest.ZeroSHA, feature))
+	v.answer(http.StatusOK)(gh.Push(ctx, v.hook(), repo, "feature", feature, githubtest.ZeroSHA))
+	v.answer(http.StatusOK)(gh.Push(ctx, v.hook(), repo, "trunk", repo.Head("trunk"), githubtest.ZeroSHA)) // default branch deleted
+	v.answer(http.StatusOK)(gh.Redeliver(ctx, first))
+	// A late delivery of an older commit (its push arrives after a newer
+	// one went live) is refused.
+	stale := gh.PushPayload(repo, "trunk", "", sha1)
+	stale["head_commit"].(map[string]any)["timestamp"] = time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	staleID := v.answer(http.StatusAccepted)(gh.Deliver(ctx, v.hook(), "push", stale))
+	if j := v.job(staleID); j.State != store.JobDone || !strings.Contains(j.Note, "stale push ignored") {
+		t.Errorf("stale push job = %s %q", j.State, j.Note)
+	}
+	// The redelivery of the stale push changes nothing either.
+	v.answer(http.StatusOK)(gh.Redeliver(ctx, staleID))
+	// Other events are acknowledged.
+	v.answer(http.StatusOK)(gh.Deliver(ctx, v.hook(), "issues", map[string]any{"action": "opened"}))
+	v.answer(http.StatusOK)(gh.Deliver(ctx, v.hook(), "ping", map[string]any{"zen": "Keep it logically awesome.", "hook_id": 1}))
+	time.Sleep(300 * time.Millisecond) // room for anything wrongly queued to act
+	if got := len(v.deployments("hello")); got != nDeps {
+		t.Errorf("ignored deliveries changed deployments: %d → %d", nDeps, got)
+	}
+	if got := v.component("hello").Live; got != liveID {
+		t.Errorf("ignored deliveries changed the live deployment: %d → %d", liveID, got)
+	}
+	if got := len(v.ghDeployments(repo)); got != nGH {
+		t.Errorf("ignored deliveries created GitHub deployments: %d → %d", nGH, got)
+	}
+	if !v.serves("hello", "VERSION=v2")() {
+		t.Errorf("v2 no longer served after ignored deliveries")
+	}
+
+	// 4. A push with a bad velo.toml fails with the reason, and GitHub
+	// gets failure with a log_url to the failed deployment's page.
+	bad := files("v3")
+	bad["velo.toml"] = "name = \"hello\"\nprot = 8080\n"
+	badSHA := repo.Commit(bad, "typo")
+	badID := v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "trunk", "", ""))
+	fd := v.settledOn(repo, badSHA)
+	if got := states(fd); !slices.Equal(got, []string{"in_progress", "failure"}) {
+		t.Fatalf("statuses of bad push = %v", got)
+	}
+	fail := fd.Statuses[1]
+	if !strings.Contains(fail.Description, `unknown key "prot"`) {
+		t.Errorf("failure description = %q", fail.Description)
+	}
+	latest := v.deployments("hello")[0]
+	if latest.Status != store.StatusFailed || latest.Commit != badSHA || !strings.Contains(latest.Error, "prot") {
+		t.Errorf("failed push recorded as %+v", latest)
+	}
+	if want := fmt.Sprintf("%s/components/hello/deployments/%d", v.n.URL, latest.ID); fail.LogURL != want {
+		t.Errorf("failure log_url = %q, want %q", fail.LogURL, want)
+	}
+	if j := v.job(badID); j.State != store.JobFailed || !strings.Contains(j.Note, "prot") {
+		t.Errorf("bad push job = %s %q", j.State, j.Note)
+	}
+	if v.component("hello").Live != liveID {
+		t.Errorf("a failed push changed the live deployment")
+	}
+
+	// 5. Another repository's push cannot take the name: clear failure.
+	thief := gh.AddRepo("mallory", "copycat", "main", 77)
+	thiefSHA := thief.Commit(files("stolen"), "take over")
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), thief, "main", "", ""))
+	td := v.settledOn(thief, thiefSHA)
+	if st := td.Statuses[len(td.Statuses)-1]; st.State != "failure" || !strings.Contains(st.Description, "already used by octo/hello-app") {
+		t.Errorf("name clash reported as %s %q", st.State, st.Description)
+	}
+	if v.component("hello").Repo != "octo/hello-app" || v.component("hello").Live != liveID {
+		t.Errorf("another repository took over hello")
+	}
+
+	// 6. Restart in the middle of a job: a job left running resumes.
+	sha3 := repo.Commit(files("v3"), "third version")
+	v.n.Close()
+	st := openStoreOf(t, v)
+	p, _ := json.Marshal(github.Push{
+		InstallationID: 42, RepoID: repo.ID, Owner: "octo", Repo: "hello-app", FullName: "octo/hello-app",
+		Ref: "refs/heads/trunk", DefaultBranch: "trunk", After: sha3,
+		HeadCommit: github.CommitInfo{SHA: sha3, Message: "third version", Author: "Mona Lisa", Time: time.Now().UTC()},
+	})
+	if _, err := st.CreateGitHubJob(ctx, store.GitHubJob{Delivery: "crashed-1", Kind: "push", Repo: "octo/hello-app", Payload: p, State: store.JobRunning}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	v.start()
+	v.eventually("v3 served after restart", v.serves("hello", "VERSION=v3"))
+	if j := v.job("crashed-1"); j.State != store.JobDone {
+		t.Errorf("resumed job = %s %q", j.State, j.Note)
+	}
+	if got := states(v.settledOn(repo, sha3)); got[len(got)-1] != "success" {
+		t.Errorf("statuses after resume = %v", got)
+	}
+
+	// 7. The Start button: POST /api/v1/components {"repo"} deploys the
+	// head of the default branch of a repository the App was added to.
+	other := gh.AddRepo("octo", "Other.Thing", "develop", 42)
+	otherSHA := other.Commit(map[string]string{"echo.wasm": wasm}, "no manifest")
+	v.answer(http.StatusAccepted)(gh.Deliver(ctx, v.hook(), "installation_repositories", map[string]any{
+		"action":               "added",
+		"installation":         map[string]any{"id": 42, "account": map[string]any{"login": "octo", "id": 1, "type": "User"}},
+		"repository_selection": "selected",
+		"repositories_added":   []any{map[string]any{"id": other.ID, "name": other.Name, "full_name": other.FullName(), "private": true}},
+		"repositories_removed": []any{},
+		"sender":               map[string]any{"login": "octo", "id": 1},
+	}))
+	v.eventually("octo/Other.Thing recorded", func() bool {
+		_, err := v.n.Store.GitHubRepo(ctx, "octo/other.thing")
+		return err == nil
+	})
+	code, b := v.apiRequest(nil, http.MethodPost, "/api/v1/components", v.n.Token, map[string]string{"repo": "octo/Other.Thing"})
+	if code != http.StatusAccepted {
+		t.Fatalf("POST /api/v1/components = %d %s", code, b)
+	}
+	var started api.Deployment
+	if err := json.Unmarshal(b, &started); err != nil || started.Component != "other-thing" || started.Commit != otherSHA {
+		t.Fatalf("started deployment = %+v (%v)", started, err)
+	}
+	v.eventually("other-thing served", v.serves("other-thing", "PATH_INFO=/env"))
+	if got := states(v.settledOn(other, otherSHA)); !slices.Equal(got, []string{"in_progress", "success"}) {
+		t.Errorf("statuses of start = %v", got)
+	}
+	code, b = v.apiRequest(nil, http.MethodPost, "/api/v1/components", v.n.Token, map[string]string{"repo": "nobody/nothing"})
+	if code != http.StatusNotFound || !strings.Contains(string(b), "not installed") {
+		t.Errorf("start of an uninstalled repo = %d %s", code, b)
+	}
+}
+
+// openStoreOf opens the store of a stopped node.
+func openStoreOf(t *testing.T, v *ghVelo) *store.Store {
+	t.Helper()
+	url := v.db
+	if url == "" {
+		abs, err := filepath.Abs(filepath.Join(v.data, "velo.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		url = "sqlite://" + abs
+	}
+	st, err := store.Open(v.ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// browser is an HTTP client with cookies that follows redirects.
+func browser(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar, Timeout: 10 * time.Second}
+}
+
+// TestGitHubSignIn signs users in through the stand-in's OAuth and checks
+// that each sees and controls only the components of repositories their
+// account reaches through the App's installations.
+func TestGitHubSignIn(t *testing.T) {
+	v := newGHVelo(t, "")
+	ctx, gh := v.ctx, v.gh
+	wasm := echoWasm(t)
+	alice := gh.AddRepo("alice", "site", "main", 1)
+	bob := gh.AddRepo("bob", "site", "main", 2)
+	gh.AddUser("alice", 1)
+	gh.AddUser("bob", 2)
+	for _, r := range []*githubtest.Repo{alice, bob} {
+		sha := r.Commit(map[string]string{"velo.toml": "name = \"" + r.Owner + "-site\"\n", "echo.wasm": wasm}, "init")
+		v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), r, "main", "", ""))
+		v.settledOn(r, sha)
+	}
+	bobDep := v.component("bob-site").Live
+
+	// A callback that did not start here is refused.
+	if code, _ := v.body(github.CallbackPath + "?code=x&state=y"); code != http.StatusBadRequest {
+		t.Errorf("callback without state cookie = %d, want 400", code)
+	}
+
+	// Alice signs in with GitHub.
+	gh.SignIn("alice")
+	c := browser(t)
+	res, err := c.Get(v.n.URL + "/auth/github/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Request.URL.Path != "/" {
+		t.Fatalf("sign-in ended at %s with %d", res.Request.URL, res.StatusCode)
+	}
+	var session *http.Cookie
+	for _, ck := range c.Jar.Cookies(res.Request.URL) {
+		if ck.Name == "velo_session" {
+			session = ck
+		}
+	}
+	if session == nil {
+		t.Fatal("no velo_session cookie after sign-in")
+	}
+
+	code, b := v.apiRequest(c, http.MethodGet, "/api/v1/components", "", nil)
+	if got := componentNames(t, b); code != 200 || !slices.Equal(got, []string{"alice-site"}) {
+		t.Fatalf("alice's components = %d %v", code, got)
+	}
+	for _, tc := range []struct{ method, path string }{
+		{http.MethodGet, "/api/v1/components/bob-site"},
+		{http.MethodGet, "/api/v1/components/bob-site/deployments"},
+		{http.MethodGet, "/api/v1/deployments/" + strconv.FormatInt(bobDep, 10)},
+		{http.MethodPost, "/api/v1/components/bob-site/pause"},
+		{http.MethodPost, "/api/v1/components/bob-site/rollback"},
+		{http.MethodGet, "/api/v1/components/bob-site/logs"},
+		{http.MethodGet, "/api/v1/components/bob-site/stats"},
+		{http.MethodDelete, "/api/v1/components/bob-site"},
+	} {
+		if code, b := v.apiRequest(c, tc.method, tc.path, "", nil); code != http.StatusNotFound {
+			t.Errorf("alice: %s %s = %d %s, want 404", tc.method, tc.path, code, b)
+		}
+	}
+	if code, b := v.apiRequest(c, http.MethodPost, "/api/v1/components", "", map[string]string{"repo": "bob/site"}); code != http.StatusNotFound {
+		t.Errorf("alice starting bob/site = %d %s, want 404", code, b)
+	}
+	if code, b := v.apiRequest(c, http.MethodGet, "/api/v1/components/alice-site", "", nil); code != 200 {
+		t.Errorf("alice: own component = %d %s", code, b)
+	}
+	if code, b := v.apiRequest(c, http.MethodPost, "/api/v1/components/alice-site/pause", "", nil); code != 200 {
+		t.Errorf("alice: pause own component = %d %s", code, b)
+	}
+	if v.component("bob-site").Paused || !v.component("alice-site").Paused {
+		t.Errorf("pause state wrong after alice's requests")
+	}
+
+	// A CLI token made by alice acts as alice.
+	code, b = v.apiRequest(c, http.MethodPost, "/api/v1/tokens", "", map[string]string{"name": "laptop"})
+	var tok struct{ Token, Name, User string }
+	if err := json.Unmarshal(b, &tok); code != http.StatusCreated || err != nil || tok.Token == "" || tok.User != "github:alice" {
+		t.Fatalf("POST /api/v1/tokens = %d %s", code, b)
+	}
+	if code, b := v.apiRequest(nil, http.MethodGet, "/api/v1/components", tok.Token, nil); code != 200 || !slices.Equal(componentNames(t, b), []string{"alice-site"}) {
+		t.Errorf("alice's token lists %d %s", code, b)
+	}
+	if code, _ := v.apiRequest(nil, http.MethodGet, "/api/v1/components/bob-site", tok.Token, nil); code != http.StatusNotFound {
+		t.Errorf("alice's token reads bob-site: %d", code)
+	}
+	if _, err := v.n.Store.TokenByHash(ctx, tok.Token); err == nil {
+		t.Errorf("token stored in the clear")
+	}
+
+	// Bob, in another browser, sees only his.
+	gh.SignIn("bob")
+	cb := browser(t)
+	if res, err := cb.Get(v.n.URL + "/auth/github/login"); err != nil {
+		t.Fatal(err)
+	} else {
+		res.Body.Close()
+	}
+	if code, b := v.apiRequest(cb, http.MethodGet, "/api/v1/components", "", nil); code != 200 || !slices.Equal(componentNames(t, b), []string{"bob-site"}) {
+		t.Errorf("bob's components = %d %s", code, b)
+	}
+
+	// Sign out ends the session.
+	if code, _ := v.apiRequest(c, http.MethodPost, "/auth/logout", "", nil); code != 200 {
+		t.Errorf("logout ended with %d", code)
+	}
+	if code, _ := v.apiRequest(c, http.MethodGet, "/api/v1/components", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("after logout: %d, want 401", code)
+	}
+	// The stolen cookie is dead too.
+	req, _ := http.NewRequest(http.MethodGet, v.n.URL+"/api/v1/components", nil)
+	req.AddCookie(session)
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("old session cookie after logout: %v %v", res.StatusCode, err)
+	}
+
+	// The admin's one-click sign-in sees everything, and the token leaves
+	// the address bar.
+	ca := browser(t)
+	if res, err := ca.Get(v.n.URL + "/login?token=wrong"); err != nil || res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("login with a wrong token: %v %v", res.StatusCode, err)
+	}
+	if !strings.Contains(v.n.LoginURL, "/login?token="+v.n.Token) {
+		t.Fatalf("LoginURL = %q", v.n.LoginURL)
+	}
+	noRedirect := &http.Client{Jar: ca.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err = noRedirect.Get(v.n.LoginURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/" {
+		t.Fatalf("admin login = %d to %q", res.StatusCode, res.Header.Get("Location"))
+	}
+	sc := res.Header.Get("Set-Cookie")
+	for _, want := range []string{"velo_session=", "HttpOnly", "SameSite=Lax"} {
+		if !strings.Contains(sc, want) {
+			t.Errorf("session cookie %q lacks %s", sc, want)
+		}
+	}
+	if strings.Contains(sc, "Secure") {
+		t.Errorf("session cookie on http is Secure: %q", sc)
+	}
+	if code, b := v.apiRequest(ca, http.MethodGet, "/api/v1/components", "", nil); code != 200 || !slices.Equal(componentNames(t, b), []string{"alice-site", "bob-site"}) {
+		t.Errorf("admin's components = %d %s", code, b)
+	}
+}
+
+// TestGitHubSetup runs velo github setup against the stand-in: the local
+// page posts the manifest, GitHub sends the browser back with a code, and
+// the credentials land where velo up reads them.
+func TestGitHubSetup(t *testing.T) {
+	gh := githubtest.New(t)
+	data := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pr, pw := io.Pipe()
+	var errOut bytes.Buffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"github", "setup", "--data", data, "--public-url", "https://velo.example.test/",
+			"--web-url", gh.WebURL(), "--api-url", gh.URL(), "--name", "velo-test-app"}, pw, &errOut)
+		pw.Close()
+	}()
+	out, err := readUntil(pr, "/ in your browser")
+	if err != nil {
+		t.Fatalf("setup output %q: %v (stderr %s)", out, err, errOut.String())
+	}
+	local := out[strings.Index(out, "http://"):strings.Index(out, "/ in your browser")]
+	go io.Copy(io.Discard, pr)
+
+	// The browser: open the page, submit its form to GitHub, follow
+	// GitHub's redirect back.
+	c := browser(t)
+	res, err := c.Get(local + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	action, manifest := formField(t, string(page), "action"), formField(t, string(page), "value")
+	if !strings.HasPrefix(action, gh.WebURL()+"/settings/apps/new?state=") {
+		t.Fatalf("form posts to %q", action)
+	}
+	res, err = c.PostForm(action, map[string][]string{"manifest": {manifest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(done), "is ready") {
+		t.Fatalf("after GitHub: %d %s", res.StatusCode, done)
+	}
+	if code := <-exit; code != 0 {
+		t.Fatalf("velo github setup exited %d: %s", code, errOut.String())
+	}
+
+	ms := gh.Manifests()
+	if len(ms) != 1 {
+		t.Fatalf("manifests posted: %d", len(ms))
+	}
+	hook := ms[0]["hook_attributes"].(map[string]any)
+	if hook["url"] != "https://velo.example.test/webhooks/github" || ms[0]["name"] != "velo-test-app" {
+		t.Errorf("manifest = %v", ms[0])
+	}
+	if cb := ms[0]["callback_urls"].([]any); len(cb) != 1 || cb[0] != "https://velo.example.test/auth/github/callback" {
+		t.Errorf("callback_urls = %v", cb)
+	}
+
+	for _, f := range []string{"github.env", "github/private-key.pem"} {
+		fi, err := os.Stat(filepath.Join(data, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", f, fi.Mode().Perm())
+		}
+	}
+	// velo up reads the file; the environment wins over it.
+	getenv, err := githubEnv(data, func(k string) string {
+		if k == "VELO_PUBLIC_URL" {
+			return "https://override.example.test"
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, on, err := github.ConfigFromEnv(getenv)
+	if err != nil || !on {
+		t.Fatalf("ConfigFromEnv from github.env: %v %v", on, err)
+	}
+	want := gh.Config()
+	if cfg.AppID != want.AppID || string(cfg.PrivateKey) != string(want.PrivateKey) || string(cfg.WebhookSecret) != string(want.WebhookSecret) ||
+		cfg.ClientID != want.ClientID || cfg.ClientSecret != want.ClientSecret || cfg.APIURL != gh.URL() || cfg.WebURL != gh.WebURL() {
+		t.Errorf("config from github.env = %+v", cfg)
+	}
+	if got := getenv("VELO_PUBLIC_URL"); got != "https://override.example.test" {
+		t.Errorf("VELO_PUBLIC_URL = %q, the environment should win", got)
+	}
+	if got, _ := githubEnv(data, func(string) string { return "" }); got("VELO_PUBLIC_URL") != "https://velo.example.test" {
+		t.Errorf("VELO_PUBLIC_URL from github.env = %q", got("VELO_PUBLIC_URL"))
+	}
+}
+
+// readUntil reads r until its text contains marker.
+func readUntil(r io.Reader, marker string) (string, error) {
+	var b []byte
+	buf := make([]byte, 256)
+	for !strings.Contains(string(b), marker) {
+		n, err := r.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil {
+			return string(b), err
+		}
+	}
+	return string(b), nil
+}
+
+// formField extracts the first attr="…" value from a page, unescaped.
+func formField(t *testing.T, page, attr string) string {
+	t.Helper()
+	i := strings.Index(page, attr+`="`)
+	if i < 0 {
+		t.Fatalf("no %s in page:\n%s", attr, page)
+	}
+	rest := page[i+len(attr)+2:]
+	return html.UnescapeString(rest[:strings.IndexByte(rest, '"')])
+}
