@@ -358,3 +358,13 @@ func isStatus(err error, status int) bool {
 	var ce *client.Error
 	return errors.As(err, &ce) && ce.Status == status
 }
+
+// TestDockerUnavailable: without a Docker runtime, a Docker component
+// fails with the reason instead of hanging.
+func TestDockerUnavailable(t *testing.T) {
+	e := start(t) // node.Config without Docker
+	d := e.deploy("web", map[string][]byte{"Dockerfile": []byte("FROM scratch\n")})
+	if d.Status != "failed" || !strings.Contains(d.Error, "docker runtime unavailable on worker local") {
+		t.Fatalf("docker component without docker: status %s, error %q", d.Status, d.Error)
+	}
+}
