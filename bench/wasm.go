@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,6 +45,7 @@ type wasmResult struct {
 	veloWrkP99, peerWrkP99  []time.Duration
 	veloBad, peerBad        int64     // non-2xx answers and socket errors
 	veloCPU, peerCPU        []float64 // server CPU µs per request
+	others                  []float64 // share of the machine other processes used during each wrk run
 }
 
 // wasmSection measures Velo's WebAssembly path against a raw wazero run and
@@ -334,7 +337,11 @@ func wasmThroughput(ctx context.Context, b *Bench, modules []*wasmModule, result
 					return err
 				}
 				// Server CPU time per request, in µs.
-				perReq := float64((p.CPUTime() - cpu).Microseconds()) / float64(w.requests)
+				serverCPU := p.CPUTime() - cpu
+				perReq := float64(serverCPU.Microseconds()) / float64(w.requests)
+				// The share of the machine other processes took meanwhile.
+				others := float64(w.machineBusy-serverCPU-w.wrkCPU) / float64(time.Duration(runtime.NumCPU())*b.Duration)
+				res.others = append(res.others, max(others, 0))
 				if isVelo {
 					vr = w
 					res.veloCPU = append(res.veloCPU, perReq)
@@ -352,7 +359,8 @@ func wasmThroughput(ctx context.Context, b *Bench, modules []*wasmModule, result
 			res.peerWrkP99 = append(res.peerWrkP99, pr.p99)
 			res.veloBad += vr.non2xx + vr.socketErrors
 			res.peerBad += pr.non2xx + pr.socketErrors
-			b.logf("wasm %s throughput round %d: velo %.0f req/s, peer %.0f req/s, ratio %.2f", m.label, r+1, vr.rps, pr.rps, vr.rps/pr.rps)
+			b.logf("wasm %s throughput round %d: velo %.0f req/s, peer %.0f req/s, ratio %.2f; others used %.0f%%/%.0f%% of the machine",
+				m.label, r+1, vr.rps, pr.rps, vr.rps/pr.rps, 100*res.others[len(res.others)-2], 100*res.others[len(res.others)-1])
 		}
 	}
 	return nil
@@ -427,7 +435,9 @@ func wasmReport(b *Bench, modules []*wasmModule, results []*wasmResult) string {
 			t.add("non-2xx answers + socket errors under load", fmt.Sprint(r.veloBad), fmt.Sprint(r.peerBad), "", "0", verdict(r.veloBad == 0))
 		}
 		fmt.Fprintf(&s, "### %s module\n\n%s\n", m.label, t)
-		fmt.Fprintf(&s, "Per round — throughput Velo/peer: %s; warm p50 Velo/raw: %s.\n\n", fmtRatios(r.veloRPS, r.peerRPS), fmtPairs(r.veloP50, r.rawP50))
+		fmt.Fprintf(&s, "Per round — throughput Velo/peer req/s: %s; warm p50 Velo/raw: %s. "+
+			"Other processes on the machine used %s of its CPU during the wrk runs (min–max), a measure of the noise.\n\n",
+			fmtRatios(r.veloRPS, r.peerRPS), fmtPairs(r.veloP50, r.rawP50), fmtShareRange(r.others))
 	}
 	return s.String()
 }
@@ -454,4 +464,11 @@ func fileSize(path string) string {
 		return "?"
 	}
 	return fmt.Sprintf("%d KiB", (fi.Size()+1023)/1024)
+}
+
+func fmtShareRange(xs []float64) string {
+	if len(xs) == 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.0f–%.0f %%", 100*slices.Min(xs), 100*slices.Max(xs))
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -17,6 +18,9 @@ type wrkResult struct {
 	p50, p99     time.Duration
 	non2xx       int64
 	socketErrors int64
+	// wrkCPU is the CPU time wrk itself used; machineBusy the CPU time
+	// the whole machine was busy (all processes) during the run.
+	wrkCPU, machineBusy time.Duration
 }
 
 // Wrk runs `wrk -t threads -c conns -d duration --latency url` and parses
@@ -27,6 +31,7 @@ func (b *Bench) Wrk(ctx context.Context, url string, threads, conns int, d time.
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(threads), "-c"+strconv.Itoa(conns),
 		"-d"+strconv.Itoa(int(d.Round(time.Second)/time.Second))+"s", "--timeout", "10s", "--latency", url)
+	busy := machineBusy()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk %s: %v\n%s", url, err, out)
@@ -35,6 +40,8 @@ func (b *Bench) Wrk(ctx context.Context, url string, threads, conns int, d time.
 	if err != nil {
 		return r, fmt.Errorf("wrk %s: %v\n%s", url, err, out)
 	}
+	r.machineBusy = machineBusy() - busy
+	r.wrkCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r, nil
 }
 
@@ -89,4 +96,28 @@ func parseWrkDuration(s string) (time.Duration, error) {
 		}
 	}
 	return 0, fmt.Errorf("unknown duration %q", s)
+}
+
+// machineBusy is the CPU time all CPUs have spent not idle since boot, from
+// /proc/stat; 0 if it cannot be read.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var busy int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		busy += n
+	}
+	const hz = 100 // USER_HZ
+	return time.Duration(busy) * time.Second / hz
 }
