@@ -1,0 +1,149 @@
+package auth
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/github/githubtest"
+	"github.com/velo-run/velo/internal/store"
+)
+
+func newSessions(t *testing.T, publicURL string, app *github.App) (*Sessions, *store.Store) {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "velo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	s, err := New(Config{Store: st, PublicURL: publicURL, AdminToken: "secret-admin", App: app, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, st
+}
+
+// login signs the admin in and returns the session cookie.
+func login(t *testing.T, s *Sessions) *http.Cookie {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/login?token=secret-admin", nil))
+	if rec.Code != http.StatusSeeOther {
+		t.Fatalf("admin login = %d", rec.Code)
+	}
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == SessionCookie {
+			return c
+		}
+	}
+	t.Fatal("no session cookie")
+	return nil
+}
+
+func TestSessionCookieSecureOverHTTPS(t *testing.T) {
+	for _, tc := range []struct {
+		url    string
+		secure bool
+	}{{"https://velo.example.test", true}, {"http://127.0.0.1:8080", false}} {
+		s, _ := newSessions(t, tc.url, nil)
+		c := login(t, s)
+		if c.Secure != tc.secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode {
+			t.Errorf("%s: cookie Secure=%v HttpOnly=%v SameSite=%v", tc.url, c.Secure, c.HttpOnly, c.SameSite)
+		}
+	}
+}
+
+func TestSessionsStoredHashedAndExpire(t *testing.T) {
+	s, st := newSessions(t, "http://127.0.0.1:8080", nil)
+	c := login(t, s)
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/components", nil)
+	req.AddCookie(c)
+	if user, ok := s.User(req); !ok || user != AdminUser {
+		t.Fatalf("User = %q, %v", user, ok)
+	}
+	if _, err := st.Session(context.Background(), c.Value); err == nil {
+		t.Error("session stored under its secret")
+	}
+	// A session past its expiry is not accepted.
+	if err := st.CreateSession(context.Background(), store.Session{Hash: hashSecret("old"), User: AdminUser, ExpiresAt: time.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	req = httptest.NewRequest(http.MethodGet, "/", nil)
+	req.AddCookie(&http.Cookie{Name: SessionCookie, Value: "old"})
+	if _, ok := s.User(req); ok {
+		t.Error("expired session accepted")
+	}
+	// Bad admin tokens get nothing.
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/login?token=secret-admiN", nil))
+	if rec.Code != http.StatusUnauthorized || len(rec.Result().Cookies()) != 0 {
+		t.Errorf("bad admin token: %d, cookies %v", rec.Code, rec.Result().Cookies())
+	}
+}
+
+// A GitHub account named "admin" is not the admin.
+func TestGitHubUserIsNeverAdmin(t *testing.T) {
+	gh := githubtest.New(t)
+	app, err := github.NewApp(gh.Config(), gh.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh.AddRepo("admin", "x", "main", 9)
+	tok := gh.AddUser("admin", 9)
+	s, st := newSessions(t, "http://127.0.0.1:8080", app)
+	if err := st.PutGitHubUserToken(context.Background(), "admin", tok); err != nil {
+		t.Fatal(err)
+	}
+	all, repos, err := s.Access().Repos(context.Background(), GitHubUser("admin"))
+	if err != nil || all || len(repos) != 1 || repos[0] != "admin/x" {
+		t.Errorf("Repos(github:admin) = %v %v %v", all, repos, err)
+	}
+	if all, _, _ := s.Access().Repos(context.Background(), "someone"); all {
+		t.Error("an unknown user sees everything")
+	}
+	// The answer is remembered: a repository added later shows after the
+	// cache expires or the user signs in again.
+	gh.AddRepo("admin", "y", "main", 9)
+	if _, repos, _ := s.Access().Repos(context.Background(), GitHubUser("admin")); len(repos) != 1 {
+		t.Errorf("cached repos = %v", repos)
+	}
+	s.access.forget(GitHubUser("admin"))
+	if _, repos, _ := s.Access().Repos(context.Background(), GitHubUser("admin")); len(repos) != 2 || !strings.HasPrefix(repos[1], "admin/") {
+		t.Errorf("repos after forget = %v", repos)
+	}
+}
+
+func TestCallbackChecksState(t *testing.T) {
+	gh := githubtest.New(t)
+	app, err := github.NewApp(gh.Config(), gh.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newSessions(t, "http://127.0.0.1:8080", app)
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, GitHubLoginPath, nil))
+	if rec.Code != http.StatusFound || !strings.HasPrefix(rec.Header().Get("Location"), gh.WebURL()+"/login/oauth/authorize?") {
+		t.Fatalf("login = %d to %q", rec.Code, rec.Header().Get("Location"))
+	}
+	var state *http.Cookie
+	for _, c := range rec.Result().Cookies() {
+		if c.Name == stateCookie {
+			state = c
+		}
+	}
+	if state == nil || !state.HttpOnly {
+		t.Fatalf("state cookie = %+v", state)
+	}
+	req := httptest.NewRequest(http.MethodGet, CallbackPath+"?code=abc&state=other", nil)
+	req.AddCookie(state)
+	rec = httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("callback with a wrong state = %d, want 400", rec.Code)
+	}
+}
