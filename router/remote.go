@@ -1,12 +1,15 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
@@ -49,19 +52,32 @@ type RemoteConfig struct {
 	// MaxIdlePerWorker is how many keep-alive connections are kept per
 	// worker (default 256).
 	MaxIdlePerWorker int
-	// MaxBufferedBody is the largest request body buffered so that the
-	// request can be retried on another worker after a "not served"
-	// answer (default 64 KiB). Larger bodies are streamed.
+	// IdleTimeout is how long an unused connection is kept (default 30s,
+	// well under the worker's own 2 minutes, so the router is the side
+	// that closes it).
+	IdleTimeout time.Duration
+	// MaxBufferedBody is the largest request body held in memory so that
+	// the request can be sent to another worker when the first one
+	// answers "not served here" (default 64 KiB). Larger bodies are
+	// streamed.
 	MaxBufferedBody int64
 }
 
-// Remote reaches workers over HTTP/1.1 through one shared, tuned transport
-// with pooled keep-alive connections. Its Backend method is what
-// Config.Backend wants. It is safe for concurrent use.
+// Remote reaches workers over HTTP/1.1 with pooled keep-alive connections.
+// Its Backend method is what Config.Backend wants. It is safe for
+// concurrent use.
+//
+// It speaks HTTP/1.1 itself rather than through http.Transport: the
+// request is written and the answer read on the calling goroutine, with
+// pooled buffers and the caller's header map reused, which is what it takes
+// to forward as fast as nginx (http.Transport's per-connection goroutines
+// and request copies cost close to half of that).
 type Remote struct {
-	cfg  RemoteConfig
-	tr   *http.Transport
-	auth []string
+	cfg      RemoteConfig
+	auth     []string
+	dialer   net.Dialer
+	mu       sync.Mutex
+	backends []*remoteBackend // for Close
 	// now is time.Now; tests replace it.
 	now func() time.Time
 }
@@ -77,52 +93,56 @@ func NewRemote(cfg RemoteConfig) *Remote {
 	if cfg.MaxIdlePerWorker <= 0 {
 		cfg.MaxIdlePerWorker = 256
 	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
 	if cfg.MaxBufferedBody <= 0 {
 		cfg.MaxBufferedBody = 64 << 10
 	}
-	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	tr := &http.Transport{
-		DialContext:           d.DialContext,
-		MaxIdleConns:          0, // no global cap; MaxIdleConnsPerHost bounds each worker
-		MaxIdleConnsPerHost:   cfg.MaxIdlePerWorker,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true,
-		ForceAttemptHTTP2:     false,
-		WriteBufferSize:       64 << 10,
-		ReadBufferSize:        64 << 10,
-		ExpectContinueTimeout: 0,
+	return &Remote{
+		cfg:    cfg,
+		auth:   []string{"Bearer " + cfg.Token},
+		dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		now:    time.Now,
 	}
-	return &Remote{cfg: cfg, tr: tr, auth: []string{"Bearer " + cfg.Token}, now: time.Now}
 }
 
-// Close closes the idle connections.
-func (rm *Remote) Close() { rm.tr.CloseIdleConnections() }
-
 // Backend returns the backend reaching worker w at w.Addr, a base URL like
-// http://10.0.0.5:8080. A worker without a usable address gets a backend
-// that never serves, so the router tries the others.
+// http://10.0.0.5:8080. A worker without a usable http address gets a
+// backend that never serves, so the router tries the others.
 func (rm *Remote) Backend(w store.Worker) Backend {
 	u, err := url.Parse(w.Addr)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || u.Scheme != "http" || u.Host == "" {
 		return refusing{}
 	}
-	return &remoteBackend{rm: rm, scheme: u.Scheme, host: u.Host}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "80")
+	}
+	b := &remoteBackend{rm: rm, host: host}
+	rm.mu.Lock()
+	rm.backends = append(rm.backends, b)
+	rm.mu.Unlock()
+	return b
 }
 
 type refusing struct{}
 
 func (refusing) Serve(http.ResponseWriter, *http.Request, int64, string) bool { return false }
 
-// remoteBackend is one worker.
+// remoteBackend is one worker and its idle connections.
 type remoteBackend struct {
-	rm           *Remote
-	scheme, host string
+	rm   *Remote
+	host string // host:port to dial
 	// downUntil is when a worker that refused a connection may be tried
 	// again (unix ns); 0 when it is up.
 	downUntil atomic.Int64
-	// last caches the invoke header values of the last call: most
-	// calls repeat them, and caching saves their allocations.
+	// last caches the invoke header values of the last call: most calls
+	// repeat them, and caching saves their allocations.
 	last atomic.Pointer[invokeHeaders]
+
+	mu   sync.Mutex
+	idle []*wconn // most recently used last
 }
 
 type invokeHeaders struct {
@@ -140,6 +160,64 @@ func (b *remoteBackend) invokeHeaders(d int64, mount string) *invokeHeaders {
 	return ih
 }
 
+// wconn is a keep-alive connection to a worker.
+type wconn struct {
+	c        net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	lastUsed time.Time
+}
+
+const connBuffer = 32 << 10
+
+// get returns an idle connection, or dials one.
+func (b *remoteBackend) get(r *http.Request) (c *wconn, reused bool, err error) {
+	now := b.rm.now()
+	b.mu.Lock()
+	for len(b.idle) > 0 {
+		c = b.idle[len(b.idle)-1]
+		b.idle[len(b.idle)-1] = nil
+		b.idle = b.idle[:len(b.idle)-1]
+		if now.Sub(c.lastUsed) < b.rm.cfg.IdleTimeout {
+			b.mu.Unlock()
+			return c, true, nil
+		}
+		c.c.Close()
+	}
+	b.mu.Unlock()
+	nc, err := b.rm.dialer.DialContext(r.Context(), "tcp", b.host)
+	if err != nil {
+		return nil, false, err
+	}
+	return &wconn{c: nc, br: bufio.NewReaderSize(nc, connBuffer), bw: bufio.NewWriterSize(nc, connBuffer)}, false, nil
+}
+
+// put keeps c for the next call.
+func (b *remoteBackend) put(c *wconn) {
+	c.lastUsed = b.rm.now()
+	b.mu.Lock()
+	if len(b.idle) < b.rm.cfg.MaxIdlePerWorker {
+		b.idle = append(b.idle, c)
+		c = nil
+	}
+	b.mu.Unlock()
+	if c != nil {
+		c.c.Close()
+	}
+}
+
+// closeIdle closes every idle connection: after one proved dead, the
+// others to the same worker most likely are too.
+func (b *remoteBackend) closeIdle() {
+	b.mu.Lock()
+	idle := b.idle
+	b.idle = nil
+	b.mu.Unlock()
+	for _, c := range idle {
+		c.c.Close()
+	}
+}
+
 // hopHeaders are not forwarded (RFC 9110 7.6.1), in canonical form.
 var hopHeaders = []string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
@@ -148,15 +226,13 @@ var hopHeaders = []string{
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// outbound is the request sent to the worker, allocated in one piece.
-type outbound struct {
-	req http.Request
-	url url.URL
-}
+// errNotServed is the worker saying it does not hold the deployment.
+var errNotServed = errors.New("deployment not served by this worker")
 
 // Serve forwards r to the worker. It returns false, having written nothing
-// and with r's body still unread, when the worker could not be reached or
-// answered that it does not serve deployment d.
+// and with r's body still unread (or kept in memory for the next try),
+// when the worker could not be reached or answered that it does not serve
+// deployment d.
 func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
 	if until := b.downUntil.Load(); until != 0 {
 		now := b.rm.now().UnixNano()
@@ -166,9 +242,72 @@ func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, m
 			return false
 		}
 	}
+	b.prepareHeader(r, d, mount)
+
+	// The body: none, in memory (replayable), or streamed (one try).
+	var body []byte
+	streamed := false
+	switch rb, isReplay := r.Body.(*replayBody); {
+	case isReplay:
+		body = rb.data
+	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
+	case r.ContentLength > 0 && r.ContentLength <= b.rm.cfg.MaxBufferedBody:
+		body = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			plain(w, http.StatusBadRequest, "reading request body: "+err.Error())
+			return true
+		}
+		r.Body = &replayBody{data: body}
+	default:
+		streamed = true
+	}
+
+	for attempt := 0; ; attempt++ {
+		c, reused, err := b.get(r)
+		if err != nil {
+			if r.Context().Err() != nil {
+				w.WriteHeader(499)
+				return true
+			}
+			// Never connected: the request did not reach the worker.
+			b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
+			b.closeIdle()
+			return false
+		}
+		b.downUntil.Store(0)
+		wrote, err := b.roundTrip(w, r, c, body, streamed)
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, errNotServed):
+			return false
+		case wrote:
+			// The answer was under way and cannot be completed: cut
+			// the client's connection so it sees the failure rather
+			// than a short answer.
+			panic(http.ErrAbortHandler)
+		case reused && attempt == 0 && !streamed && (replayable(r.Method) || stale(err)):
+			// A kept-alive connection the worker had closed (or
+			// lost, if it died): try once more on a fresh one, which
+			// fails to dial if the worker is gone.
+			b.closeIdle()
+			continue
+		case r.Context().Err() != nil:
+			w.WriteHeader(499)
+		default:
+			plain(w, http.StatusBadGateway, "worker "+b.host+" failed: "+err.Error())
+		}
+		return true
+	}
+}
+
+// prepareHeader turns r's header into the one sent to the worker, in
+// place: hop-by-hop fields out, the cluster token and invoke headers in.
+// Doing it again for a retry on another worker gives the same result.
+func (b *remoteBackend) prepareHeader(r *http.Request, d int64, mount string) {
 	h := r.Header
-	if _, ok := h["Connection"]; ok {
-		for _, f := range h["Connection"] {
+	if conn, ok := h["Connection"]; ok {
+		for _, f := range conn {
 			for name := range strings.SplitSeq(f, ",") {
 				if name = strings.TrimSpace(name); name != "" {
 					delete(h, http.CanonicalHeaderKey(name))
@@ -188,124 +327,379 @@ func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, m
 	ih := b.invokeHeaders(d, mount)
 	h[HeaderInvokeDeployment] = ih.dep
 	h[HeaderInvokeMount] = ih.mount
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior, ok := h["X-Forwarded-For"]; ok && len(prior) > 0 && !strings.HasSuffix(prior[len(prior)-1], ip) {
-			h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
-		} else if !ok {
-			h["X-Forwarded-For"] = []string{ip}
-		}
-	}
-
-	// The body: empty, in memory (replayable if the worker says "not
-	// here"), or streamed through a reader that records whether it was
-	// read at all.
-	var (
-		body    io.ReadCloser
-		tracked *trackedBody
-	)
-	switch rb, isReplay := r.Body.(*replayBody); {
-	case isReplay:
-		body = io.NopCloser(bytes.NewReader(rb.data))
-	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
-	case r.ContentLength > 0 && r.ContentLength <= b.rm.cfg.MaxBufferedBody:
-		// Not pooled: the transport may still be reading it after
-		// RoundTrip returned.
-		data := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, data); err != nil {
-			plain(w, http.StatusBadRequest, "reading request body: "+err.Error())
-			return true
-		}
-		r.Body = &replayBody{data: data}
-		body = io.NopCloser(bytes.NewReader(data))
-	default:
-		tracked = &trackedBody{r: r.Body}
-		body = tracked
-	}
-
-	out := new(outbound)
-	out.url = url.URL{Scheme: b.scheme, Host: b.host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	out.req = *r // keeps r's context: the call ends when the caller goes away
-	out.req.URL = &out.url
-	out.req.Proto, out.req.ProtoMajor, out.req.ProtoMinor = "HTTP/1.1", 1, 1
-	out.req.Header = h
-	out.req.Body = body
-	out.req.RequestURI = ""
-	out.req.Close = false
-	out.req.TransferEncoding = nil
-	out.req.Trailer = nil
-	if body == nil {
-		out.req.ContentLength = 0
-	}
-	res, err := b.rm.tr.RoundTrip(&out.req)
-	if err != nil {
-		if isDialError(err) {
-			b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
-			if tracked == nil || !tracked.read.Load() {
-				return false
+	if _, seen := h[headerForwardedBy]; !seen {
+		if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			if prior, ok := h["X-Forwarded-For"]; ok {
+				h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+			} else {
+				h["X-Forwarded-For"] = []string{ip}
 			}
 		}
-		if r.Context().Err() != nil {
-			// The caller went away; nobody reads the answer.
-			w.WriteHeader(499)
-			return true
-		}
-		plain(w, http.StatusBadGateway, "worker unreachable: "+errorText(err))
-		return true
+		h[headerForwardedBy] = forwardedBy
 	}
-	b.downUntil.Store(0)
-	defer res.Body.Close()
-	if res.StatusCode == StatusNotServed && res.Header.Get(HeaderNotServed) != "" &&
-		(tracked == nil || !tracked.read.Load()) {
-		// Drain the short answer so the connection is reused.
-		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4<<10))
-		return false
-	}
-
-	dst := w.Header()
-	for k, v := range res.Header {
-		dst[k] = v
-	}
-	for _, k := range hopHeaders {
-		delete(dst, k)
-	}
-	if c, ok := res.Header["Connection"]; ok {
-		for _, f := range c {
-			for name := range strings.SplitSeq(f, ",") {
-				if name = strings.TrimSpace(name); name != "" {
-					delete(dst, http.CanonicalHeaderKey(name))
-				}
-			}
-		}
-	}
-	w.WriteHeader(res.StatusCode)
-	copyBody(w, res.Body, res.ContentLength < 0)
-	return true
 }
 
-// copyBody copies src to w with a pooled buffer, flushing after every read
-// when the length is unknown (streamed responses).
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool) {
+// headerForwardedBy marks a header already prepared (a retry on another
+// worker must not append the client address twice); the worker drops it
+// with the other invoke headers.
+const headerForwardedBy = "X-Velo-Forwarded"
+
+var forwardedBy = []string{"router"}
+
+// replayable reports whether a request may be sent again after a
+// connection failed without an answer (RFC 9110 9.2.2 idempotent methods).
+func replayable(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// stale reports whether err shows the connection was closed before the
+// request could even be written (it never reached the worker).
+func stale(err error) bool {
+	var we writeError
+	return errors.As(err, &we)
+}
+
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return "write request: " + e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
+
+// roundTrip sends r on c and copies the answer to w. wrote reports whether
+// anything was written to w. The connection goes back to the pool when the
+// exchange ended cleanly, else it is closed.
+func (b *remoteBackend) roundTrip(w http.ResponseWriter, r *http.Request, c *wconn, body []byte, streamed bool) (wrote bool, err error) {
+	keep := false
+	defer func() {
+		if keep {
+			b.put(c)
+		} else {
+			c.c.Close()
+		}
+	}()
+	// The caller going away ends the exchange.
+	stop := alwaysTrue
+	if ctx := r.Context(); ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { _ = c.c.SetDeadline(time.Unix(1, 0)) })
+	}
+	defer func() {
+		if !stop() {
+			keep = false
+		}
+	}()
+
+	if err := writeRequest(c.bw, r, body, streamed); err != nil {
+		return false, writeError{err}
+	}
+	if streamed {
+		if err := copyChunked(c.bw, r.Body); err != nil {
+			return false, err
+		}
+	}
+	if err := c.bw.Flush(); err != nil {
+		return false, writeError{err}
+	}
+
+	res, err := readHead(c.br, r.Method)
+	if err != nil {
+		return false, err
+	}
+	if res.status == StatusNotServed && res.notServed && !streamed {
+		if err := res.discard(c.br); err == nil {
+			keep = res.keepAlive
+		}
+		return false, errNotServed
+	}
+	dst := w.Header()
+	for _, kv := range res.header {
+		dst[kv.k] = append(dst[kv.k], kv.v)
+	}
+	w.WriteHeader(res.status)
+	if err := res.copyBody(w, c.br); err != nil {
+		return true, err
+	}
+	keep = res.keepAlive
+	return true, nil
+}
+
+func alwaysTrue() bool { return true }
+
+// writeRequest writes r's request line and header (and an in-memory
+// body) to bw.
+func writeRequest(bw *bufio.Writer, r *http.Request, body []byte, streamed bool) error {
+	bw.WriteString(r.Method)
+	bw.WriteByte(' ')
+	uri := r.RequestURI
+	if uri == "" || uri[0] != '/' {
+		uri = r.URL.RequestURI()
+	}
+	bw.WriteString(uri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(r.Host)
+	bw.WriteString("\r\n")
+	for k, vs := range r.Header {
+		if k == "Host" || k == "Content-Length" {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	switch {
+	case streamed:
+		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+	case len(body) > 0:
+		var n [20]byte
+		bw.WriteString("Content-Length: ")
+		bw.Write(strconv.AppendInt(n[:0], int64(len(body)), 10))
+		bw.WriteString("\r\n\r\n")
+		bw.Write(body)
+	case r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n\r\n")
+	default:
+		bw.WriteString("\r\n")
+	}
+	_, err := bw.Write(nil)
+	return err
+}
+
+// copyChunked streams src to bw in chunked encoding.
+func copyChunked(bw *bufio.Writer, src io.Reader) error {
+	cw := httputil.NewChunkedWriter(bw)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	if _, err := io.CopyBuffer(cw, onlyReader{src}, *bp); err != nil {
+		return fmt.Errorf("send request body: %w", err)
+	}
+	if err := cw.Close(); err != nil {
+		return err
+	}
+	_, err := bw.WriteString("\r\n")
+	return err
+}
+
+type onlyReader struct{ io.Reader }
+
+// response is the head of a worker's answer.
+type response struct {
+	status    int
+	header    []headerField
+	length    int64 // -1: unknown
+	chunked   bool
+	noBody    bool
+	keepAlive bool
+	notServed bool
+}
+
+type headerField struct{ k, v string }
+
+// readHead reads the status line and header of the answer to a request
+// with method, skipping 1xx interim answers.
+func readHead(br *bufio.Reader, method string) (*response, error) {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return nil, fmt.Errorf("read answer: %w", err)
+		}
+		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+			return nil, fmt.Errorf("malformed status line %q", bytes.TrimSpace(line))
+		}
+		status := 0
+		for _, c := range line[9:12] {
+			if c < '0' || c > '9' {
+				return nil, fmt.Errorf("malformed status line %q", bytes.TrimSpace(line))
+			}
+			status = status*10 + int(c-'0')
+		}
+		res := &response{status: status, length: -1, keepAlive: line[7] == '1'}
+		if err := res.readHeader(br); err != nil {
+			return nil, err
+		}
+		if status >= 100 && status < 200 {
+			if status == http.StatusSwitchingProtocols {
+				return nil, errors.New("protocol upgrades are not forwarded")
+			}
+			continue
+		}
+		if method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
+			res.noBody = true
+		}
+		if !res.noBody && !res.chunked && res.length < 0 {
+			res.keepAlive = false // body runs to the end of the connection
+		}
+		return res, nil
+	}
+}
+
+// readHeader reads header lines up to the blank line.
+func (res *response) readHeader(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("read answer header: %w", err)
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) == 0 {
+			return nil
+		}
+		i := bytes.IndexByte(line, ':')
+		if i <= 0 {
+			return fmt.Errorf("malformed header line %q", line)
+		}
+		k := canonicalKey(line[:i])
+		v := string(bytes.TrimSpace(line[i+1:]))
+		switch k {
+		case "Content-Length":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("bad Content-Length %q", v)
+			}
+			res.length = n
+		case "Transfer-Encoding":
+			if !strings.EqualFold(v, "chunked") {
+				return fmt.Errorf("unsupported Transfer-Encoding %q", v)
+			}
+			res.chunked = true
+			continue
+		case "Connection":
+			if strings.EqualFold(v, "close") {
+				res.keepAlive = false
+			} else if strings.EqualFold(v, "keep-alive") {
+				res.keepAlive = true
+			}
+			continue
+		case "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Proxy-Authenticate":
+			continue
+		case HeaderNotServed:
+			res.notServed = true
+		}
+		res.header = append(res.header, headerField{k, v})
+	}
+}
+
+// commonKeys interns the header names workers send most, so reading them
+// allocates nothing.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Content-Type", "Content-Length", "Date", "Server", "Cache-Control",
+		"Connection", "Transfer-Encoding", "Location", "Set-Cookie", "Etag", "Last-Modified",
+		"X-Content-Type-Options", "Vary", "Content-Encoding", HeaderNotServed, "Keep-Alive"} {
+		m[k] = k
+	}
+	return m
+}()
+
+func canonicalKey(b []byte) string {
+	if k, ok := commonKeys[string(b)]; ok {
+		return k
+	}
+	return http.CanonicalHeaderKey(string(b))
+}
+
+// discard reads and drops a short body so the connection can be reused.
+func (res *response) discard(br *bufio.Reader) error {
+	if res.noBody {
+		return nil
+	}
+	if res.chunked {
+		_, err := io.Copy(io.Discard, io.LimitReader(&chunkedBody{br: br}, 64<<10))
+		return err
+	}
+	if res.length < 0 || res.length > 64<<10 {
+		return errors.New("answer too long to discard")
+	}
+	_, err := br.Discard(int(res.length))
+	return err
+}
+
+// copyBody copies the answer's body to w with a pooled buffer, flushing
+// after every read when it is streamed (no length known).
+func (res *response) copyBody(w http.ResponseWriter, br *bufio.Reader) error {
+	if res.noBody {
+		return nil
+	}
+	var src io.Reader = br
+	switch {
+	case res.chunked:
+		src = &chunkedBody{br: br}
+	case res.length >= 0:
+		if res.length == 0 {
+			return nil
+		}
+		src = io.LimitReader(br, res.length)
+	}
+	var f http.Flusher
+	if res.length < 0 {
+		f, _ = w.(http.Flusher)
+	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
-	var f http.Flusher
-	if flush {
-		f, _ = w.(http.Flusher)
-	}
+	var copied int64
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			copied += int64(n)
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
+				return werr
 			}
 			if f != nil {
 				f.Flush()
 			}
 		}
+		if err == io.EOF {
+			if res.length >= 0 && copied < res.length {
+				return io.ErrUnexpectedEOF
+			}
+			if !res.chunked && res.length < 0 {
+				return nil // ended with the connection, which is not kept
+			}
+			return nil
+		}
 		if err != nil {
-			return
+			return err
+		}
+		if res.length >= 0 && copied == res.length {
+			return nil
 		}
 	}
+}
+
+// chunkedBody reads a chunked body and the trailer after it.
+type chunkedBody struct {
+	br   *bufio.Reader
+	cr   io.Reader
+	done bool
+}
+
+func (c *chunkedBody) Read(p []byte) (int, error) {
+	if c.done {
+		return 0, io.EOF
+	}
+	if c.cr == nil {
+		c.cr = httputil.NewChunkedReader(c.br)
+	}
+	n, err := c.cr.Read(p)
+	if err == io.EOF {
+		// Trailer fields (dropped) up to the blank line.
+		for {
+			line, lerr := c.br.ReadSlice('\n')
+			if lerr != nil {
+				return n, lerr
+			}
+			if len(bytes.TrimRight(line, "\r\n")) == 0 {
+				break
+			}
+		}
+		c.done = true
+	}
+	return n, err
 }
 
 // replayBody is a request body already read into memory, kept so that a
@@ -315,34 +709,13 @@ type replayBody struct{ data []byte }
 func (*replayBody) Read([]byte) (int, error) { return 0, io.EOF }
 func (*replayBody) Close() error             { return nil }
 
-// trackedBody forwards a streamed body, recording whether any of it was
-// read; the transport's Close does not close the caller's body.
-type trackedBody struct {
-	r    io.Reader
-	read atomic.Bool
-}
-
-func (t *trackedBody) Read(p []byte) (int, error) {
-	t.read.Store(true)
-	return t.r.Read(p)
-}
-
-func (t *trackedBody) Close() error { return nil }
-
-// isDialError reports whether err means the connection to the worker could
-// not be made, so the request never reached it.
-func isDialError(err error) bool {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return true
+// Close closes the idle connections of every backend made so far.
+func (rm *Remote) Close() {
+	rm.mu.Lock()
+	bs := rm.backends
+	rm.backends = nil
+	rm.mu.Unlock()
+	for _, b := range bs {
+		b.closeIdle()
 	}
-	return errors.Is(err, context.DeadlineExceeded) && strings.Contains(err.Error(), "dial")
-}
-
-func errorText(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return err.Error()
 }

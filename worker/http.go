@@ -66,6 +66,7 @@ func (w *Worker) Handler(token string) http.Handler {
 		}
 		delete(h, headerInvokeDeployment)
 		delete(h, headerInvokeMount)
+		delete(h, "X-Velo-Forwarded")
 		inst.Serve(rw, r, mount)
 	})
 }
