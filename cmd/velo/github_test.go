@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/github/githubtest"
 	"github.com/velo-run/velo/internal/node"
@@ -197,6 +198,13 @@ func (v *ghVelo) apiRequest(c *http.Client, method, path, token string, body any
 	}
 	if c == nil {
 		c = http.DefaultClient
+	} else if c.Jar != nil {
+		// What the dashboard's scripts send with the session cookie.
+		for _, ck := range c.Jar.Cookies(req.URL) {
+			if ck.Name == auth.SessionCookie {
+				req.Header.Set(auth.CSRFHeader, auth.CSRFTokenOf(ck.Value))
+			}
+		}
 	}
 	res, err := c.Do(req)
 	if err != nil {

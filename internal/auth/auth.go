@@ -119,6 +119,7 @@ func (s *Sessions) LoginURL() string {
 func (s *Sessions) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+LoginPath, s.adminLogin)
+	mux.HandleFunc("POST "+LoginPath, s.adminLoginForm)
 	mux.HandleFunc("GET "+GitHubLoginPath, s.githubLogin)
 	mux.HandleFunc("GET "+CallbackPath, s.callback)
 	mux.HandleFunc("POST "+LogoutPath, s.logout)
@@ -126,9 +127,18 @@ func (s *Sessions) Handler() http.Handler {
 }
 
 // Authenticator returns a function that recognizes a request's session
-// cookie, in the shape of deploymgr.Authenticator.
+// cookie, in the shape of deploymgr.Authenticator. A state-changing request
+// must also carry the session's CSRF token in CSRFHeader, or it is not
+// recognized.
 func (s *Sessions) Authenticator() func(r *http.Request) (string, bool) {
-	return s.User
+	return func(r *http.Request) (string, bool) {
+		user, ok := s.User(r)
+		if ok && !safeMethod(r.Method) && !s.ValidCSRF(r, r.Header.Get(CSRFHeader)) {
+			s.log.Warn("session request without its CSRF token refused", "method", r.Method, "path", r.URL.Path, "user", user)
+			return "", false
+		}
+		return user, ok
+	}
 }
 
 // User returns the user of the request's session, if it has a live one.
@@ -264,6 +274,10 @@ func (s *Sessions) signIn(ctx context.Context, code string) (string, error) {
 
 // logout ends the session and clears its cookie.
 func (s *Sessions) logout(w http.ResponseWriter, r *http.Request) {
+	if tok := r.Header.Get(CSRFHeader); s.CSRFToken(r) != "" && !s.ValidCSRF(r, tok) && !s.ValidCSRF(r, r.PostFormValue(CSRFField)) {
+		http.Error(w, "sign-out refused: missing or wrong CSRF token (sign out from the dashboard)", http.StatusForbidden)
+		return
+	}
 	if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {
 		if err := s.cfg.Store.DeleteSession(r.Context(), hashSecret(c.Value)); err != nil {
 			s.log.Warn("delete session failed", "err", err)
