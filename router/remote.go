@@ -286,12 +286,18 @@ func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, m
 			// the client's connection so it sees the failure rather
 			// than a short answer.
 			panic(http.ErrAbortHandler)
-		case reused && attempt == 0 && !streamed && (replayable(r.Method) || stale(err)):
-			// A kept-alive connection the worker had closed (or
-			// lost, if it died): try once more on a fresh one, which
-			// fails to dial if the worker is gone.
+		case !streamed && (replayable(r.Method) || (reused && stale(err))):
+			// No answer, and sending again is safe: the method is
+			// idempotent, or the request could not even be written
+			// to a kept-alive connection the worker had closed. Try
+			// once more on a fresh connection (which fails to dial
+			// if the worker is gone), then let the router try
+			// another worker.
 			b.closeIdle()
-			continue
+			if attempt == 0 {
+				continue
+			}
+			return false
 		case r.Context().Err() != nil:
 			w.WriteHeader(499)
 		default:

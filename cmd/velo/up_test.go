@@ -19,7 +19,7 @@ import (
 	"github.com/velo-run/velo/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { os.Exit(clusterMain(m)) }
 
 // TestSpineSQLite and TestSpinePostgres run the whole first path — deploy
 // a WASM component with the CLI, call it through the router, pause,

@@ -1,0 +1,683 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/pgtest"
+)
+
+// The cluster tests run Velo's roles as separate OS processes of the velo
+// binary, on loopback, against a real Postgres: what users run.
+
+var (
+	veloBinOnce sync.Once
+	veloBinDir  string
+	veloBin     string
+	veloBinErr  error
+)
+
+// clusterMain runs the package's tests and removes the velo binary the
+// cluster tests built.
+func clusterMain(m *testing.M) int {
+	code := pgtest.Run(m)
+	if veloBinDir != "" {
+		os.RemoveAll(veloBinDir)
+	}
+	return code
+}
+
+// veloBinary builds the velo binary once per test process (static, as the
+// image ships it).
+func veloBinary(t testing.TB) string {
+	t.Helper()
+	veloBinOnce.Do(func() {
+		veloBinDir, veloBinErr = os.MkdirTemp("", "velo-cluster-bin-")
+		if veloBinErr != nil {
+			return
+		}
+		veloBin = filepath.Join(veloBinDir, "velo")
+		cmd := exec.Command("go", "build", "-o", veloBin, ".")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			veloBinErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if veloBinErr != nil {
+		t.Fatal(veloBinErr)
+	}
+	return veloBin
+}
+
+// cluster is a set of role processes sharing one Postgres database.
+type cluster struct {
+	t     *testing.T
+	ctx   context.Context
+	db    string
+	token string // cluster token
+	admin string // admin API token
+	env   []string
+	mu    sync.Mutex
+	procs []*proc
+}
+
+// proc is one running role.
+type proc struct {
+	name string
+	url  string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newCluster(t *testing.T, env ...string) *cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("cluster tests start processes; skipped with -short")
+	}
+	bin := veloBinary(t)
+	_ = bin
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c := &cluster{t: t, ctx: ctx, db: pgtest.URL(t), token: "cluster-" + randomWord(), admin: "admin-" + randomWord()}
+	c.env = append([]string{
+		"VELO_DATABASE_URL=" + c.db,
+		"VELO_CLUSTER_TOKEN=" + c.token,
+		"VELO_ADMIN_TOKEN=" + c.admin,
+		"VELO_LOG_LEVEL=info",
+	}, env...)
+	t.Cleanup(func() {
+		c.mu.Lock()
+		procs := c.procs
+		c.mu.Unlock()
+		for _, p := range procs {
+			p.stop()
+		}
+		if t.Failed() {
+			for _, p := range procs {
+				t.Logf("--- %s output:\n%s", p.name, tail(p.out.String(), 60))
+			}
+		}
+	})
+	return c
+}
+
+func randomWord() string {
+	b := make([]byte, 8)
+	f, _ := os.Open("/dev/urandom")
+	defer f.Close()
+	_, _ = io.ReadFull(f, b)
+	return fmt.Sprintf("%x", b)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func freeLoopbackAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// start runs `velo ROLE --addr <free port> args…` and waits for its
+// /healthz.
+func (c *cluster) start(name, role string, args ...string) *proc {
+	c.t.Helper()
+	addr := freeLoopbackAddr(c.t)
+	return c.startAt(name, addr, role, args...)
+}
+
+func (c *cluster) startAt(name, addr, role string, args ...string) *proc {
+	c.t.Helper()
+	argv := append([]string{role, "--addr", addr}, args...)
+	cmd := exec.Command(veloBinary(c.t), argv...)
+	cmd.Env = append(os.Environ(), c.env...)
+	p := &proc{name: name, url: "http://" + addr, cmd: cmd, out: new(lockedBuffer), done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := http.Get(p.url + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return p
+			}
+		}
+		select {
+		case <-p.done:
+			c.t.Fatalf("%s exited early: %s", name, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s not healthy after 20s: %v\n%s", name, err, p.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop asks the process to shut down, then kills it after 10s.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.kill()
+	}
+}
+
+func (c *cluster) client(dm *proc) *client.Client { return client.New(dm.url, c.admin, nil) }
+
+// helloArchive packs the hello-wasm example with the given greeting.
+func helloArchive(t testing.TB, greeting string) []byte {
+	t.Helper()
+	wasm, err := os.ReadFile("../../examples/hello-wasm/hello.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tarGz(t.(*testing.T), map[string]string{
+		"hello.wasm": string(wasm),
+		"velo.toml":  fmt.Sprintf("name = \"hello\"\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\n[env]\nGREETING = %q\n", greeting),
+	})
+}
+
+// deploy uploads hello with greeting through deploymgr dm and waits until it
+// is live.
+func (c *cluster) deploy(dm *proc, greeting string) int64 {
+	c.t.Helper()
+	d, err := c.client(dm).Deploy(c.ctx, "hello", bytes.NewReader(helloArchive(c.t, greeting)))
+	if err != nil {
+		c.t.Fatalf("deploy: %v", err)
+	}
+	c.waitLive(dm, d.ID)
+	return d.ID
+}
+
+func (c *cluster) waitLive(dm *proc, id int64) {
+	c.t.Helper()
+	c.eventually(30*time.Second, fmt.Sprintf("deployment %d live", id), func() bool {
+		comp, err := c.client(dm).Component(c.ctx, "hello")
+		return err == nil && comp.Live != nil && comp.Live.ID == id
+	})
+}
+
+func (c *cluster) eventually(d time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readyWorkers returns the workers with a ready placement of the live
+// deployment, per the API.
+func (c *cluster) readyWorkers(dm *proc) []string {
+	comp, err := c.client(dm).Component(c.ctx, "hello")
+	if err != nil || comp.Live == nil {
+		return nil
+	}
+	var ws []string
+	for _, in := range comp.Instances {
+		if in.Deployment == comp.Live.ID && in.State == "ready" {
+			ws = append(ws, in.Worker)
+		}
+	}
+	return ws
+}
+
+// call is one request's outcome.
+type call struct {
+	start, end time.Time
+	status     int
+	worker     string
+	deployment string
+	body       string
+	err        error
+}
+
+// loadClient keeps its own connections so that each load run is separate.
+func loadClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+}
+
+// load sends GETs to url from conc goroutines until stop is closed, at most
+// max requests and at most limit long (every load loop is bounded), and
+// returns every outcome.
+func load(url string, conc, max int, limit time.Duration, stop <-chan struct{}) []call {
+	hc := loadClient()
+	defer hc.CloseIdleConnections()
+	var (
+		mu    sync.Mutex
+		calls []call
+		wg    sync.WaitGroup
+		sent  int
+	)
+	deadline := time.Now().Add(limit)
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				if sent >= max || time.Now().After(deadline) {
+					mu.Unlock()
+					return
+				}
+				sent++
+				mu.Unlock()
+				cl := call{start: time.Now()}
+				res, err := hc.Get(url)
+				if err == nil {
+					b, rerr := io.ReadAll(res.Body)
+					res.Body.Close()
+					cl.status, cl.body, cl.err = res.StatusCode, string(b), rerr
+					cl.worker = res.Header.Get("X-Velo-Worker")
+					cl.deployment = res.Header.Get("X-Velo-Deployment")
+				} else {
+					cl.err = err
+				}
+				cl.end = time.Now()
+				mu.Lock()
+				calls = append(calls, cl)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return calls
+}
+
+func failed(calls []call) []call {
+	var out []call
+	for _, c := range calls {
+		if c.err != nil || c.status != 200 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func describeCalls(calls []call) string {
+	var b strings.Builder
+	for i, c := range calls {
+		if i == 10 {
+			fmt.Fprintf(&b, "… and %d more\n", len(calls)-10)
+			break
+		}
+		fmt.Fprintf(&b, "%s status=%d worker=%q err=%v body=%q\n", c.start.Format("15:04:05.000"), c.status, c.worker, c.err, c.body)
+	}
+	return b.String()
+}
+
+// TestClusterRoundRobinFailover deploys through deploymgr, calls through the
+// router and sees both workers answer in turn; then kills one worker with
+// SIGKILL under load: only requests in flight on it may fail, it gets no
+// traffic after the first second, and once its heartbeat expires its
+// placement moves to the spare worker, which starts serving.
+func TestClusterRoundRobinFailover(t *testing.T) {
+	c := newCluster(t, "VELO_WORKER_TIMEOUT=3s", "VELO_WASM_REPLICAS=2")
+	dm := c.start("deploymgr", "deploymgr")
+	wa := c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	c.start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
+	rt := c.start("router", "router")
+
+	id := c.deploy(dm, "hi")
+	c.eventually(20*time.Second, "placements ready on a and b", func() bool {
+		return strings.Join(c.readyWorkers(dm), ",") == "a,b"
+	})
+	// Placed on two workers (VELO_WASM_REPLICAS=2) and routed round-robin.
+	url := rt.url + "/fn/hello/x"
+	c.eventually(10*time.Second, "router serving from both workers", func() bool {
+		seen := map[string]bool{}
+		for _, cl := range load(url, 1, 4, 5*time.Second, nil) {
+			if cl.status == 200 {
+				seen[cl.worker] = true
+			}
+		}
+		return seen["a"] && seen["b"]
+	})
+	calls := load(url, 1, 10, 5*time.Second, nil)
+	for i, cl := range calls {
+		if cl.status != 200 || !strings.HasPrefix(cl.body, "hi from Velo!") || cl.deployment != strconv.FormatInt(id, 10) {
+			t.Fatalf("call %d: %d %q deployment %s", i, cl.status, cl.body, cl.deployment)
+		}
+		if i > 0 && cl.worker == calls[i-1].worker {
+			t.Fatalf("X-Velo-Worker did not alternate: %s", describeCalls(calls))
+		}
+	}
+
+	// A spare worker: not placed (two replicas), ready to take over.
+	c.start("worker-c", "worker", "--name", "c", "--data", t.TempDir())
+
+	const conc = 8
+	stop := make(chan struct{})
+	done := make(chan []call)
+	go func() { done <- load(url, conc, 200000, 20*time.Second, stop) }()
+	time.Sleep(time.Second)
+	wa.kill()
+	killed := time.Now() // the process is gone: whatever starts now is new
+	// Placement moves off a once its heartbeat is older than 3s.
+	c.eventually(20*time.Second, "placement moved from a to c", func() bool {
+		return strings.Join(c.readyWorkers(dm), ",") == "b,c"
+	})
+	moved := time.Now()
+	c.eventually(10*time.Second, "traffic on c", func() bool {
+		for _, cl := range load(url, 1, 4, 5*time.Second, nil) {
+			if cl.worker == "c" {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	calls = <-done
+
+	var lastA time.Time
+	var afterKill, fromC int
+	var slowest time.Duration
+	for _, cl := range calls {
+		if cl.start.After(killed) && cl.end.Sub(cl.start) > slowest {
+			slowest = cl.end.Sub(cl.start)
+		}
+		if cl.worker == "a" && cl.end.After(lastA) {
+			lastA = cl.end
+		}
+		if cl.start.After(killed) {
+			afterKill++
+		}
+		if cl.worker == "c" {
+			fromC++
+		}
+	}
+	bad := failed(calls)
+	if len(bad) > conc {
+		t.Fatalf("%d of %d requests failed around the kill, more than the %d that can be in flight:\n%s", len(bad), len(calls), conc, describeCalls(bad))
+	}
+	for _, cl := range bad {
+		if cl.start.After(killed) {
+			t.Fatalf("a request sent after the kill failed:\n%s", describeCalls([]call{cl}))
+		}
+	}
+	if afterKill == 0 {
+		t.Fatal("no request was sent after the kill")
+	}
+	t.Logf("kill -9 under load (%d connections): %d requests, %d failed (in flight), %d sent after the kill all served (slowest %v); last answer from the dead worker %v after the kill; placement moved after %v; %d served by the new worker",
+		conc, len(calls), len(bad), afterKill, slowest.Round(time.Millisecond), lastA.Sub(killed).Round(time.Millisecond), moved.Sub(killed).Round(100*time.Millisecond), fromC)
+}
+
+// TestClusterPostgresRestart restarts Postgres under load: the router keeps
+// serving from its table, and the hits it counted meanwhile reach the
+// store once Postgres is back, none lost.
+func TestClusterPostgresRestart(t *testing.T) {
+	c := newCluster(t)
+	dm := c.start("deploymgr", "deploymgr")
+	c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	rt := c.start("router", "router")
+	c.deploy(dm, "hi")
+	url := rt.url + "/fn/hello/"
+	c.eventually(10*time.Second, "router serving", func() bool {
+		cl := load(url, 1, 1, 5*time.Second, nil)
+		return len(cl) == 1 && cl[0].status == 200
+	})
+	// Let the warm-up hits reach the store, then count from there.
+	c.eventually(10*time.Second, "warm-up hits flushed", func() bool {
+		st, err := c.client(dm).Stats(c.ctx, "hello", "1h")
+		return err == nil && st.Hits > 0
+	})
+	time.Sleep(1500 * time.Millisecond)
+	before, err := c.client(dm).Stats(c.ctx, "hello", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	done := make(chan []call)
+	go func() { done <- load(url, 4, 100000, 30*time.Second, stop) }()
+	time.Sleep(500 * time.Millisecond)
+	pgtest.Stop(t)
+	down := time.Now()
+	time.Sleep(3 * time.Second) // more than the 1s hit flush: writes fail meanwhile
+	pgtest.Start(t)
+	up := time.Now()
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	calls := <-done
+	if bad := failed(calls); len(bad) > 0 {
+		t.Fatalf("%d of %d requests failed across the Postgres restart:\n%s", len(bad), len(calls), describeCalls(bad))
+	}
+	var duringOutage int
+	for _, cl := range calls {
+		if cl.start.After(down) && cl.end.Before(up) {
+			duringOutage++
+		}
+	}
+	if duringOutage == 0 {
+		t.Fatal("no request completed while Postgres was down")
+	}
+	want := before.Hits + int64(len(calls))
+	var got int64
+	c.eventually(20*time.Second, fmt.Sprintf("%d hits in stats", want), func() bool {
+		st, err := c.client(dm).Stats(c.ctx, "hello", "1h")
+		if err != nil {
+			return false
+		}
+		got = st.Hits
+		return got >= want
+	})
+	time.Sleep(1500 * time.Millisecond) // one more flush: nothing counted twice
+	if st, err := c.client(dm).Stats(c.ctx, "hello", "1h"); err != nil || st.Hits != want {
+		t.Fatalf("stats after the restart: %d hits (err %v), want exactly %d", st.Hits, err, want)
+	}
+	t.Logf("Postgres down %v under load: %d requests, %d during the outage, none failed; all %d hits recorded", up.Sub(down).Round(100*time.Millisecond), len(calls), duringOutage, len(calls))
+}
+
+// TestClusterRedeployRollback redeploys and rolls back under load across
+// two workers: no request fails, and the answers switch versions.
+func TestClusterRedeployRollback(t *testing.T) {
+	c := newCluster(t)
+	dm := c.start("deploymgr", "deploymgr")
+	c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	c.start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
+	rt := c.start("router", "router")
+	v1 := c.deploy(dm, "hi")
+	c.eventually(20*time.Second, "v1 ready on a and b", func() bool { return len(c.readyWorkers(dm)) == 2 })
+	url := rt.url + "/fn/hello/"
+	c.eventually(10*time.Second, "router serving v1", func() bool {
+		cl := load(url, 1, 1, 5*time.Second, nil)
+		return len(cl) == 1 && cl[0].status == 200
+	})
+
+	stop := make(chan struct{})
+	done := make(chan []call)
+	go func() { done <- load(url, 8, 200000, 60*time.Second, stop) }()
+	time.Sleep(500 * time.Millisecond)
+	v2 := c.deploy(dm, "v2")
+	c.eventually(10*time.Second, "router serving v2", func() bool {
+		cl := load(url, 1, 1, 5*time.Second, nil)
+		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "v2 from Velo!")
+	})
+	time.Sleep(4 * time.Second) // past the grace period: v1's placements are retired
+	if _, err := c.client(dm).Rollback(c.ctx, "hello", 0); err != nil {
+		t.Fatalf("rollback: %v", err)
+	}
+	c.waitLive(dm, v1)
+	c.eventually(10*time.Second, "router serving v1 again", func() bool {
+		cl := load(url, 1, 1, 5*time.Second, nil)
+		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "hi from Velo!")
+	})
+	time.Sleep(4 * time.Second)
+	close(stop)
+	calls := <-done
+	if bad := failed(calls); len(bad) > 0 {
+		t.Fatalf("%d of %d requests failed during redeploy and rollback:\n%s", len(bad), len(calls), describeCalls(bad))
+	}
+	byDep := map[string]int{}
+	for _, cl := range calls {
+		byDep[cl.deployment]++
+	}
+	if byDep[strconv.FormatInt(v1, 10)] == 0 || byDep[strconv.FormatInt(v2, 10)] == 0 {
+		t.Fatalf("answers by deployment: %v; want both %d and %d", byDep, v1, v2)
+	}
+	t.Logf("redeploy + rollback under load (8 connections): %d requests, 0 failed; by deployment %v", len(calls), byDep)
+}
+
+// TestClusterTwoDeploymgrs runs two deploymgrs at once: both serve the API,
+// exactly one schedules, and the other takes over when it is killed.
+func TestClusterTwoDeploymgrs(t *testing.T) {
+	c := newCluster(t)
+	dm1 := c.start("deploymgr-1", "deploymgr")
+	dm2 := c.start("deploymgr-2", "deploymgr")
+	c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	rt := c.start("router", "router")
+
+	var leader, standby *proc
+	c.eventually(10*time.Second, "exactly one leader", func() bool {
+		l1, l2 := leaderGauge(dm1), leaderGauge(dm2)
+		switch {
+		case l1 == 1 && l2 == 0:
+			leader, standby = dm1, dm2
+		case l1 == 0 && l2 == 1:
+			leader, standby = dm2, dm1
+		default:
+			return false
+		}
+		return true
+	})
+	// Through the standby's API: the leader schedules it.
+	v1 := c.deploy(standby, "hi")
+	if !strings.Contains(leader.out.String(), "deployment live") || strings.Contains(standby.out.String(), "deployment live") {
+		t.Fatalf("the standby scheduled, or the leader did not:\nleader:\n%s\nstandby:\n%s", tail(leader.out.String(), 20), tail(standby.out.String(), 20))
+	}
+	// Leadership held for a while stays put.
+	time.Sleep(2 * time.Second)
+	if leaderGauge(leader) != 1 || leaderGauge(standby) != 0 {
+		t.Fatal("leadership changed without a failure")
+	}
+
+	killed := time.Now()
+	leader.kill()
+	c.eventually(15*time.Second, "standby takes over", func() bool { return leaderGauge(standby) == 1 })
+	took := time.Since(killed)
+	v2 := c.deploy(standby, "v2")
+	url := rt.url + "/fn/hello/"
+	c.eventually(10*time.Second, "v2 served", func() bool {
+		cl := load(url, 1, 1, 5*time.Second, nil)
+		return len(cl) == 1 && cl[0].deployment == strconv.FormatInt(v2, 10)
+	})
+	t.Logf("two deploymgrs: one leader; after kill -9 of the leader the standby led within %v and deployed %d (after %d)", took.Round(100*time.Millisecond), v2, v1)
+}
+
+// leaderGauge reads velo_deploymgr_leader from a deploymgr's /metrics; -1
+// when it cannot.
+func leaderGauge(p *proc) int {
+	res, err := http.Get(p.url + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "velo_deploymgr_leader "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
+}
+
+// TestRoleConfigErrors checks each role names what is missing.
+func TestRoleConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"router"}, map[string]string{"VELO_CLUSTER_TOKEN": "x"}, "VELO_DATABASE_URL is not set"},
+		{[]string{"router"}, map[string]string{"VELO_DATABASE_URL": "postgres://x/y"}, "VELO_CLUSTER_TOKEN is not set"},
+		{[]string{"deploymgr"}, nil, "VELO_DATABASE_URL is not set"},
+		{[]string{"deploymgr"}, map[string]string{"VELO_DATABASE_URL": "sqlite:///tmp/x.db"}, "must be a postgres:// URL"},
+		{[]string{"webui", "--addr", "nowhere"}, map[string]string{"VELO_DATABASE_URL": "postgres://x/y"}, `--addr "nowhere"`},
+		{[]string{"worker", "--addr", "0.0.0.0:8082", "--name", "w"}, map[string]string{"VELO_DATABASE_URL": "postgres://x/y", "VELO_CLUSTER_TOKEN": "x"}, "--advertise is required"},
+		{[]string{"worker", "--advertise", "ftp://x"}, map[string]string{"VELO_DATABASE_URL": "postgres://x/y", "VELO_CLUSTER_TOKEN": "x"}, `--advertise "ftp://x"`},
+		{[]string{"deploymgr"}, map[string]string{"VELO_DATABASE_URL": "postgres://x/y", "VELO_WORKER_TIMEOUT": "soon"}, "VELO_WORKER_TIMEOUT"},
+	} {
+		for _, k := range []string{"VELO_DATABASE_URL", "VELO_CLUSTER_TOKEN", "VELO_WORKER_TIMEOUT", "VELO_ADDR"} {
+			t.Setenv(k, tc.env[k])
+		}
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errOut)
+		if code == 0 || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("velo %v: exit %d, stderr %q; want failure mentioning %q", tc.args, code, errOut.String(), tc.want)
+		}
+	}
+}
