@@ -27,6 +27,7 @@ import (
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/router"
+	"github.com/velo-run/velo/webui"
 	"github.com/velo-run/velo/worker"
 	"github.com/velo-run/velo/worker/wasm"
 )
@@ -208,11 +209,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if gh != nil {
 		mux.Handle(github.WebhookPath, gh.Handler())
 	}
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "Velo is running.\n\nComponents answer at %s/fn/NAME/\nREST API at %s/api/v1/ (bearer token in %s)\n",
-			publicURL, publicURL, filepath.Join(cfg.DataDir, "admin.token"))
+	dash, err := webui.New(webui.Config{
+		API: api, Sessions: sessions, Store: st, GitHub: app, PublicURL: publicURL,
+		OneClick: true, TokenFile: filepath.Join(cfg.DataDir, "admin.token"), Logger: log,
 	})
+	if err != nil {
+		return nil, err
+	}
+	mux.Handle("/", dash.Handler())
 	var handler http.Handler = mux
 	if cfg.Domain != "" {
 		handler = hostRouting(cfg.Domain, rt, mux)

@@ -1,0 +1,375 @@
+package webui
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/auth"
+	"github.com/velo-run/velo/internal/manifest"
+)
+
+// flashes are the messages an action's redirect may ask for (?done=…);
+// fixed, so a link cannot make the page say anything else.
+var flashes = map[string]string{
+	"paused":   "Paused: its URL answers 503 until you resume it.",
+	"resumed":  "Resumed: it serves requests again.",
+	"rollback": "Rollback started: the earlier deployment goes live once it is prepared.",
+	"deleted":  "Component deleted.",
+	"started":  "Deployment started: it goes live once it is built.",
+}
+
+type signinPage struct {
+	base
+	GitHub   bool
+	Admin    bool
+	OneClick bool
+	Failed   bool
+}
+
+func (u *UI) signin(w http.ResponseWriter, r *http.Request, status int) {
+	u.render(w, status, "signin", signinPage{
+		base:     base{Title: "Sign in"},
+		GitHub:   u.cfg.Sessions.GitHubSignIn(),
+		Admin:    u.cfg.Sessions.AdminSignIn(),
+		OneClick: u.cfg.OneClick,
+		Failed:   r.URL.Query().Get("signin") == "failed",
+	})
+}
+
+// index is the sign-in page for strangers, the components list for
+// everyone else.
+func (u *UI) index(w http.ResponseWriter, r *http.Request) {
+	if _, ok := u.cfg.Sessions.User(r); !ok {
+		u.signin(w, r, http.StatusOK)
+		return
+	}
+	u.signedIn(u.list)(w, r)
+}
+
+// listItem is one row of the components list.
+type listItem struct {
+	api.Component
+	Hits  int64
+	Spark spark
+}
+
+type listPage struct {
+	base
+	Components []listItem
+	Onboard    onboard
+}
+
+func (u *UI) list(w http.ResponseWriter, r *http.Request, v visitor) {
+	var comps []api.Component
+	if err := u.call(r, http.MethodGet, "/api/v1/components", "", nil, &comps); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	p := listPage{base: base{Title: "Components", visitor: v, Flash: flashes[r.URL.Query().Get("done")]}}
+	for _, c := range comps {
+		var st api.Stats
+		if err := u.call(r, http.MethodGet, componentPath(c.Name, "/stats?since=1h"), "", nil, &st); err != nil {
+			u.failAPI(w, r, err)
+			return
+		}
+		p.Components = append(p.Components, listItem{Component: c, Hits: st.Hits, Spark: sparkline(st.Buckets)})
+	}
+	if len(comps) == 0 {
+		p.Onboard = u.onboard(r, v, comps)
+	}
+	u.render(w, http.StatusOK, "list", p)
+}
+
+// onboard is what the onboarding section shows.
+type onboard struct {
+	GitHub   bool
+	Repos    []repo
+	RepoErr  string
+	Server   string
+	Admin    bool
+	TokenCmd string
+}
+
+type repo struct {
+	FullName  string
+	Component string // the component already deployed from it, if any
+}
+
+func (u *UI) onboard(r *http.Request, v visitor, comps []api.Component) onboard {
+	o := onboard{GitHub: u.cfg.GitHub != nil, Server: u.cfg.PublicURL, Admin: v.User == auth.AdminUser}
+	if u.cfg.TokenFile != "" {
+		o.TokenCmd = "export VELO_TOKEN=$(cat " + u.cfg.TokenFile + ")"
+	}
+	if !o.GitHub {
+		return o
+	}
+	names, err := u.repos(r, v)
+	if err != nil {
+		u.log.Warn("list repositories for onboarding failed", "user", v.User, "err", err)
+		o.RepoErr = "GitHub did not answer; reload in a moment."
+	}
+	byRepo := map[string]string{}
+	for _, c := range comps {
+		if c.Repo != "" {
+			byRepo[strings.ToLower(c.Repo)] = c.Name
+		}
+	}
+	for _, n := range names {
+		o.Repos = append(o.Repos, repo{FullName: n, Component: byRepo[strings.ToLower(n)]})
+	}
+	return o
+}
+
+// repos lists the repositories the App is installed on that v reaches.
+func (u *UI) repos(r *http.Request, v visitor) ([]string, error) {
+	ctx := r.Context()
+	all, names, err := u.cfg.Sessions.Access().Repos(ctx, v.User)
+	if err != nil || !all {
+		slices.Sort(names)
+		return names, err
+	}
+	ins, err := u.cfg.GitHub.Installations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, in := range ins {
+		rs, err := u.cfg.GitHub.InstallationRepos(ctx, in.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, rp := range rs {
+			names = append(names, rp.FullName)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+type newPage struct {
+	base
+	Onboard onboard
+}
+
+func (u *UI) onboarding(w http.ResponseWriter, r *http.Request, v visitor) {
+	var comps []api.Component
+	if err := u.call(r, http.MethodGet, "/api/v1/components", "", nil, &comps); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	u.render(w, http.StatusOK, "new", newPage{base: base{Title: "Add a component", visitor: v}, Onboard: u.onboard(r, v, comps)})
+}
+
+// envVar is one variable of the live manifest's [env].
+type envVar struct{ Key, Value string }
+
+type componentPage struct {
+	base
+	C           api.Component
+	Deployments []api.Deployment
+	Range       string // 1h | 24h
+	Stats       api.Stats
+	Hits        chart
+	Latency     chart
+	Logs        []api.LogLine
+	LastLog     int64
+	Env         []envVar
+	Snippet     string
+}
+
+func (u *UI) component(w http.ResponseWriter, r *http.Request, v visitor) {
+	name := r.PathValue("name")
+	p := componentPage{base: base{Title: name, visitor: v, Flash: flashes[r.URL.Query().Get("done")]}, Range: "1h"}
+	since := "1h"
+	if r.URL.Query().Get("range") == "24h" {
+		p.Range, since = "24h", "1d"
+	}
+	// The component first: a component the visitor cannot reach is not
+	// found, and nothing else is read.
+	if err := u.call(r, http.MethodGet, componentPath(name, ""), "", nil, &p.C); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	for _, step := range []struct {
+		path string
+		out  any
+	}{
+		{componentPath(name, "/deployments?limit=50"), &p.Deployments},
+		{componentPath(name, "/stats?since="+since), &p.Stats},
+		{componentPath(name, "/logs?tail=100"), &p.Logs},
+	} {
+		if err := u.call(r, http.MethodGet, step.path, "", nil, step.out); err != nil {
+			u.failAPI(w, r, err)
+			return
+		}
+	}
+	p.Hits, p.Latency = hitsChart(p.Stats.Buckets), latencyChart(p.Stats.Buckets)
+	if n := len(p.Logs); n > 0 {
+		p.LastLog = p.Logs[n-1].ID
+	}
+	if p.C.Live != nil {
+		d, err := u.cfg.Store.Deployment(r.Context(), p.C.Live.ID)
+		if err != nil {
+			u.failAPI(w, r, fmt.Errorf("read live deployment %d: %w", p.C.Live.ID, err))
+			return
+		}
+		var m manifest.Manifest
+		if err := json.Unmarshal(d.Manifest, &m); err == nil {
+			for k, val := range m.Env {
+				p.Env = append(p.Env, envVar{Key: k, Value: val})
+			}
+			slices.SortFunc(p.Env, func(a, b envVar) int { return strings.Compare(a.Key, b.Key) })
+		}
+	}
+	p.Snippet = u.snippet(v, name)
+	u.render(w, http.StatusOK, "component", p)
+}
+
+// snippet is the shell to deploy a new version of name with the CLI.
+func (u *UI) snippet(v visitor, name string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "export VELO_SERVER=%s\n", u.cfg.PublicURL)
+	if v.User == auth.AdminUser && u.cfg.TokenFile != "" {
+		fmt.Fprintf(&b, "export VELO_TOKEN=$(cat %s)\n", u.cfg.TokenFile)
+	} else {
+		b.WriteString("export VELO_TOKEN=…   # create one below: “Create a CLI token”\n")
+	}
+	fmt.Fprintf(&b, "velo deploy --name %s .   # in the directory with its velo.toml", name)
+	return b.String()
+}
+
+type deploymentPage struct {
+	base
+	Name string
+	D    api.Deployment
+}
+
+func (u *UI) deployment(w http.ResponseWriter, r *http.Request, v visitor) {
+	name := r.PathValue("name")
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		u.fail(w, r, http.StatusNotFound, "There is no such deployment.")
+		return
+	}
+	var d api.Deployment
+	if err := u.call(r, http.MethodGet, "/api/v1/deployments/"+strconv.FormatInt(id, 10), "", nil, &d); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	if d.Component != name {
+		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Not found: component %q has no deployment %d.", name, id))
+		return
+	}
+	u.render(w, http.StatusOK, "deployment", deploymentPage{base: base{Title: fmt.Sprintf("%s #%d", name, id), visitor: v}, Name: name, D: d})
+}
+
+// checkForm reads a posted form and checks its CSRF token; the API checks
+// it again on the call the action makes.
+func (u *UI) checkForm(w http.ResponseWriter, r *http.Request) (string, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	tok := r.PostFormValue(auth.CSRFField)
+	if !u.cfg.Sessions.ValidCSRF(r, tok) {
+		u.fail(w, r, http.StatusForbidden, "This form expired or was not sent from the dashboard. Go back, reload the page and try again.")
+		return "", false
+	}
+	return tok, true
+}
+
+// act serves the component page's buttons: pause, resume, rollback, delete.
+func (u *UI) act(w http.ResponseWriter, r *http.Request, v visitor) {
+	csrf, ok := u.checkForm(w, r)
+	if !ok {
+		return
+	}
+	name, action := r.PathValue("name"), r.PathValue("action")
+	back := "/components/" + url.PathEscape(name)
+	var err error
+	switch action {
+	case "pause", "resume":
+		err = u.call(r, http.MethodPost, componentPath(name, "/"+action), csrf, nil, nil)
+		action += "d"
+	case "rollback":
+		var req api.Rollback
+		if s := r.PostFormValue("deployment"); s != "" {
+			if req.Deployment, err = strconv.ParseInt(s, 10, 64); err != nil {
+				u.fail(w, r, http.StatusBadRequest, "The deployment to roll back to is not a number.")
+				return
+			}
+		}
+		err = u.call(r, http.MethodPost, componentPath(name, "/rollback"), csrf, req, nil)
+	case "delete":
+		if r.PostFormValue("confirm") != name {
+			u.fail(w, r, http.StatusBadRequest, fmt.Sprintf("Not deleted: type the component's name, %s, to confirm.", name))
+			return
+		}
+		err = u.call(r, http.MethodDelete, componentPath(name, ""), csrf, nil, nil)
+		action, back = "deleted", "/"
+	default:
+		u.fail(w, r, http.StatusNotFound, "There is no such action.")
+		return
+	}
+	if err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	http.Redirect(w, r, back+"?done="+action, http.StatusSeeOther)
+}
+
+// start serves the onboarding page's Start buttons.
+func (u *UI) start(w http.ResponseWriter, r *http.Request, v visitor) {
+	csrf, ok := u.checkForm(w, r)
+	if !ok {
+		return
+	}
+	var d api.Deployment
+	if err := u.call(r, http.MethodPost, "/api/v1/components", csrf, startRequest{Repo: r.PostFormValue("repo")}, &d); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/components/"+url.PathEscape(d.Component)+"?done=started", http.StatusSeeOther)
+}
+
+// The bodies of POST /api/v1/components and /api/v1/tokens.
+type (
+	startRequest struct {
+		Repo string `json:"repo"`
+	}
+	tokenRequest struct {
+		Name string `json:"name"`
+	}
+	tokenResponse struct {
+		Token string `json:"token"`
+		Name  string `json:"name"`
+		User  string `json:"user"`
+	}
+)
+
+type tokenPage struct {
+	base
+	Token   tokenResponse
+	Snippet string
+}
+
+// token creates an API token acting as the visitor, shown once.
+func (u *UI) token(w http.ResponseWriter, r *http.Request, v visitor) {
+	csrf, ok := u.checkForm(w, r)
+	if !ok {
+		return
+	}
+	name := strings.TrimSpace(r.PostFormValue("name"))
+	var t tokenResponse
+	if err := u.call(r, http.MethodPost, "/api/v1/tokens", csrf, tokenRequest{Name: name}, &t); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	u.render(w, http.StatusOK, "token", tokenPage{
+		base:    base{Title: "API token", visitor: v},
+		Token:   t,
+		Snippet: fmt.Sprintf("export VELO_SERVER=%s\nexport VELO_TOKEN=%s", u.cfg.PublicURL, t.Token),
+	})
+}
