@@ -39,6 +39,8 @@ type section struct {
 // RESULTS.md.
 var sections = []section{
 	{name: "wasm", run: wasmSection},
+	{name: "docker", run: dockerSection},
+	{name: "webhook", run: webhookSection},
 }
 
 func main() {
