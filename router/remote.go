@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -545,6 +546,7 @@ func readHead(br *bufio.Reader, method string) (*response, error) {
 
 // readHeader reads header lines up to the blank line.
 func (res *response) readHeader(br *bufio.Reader) error {
+	var hop []string // fields named in Connection: hop-by-hop too
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
@@ -552,6 +554,9 @@ func (res *response) readHeader(br *bufio.Reader) error {
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		if len(line) == 0 {
+			if len(hop) > 0 {
+				res.header = slices.DeleteFunc(res.header, func(f headerField) bool { return slices.Contains(hop, f.k) })
+			}
 			return nil
 		}
 		i := bytes.IndexByte(line, ':')
@@ -574,10 +579,15 @@ func (res *response) readHeader(br *bufio.Reader) error {
 			res.chunked = true
 			continue
 		case "Connection":
-			if strings.EqualFold(v, "close") {
-				res.keepAlive = false
-			} else if strings.EqualFold(v, "keep-alive") {
-				res.keepAlive = true
+			for name := range strings.SplitSeq(v, ",") {
+				switch name = strings.TrimSpace(name); {
+				case strings.EqualFold(name, "close"):
+					res.keepAlive = false
+				case strings.EqualFold(name, "keep-alive"):
+					res.keepAlive = true
+				case name != "":
+					hop = append(hop, http.CanonicalHeaderKey(name))
+				}
 			}
 			continue
 		case "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Proxy-Authenticate":
