@@ -36,6 +36,7 @@ const labelBench = "run.velo.bench"
 type dockerResult struct {
 	veloCold, bareCold, hardCold []time.Duration // stopped → first response
 	veloWake, bareWake           []time.Duration // paused → first response
+	startAPI, unpauseAPI         []time.Duration // the peer's ContainerStart / ContainerUnpause calls alone
 	// warm latency per round
 	veloP50, veloP99, directP50, directP99 []time.Duration
 	warmN                                  int
@@ -117,11 +118,11 @@ func dockerSection(ctx context.Context, b *Bench) (string, error) {
 		return "", err
 	}
 
-	samples := max(10, 4*b.Rounds)
+	samples := max(20, 5*b.Rounds)
 	if err := dockerCold(ctx, b, inst, hc, veloURL, bare, hard, samples, res); err != nil {
 		return "", err
 	}
-	if err := dockerWake(ctx, b, cli, inst, hc, veloURL, bare, samples*2, res); err != nil {
+	if err := dockerWake(ctx, b, cli, inst, hc, veloURL, bare, samples*3/2, res); err != nil {
 		return "", err
 	}
 	if err := dockerWarm(ctx, b, inst, hc, veloURL, res); err != nil {
@@ -222,6 +223,8 @@ type bareContainer struct {
 	id   string
 	addr string
 	hc   *http.Client
+	// startAPI is how long the last ContainerStart call took.
+	startAPI time.Duration
 }
 
 // hardenedHostConfig applies the hardening Velo's containers run with (see
@@ -259,9 +262,11 @@ func newBareContainer(ctx context.Context, cli *dockerclient.Client, img, kind s
 // start is `docker start` followed by polling GET / every millisecond
 // until the first HTTP response; its time is the peer's cold start.
 func (c *bareContainer) start(ctx context.Context) error {
+	start := time.Now()
 	if err := c.cli.ContainerStart(ctx, c.id, container.StartOptions{}); err != nil {
 		return err
 	}
+	c.startAPI = time.Since(start)
 	info, err := c.cli.ContainerInspect(ctx, c.id)
 	if err != nil {
 		return err
@@ -347,6 +352,9 @@ func dockerCold(ctx context.Context, b *Bench, inst *docker.Instance, hc *http.C
 				return fmt.Errorf("cold start sample %d: %w", k, err)
 			}
 			*out[i] = append(*out[i], d)
+			if i == 1 {
+				res.startAPI = append(res.startAPI, bare.startAPI)
+			}
 		}
 		b.logf("  cold %d/%d: velo %s · bare %s · hardened bare %s", k+1, n,
 			fmtDur(res.veloCold[k]), fmtDur(res.bareCold[k]), fmtDur(res.hardCold[k]))
@@ -387,6 +395,7 @@ func dockerWake(ctx context.Context, b *Bench, cli *dockerclient.Client, inst *d
 		if err := cli.ContainerUnpause(ctx, bare.id); err != nil {
 			return 0, err
 		}
+		res.unpauseAPI = append(res.unpauseAPI, time.Since(start))
 		err := bare.firstResponse(ctx)
 		return time.Since(start), err
 	}
@@ -482,7 +491,7 @@ func dockerCleanup(b *Bench, cli *dockerclient.Client, v *Velo, name, owner stri
 		b.logf("docker cleanup: delete %s: %v", name, err)
 	}
 	// Deleting removes the containers and then the image in the background.
-	for deadline := time.Now().Add(30 * time.Second); res.image != "" && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); res.image != "" && time.Now().Before(deadline); {
 		if _, err := cli.ImageInspect(ctx, res.image); err != nil {
 			break
 		}
@@ -549,9 +558,11 @@ func dockerReport(b *Bench, r *dockerResult, samples int) string {
 	t.add("cold start p99", fmtDur(percentile(r.veloCold, 99)), fmtDur(percentile(r.bareCold, 99)),
 		fmt.Sprintf("%.2f×", float64(percentile(r.veloCold, 99))/float64(percentile(r.bareCold, 99))), "", info)
 	t.add("cold start p50 vs hardened bare", fmtDur(vc), fmtDur(hc), fmt.Sprintf("%.2f×", float64(vc)/float64(hc)), "", info)
+	t.add("peer's `ContainerStart` call alone p50", "", fmtDur(percentile(r.startAPI, 50)), "", "", info)
 	vw, bw := percentile(r.veloWake, 50), percentile(r.bareWake, 50)
 	t.add(fmt.Sprintf("wake from paused p50 (n=%d)", len(r.veloWake)), fmtDur(vw), fmtDur(bw), fmt.Sprintf("%.2f×", float64(vw)/float64(bw)), "≤ 50 ms", verdict(vw <= 50*time.Millisecond))
 	t.add("wake from paused p99", fmtDur(percentile(r.veloWake, 99)), fmtDur(percentile(r.bareWake, 99)), "", "", info)
+	t.add("peer's `ContainerUnpause` call alone p50", "", fmtDur(percentile(r.unpauseAPI, 50)), "", "", info)
 	vp50, dp50 := median(r.veloP50), median(r.directP50)
 	vp99, dp99 := median(r.veloP99), median(r.directP99)
 	t.add("warm request p50 (router vs direct)", fmtDur(vp50), fmtDur(dp50), fmtDiff(vp50-dp50), "", info)
