@@ -58,30 +58,27 @@ func y(v, max float64) string {
 }
 
 // linePath joins the points of vals, skipping NaN (no data): a gap starts a
-// new subpath, and a lone point is drawn as a dot.
+// new subpath, and a lone point is drawn as a dash one minute wide.
 func linePath(vals []float64, max float64) string {
 	var b strings.Builder
-	run := 0
-	for i, v := range vals {
-		if math.IsNaN(v) {
-			if run == 1 {
-				b.WriteString("h0.01")
-			}
-			run = 0
+	last := float64(len(vals) - 1)
+	for i := 0; i < len(vals); i++ {
+		if math.IsNaN(vals[i]) {
 			continue
 		}
-		if run == 0 {
-			if b.Len() > 0 {
-				b.WriteByte(' ')
-			}
-			fmt.Fprintf(&b, "M%d %s", i, y(v, max))
-		} else {
-			fmt.Fprintf(&b, " L%d %s", i, y(v, max))
+		if b.Len() > 0 {
+			b.WriteByte(' ')
 		}
-		run++
-	}
-	if run == 1 {
-		b.WriteString("h0.01")
+		if i+1 >= len(vals) || math.IsNaN(vals[i+1]) {
+			x0, x1 := math.Max(float64(i)-0.5, 0), math.Min(float64(i)+0.5, last)
+			fmt.Fprintf(&b, "M%s %s H%s", num(x0), y(vals[i], max), num(x1))
+			continue
+		}
+		fmt.Fprintf(&b, "M%d %s", i, y(vals[i], max))
+		for i+1 < len(vals) && !math.IsNaN(vals[i+1]) {
+			i++
+			fmt.Fprintf(&b, " L%d %s", i, y(vals[i], max))
+		}
 	}
 	return b.String()
 }
@@ -119,12 +116,16 @@ func hitsChart(bs []api.Bucket) chart {
 		top = max(top, hits[i])
 	}
 	m := niceMax(top)
+	errLine := ""
+	if totalErr > 0 { // a red line along the bottom would look like trouble
+		errLine = linePath(errs, m)
+	}
 	return chart{
 		W: max(len(bs)-1, 1), H: chartH, Max: num(m), Unit: "per min", From: span(len(bs)),
 		Label: fmt.Sprintf("Hits per minute over the last %s: %d hits, %d errors, peak %s a minute", spanWord(len(bs)), total, totalErr, num(top)),
 		Series: []series{
 			{Name: "hits", Class: "hits", Area: areaPath(hits, m), Line: linePath(hits, m), Note: count(total)},
-			{Name: "errors", Class: "errors", Line: linePath(errs, m), Note: count(totalErr)},
+			{Name: "errors", Class: "errors", Line: errLine, Note: count(totalErr)},
 		},
 		Empty: total == 0,
 	}

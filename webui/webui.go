@@ -341,4 +341,5 @@ var funcs = template.FuncMap{
 	"count":   count,
 	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"iso":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+	"clock":   func(t time.Time) string { return t.UTC().Format("15:04:05") },
 }

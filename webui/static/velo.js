@@ -34,7 +34,9 @@ function tailLogs() {
     li.className = "log-" + line.stream;
     const time = document.createElement("time");
     time.dateTime = line.time;
-    time.textContent = new Date(line.time).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+    const at = new Date(line.time).toISOString();
+    time.textContent = at.slice(11, 19);
+    time.title = at.slice(0, 19).replace("T", " ") + " UTC";
     const text = document.createElement("span");
     text.className = "line";
     text.textContent = line.line; // text, never markup
