@@ -233,8 +233,6 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
-var _ = github.CallbackPath
-
 func mustDeployments(t *testing.T, v *velo, name string) []api.Deployment {
 	t.Helper()
 	ds, err := v.c.Deployments(v.ctx, name)

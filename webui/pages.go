@@ -88,6 +88,7 @@ func (u *UI) list(w http.ResponseWriter, r *http.Request, v visitor) {
 
 // onboard is what the onboarding section shows.
 type onboard struct {
+	CSRF     string
 	GitHub   bool
 	Repos    []repo
 	RepoErr  string
@@ -102,7 +103,7 @@ type repo struct {
 }
 
 func (u *UI) onboard(r *http.Request, v visitor, comps []api.Component) onboard {
-	o := onboard{GitHub: u.cfg.GitHub != nil, Server: u.cfg.PublicURL, Admin: v.User == auth.AdminUser}
+	o := onboard{CSRF: v.CSRF, GitHub: u.cfg.GitHub != nil, Server: u.cfg.PublicURL, Admin: v.User == auth.AdminUser}
 	if u.cfg.TokenFile != "" {
 		o.TokenCmd = "export VELO_TOKEN=$(cat " + u.cfg.TokenFile + ")"
 	}
