@@ -450,15 +450,20 @@ leave the table).`,
 
 func webuiCmd() *cobra.Command {
 	cfg := roleConfig{Role: "webui"}
+	var wc webuiConfig
 	cmd := &cobra.Command{
 		Use:   "webui",
-		Short: "Run the dashboard role (placeholder: the dashboard is not built yet)",
-		Long: `Run the dashboard role. The server-rendered dashboard has not landed yet:
-for now this serves a placeholder page saying so, plus /healthz and
-/metrics, so that deployments can already include the role. Use the REST API
-on deploymgr (or velo up) meanwhile.
+		Short: "Run the dashboard: sign-in, components, graphs, logs, deployments, pause/resume/rollback/delete",
+		Long: `Run the server-rendered dashboard against Postgres (VELO_DATABASE_URL). It
+serves the pages at /, the REST API under /api/v1 that the pages use (with
+the dashboard session and its CSRF token), sign-in at /login (admin token)
+and /auth/github/login (GitHub OAuth, when the GitHub App is configured),
+/healthz and /metrics. See docs/dashboard.md.
 
-Environment: VELO_DATABASE_URL (required).`,
+Environment: VELO_DATABASE_URL (required), VELO_ADMIN_TOKEN (signs the admin
+in), VELO_PUBLIC_URL (where users reach the routers), VELO_DASHBOARD_URL
+(where browsers reach this role; default VELO_PUBLIC_URL, else
+http://<addr>), VELO_DOMAIN, VELO_GITHUB_* (GitHub sign-in and onboarding).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -466,19 +471,26 @@ Environment: VELO_DATABASE_URL (required).`,
 			if err != nil {
 				return err
 			}
+			if wc.PublicURL == "" {
+				wc.PublicURL = "http://" + cfg.Addr
+			}
+			if wc.DashboardURL == "" {
+				wc.DashboardURL = wc.PublicURL
+			}
+			wc.AdminToken = os.Getenv(envAdminToken)
 			mux := http.NewServeMux()
 			r.base(mux)
-			mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-				w.Header().Set("Content-Type", "text/html; charset=utf-8")
-				fmt.Fprint(w, `<!doctype html><title>Velo</title><h1>Velo</h1>
-<p>The dashboard is not built yet. Use the REST API served by <code>velo deploymgr</code>
-(<code>/api/v1/…</code>) or the <code>velo</code> CLI meanwhile.</p>
-`)
-			})
+			if err := dashboardMux(mux, r.store, wc, r.log); err != nil {
+				r.store.Close()
+				return err
+			}
 			return r.serve(ctx, cfg.Addr, mux)
 		},
 	}
 	cfg.flags(cmd, "127.0.0.1:8083")
+	cmd.Flags().StringVar(&wc.PublicURL, "public-url", os.Getenv("VELO_PUBLIC_URL"), "where users reach the routers; component URLs are built on it (VELO_PUBLIC_URL, default http://<addr>)")
+	cmd.Flags().StringVar(&wc.DashboardURL, "dashboard-url", os.Getenv("VELO_DASHBOARD_URL"), "where browsers reach this dashboard (VELO_DASHBOARD_URL, default the public URL)")
+	cmd.Flags().StringVar(&wc.Domain, "domain", os.Getenv("VELO_DOMAIN"), "components are served at NAME.<domain> too (VELO_DOMAIN)")
 	return cmd
 }
 
