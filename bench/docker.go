@@ -37,6 +37,7 @@ type dockerResult struct {
 	veloCold, bareCold, hardCold []time.Duration // stopped → first response
 	veloWake, bareWake           []time.Duration // paused → first response
 	startAPI, unpauseAPI         []time.Duration // the peer's ContainerStart / ContainerUnpause calls alone
+	veloStartAPI, veloUnpauseAPI []time.Duration // the same calls made by Velo's runtime
 	// warm latency per round
 	veloP50, veloP99, directP50, directP99 []time.Duration
 	warmN                                  int
@@ -65,6 +66,22 @@ func dockerSection(ctx context.Context, b *Bench) (string, error) {
 	owner := fmt.Sprintf("velo-bench-%d", os.Getpid())
 	name := fmt.Sprintf("bench-docker-%d", os.Getpid())
 	rt := &capturingRuntime{insts: map[int64]*docker.Instance{}}
+	// Velo's runtime gets its own engine client whose transport times the
+	// start and unpause calls, to split Velo's cold start and wake into the
+	// engine's part and Velo's.
+	plain, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv)
+	if err != nil {
+		return "", err
+	}
+	timed := plain.HTTPClient()
+	plain.Close()
+	calls := &engineCalls{next: timed.Transport}
+	timed.Transport = calls
+	veloCli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation(), dockerclient.WithHTTPClient(timed))
+	if err != nil {
+		return "", err
+	}
+	defer veloCli.Close()
 	log := slog.New(slog.NewTextHandler(b.log, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	n, err := node.Start(ctx, node.Config{
 		Addr:    "127.0.0.1:0",
@@ -72,7 +89,7 @@ func dockerSection(ctx context.Context, b *Bench) (string, error) {
 		Logger:  log,
 		Docker: func(ctx context.Context, _ string, log *slog.Logger) (worker.Runtime, error) {
 			// Idle timers far away: the bench forces every state itself.
-			r, err := docker.New(ctx, docker.Config{Owner: owner, Logger: log, IdlePause: time.Hour, IdleStop: 2 * time.Hour})
+			r, err := docker.New(ctx, docker.Config{Owner: owner, Client: veloCli, Logger: log, IdlePause: time.Hour, IdleStop: 2 * time.Hour})
 			rt.Runtime = r
 			return rt, err
 		},
@@ -119,12 +136,15 @@ func dockerSection(ctx context.Context, b *Bench) (string, error) {
 	}
 
 	samples := max(20, 5*b.Rounds)
+	calls.reset()
 	if err := dockerCold(ctx, b, inst, hc, veloURL, bare, hard, samples, res); err != nil {
 		return "", err
 	}
+	res.veloStartAPI = calls.reset()["start"]
 	if err := dockerWake(ctx, b, cli, inst, hc, veloURL, bare, samples*3/2, res); err != nil {
 		return "", err
 	}
+	res.veloUnpauseAPI = calls.reset()["unpause"]
 	if err := dockerWarm(ctx, b, inst, hc, veloURL, res); err != nil {
 		return "", err
 	}
@@ -187,6 +207,40 @@ func deployDir(ctx context.Context, v *Velo, name, dir string) (int64, error) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// engineCalls is an http.RoundTripper for an engine client that records
+// how long each POST /containers/{id}/start and /unpause took.
+type engineCalls struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	took map[string][]time.Duration
+}
+
+func (e *engineCalls) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := e.next.RoundTrip(r)
+	if r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/containers/") {
+		op := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+		if op == "start" || op == "unpause" {
+			e.mu.Lock()
+			if e.took == nil {
+				e.took = map[string][]time.Duration{}
+			}
+			e.took[op] = append(e.took[op], time.Since(start))
+			e.mu.Unlock()
+		}
+	}
+	return resp, err
+}
+
+// reset returns the calls recorded so far and forgets them.
+func (e *engineCalls) reset() map[string][]time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.took
+	e.took = nil
+	return t
 }
 
 // capturingRuntime is Velo's docker runtime, unchanged, remembering the
@@ -550,6 +604,9 @@ func dockerReport(b *Bench, r *dockerResult, samples int) string {
 	fmt.Fprintf(&s, "3. **Warm latency**: sequential keep-alive `GET`s through the router vs straight to the published port of Velo's own "+
 		"container, 200 warm-up then %d timed per variant, interleaved in blocks of 50; %d rounds, the median of the per-round p50/p99.\n\n",
 		r.warmN, b.Rounds)
+	fmt.Fprintf(&s, "Where the time goes: Velo's runtime gets an engine client whose transport times each `POST /containers/{id}/start` "+
+		"and `/unpause`; the peer's calls are timed around the same API calls. The rows *call alone* and *minus the call* split each figure into "+
+		"the engine's part and the rest (for Velo: inspect, readiness polling, proxying, the router; for the peer: inspect and polling).\n\n")
 
 	t := &table{}
 	vc, bc, hc := percentile(r.veloCold, 50), percentile(r.bareCold, 50), percentile(r.hardCold, 50)
@@ -558,11 +615,17 @@ func dockerReport(b *Bench, r *dockerResult, samples int) string {
 	t.add("cold start p99", fmtDur(percentile(r.veloCold, 99)), fmtDur(percentile(r.bareCold, 99)),
 		fmt.Sprintf("%.2f×", float64(percentile(r.veloCold, 99))/float64(percentile(r.bareCold, 99))), "", info)
 	t.add("cold start p50 vs hardened bare", fmtDur(vc), fmtDur(hc), fmt.Sprintf("%.2f×", float64(vc)/float64(hc)), "", info)
-	t.add("peer's `ContainerStart` call alone p50", "", fmtDur(percentile(r.startAPI, 50)), "", "", info)
+	vs, ps := percentile(r.veloStartAPI, 50), percentile(r.startAPI, 50)
+	t.add("`ContainerStart` call alone p50", fmtDur(vs), fmtDur(ps), fmtDiff(vs-ps), "", info)
+	t.add("cold start minus `ContainerStart` p50", fmtDur(percentile(minus(r.veloCold, r.veloStartAPI), 50)),
+		fmtDur(percentile(minus(r.bareCold, r.startAPI), 50)), "", "", info)
 	vw, bw := percentile(r.veloWake, 50), percentile(r.bareWake, 50)
 	t.add(fmt.Sprintf("wake from paused p50 (n=%d)", len(r.veloWake)), fmtDur(vw), fmtDur(bw), fmt.Sprintf("%.2f×", float64(vw)/float64(bw)), "≤ 50 ms", verdict(vw <= 50*time.Millisecond))
 	t.add("wake from paused p99", fmtDur(percentile(r.veloWake, 99)), fmtDur(percentile(r.bareWake, 99)), "", "", info)
-	t.add("peer's `ContainerUnpause` call alone p50", "", fmtDur(percentile(r.unpauseAPI, 50)), "", "", info)
+	vu, pu := percentile(r.veloUnpauseAPI, 50), percentile(r.unpauseAPI, 50)
+	t.add("`ContainerUnpause` call alone p50", fmtDur(vu), fmtDur(pu), fmtDiff(vu-pu), "", info)
+	t.add("wake minus `ContainerUnpause` p50", fmtDur(percentile(minus(r.veloWake, r.veloUnpauseAPI), 50)),
+		fmtDur(percentile(minus(r.bareWake, r.unpauseAPI), 50)), "", "", info)
 	vp50, dp50 := median(r.veloP50), median(r.directP50)
 	vp99, dp99 := median(r.veloP99), median(r.directP99)
 	t.add("warm request p50 (router vs direct)", fmtDur(vp50), fmtDur(dp50), fmtDiff(vp50-dp50), "", info)
@@ -572,6 +635,19 @@ func dockerReport(b *Bench, r *dockerResult, samples int) string {
 		"Load average before each part: %s.\n", fmtMillis(r.veloCold), fmtMillis(r.bareCold), fmtMillis(r.hardCold),
 		fmtMillis(r.veloWake), fmtMillis(r.bareWake), strings.Join(r.loads, " · "))
 	return s.String()
+}
+
+// minus returns a[i]-b[i] for the samples both have; nil when their
+// counts differ (the calls could not be matched to samples).
+func minus(a, b []time.Duration) []time.Duration {
+	if len(a) != len(b) {
+		return nil
+	}
+	out := make([]time.Duration, len(a))
+	for i := range a {
+		out[i] = a[i] - b[i]
+	}
+	return out
 }
 
 func fmtMillis(ds []time.Duration) string {
