@@ -178,6 +178,7 @@ func TestDashboardInChromium(t *testing.T) {
 	if got := b.text(".comp .c-url"); got != v.n.URL+"/fn/echo/" {
 		t.Errorf("list URL = %q", got)
 	}
+	b.shot("list")
 
 	// The component page; its log tail is live.
 	b.do(chromedp.Click(chromedp.CSS(".comp .c-name")), chromedp.WaitVisible(chromedp.CSS("#graphs")))
@@ -218,6 +219,15 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	b.do(chromedp.WaitVisible(chromedp.CSS("#log li.log-stderr")))
 	b.shot("component")
+	// The list's sparkline and count follow.
+	b.open("/")
+	if got := b.text(".comp .hits strong"); got != strconv.Itoa(hits0+10) {
+		t.Errorf("list shows %s hits, want %d", got, hits0+10)
+	}
+	if pts := b.eval(`document.querySelector(".spark polyline").getAttribute("points")`); strings.Count(pts, ",100.00") == strings.Count(pts, ",") {
+		t.Errorf("sparkline flat after hits: %q", pts)
+	}
+	b.open("/components/echo")
 
 	// 24 hours.
 	b.do(chromedp.Click(chromedp.CSS(`.toggle a[href="?range=24h"]`)), chromedp.WaitVisible(chromedp.CSS(`.toggle a[aria-current="page"][href="?range=24h"]`)))
