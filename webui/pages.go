@@ -29,16 +29,19 @@ type signinPage struct {
 	GitHub   bool
 	Admin    bool
 	OneClick bool
-	Failed   bool
+	// TokenFile is where velo up keeps the admin token.
+	TokenFile string
+	Failed    bool
 }
 
 func (u *UI) signin(w http.ResponseWriter, r *http.Request, status int) {
 	u.render(w, status, "signin", signinPage{
-		base:     base{Title: "Sign in"},
-		GitHub:   u.cfg.Sessions.GitHubSignIn(),
-		Admin:    u.cfg.Sessions.AdminSignIn(),
-		OneClick: u.cfg.OneClick,
-		Failed:   r.URL.Query().Get("signin") == "failed",
+		base:      base{Title: "Sign in"},
+		GitHub:    u.cfg.Sessions.GitHubSignIn(),
+		Admin:     u.cfg.Sessions.AdminSignIn(),
+		OneClick:  u.cfg.OneClick,
+		TokenFile: u.cfg.TokenFile,
+		Failed:    r.URL.Query().Get("signin") == "failed",
 	})
 }
 
