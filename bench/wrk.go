@@ -21,6 +21,7 @@ type wrkResult struct {
 	// wrkCPU is the CPU time wrk itself used; machineBusy the CPU time
 	// the whole machine was busy (all processes) during the run.
 	wrkCPU, machineBusy time.Duration
+	wall                time.Duration // how long wrk ran
 }
 
 // Wrk runs `wrk -t threads -c conns -d duration --latency url` and parses
@@ -31,8 +32,9 @@ func (b *Bench) Wrk(ctx context.Context, url string, threads, conns int, d time.
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(threads), "-c"+strconv.Itoa(conns),
 		"-d"+strconv.Itoa(int(d.Round(time.Second)/time.Second))+"s", "--timeout", "10s", "--latency", url)
-	busy := machineBusy()
+	busy, start := machineBusy(), time.Now()
 	out, err := cmd.CombinedOutput()
+	wall := time.Since(start)
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("wrk %s: %v\n%s", url, err, out)
 	}
@@ -41,6 +43,7 @@ func (b *Bench) Wrk(ctx context.Context, url string, threads, conns int, d time.
 		return r, fmt.Errorf("wrk %s: %v\n%s", url, err, out)
 	}
 	r.machineBusy = machineBusy() - busy
+	r.wall = wall
 	r.wrkCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r, nil
 }
