@@ -417,9 +417,8 @@ func wasmReport(b *Bench, modules []*wasmModule, results []*wasmResult) string {
 		t.add(fmt.Sprintf("first request after deploy p50 (n=%d)", len(r.veloFirst)), fmtDur(f50), fmtDur(rf50), fmtDiff(f50-rf50), target, result)
 		t.add("first request after deploy p99", fmtDur(f99), fmtDur(rf99), fmtDiff(f99-rf99), "", info)
 		t.add("deploy upload → live (API) p50", fmtDur(percentile(r.toLive, 50)), "", "", "", info)
-		if r.stale > 0 {
-			t.add("first requests answered by the previous deployment", fmt.Sprint(r.stale), "", "", "0", miss)
-		}
+		t.add("first requests answered by the new deployment (X-Velo-Deployment)",
+			fmt.Sprintf("%d of %d", len(r.veloFirst)-r.stale, len(r.veloFirst)), "", "", "all", verdict(r.stale == 0))
 
 		vr, pr, ratio := median(r.veloRPS), median(r.peerRPS), median(r.ratio)
 		result = verdict(ratio >= 0.8)
