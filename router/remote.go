@@ -172,7 +172,7 @@ type wconn struct {
 const connBuffer = 32 << 10
 
 // get returns an idle connection, or dials one.
-func (b *remoteBackend) get(r *http.Request) (c *wconn, reused bool, err error) {
+func (b *remoteBackend) get(ctx context.Context) (c *wconn, reused bool, err error) {
 	now := b.rm.now()
 	b.mu.Lock()
 	for len(b.idle) > 0 {
@@ -186,7 +186,7 @@ func (b *remoteBackend) get(r *http.Request) (c *wconn, reused bool, err error) 
 		c.c.Close()
 	}
 	b.mu.Unlock()
-	nc, err := b.rm.dialer.DialContext(r.Context(), "tcp", b.host)
+	nc, err := b.rm.dialer.DialContext(ctx, "tcp", b.host)
 	if err != nil {
 		return nil, false, err
 	}
@@ -264,7 +264,7 @@ func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, m
 	}
 
 	for attempt := 0; ; attempt++ {
-		c, reused, err := b.get(r)
+		c, reused, err := b.get(r.Context())
 		if err != nil {
 			if r.Context().Err() != nil {
 				w.WriteHeader(499)

@@ -101,6 +101,9 @@ type role struct {
 	log   *slog.Logger
 	store *store.Store
 	reg   *prometheus.Registry
+	// fast, when set, serves the listener through the router's fast
+	// path, with the handler as its fallback.
+	fast *router.Router
 }
 
 func openRole(ctx context.Context, cfg roleConfig, log *slog.Logger) (*role, error) {
@@ -132,6 +135,13 @@ func (r *role) serve(ctx context.Context, addr string, handler http.Handler, loo
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
 	}
+	var server interface {
+		Serve(net.Listener) error
+		Shutdown(context.Context) error
+	} = srv
+	if r.fast != nil {
+		server = &router.FastServer{Router: r.fast, Fallback: srv}
+	}
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	errc := make(chan error, len(loops)+1)
@@ -146,7 +156,7 @@ func (r *role) serve(ctx context.Context, addr string, handler http.Handler, loo
 		}()
 	}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := server.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("serve: %w", err)
 		}
 	}()
@@ -159,7 +169,7 @@ func (r *role) serve(ctx context.Context, addr string, handler http.Handler, loo
 	r.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
+	_ = server.Shutdown(sctx)
 	stop()
 	wg.Wait()
 	return failed
@@ -381,6 +391,7 @@ func routerCmd() *cobra.Command {
 		cfg    = roleConfig{Role: "router"}
 		domain string
 		noHits bool
+		noFast bool
 	)
 	cmd := &cobra.Command{
 		Use:   "router",
@@ -421,6 +432,9 @@ leave the table).`,
 				Logger:        r.log,
 			}, r.store)
 			r.reg.MustRegister(router.Collector(rt))
+			if !noFast {
+				r.fast = rt
+			}
 			mux := http.NewServeMux()
 			r.base(mux)
 			mux.Handle(router.Prefix, rt)
@@ -445,6 +459,7 @@ leave the table).`,
 	cfg.flags(cmd, "127.0.0.1:8080")
 	cmd.Flags().StringVar(&domain, "domain", os.Getenv("VELO_DOMAIN"), "serve component NAME at NAME.<domain> too (VELO_DOMAIN)")
 	cmd.Flags().BoolVar(&noHits, "no-hits", false, "do not record hit statistics (to measure their cost)")
+	cmd.Flags().BoolVar(&noFast, "no-fast-path", false, "serve every request through net/http instead of the router's lean HTTP/1.1 path (to compare them)")
 	return cmd
 }
 
