@@ -195,7 +195,8 @@ func (i *Instance) lastLogs(ctx context.Context, id string) string {
 
 // waitReady polls GET / on addr until it answers with any HTTP status.
 func (i *Instance) waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
-	deadline := time.Now().Add(i.rt.cfg.ReadyTimeout)
+	start := time.Now()
+	deadline := start.Add(i.rt.cfg.ReadyTimeout)
 	backoff := time.Millisecond
 	url := "http://" + addr + "/"
 	for {
@@ -223,7 +224,12 @@ func (i *Instance) waitReady(ctx context.Context, addr string, exited <-chan str
 			return ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(backoff*3/2+time.Millisecond, 50*time.Millisecond)
+		// Poll tightly while a typical server is still booting: every
+		// millisecond waited after it listens is added to the cold start.
+		// A refused loopback connection costs microseconds.
+		if time.Since(start) > 2*time.Second {
+			backoff = min(backoff*3/2+time.Millisecond, 50*time.Millisecond)
+		}
 	}
 }
 
