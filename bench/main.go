@@ -41,6 +41,7 @@ var sections = []section{
 	{name: "wasm", run: wasmSection},
 	{name: "docker", run: dockerSection},
 	{name: "webhook", run: webhookSection},
+	{name: "router", run: routerSection},
 }
 
 func main() {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -120,6 +121,123 @@ type fastConn struct {
 	// headDeadline is set while a request head is read in more than
 	// one piece, under the shorter HeadTimeout.
 	headDeadline bool
+	// The worker's answer head, parsed in place (see readRawHead).
+	res        response
+	resStatus  []byte
+	resLines   [][]byte
+	resHeadLen int
+}
+
+// readRawHead parses the head of a worker's answer where it lies in br's
+// buffer, without copying: the header lines to pass on are kept as slices,
+// written to the client as they are, and the head is discarded from br
+// only then (resHeadLen bytes). 1xx interim answers are skipped.
+func (fc *fastConn) readRawHead(br *bufio.Reader, method []byte) (*response, error) {
+	for {
+		var head []byte
+		for {
+			buf, _ := br.Peek(br.Buffered())
+			if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+				head = buf[:i+4]
+				break
+			}
+			if len(buf) >= br.Size() {
+				return nil, errors.New("answer head too long")
+			}
+			if _, err := br.Peek(len(buf) + 1); err != nil {
+				return nil, fmt.Errorf("read answer: %w", err)
+			}
+		}
+		res := &fc.res
+		*res = response{length: -1}
+		fc.resLines = fc.resLines[:0]
+		fc.resHeadLen = len(head)
+		rest := head[:len(head)-2]
+		line, rest, _ := bytes.Cut(rest, []byte("\r\n"))
+		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+			return nil, fmt.Errorf("malformed status line %q", line)
+		}
+		for _, c := range line[9:12] {
+			if c < '0' || c > '9' {
+				return nil, fmt.Errorf("malformed status line %q", line)
+			}
+			res.status = res.status*10 + int(c-'0')
+		}
+		res.keepAlive = line[7] == '1'
+		fc.resStatus = line[9:]
+		var hop [][]byte
+		for len(rest) > 0 {
+			line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+			colon := bytes.IndexByte(line, ':')
+			if colon <= 0 {
+				return nil, fmt.Errorf("malformed header line %q", line)
+			}
+			name := line[:colon]
+			value := bytes.TrimSpace(line[colon+1:])
+			switch {
+			case bytes.EqualFold(name, []byte("Content-Length")):
+				n, err := strconv.ParseInt(string(value), 10, 64)
+				if err != nil || n < 0 || (res.length >= 0 && n != res.length) {
+					return nil, fmt.Errorf("bad Content-Length %q", value)
+				}
+				res.length = n
+				continue
+			case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+				if !bytes.EqualFold(value, []byte("chunked")) {
+					return nil, fmt.Errorf("unsupported Transfer-Encoding %q", value)
+				}
+				res.chunked = true
+				continue
+			case bytes.EqualFold(name, []byte("Connection")):
+				for _, tok := range bytes.Split(value, []byte(",")) {
+					switch tok = bytes.TrimSpace(tok); {
+					case bytes.EqualFold(tok, []byte("close")):
+						res.keepAlive = false
+					case bytes.EqualFold(tok, []byte("keep-alive")):
+						res.keepAlive = true
+					case len(tok) > 0:
+						hop = append(hop, tok)
+					}
+				}
+				continue
+			case bytes.EqualFold(name, []byte("Keep-Alive")), bytes.EqualFold(name, []byte("Proxy-Connection")),
+				bytes.EqualFold(name, []byte("Te")), bytes.EqualFold(name, []byte("Trailer")),
+				bytes.EqualFold(name, []byte("Upgrade")), bytes.EqualFold(name, []byte("Proxy-Authenticate")),
+				bytes.EqualFold(name, []byte("X-Velo-Deployment")), bytes.EqualFold(name, []byte("X-Velo-Worker")):
+				continue
+			case bytes.EqualFold(name, []byte(HeaderNotServed)):
+				res.notServed = true
+			}
+			fc.resLines = append(fc.resLines, line)
+		}
+		if len(hop) > 0 {
+			fc.resLines = slices.DeleteFunc(fc.resLines, func(l []byte) bool {
+				name, _, _ := bytes.Cut(l, []byte(":"))
+				for _, h := range hop {
+					if bytes.EqualFold(name, h) {
+						return true
+					}
+				}
+				return false
+			})
+		}
+		if res.status >= 100 && res.status < 200 {
+			if res.status == http.StatusSwitchingProtocols {
+				return nil, errors.New("protocol upgrades are not forwarded")
+			}
+			if _, err := br.Discard(len(head)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if bytes.Equal(method, []byte("HEAD")) || res.status == http.StatusNoContent || res.status == http.StatusNotModified {
+			res.noBody = true
+		}
+		if !res.noBody && !res.chunked && res.length < 0 {
+			res.keepAlive = false // the body runs to the end of the connection
+		}
+		return res, nil
+	}
 }
 
 func (fc *fastConn) wakeIfIdle() {
@@ -447,7 +565,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 		err = c.bw.Flush()
 		var res *response
 		if err == nil {
-			res, err = readHead(c.br, string(req.method))
+			res, err = fc.readRawHead(c.br, req.method)
 		} else {
 			err = writeError{err}
 		}
@@ -466,6 +584,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 			return http.StatusBadGateway, keepIn
 		}
 		if res.status == StatusNotServed && res.notServed {
+			_, _ = c.br.Discard(fc.resHeadLen)
 			if res.discard(c.br) == nil && res.keepAlive {
 				b.put(c)
 			} else {
@@ -527,18 +646,15 @@ func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker strin
 	bw := fc.bw
 	var nb [20]byte
 	bw.WriteString("HTTP/1.1 ")
-	bw.Write(strconv.AppendInt(nb[:0], int64(res.status), 10))
-	bw.WriteByte(' ')
-	bw.WriteString(http.StatusText(res.status))
+	bw.Write(fc.resStatus) // code and reason as the worker sent them
 	bw.WriteString("\r\n")
-	for _, f := range res.header {
-		if f.k == "Content-Length" || f.k == "X-Velo-Deployment" || f.k == "X-Velo-Worker" {
-			continue
-		}
-		bw.WriteString(f.k)
-		bw.WriteString(": ")
-		bw.WriteString(f.v)
+	for _, l := range fc.resLines {
+		bw.Write(l)
 		bw.WriteString("\r\n")
+	}
+	// The head's bytes are written: drop them from the worker's reader.
+	if _, err := c.br.Discard(fc.resHeadLen); err != nil {
+		return err
 	}
 	bw.WriteString("X-Velo-Deployment: ")
 	bw.WriteString(rt.depHeader[0])

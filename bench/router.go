@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/velo-run/velo/internal/pgtest"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// routerSection measures `velo router` (separate process, route table in
+// Postgres) against nginx and a direct connection, all forwarding to the
+// same static Go backend with wrk at 32 connections; hit recording on vs
+// off; the router's net/http path; and the route lookup with 10, 1000 and
+// 10000 components.
+func routerSection(ctx context.Context, b *Bench) (string, error) {
+	velo, err := b.GoBuild(ctx, "./cmd/velo")
+	if err != nil {
+		return "", err
+	}
+	server, stopPG, err := pgtest.Throwaway()
+	if err != nil {
+		return "", fmt.Errorf("postgres: %w", err)
+	}
+	defer stopPG()
+	db := strings.Replace(server, "/postgres?", "/velo_bench?", 1)
+	if err := createDatabase(ctx, server, "velo_bench"); err != nil {
+		return "", err
+	}
+
+	// The backend: a tiny net/http server with a fixed 13-byte body.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	hello := []byte("Hello, world\n")
+	backend := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = []string{"text/plain"}
+		_, _ = w.Write(hello)
+	})}
+	go func() { _ = backend.Serve(ln) }()
+	defer backend.Close()
+	backendURL := "http://" + ln.Addr().String()
+	if err := seedStaticRoute(ctx, db, backendURL); err != nil {
+		return "", err
+	}
+
+	nginxURL, stopNginx, err := startNginx(ctx, b.Tmp, ln.Addr().String())
+	if err != nil {
+		return "", err
+	}
+	defer stopNginx()
+	type target struct {
+		name, url string
+		rps       []float64
+		p50, p99  []time.Duration
+		bad       int64
+	}
+	targets := []*target{{name: "direct", url: backendURL}, {name: "nginx", url: nginxURL}}
+	for _, v := range []struct{ name, flag string }{
+		{"velo router", ""}, {"velo router --no-hits", "--no-hits"}, {"velo router --no-fast-path", "--no-fast-path"},
+	} {
+		u, stop, err := startVeloRouter(ctx, b, velo, db, v.flag)
+		if err != nil {
+			return "", err
+		}
+		defer stop()
+		targets = append(targets, &target{name: v.name, url: u})
+	}
+	for _, t := range targets { // warm up: connections, code paths
+		if _, err := b.Wrk(ctx, t.url+"/fn/bench/", 2, 32, 2*time.Second); err != nil {
+			return "", fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	for round := 1; round <= b.Rounds; round++ {
+		for _, t := range targets {
+			r, err := b.Wrk(ctx, t.url+"/fn/bench/", 2, 32, b.Duration)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", t.name, err)
+			}
+			t.rps, t.p50, t.p99 = append(t.rps, r.rps), append(t.p50, r.p50), append(t.p99, r.p99)
+			t.bad += r.non2xx + r.socketErrors
+			b.logf("router round %d: %-27s %8.0f req/s p50 %v p99 %v", round, t.name, r.rps, r.p50, r.p99)
+		}
+	}
+	byName := map[string]*target{}
+	for _, t := range targets {
+		byName[t.name] = t
+	}
+	ng, vr, noHits, slow, direct := byName["nginx"], byName["velo router"], byName["velo router --no-hits"], byName["velo router --no-fast-path"], byName["direct"]
+	var ratios, hitCost []float64
+	for i := range ng.rps {
+		ratios = append(ratios, vr.rps[i]/ng.rps[i])
+		hitCost = append(hitCost, 100*(noHits.rps[i]-vr.rps[i])/noHits.rps[i])
+	}
+
+	lookup, err := lookupBench(ctx, b)
+	if err != nil {
+		return "", err
+	}
+
+	var t table
+	ratio := median(ratios)
+	t.add("throughput (req/s, 32 conns)", fmt.Sprintf("%.0f", median(vr.rps)), fmt.Sprintf("%.0f nginx", median(ng.rps)),
+		fmt.Sprintf("%.2f×", ratio), "≥ 1.0× nginx", verdict(ratio >= 1.0))
+	p99v, p99n := median(vr.p99), median(ng.p99)
+	t.add("p50 latency", fmtDur(median(vr.p50)), fmtDur(median(ng.p50)), fmtDiff(median(vr.p50)-median(ng.p50)), "", info)
+	t.add("p99 latency", fmtDur(p99v), fmtDur(p99n), fmtDiff(p99v-p99n), "no worse than nginx", verdict(p99v <= p99n))
+	t.add("hit recording cost", fmt.Sprintf("%.0f req/s on", median(vr.rps)), fmt.Sprintf("%.0f off", median(noHits.rps)),
+		fmt.Sprintf("%.1f %%", median(hitCost)), "≤ 3 %", verdict(median(hitCost) <= 3))
+	t.add("net/http path (--no-fast-path)", fmt.Sprintf("%.0f", median(slow.rps)), fmt.Sprintf("%.0f nginx", median(ng.rps)),
+		fmt.Sprintf("%.2f×", median(slow.rps)/median(ng.rps)), "", info)
+	t.add("direct to the backend (no proxy)", fmt.Sprintf("%.0f", median(direct.rps)), "", "", "", info)
+	t.add("route lookup, 10 / 1000 / 10000 components", lookup, "", "", "flat", info)
+	var errs int64
+	for _, tg := range targets {
+		errs += tg.bad
+	}
+
+	var sb strings.Builder
+	sb.WriteString("## Router\n\n")
+	sb.WriteString(b.Stamp() + "\n\n")
+	sb.WriteString("`velo router` runs as its own process with its route table in Postgres (a throwaway server), one component whose only worker is a static Go net/http backend returning a fixed 13-byte body; nginx (Debian's, one worker process, `upstream { keepalive 64; }`, `proxy_http_version 1.1`, `Connection \"\"`) forwards to the same backend, and *direct* is wrk against the backend itself. " +
+		fmt.Sprintf("wrk -t2 -c32, %v per run after a 2s warm-up of each, the targets interleaved in each of %d rounds; the table gives the medians (throughput ratio and hit cost are per-round ratios). The velo router records hits unless `--no-hits`; `--no-fast-path` serves through net/http with the same forwarding client. wrk, the backend, nginx and the routers share the machine's CPUs. Errors (non-2xx, socket) over all runs: %d.\n\n", b.Duration, b.Rounds, errs))
+	sb.WriteString(t.String())
+	sb.WriteString("\nA killed worker: measured by `go test ./cmd/velo -run TestClusterRoundRobinFailover -v` (kill -9 of a worker process under 8 connections of load): the first refused connection marks it down for 1s and the call goes to another worker, so no call sent after the kill fails and none reaches it; calls in flight on it are retried elsewhere when idempotent. Its route disappears when its heartbeat expires (VELO_WORKER_TIMEOUT).\n")
+	return sb.String(), nil
+}
+
+func createDatabase(ctx context.Context, serverURL, name string) error {
+	conn, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return fmt.Errorf("create database: %w", err)
+	}
+	return nil
+}
+
+// seedStaticRoute registers component "bench" whose live deployment is
+// served by one worker: the static backend.
+func seedStaticRoute(ctx context.Context, db, backendURL string) error {
+	st, err := store.Open(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.CreateComponent(ctx, store.Component{Name: "bench", Runtime: "wasm"}); err != nil && !errors.Is(err, store.ErrConflict) {
+		return err
+	}
+	digest := strings.Repeat("0", 64)
+	if err := st.PutArtifact(ctx, digest, []byte("x")); err != nil {
+		return err
+	}
+	d, err := st.CreateDeployment(ctx, store.Deployment{Component: "bench", Digest: digest, Runtime: "wasm",
+		Manifest: []byte("{}"), Source: "upload", Status: store.StatusReady})
+	if err != nil {
+		return err
+	}
+	// Seen far ahead: nothing heartbeats for the static backend.
+	if err := st.UpsertWorker(ctx, store.Worker{Name: "static", Addr: backendURL, SeenAt: time.Now().Add(24 * time.Hour)}); err != nil {
+		return err
+	}
+	if err := st.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: "static", State: store.PlacementReady}); err != nil {
+		return err
+	}
+	return st.Promote(ctx, "bench", d.ID)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func startNginx(ctx context.Context, tmp, backend string) (string, func(), error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	dir := filepath.Join(tmp, "nginx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	conf := fmt.Sprintf(`worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  upstream backend { server %[2]s; keepalive 64; }
+  server {
+    listen %[3]s;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`, dir, backend, addr)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command("nginx", "-c", path, "-g", "daemon off;")
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start nginx: %w", err)
+	}
+	stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
+	if err := waitOK(ctx, "http://"+addr+"/fn/bench/"); err != nil {
+		stop()
+		return "", nil, fmt.Errorf("nginx: %w", err)
+	}
+	return "http://" + addr, stop, nil
+}
+
+func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag string) (string, func(), error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	args := []string{"router", "--addr", addr}
+	if flag != "" {
+		args = append(args, flag)
+	}
+	name := "router" + strings.ReplaceAll(flag, "-", "_")
+	logf, err := os.Create(filepath.Join(b.Tmp, name+".log"))
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(velo, args...)
+	cmd.Env = append(os.Environ(), "VELO_DATABASE_URL="+db, "VELO_CLUSTER_TOKEN=bench", "VELO_LOG_LEVEL=warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait(); logf.Close() }
+	if err := waitOK(ctx, "http://"+addr+"/fn/bench/"); err != nil {
+		stop()
+		return "", nil, fmt.Errorf("velo router %s: %w (log in %s)", flag, err, logf.Name())
+	}
+	return "http://" + addr, stop, nil
+}
+
+// waitOK waits up to 15s for url to answer 200.
+func waitOK(ctx context.Context, url string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res, err := http.Get(url)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return nil
+			}
+			err = fmt.Errorf("status %s", res.Status)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// lookupBench runs the router's BenchmarkLookup and returns its ns/op at
+// 10, 1000 and 10000 components.
+func lookupBench(ctx context.Context, b *Bench) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "BenchmarkLookup", "-benchtime", "1s", "./router")
+	cmd.Dir = b.Root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go test -bench BenchmarkLookup: %v\n%s", err, out)
+	}
+	var ns []string
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) >= 4 && strings.HasPrefix(f[0], "BenchmarkLookup/") && f[3] == "ns/op" {
+			if v, err := strconv.ParseFloat(f[2], 64); err == nil {
+				ns = append(ns, fmt.Sprintf("%.0f", v))
+			}
+		}
+	}
+	if len(ns) != 3 {
+		return "", fmt.Errorf("BenchmarkLookup: unexpected output\n%s", out)
+	}
+	return strings.Join(ns, " / ") + " ns per call", nil
+}
