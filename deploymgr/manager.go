@@ -132,6 +132,10 @@ type Manager struct {
 	// github is set by EnableGitHub.
 	access Access
 	github *GitHub
+	// scheduling is when Run started: a worker is judged dead only a
+	// WorkerTimeout after it, so that workers starting alongside (velo up,
+	// a restarted cluster) have had the time to heartbeat.
+	scheduling time.Time
 }
 
 // New returns a Manager.
@@ -158,6 +162,7 @@ func (m *Manager) ComponentURL(name string) string {
 // the live workers, promotes those their workers have prepared, fails
 // those no worker could prepare, and retires old placements.
 func (m *Manager) Run(ctx context.Context) error {
+	m.scheduling = time.Now()
 	deps, err := m.store.Listen(ctx, ChannelDeployments)
 	if err != nil {
 		return fmt.Errorf("listen for deployments: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/velo-run/velo/internal/store"
 )
@@ -83,8 +84,12 @@ func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
 	load := make(map[string]int)
 	held := make(map[int64]map[string]bool) // deployment → live workers holding it
 	changed := false
+	judge := time.Since(m.scheduling) >= m.cfg.WorkerTimeout
 	for _, p := range all {
 		if !live[p.Worker] {
+			if !judge {
+				continue
+			}
 			if err := m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil && !isNotFound(err) {
 				return err
 			}
