@@ -561,6 +561,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 			return 0, keepIn
 		}
 		b.downUntil.Store(0)
+		c.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
 		fc.writeUpstream(c.bw, b, req, rt, body)
 		err = c.bw.Flush()
 		var res *response
@@ -592,7 +593,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 			}
 			return 0, keepIn
 		}
-		werr := fc.writeAnswer(res, c, rt, worker, keepIn, req)
+		werr := fc.writeAnswer(res, c, rt, worker, keepIn, req, b.rm.cfg.ResponseTimeout)
 		if res.keepAlive && werr == nil {
 			b.put(c)
 		} else {
@@ -642,7 +643,7 @@ func (fc *fastConn) writeUpstream(bw *bufio.Writer, b *remoteBackend, req *fastR
 
 // writeAnswer copies the worker's answer to the client. After a failure
 // while copying the body, the client connection must be dropped.
-func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker string, keep bool, req *fastReq) error {
+func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker string, keep bool, req *fastReq, timeout time.Duration) error {
 	bw := fc.bw
 	var nb [20]byte
 	bw.WriteString("HTTP/1.1 ")
@@ -692,6 +693,7 @@ func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker strin
 		defer bufPool.Put(bp)
 		for {
 			n, err := src.Read(*bp)
+			c.extendDeadline(time.Now(), timeout)
 			if n > 0 {
 				if _, werr := cw.Write((*bp)[:n]); werr != nil {
 					return werr

@@ -233,3 +233,38 @@ func TestFastHammer(t *testing.T) {
 		t.Fatalf("hits: %d, want %d", got, 32*50)
 	}
 }
+
+// TestResponseTimeout: a worker that stops answering does not hold the
+// caller forever (on both paths), while a streamed answer that keeps
+// sending outlives the timeout.
+func TestResponseTimeout(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	a := newFakeWorker(t, "a", "tok", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/hang") {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		for i := range 12 {
+			fmt.Fprintf(w, "%d;", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(300 * time.Millisecond)
+		}
+	})
+	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok", ResponseTimeout: 2 * time.Second}), a)
+	addr := fastServer(t, r)
+	for _, path := range []string{"/fn/hello/hang", "/fn/hello/%68ang"} { // fast path, net/http path
+		start := time.Now()
+		res := rawExchange(t, addr, "POST "+path+" HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx", 1)[0]
+		if took := time.Since(start); res.StatusCode != http.StatusBadGateway || took > 5*time.Second {
+			t.Errorf("%s: hung worker answered %d after %v, want 502 after about 2s", path, res.StatusCode, took)
+		}
+	}
+	res := rawExchange(t, addr, "GET /fn/hello/stream HTTP/1.1\r\nHost: h\r\n\r\n", 1)[0]
+	if got := readBody(res); got != "0;1;2;3;4;5;6;7;8;9;10;11;" {
+		t.Fatalf("streamed answer cut: %q", got)
+	}
+}

@@ -57,6 +57,12 @@ type RemoteConfig struct {
 	// well under the worker's own 2 minutes, so the router is the side
 	// that closes it).
 	IdleTimeout time.Duration
+	// ResponseTimeout bounds how long the fast path waits on a worker
+	// that stopped sending (default 5 minutes): a frozen worker must not
+	// hold client connections forever. Workers enforce each component's
+	// own, shorter timeout; streamed answers that keep sending are not
+	// cut.
+	ResponseTimeout time.Duration
 	// MaxBufferedBody is the largest request body held in memory so that
 	// the request can be sent to another worker when the first one
 	// answers "not served here" (default 64 KiB). Larger bodies are
@@ -99,6 +105,9 @@ func NewRemote(cfg RemoteConfig) *Remote {
 	}
 	if cfg.MaxBufferedBody <= 0 {
 		cfg.MaxBufferedBody = 64 << 10
+	}
+	if cfg.ResponseTimeout <= 0 {
+		cfg.ResponseTimeout = 5 * time.Minute
 	}
 	return &Remote{
 		cfg:    cfg,
@@ -167,6 +176,18 @@ type wconn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	lastUsed time.Time
+	// deadlineSet is when the read deadline was last moved; it moves at
+	// most once a second (a deadline costs a timer update).
+	deadlineSet time.Time
+}
+
+// extendDeadline keeps the connection's read deadline ResponseTimeout
+// ahead, give or take a second.
+func (c *wconn) extendDeadline(now time.Time, d time.Duration) {
+	if now.Sub(c.deadlineSet) > time.Second {
+		_ = c.c.SetReadDeadline(now.Add(d))
+		c.deadlineSet = now
+	}
 }
 
 const connBuffer = 32 << 10
@@ -398,6 +419,7 @@ func (b *remoteBackend) roundTrip(w http.ResponseWriter, r *http.Request, c *wco
 		}
 	}()
 
+	c.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
 	if err := writeRequest(c.bw, r, body, streamed); err != nil {
 		return false, writeError{err}
 	}
@@ -425,7 +447,7 @@ func (b *remoteBackend) roundTrip(w http.ResponseWriter, r *http.Request, c *wco
 		dst[kv.k] = append(dst[kv.k], kv.v)
 	}
 	w.WriteHeader(res.status)
-	if err := res.copyBody(w, c.br); err != nil {
+	if err := res.copyBody(w, c, b.rm.cfg.ResponseTimeout); err != nil {
 		return true, err
 	}
 	keep = res.keepAlive
@@ -636,7 +658,8 @@ func (res *response) discard(br *bufio.Reader) error {
 
 // copyBody copies the answer's body to w with a pooled buffer, flushing
 // after every read when it is streamed (no length known).
-func (res *response) copyBody(w http.ResponseWriter, br *bufio.Reader) error {
+func (res *response) copyBody(w http.ResponseWriter, c *wconn, timeout time.Duration) error {
+	br := c.br
 	if res.noBody {
 		return nil
 	}
@@ -660,6 +683,7 @@ func (res *response) copyBody(w http.ResponseWriter, br *bufio.Reader) error {
 	var copied int64
 	for {
 		n, err := src.Read(buf)
+		c.extendDeadline(time.Now(), timeout)
 		if n > 0 {
 			copied += int64(n)
 			if _, werr := w.Write(buf[:n]); werr != nil {
