@@ -2,6 +2,7 @@ package deploymgr
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +25,11 @@ type Elector interface {
 // take over every Retry; the leader gives up as soon as its lease is lost.
 type Election struct {
 	// Retry is how often a standby tries to become the leader (default 1s).
-	Retry   time.Duration
+	Retry time.Duration
+	// Also are loops that, like the scheduler, must run in one process
+	// only (the GitHub job runner requeues what it finds running at
+	// start); they run while this process leads.
+	Also    []func(context.Context) error
 	leading atomic.Bool
 }
 
@@ -53,9 +58,20 @@ func (e *Election) Run(ctx context.Context, m *Manager, el Elector) error {
 				cancel()
 			}()
 			e.leading.Store(true)
+			var wg sync.WaitGroup
+			for _, also := range e.Also {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := also(lctx); err != nil && lctx.Err() == nil {
+						m.log.Warn("leader loop failed", "err", err)
+					}
+				}()
+			}
 			runErr := m.Run(lctx)
-			e.leading.Store(false)
 			cancel()
+			wg.Wait()
+			e.leading.Store(false)
 			lease.Release()
 			if ctx.Err() != nil {
 				return nil

@@ -21,6 +21,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/velo-run/velo/deploymgr"
+	"github.com/velo-run/velo/internal/auth"
+	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/router"
 	"github.com/velo-run/velo/worker"
@@ -207,6 +209,10 @@ under /api/v1, the scheduler that places deployments on workers, /healthz and
 /metrics. Any number of deploymgr processes may run; a Postgres advisory lock
 makes exactly one of them schedule, and another takes over when it dies.
 
+With the VELO_GITHUB_* variables set it also takes GitHub App webhooks at
+/webhooks/github (any deploymgr; the leader runs the deploy jobs) and signs
+API users in with GitHub.
+
 Environment: VELO_DATABASE_URL (required), VELO_ADMIN_TOKEN (API token for
 bootstrapping), VELO_PUBLIC_URL (where users reach the routers),
 VELO_DOMAIN, VELO_WORKER_TIMEOUT (default 10s: a worker silent that long
@@ -239,6 +245,11 @@ VELO_DOCKER_REPLICAS (default 1).`,
 			if admin == "" {
 				r.log.Warn(envAdminToken + " is not set: only tokens stored in the database are accepted")
 			}
+			app, err := githubApp(os.Getenv)
+			if err != nil {
+				r.store.Close()
+				return err
+			}
 			mgr, err := deploymgr.New(deploymgr.Config{
 				PublicURL:      publicURL,
 				Domain:         domain,
@@ -252,7 +263,24 @@ VELO_DOCKER_REPLICAS (default 1).`,
 				r.store.Close()
 				return err
 			}
+			sessions, err := auth.New(auth.Config{Store: r.store, PublicURL: publicURL, AdminToken: admin, App: app, Logger: r.log})
+			if err != nil {
+				r.store.Close()
+				return err
+			}
+			mgr.AddAuthenticator(sessions.Authenticator())
 			var el deploymgr.Election
+			var gh *deploymgr.GitHub
+			if app != nil {
+				mgr.SetAccess(sessions.Access())
+				if gh, err = mgr.EnableGitHub(deploymgr.GitHubConfig{App: app, Store: r.store}); err != nil {
+					r.store.Close()
+					return err
+				}
+				// The job runner requeues what it finds running at
+				// start: it must run in the leader only.
+				el.Also = append(el.Also, gh.Run)
+			}
 			r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "velo_deploymgr_leader", Help: "1 while this deploymgr is the active scheduler.",
 			}, func() float64 {
@@ -265,9 +293,13 @@ VELO_DOCKER_REPLICAS (default 1).`,
 			r.base(mux)
 			api := mgr.Handler()
 			mux.Handle("/api/", api)
-			// The GitHub webhook (/webhooks/github) is mounted here
-			// once deploymgr exposes its handler; velo up mounts it in
-			// internal/node the same way.
+			mux.Handle(auth.LoginPath, sessions.Handler())
+			mux.Handle("/auth/", sessions.Handler())
+			if gh != nil {
+				// Every deploymgr takes deliveries (stored and
+				// deduplicated); the leader runs the jobs.
+				mux.Handle(github.WebhookPath, gh.Handler())
+			}
 			return r.serve(ctx, cfg.Addr, mux, func(ctx context.Context) error {
 				return el.Run(ctx, mgr, r.store)
 			})
@@ -507,6 +539,16 @@ http://<addr>), VELO_DOMAIN, VELO_GITHUB_* (GitHub sign-in and onboarding).`,
 	cmd.Flags().StringVar(&wc.DashboardURL, "dashboard-url", os.Getenv("VELO_DASHBOARD_URL"), "where browsers reach this dashboard (VELO_DASHBOARD_URL, default the public URL)")
 	cmd.Flags().StringVar(&wc.Domain, "domain", os.Getenv("VELO_DOMAIN"), "components are served at NAME.<domain> too (VELO_DOMAIN)")
 	return cmd
+}
+
+// githubApp connects the GitHub App when the VELO_GITHUB_* variables are
+// set; nil when they are not.
+func githubApp(getenv func(string) string) (*github.App, error) {
+	cfg, ok, err := github.ConfigFromEnv(getenv)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return github.NewApp(cfg, &http.Client{Timeout: time.Minute})
 }
 
 func healthcheckCmd() *cobra.Command {
