@@ -662,6 +662,10 @@ func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker strin
 	bw.WriteString("\r\nX-Velo-Worker: ")
 	bw.WriteString(worker)
 	bw.WriteString("\r\n")
+	if len(req.mount) > 0 {
+		// As ServeHTTP: a path-mounted component shares the host's origin.
+		bw.WriteString("Content-Security-Policy: " + SandboxPolicy + "\r\n")
+	}
 	if !keep {
 		bw.WriteString("Connection: close\r\n")
 	}

@@ -97,7 +97,8 @@ func TestFastForwards(t *testing.T) {
 		if got := readBody(res); res.StatusCode != 200 || got != want[i] {
 			t.Errorf("answer %d: %d %q\nwant %q", i, res.StatusCode, got, want[i])
 		}
-		if res.Header.Get("X-Velo-Worker") != "a" || res.Header.Get("X-Velo-Deployment") != "7" || res.ContentLength < 0 {
+		if res.Header.Get("X-Velo-Worker") != "a" || res.Header.Get("X-Velo-Deployment") != "7" || res.ContentLength < 0 ||
+			res.Header.Get("Content-Security-Policy") != SandboxPolicy {
 			t.Errorf("answer %d headers: %v (length %d)", i, res.Header, res.ContentLength)
 		}
 	}

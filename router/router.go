@@ -261,7 +261,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	start := time.Now()
 	sw := r.sw.Get().(*statusWriter)
-	sw.ResponseWriter, sw.status = w, 0
+	sw.ResponseWriter, sw.status, sw.sandbox = w, 0, mount != ""
 	h := w.Header()
 	h["X-Velo-Deployment"] = rt.depHeader
 	n := uint64(len(rt.targets))
@@ -392,22 +392,41 @@ func plain(w http.ResponseWriter, status int, msg string) {
 	_, _ = w.Write([]byte(msg + "\n"))
 }
 
-// statusWriter remembers the status a backend wrote.
+// SandboxPolicy is the Content-Security-Policy added to component
+// responses served under /fn/NAME/. Those share their origin with
+// everything else on the host (the dashboard, other components), so a
+// component's page runs as an opaque origin: its scripts run, but it
+// cannot read the dashboard, other components or their cookies. A
+// component that needs an origin of its own is served on NAME.<domain>
+// (VELO_DOMAIN), where no sandbox is added.
+const SandboxPolicy = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+
+// statusWriter remembers the status a backend wrote and adds the sandbox
+// policy to a path-mounted component's response head.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status  int
+	sandbox bool
+}
+
+// begin is called once, before the response head goes out.
+func (s *statusWriter) begin(code int) {
+	s.status = code
+	if s.sandbox {
+		s.ResponseWriter.Header().Add("Content-Security-Policy", SandboxPolicy)
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
-		s.status = code
+		s.begin(code)
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(p []byte) (int, error) {
 	if s.status == 0 {
-		s.status = http.StatusOK
+		s.begin(http.StatusOK)
 	}
 	return s.ResponseWriter.Write(p)
 }
@@ -416,7 +435,7 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 func (s *statusWriter) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		if s.status == 0 {
-			s.status = http.StatusOK
+			s.begin(http.StatusOK)
 		}
 		f.Flush()
 	}

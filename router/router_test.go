@@ -21,6 +21,7 @@ type backend struct {
 	name   string
 	refuse atomic.Bool
 	status int
+	csp    string // a Content-Security-Policy the component sets itself
 	calls  atomic.Int64
 }
 
@@ -29,6 +30,9 @@ func (b *backend) Serve(w http.ResponseWriter, r *http.Request, d int64, mount s
 		return false
 	}
 	b.calls.Add(1)
+	if b.csp != "" {
+		w.Header().Set("Content-Security-Policy", b.csp)
+	}
 	if b.status != 0 {
 		w.WriteHeader(b.status)
 	}
@@ -312,5 +316,29 @@ func TestHammer(t *testing.T) {
 	}
 	if hits != 3200 {
 		t.Fatalf("stored %d hits, want 3200", hits)
+	}
+}
+
+// TestSandboxOnSharedOrigin: a component served under /fn/NAME/ shares the
+// dashboard's origin, so its responses carry the sandbox policy (kept even
+// when the component sets its own CSP); on its own host they do not.
+func TestSandboxOnSharedOrigin(t *testing.T) {
+	f := newFixture(t, Config{Domain: "apps.example.test"})
+	f.deploy("hello", "w1")
+	res := f.get("/fn/hello/")
+	if got := res.Header.Values("Content-Security-Policy"); len(got) != 1 || got[0] != SandboxPolicy {
+		t.Fatalf("path-mounted CSP = %q, want the sandbox policy", got)
+	}
+	f.backends["w1"].csp = "default-src 'self'"
+	res = f.get("/fn/hello/")
+	if got := res.Header.Values("Content-Security-Policy"); len(got) != 2 || got[0] != "default-src 'self'" || got[1] != SandboxPolicy {
+		t.Fatalf("with the component's own CSP: %q, want both policies", got)
+	}
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Host = "hello.apps.example.test"
+	rec := httptest.NewRecorder()
+	f.r.ServeHTTP(rec, req)
+	if got := rec.Result().Header.Values("Content-Security-Policy"); len(got) != 1 || got[0] != "default-src 'self'" {
+		t.Fatalf("host-routed CSP = %q, want only the component's own", got)
 	}
 }
