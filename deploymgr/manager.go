@@ -73,8 +73,18 @@ type Config struct {
 	// 0 (the default) means every live worker.
 	WasmReplicas int
 	// DockerReplicas is how many workers a Docker deployment is placed
-	// on, the least loaded first (default 1).
+	// on, the least loaded first (default 1); with autoscaling, the
+	// fewest.
 	DockerReplicas int
+	// DockerTargetRPS, when set, autoscales Docker deployments across
+	// workers on their request rate (from the routers' hit counts): one
+	// more replica when the rate per replica exceeds it, one fewer when
+	// the rate would stay under half of it with one replica less, at
+	// most one change per ScaleCooldown (see autoscale).
+	DockerTargetRPS float64
+	// ScaleCooldown is the least time between two scaling changes of a
+	// component (default 30s).
+	ScaleCooldown time.Duration
 	// Grace is how long an old deployment stays placed after a newer one
 	// went live, so that routers switch before it goes away (default 3s).
 	Grace time.Duration
@@ -112,6 +122,9 @@ func (c Config) withDefaults() Config {
 	if c.DockerReplicas <= 0 {
 		c.DockerReplicas = 1
 	}
+	if c.ScaleCooldown <= 0 {
+		c.ScaleCooldown = 30 * time.Second
+	}
 	if c.Grace <= 0 {
 		c.Grace = 3 * time.Second
 	}
@@ -136,6 +149,9 @@ type Manager struct {
 	// WorkerTimeout after it, so that workers starting alongside (velo up,
 	// a restarted cluster) have had the time to heartbeat.
 	scheduling time.Time
+	// scaled is when the autoscaler last changed each component's
+	// replicas; only Run's goroutine uses it.
+	scaled map[string]time.Time
 }
 
 // New returns a Manager.

@@ -1,8 +1,12 @@
 package deploymgr
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/velo-run/velo/internal/store"
 )
@@ -46,4 +50,79 @@ func TestPick(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAutoscaleDocker drives the Docker autoscaler with hit counts in a
+// real (SQLite) store: up one replica per round while the rate per replica
+// is over the target, no change in the hysteresis band, down one per round
+// when the rest would stay under half the target, within the bounds.
+func TestAutoscaleDocker(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m, err := New(Config{PublicURL: "http://x", DockerTargetRPS: 1, ScaleCooldown: time.Nanosecond}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.scheduling = time.Now().Add(-time.Hour)
+	var workers []store.Worker
+	for _, n := range []string{"a", "b", "c"} {
+		if err := st.UpsertWorker(ctx, store.Worker{Name: n, Addr: "http://" + n}); err != nil {
+			t.Fatal(err)
+		}
+		workers = append(workers, store.Worker{Name: n})
+	}
+	if err := st.CreateComponent(ctx, store.Component{Name: "web", Runtime: "docker"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := st.CreateDeployment(ctx, store.Deployment{Component: "web", Digest: strings.Repeat("a", 64), Runtime: "docker",
+		Manifest: []byte(`{"name":"web"}`), Source: "upload", Status: store.StatusReady})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Promote(ctx, "web", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: "a", State: store.PlacementReady}); err != nil {
+		t.Fatal(err)
+	}
+	// 600 hits this minute: 3.3 to 5 requests/s over the 2-3 minutes
+	// the autoscaler looks at.
+	if err := st.AddHits(ctx, []store.Hits{{Component: "web", Minute: time.Now().UTC().Truncate(time.Minute), Hits: 600}}); err != nil {
+		t.Fatal(err)
+	}
+	replicas := func() []string {
+		ps, err := st.Placements(ctx, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws []string
+		for _, p := range ps {
+			ws = append(ws, p.Worker)
+		}
+		return ws
+	}
+	round := func(target float64, want string) {
+		t.Helper()
+		m.cfg.DockerTargetRPS = target
+		if err := m.rebalance(ctx, workers); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(replicas(), ","); got != want {
+			t.Fatalf("target %v rps: replicas on %q, want %q", target, got, want)
+		}
+	}
+	round(1, "a,b")   // 3.3+ rps on one replica > 1: up
+	round(1, "a,b,c") // still over: up
+	round(1, "a,b,c") // every live worker has one: the ceiling
+	round(3, "a,b,c") // ≤ 1.7 per replica, but two would see ≥ 1.65 ≥ 1.5: band, no change
+	round(100, "a,b") // far under: down, the most loaded (ties: last name) first
+	round(100, "a")   // down again
+	round(100, "a")   // DockerReplicas (1) is the floor
+	m.cfg.ScaleCooldown = time.Hour
+	m.scaled["web"] = time.Now()
+	round(1, "a") // cooling down: no change however busy
 }

@@ -85,6 +85,18 @@ func durationEnv(key string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
+func floatEnv(key string) (float64, error) {
+	v := os.Getenv(key)
+	if v == "" {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%s=%q: want a number ≥ 0", key, v)
+	}
+	return f, nil
+}
+
 func intEnv(key string, def int) (int, error) {
 	v := os.Getenv(key)
 	if v == "" {
@@ -217,7 +229,10 @@ Environment: VELO_DATABASE_URL (required), VELO_ADMIN_TOKEN (API token for
 bootstrapping), VELO_PUBLIC_URL (where users reach the routers),
 VELO_DOMAIN, VELO_WORKER_TIMEOUT (default 10s: a worker silent that long
 loses its placements), VELO_WASM_REPLICAS (0 = every worker),
-VELO_DOCKER_REPLICAS (default 1).`,
+VELO_DOCKER_REPLICAS (default 1; the floor when autoscaling),
+VELO_DOCKER_TARGET_RPS (autoscale Docker components across workers to about
+this many requests/s per replica; off when unset), VELO_SCALE_COOLDOWN
+(default 30s between two scaling changes of a component).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -231,6 +246,14 @@ VELO_DOCKER_REPLICAS (default 1).`,
 				return err
 			}
 			dockerN, err := intEnv(envDockerReplicas, 1)
+			if err != nil {
+				return err
+			}
+			targetRPS, err := floatEnv("VELO_DOCKER_TARGET_RPS")
+			if err != nil {
+				return err
+			}
+			cooldown, err := durationEnv("VELO_SCALE_COOLDOWN", 30*time.Second)
 			if err != nil {
 				return err
 			}
@@ -251,13 +274,15 @@ VELO_DOCKER_REPLICAS (default 1).`,
 				return err
 			}
 			mgr, err := deploymgr.New(deploymgr.Config{
-				PublicURL:      publicURL,
-				Domain:         domain,
-				AdminToken:     admin,
-				WorkerTimeout:  timeout,
-				WasmReplicas:   wasmN,
-				DockerReplicas: dockerN,
-				Logger:         r.log,
+				PublicURL:       publicURL,
+				Domain:          domain,
+				AdminToken:      admin,
+				WorkerTimeout:   timeout,
+				WasmReplicas:    wasmN,
+				DockerReplicas:  dockerN,
+				DockerTargetRPS: targetRPS,
+				ScaleCooldown:   cooldown,
+				Logger:          r.log,
 			}, r.store)
 			if err != nil {
 				r.store.Close()
