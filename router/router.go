@@ -295,14 +295,8 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // component finds the component a request is for and the prefix it is
 // mounted under.
 func (r *Router) component(req *http.Request) (name, mount string, ok bool) {
-	if r.cfg.Domain != "" {
-		host := req.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if sub, found := strings.CutSuffix(host, "."+r.cfg.Domain); found && sub != "" && !strings.Contains(sub, ".") {
-			return sub, "", true
-		}
+	if sub, ok := r.hostComponent(req); ok {
+		return sub, "", true
 	}
 	rest, found := strings.CutPrefix(req.URL.Path, Prefix)
 	if !found {
@@ -313,6 +307,35 @@ func (r *Router) component(req *http.Request) (name, mount string, ok bool) {
 		return "", "", false
 	}
 	return name, req.URL.Path[:len(Prefix)+len(name)], true
+}
+
+// hostComponent finds the component of a request for NAME.<domain>.
+func (r *Router) hostComponent(req *http.Request) (string, bool) {
+	if r.cfg.Domain == "" {
+		return "", false
+	}
+	host := req.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	sub, found := strings.CutSuffix(host, "."+r.cfg.Domain)
+	return sub, found && sub != "" && !strings.Contains(sub, ".")
+}
+
+// Hosts returns a handler that serves requests for NAME.<domain> with the
+// router and passes every other request to next. Without a domain it is
+// next itself.
+func (r *Router) Hosts(next http.Handler) http.Handler {
+	if r.cfg.Domain == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if _, ok := r.hostComponent(req); ok {
+			r.ServeHTTP(w, req)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
 }
 
 // FlushHits writes the hits counted since the last flush. On failure they

@@ -342,3 +342,28 @@ func TestSandboxOnSharedOrigin(t *testing.T) {
 		t.Fatalf("host-routed CSP = %q, want only the component's own", got)
 	}
 }
+
+func TestHosts(t *testing.T) {
+	f := newFixture(t, Config{Domain: "apps.example.test"})
+	f.deploy("hello", "w1")
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("dashboard")) })
+	h := f.r.Hosts(next)
+	for host, want := range map[string]string{
+		"hello.apps.example.test":      "w1 d=",
+		"hello.apps.example.test:8080": "w1 d=",
+		"apps.example.test":            "dashboard",
+		"a.b.apps.example.test":        "dashboard",
+		"velo.example.test":            "dashboard",
+	} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if got := rec.Body.String(); len(got) < len(want) || got[:len(want)] != want {
+			t.Errorf("Host %s: %q, want %q…", host, got, want)
+		}
+	}
+	if New(Config{}, f.st).Hosts(next) == nil {
+		t.Fatal("Hosts without a domain returned nil")
+	}
+}

@@ -495,21 +495,7 @@ leave the table).`,
 			mux := http.NewServeMux()
 			r.base(mux)
 			mux.Handle(router.Prefix, rt)
-			var handler http.Handler = mux
-			if domain != "" {
-				suffix := "." + domain
-				handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-					host := req.Host
-					if h, _, err := net.SplitHostPort(host); err == nil {
-						host = h
-					}
-					if strings.HasSuffix(host, suffix) {
-						rt.ServeHTTP(w, req)
-						return
-					}
-					mux.ServeHTTP(w, req)
-				})
-			}
+			handler := rt.Hosts(mux)
 			return r.serve(ctx, cfg.Addr, handler, rt.Run)
 		},
 	}

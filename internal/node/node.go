@@ -217,10 +217,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	mux.Handle("/", dash.Handler())
-	var handler http.Handler = mux
-	if cfg.Domain != "" {
-		handler = hostRouting(cfg.Domain, rt, mux)
-	}
+	handler := rt.Hosts(mux)
 
 	runCtx, stop := context.WithCancel(context.Background())
 	n := &Node{
@@ -276,22 +273,6 @@ func (n *Node) Close() error {
 		n.Store.Close()
 	})
 	return nil
-}
-
-// hostRouting sends NAME.<domain> to the router and everything else to mux.
-func hostRouting(domain string, rt http.Handler, mux http.Handler) http.Handler {
-	suffix := "." + domain
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if strings.HasSuffix(host, suffix) {
-			rt.ServeHTTP(w, r)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
 }
 
 // AdminToken returns VELO_ADMIN_TOKEN's value when set, else the token in
