@@ -229,10 +229,7 @@ func (c *cluster) client(dm *proc) *client.Client { return client.New(dm.url, c.
 // helloArchive packs the hello-wasm example with the given greeting.
 func helloArchive(t testing.TB, greeting string) []byte {
 	t.Helper()
-	wasm, err := os.ReadFile("../../examples/hello-wasm/hello.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := helloWasm(t)
 	return tarGz(t.(*testing.T), map[string]string{
 		"hello.wasm": string(wasm),
 		"velo.toml":  fmt.Sprintf("name = \"hello\"\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\n[env]\nGREETING = %q\n", greeting),

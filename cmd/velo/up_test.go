@@ -6,11 +6,14 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -125,10 +128,7 @@ func testSpine(t *testing.T, db string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wasm, err := os.ReadFile("../../examples/hello-wasm/hello.wasm")
-	if err != nil {
-		t.Fatal(err)
-	}
+	wasm := helloWasm(t)
 	for _, tc := range []struct {
 		name  string
 		files map[string]string
@@ -217,4 +217,37 @@ func tarGz(t *testing.T, files map[string]string) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// hello holds the hello-wasm example, built once per test process: tests
+// must not depend on another test having built it in the source tree.
+var hello struct {
+	once sync.Once
+	wasm []byte
+	err  error
+}
+
+func helloWasm(t testing.TB) []byte {
+	t.Helper()
+	hello.once.Do(func() {
+		dir, err := os.MkdirTemp("", "velo-hello-wasm")
+		if err != nil {
+			hello.err = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "hello.wasm")
+		cmd := exec.Command("go", "build", "-o", out, ".")
+		cmd.Dir = "../../examples/hello-wasm"
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			hello.err = fmt.Errorf("build examples/hello-wasm: %v\n%s", err, b)
+			return
+		}
+		hello.wasm, hello.err = os.ReadFile(out)
+	})
+	if hello.err != nil {
+		t.Fatal(hello.err)
+	}
+	return hello.wasm
 }
