@@ -3,11 +3,14 @@ package deploymgr_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -94,10 +97,53 @@ func TestDockerComponent(t *testing.T) {
 		t.Fatalf("the container saw %q, want the path below the mount", body)
 	}
 
-	// A new version replaces the old one; the old image is removed.
+	// A new version replaces the old one under load without a failed
+	// request; then the old image is removed.
+	stop := make(chan struct{})
+	type outcome struct {
+		ok   bool
+		body string
+	}
+	results := make(chan outcome, 1<<16)
+	var load sync.WaitGroup
+	for range 4 {
+		load.Add(1)
+		go func() {
+			defer load.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := http.Get(n.URL + "/fn/" + name + "/")
+				if err != nil {
+					results <- outcome{false, err.Error()}
+					continue
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				results <- outcome{res.StatusCode == 200, string(b)}
+			}
+		}()
+	}
 	two := e.deploy(name, files("two"))
 	if _, body := e.do("GET", "/fn/"+name+"/", "", nil); body != "hello two\n" {
 		t.Fatalf("after redeploy: %q", body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	load.Wait()
+	close(results)
+	seen := map[string]int{}
+	for r := range results {
+		if !r.ok {
+			t.Errorf("request failed during the redeploy: %s", r.body)
+		}
+		seen[r.body]++
+	}
+	if seen["hello one\n"] == 0 || seen["hello two\n"] == 0 {
+		t.Fatalf("answers during the redeploy: %v, want both versions", seen)
 	}
 	oldTag := fmt.Sprintf("velo/%s:%.12s", name, one.Digest)
 	deadline := time.Now().Add(30 * time.Second)
