@@ -516,7 +516,7 @@ func TestCompileOnce(t *testing.T) {
 // disk: the first run writes the cache, the second adds nothing to it.
 func TestDiskCache(t *testing.T) {
 	if helloWasm == "" {
-		t.Skip(buildErr)
+		t.Fatal(buildErr)
 	}
 	cacheDir := t.TempDir()
 	spec := goSpec(t, &sink{})
