@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
 )
@@ -50,37 +51,11 @@ func start(t *testing.T) *env {
 	return &env{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}
 }
 
-func tarGz(t *testing.T, files map[string][]byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, content := range files {
-		mode := int64(0o644)
-		if bytes.HasPrefix(content, []byte("\x7fELF")) {
-			mode = 0o755 // a program, as velo deploy would pack it
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(content); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 // deploy uploads files as component name and waits until the deployment
 // settles, returning it.
 func (e *env) deploy(name string, files map[string][]byte) api.Deployment {
 	e.t.Helper()
-	d, err := e.c.Deploy(e.ctx, name, bytes.NewReader(tarGz(e.t, files)))
+	d, err := e.c.Deploy(e.ctx, name, bytes.NewReader(archivetest.TarGz(e.t, files)))
 	if err != nil {
 		e.t.Fatalf("deploy %s: %v", name, err)
 	}
@@ -156,7 +131,7 @@ func TestAPIErrors(t *testing.T) {
 		{"GET", "/api/v1/components/echo/deployments?limit=0", e.n.Token, nil, nil, 400, "limit"},
 		{"POST", "/api/v1/components/echo/deployments", e.n.Token, strings.NewReader("{}"), []string{"Content-Type", "application/json"}, 415, "application/gzip"},
 		{"POST", "/api/v1/components/echo/deployments", e.n.Token, strings.NewReader("not gzip"), []string{"Content-Type", "application/gzip"}, 400, "archive"},
-		{"POST", "/api/v1/components/Bad_Name/deployments", e.n.Token, bytes.NewReader(tarGz(t, echoFiles("x"))), []string{"Content-Type", "application/gzip"}, 400, "component name"},
+		{"POST", "/api/v1/components/Bad_Name/deployments", e.n.Token, bytes.NewReader(archivetest.TarGz(t, echoFiles("x"))), []string{"Content-Type", "application/gzip"}, 400, "component name"},
 		{"POST", "/api/v1/components/echo/rollback", e.n.Token, strings.NewReader("{"), []string{"Content-Type", "application/json"}, 400, "rollback body"},
 	} {
 		res, body := e.do(tc.method, tc.path, tc.token, tc.body, tc.header...)

@@ -1,9 +1,7 @@
 package webui_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/github"
@@ -62,32 +61,10 @@ func echoFiles(env map[string]string) map[string][]byte {
 	return map[string][]byte{"echo.wasm": echoWasm, "velo.toml": []byte(b.String())}
 }
 
-func tarGz(t *testing.T, files map[string][]byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, content := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(content); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 // deploy uploads files as component name and waits until it is live.
 func (v *velo) deploy(name string, files map[string][]byte) api.Deployment {
 	v.t.Helper()
-	d, err := v.c.Deploy(v.ctx, name, bytes.NewReader(tarGz(v.t, files)))
+	d, err := v.c.Deploy(v.ctx, name, bytes.NewReader(archivetest.TarGz(v.t, files)))
 	if err != nil {
 		v.t.Fatalf("deploy %s: %v", name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/pgtest"
 )
@@ -230,7 +231,7 @@ func (c *cluster) client(dm *proc) *client.Client { return client.New(dm.url, c.
 func helloArchive(t testing.TB, greeting string) []byte {
 	t.Helper()
 	wasm := helloWasm(t)
-	return tarGz(t.(*testing.T), map[string]string{
+	return archivetest.TarGz(t, map[string]string{
 		"hello.wasm": string(wasm),
 		"velo.toml":  fmt.Sprintf("name = \"hello\"\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\n[env]\nGREETING = %q\n", greeting),
 	})

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
@@ -139,7 +138,7 @@ func testSpine(t *testing.T, db string) {
 		{"traversal", map[string]string{"../evil.wasm": string(wasm)}, "leaves the tree"},
 		{"absolute", map[string]string{"/etc/evil": "x", "hello.wasm": string(wasm)}, "/etc/evil"},
 	} {
-		_, err := c.Deploy(ctx, "hello", bytes.NewReader(tarGz(t, tc.files)))
+		_, err := c.Deploy(ctx, "hello", bytes.NewReader(archivetest.TarGz(t, tc.files)))
 		var ce *client.Error
 		if !errors.As(err, &ce) || ce.Status != 400 || !strings.Contains(ce.Message, tc.want) {
 			t.Errorf("%s: upload error = %v, want 400 mentioning %q", tc.name, err, tc.want)
@@ -194,29 +193,6 @@ func testSpine(t *testing.T, db string) {
 	if out := s.velo(1, "status", "hello"); !strings.Contains(out, "no component named") {
 		t.Fatalf("velo status after rm: %s", out)
 	}
-}
-
-// tarGz packs files (name → content) into a .tar.gz, names as given.
-func tarGz(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, content := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(content)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // hello holds the hello-wasm example, built once per test process: tests

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
@@ -28,7 +29,7 @@ func TestWebuiRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	_, err = client.New(n.URL, n.Token, nil).Deploy(ctx, "echo", bytes.NewReader(tarGz(t, map[string]string{
+	_, err = client.New(n.URL, n.Token, nil).Deploy(ctx, "echo", bytes.NewReader(archivetest.TarGz(t, map[string]string{
 		"echo.wasm": echoWasm(t), "velo.toml": "name = \"echo\"\n",
 	})))
 	if err != nil {
