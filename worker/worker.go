@@ -304,6 +304,11 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 		return
 	}
 	inst, spec, err := w.load(ctx, d)
+	if err == nil && ctx.Err() != nil {
+		// Shutting down: not registered, so shutdown does not close it again.
+		_ = inst.Close(context.Background())
+		return
+	}
 	w.mu.Lock()
 	delete(w.preparing, d)
 	if err != nil && spec.runtime != "" && !w.usesArtifact(spec) {
@@ -327,9 +332,6 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 	}
 	w.mu.Unlock()
 	if ctx.Err() != nil {
-		if inst != nil {
-			_ = inst.Close(context.Background())
-		}
 		return
 	}
 	w.report(ctx, d, err)
