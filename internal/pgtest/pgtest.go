@@ -212,14 +212,19 @@ func stop() error {
 	stopped = true
 	mainMu.Unlock()
 	shared.once.Do(func() { shared.err = errors.New("pgtest: stopped") })
+	return shared.stop()
+}
+
+// stop stops s, if it was started, and removes its files.
+func (s *server) stop() error {
 	var err error
-	if shared.started {
-		if out, e := shared.run(shared.pgCtl, "-D", filepath.Join(shared.dir, "data"), "-m", "immediate", "-w", "stop"); e != nil {
+	if s.started {
+		if out, e := s.run(s.pgCtl, "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop"); e != nil {
 			err = fmt.Errorf("pg_ctl stop: %w: %s", e, out)
 		}
 	}
-	if shared.dir != "" {
-		if e := os.RemoveAll(shared.dir); e != nil && err == nil {
+	if s.dir != "" {
+		if e := os.RemoveAll(s.dir); e != nil && err == nil {
 			err = e
 		}
 	}

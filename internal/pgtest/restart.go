@@ -77,20 +77,7 @@ func controllable() error {
 func Throwaway() (serverURL string, stop func() error, err error) {
 	s := new(server)
 	u, err := s.start()
-	stop = func() error {
-		var err error
-		if s.started {
-			if out, e := s.run(s.pgCtl, "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop"); e != nil {
-				err = fmt.Errorf("pg_ctl stop: %w: %s", e, out)
-			}
-		}
-		if s.dir != "" {
-			if e := os.RemoveAll(s.dir); e != nil && err == nil {
-				err = e
-			}
-		}
-		return err
-	}
+	stop = s.stop
 	if err != nil {
 		_ = stop()
 		return "", nil, err
