@@ -363,7 +363,12 @@ func TestHosts(t *testing.T) {
 			t.Errorf("Host %s: %q, want %q…", host, got, want)
 		}
 	}
-	if New(Config{}, f.st).Hosts(next) == nil {
-		t.Fatal("Hosts without a domain returned nil")
+	// Without a domain every request goes to next.
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Host = "hello.apps.example.test"
+	rec := httptest.NewRecorder()
+	New(Config{}, f.st).Hosts(next).ServeHTTP(rec, req)
+	if got := rec.Body.String(); got != "dashboard" {
+		t.Fatalf("without a domain: %q, want the dashboard", got)
 	}
 }
