@@ -610,6 +610,11 @@ func TestClusterTwoDeploymgrs(t *testing.T) {
 	})
 	// Through the standby's API: the leader schedules it.
 	v1 := c.deploy(standby, "hi")
+	// The processes' output comes through pipes: give the leader's log line
+	// a moment to arrive before judging who scheduled.
+	c.eventually(5*time.Second, "the leader's log of the deployment", func() bool {
+		return strings.Contains(leader.out.String(), "deployment live")
+	})
 	if !strings.Contains(leader.out.String(), "deployment live") || strings.Contains(standby.out.String(), "deployment live") {
 		t.Fatalf("the standby scheduled, or the leader did not:\nleader:\n%s\nstandby:\n%s", tail(leader.out.String(), 20), tail(standby.out.String(), 20))
 	}
