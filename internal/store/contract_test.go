@@ -41,6 +41,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"Workers", testWorkers},
 		{"Placements", testPlacements},
 		{"Routes", testRoutes},
+		{"RoutesDuringPromotions", testRoutesDuringPromotions},
 		{"Hits", testHits},
 		{"Logs", testLogs},
 		{"TokensAndSettings", testTokensAndSettings},
@@ -808,5 +809,48 @@ func testReopen(t *testing.T, url string) {
 	}
 	if _, err := s.Component(ctx, "app"); err != nil {
 		t.Errorf("data lost on reopen: %v", err)
+	}
+}
+
+// testRoutesDuringPromotions reads routes while a component flips between
+// two deployments, each ready on its own worker: every read must pair the
+// live deployment with its own worker, never with none (the old live one
+// with the new one's placements, as two separate reads could).
+func testRoutesDuringPromotions(t *testing.T, s *Store) {
+	ctx := context.Background()
+	mkComponent(t, s, "flip")
+	a := mkDeployment(t, s, "flip", "a", "wasm")
+	b := mkDeployment(t, s, "flip", "b", "wasm")
+	for _, w := range []string{"wa", "wb"} {
+		must(t, s.UpsertWorker(ctx, Worker{Name: w, Addr: "http://" + w}))
+	}
+	must(t, s.PutPlacement(ctx, Placement{Deployment: a.ID, Worker: "wa", State: PlacementReady}))
+	must(t, s.PutPlacement(ctx, Placement{Deployment: b.ID, Worker: "wb", State: PlacementReady}))
+	must(t, s.Promote(ctx, "flip", a.ID))
+	want := map[int64]string{a.ID: "wa", b.ID: "wb"}
+
+	done := make(chan error, 1)
+	go func() {
+		for i := range 200 {
+			if err := s.Promote(ctx, "flip", []int64{b.ID, a.ID}[i%2]); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	reads := 0
+	for finished := false; !finished; reads++ {
+		select {
+		case err := <-done:
+			must(t, err)
+			finished = true
+		default:
+		}
+		rs, err := s.Routes(ctx)
+		must(t, err)
+		if len(rs) != 1 || len(rs[0].Workers) != 1 || rs[0].Workers[0].Name != want[rs[0].Deployment] {
+			t.Fatalf("read %d during promotions: %+v, want deployment %d on wa or %d on wb", reads, rs, a.ID, b.ID)
+		}
 	}
 }

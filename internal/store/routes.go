@@ -7,62 +7,47 @@ import (
 
 // Routes returns what the router needs for every component, ordered by
 // name: paused, live deployment with its runtime and manifest, and the
-// workers holding a ready placement of it, ordered by name. Two queries,
-// whatever the number of components.
+// workers holding a ready placement of it, ordered by name.
+//
+// It is one statement, so it reads one snapshot on either engine: read in
+// two, a promotion landing between them paired the old live deployment
+// with no workers, and the router answered 503 for a component that was
+// serving.
 func (s *Store) Routes(ctx context.Context) ([]Route, error) {
+	rs, err := s.db.query(ctx, `SELECT c.name, c.paused, c.live, COALESCE(d.runtime, ''), COALESCE(d.manifest, ''),
+			COALESCE(w.name, ''), COALESCE(w.addr, ''), COALESCE(w.started_at, 0), COALESCE(w.seen_at, 0)
+		FROM components c
+		LEFT JOIN deployments d ON d.id = c.live AND d.component = c.name
+		LEFT JOIN placements p ON p.deployment = c.live AND p.state = $1
+		LEFT JOIN workers w ON w.name = p.worker
+		ORDER BY c.name, w.name`, PlacementReady)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	defer rs.Close()
 	var out []Route
-	q := s.db
-	err := func() error {
-		rs, err := q.query(ctx, `SELECT c.name, c.paused, c.live, COALESCE(d.runtime, ''), COALESCE(d.manifest, '')
-			FROM components c LEFT JOIN deployments d ON d.id = c.live AND d.component = c.name
-			ORDER BY c.name`)
-		if err != nil {
-			return err
+	for rs.Next() {
+		var r Route
+		var manifest string
+		var w Worker
+		var started, seen int64
+		if err := rs.Scan(&r.Component, &r.Paused, &r.Deployment, &r.Runtime, &manifest,
+			&w.Name, &w.Addr, &started, &seen); err != nil {
+			return nil, fmt.Errorf("routes: %w", err)
 		}
-		byDeployment := make(map[int64]int) // live deployment → index in out
-		for rs.Next() {
-			var r Route
-			var manifest string
-			if err := rs.Scan(&r.Component, &r.Paused, &r.Deployment, &r.Runtime, &manifest); err != nil {
-				rs.Close()
-				return err
-			}
+		if n := len(out); n == 0 || out[n-1].Component != r.Component {
 			if manifest != "" {
 				r.Manifest = []byte(manifest)
 			}
-			if r.Deployment != 0 {
-				byDeployment[r.Deployment] = len(out)
-			}
 			out = append(out, r)
 		}
-		rs.Close()
-		if err := rs.Err(); err != nil {
-			return err
-		}
-		rs, err = q.query(ctx, `SELECT p.deployment, w.name, w.addr, w.started_at, w.seen_at
-			FROM placements p
-			JOIN components c ON c.live = p.deployment
-			JOIN workers w ON w.name = p.worker
-			WHERE p.state = $1
-			ORDER BY w.name`, PlacementReady)
-		if err != nil {
-			return err
-		}
-		defer rs.Close()
-		for rs.Next() {
-			var dep, started, seen int64
-			var w Worker
-			if err := rs.Scan(&dep, &w.Name, &w.Addr, &started, &seen); err != nil {
-				return err
-			}
+		if w.Name != "" {
 			w.StartedAt, w.SeenAt = fromMicros(started), fromMicros(seen)
-			if i, ok := byDeployment[dep]; ok {
-				out[i].Workers = append(out[i].Workers, w)
-			}
+			last := &out[len(out)-1]
+			last.Workers = append(last.Workers, w)
 		}
-		return rs.Err()
-	}()
-	if err != nil {
+	}
+	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
 	return out, nil
