@@ -66,11 +66,14 @@ type Router struct {
 	store Store
 	table atomic.Pointer[table]
 
-	mu       sync.Mutex // guards refreshes, backends and counters
-	backends map[string]cachedBackend
-	counters map[string]*counters
-	pending  map[hitKey]*store.Hits // hits not yet written (store down)
-	sw       sync.Pool
+	// refreshing serializes Refresh from the store read to the swap, so
+	// that a read which started earlier never replaces a newer table.
+	refreshing sync.Mutex
+	mu         sync.Mutex // guards backends, counters and pending
+	backends   map[string]cachedBackend
+	counters   map[string]*counters
+	pending    map[hitKey]*store.Hits // hits not yet written (store down)
+	sw         sync.Pool
 }
 
 type cachedBackend struct {
@@ -188,6 +191,8 @@ func drain(c <-chan string) {
 
 // Refresh reloads the route table from the store and swaps it in.
 func (r *Router) Refresh(ctx context.Context) error {
+	r.refreshing.Lock()
+	defer r.refreshing.Unlock()
 	routes, err := r.store.Routes(ctx)
 	if err != nil {
 		return fmt.Errorf("read routes: %w", err)

@@ -372,3 +372,56 @@ func TestHosts(t *testing.T) {
 		t.Fatalf("without a domain: %q, want the dashboard", got)
 	}
 }
+
+// gatedStore holds its first route read until released, as a slow store
+// read would, after taking its snapshot.
+type gatedStore struct {
+	tableStore
+	reads   atomic.Int32
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *gatedStore) Routes(ctx context.Context) ([]store.Route, error) {
+	routes, err := s.tableStore.Routes(ctx)
+	if s.reads.Add(1) == 1 {
+		close(s.entered)
+		<-s.gate
+	}
+	return routes, err
+}
+
+// TestRefreshesApplyInOrder: a refresh that read the store earlier never
+// replaces the table of one that read it later (a promotion's refresh
+// racing the notification's one left the old deployment routed).
+func TestRefreshesApplyInOrder(t *testing.T) {
+	st := &gatedStore{entered: make(chan struct{}), gate: make(chan struct{})}
+	st.routes = []store.Route{{Component: "app", Deployment: 1}}
+	r := New(Config{Backend: func(store.Worker) Backend { return &backend{} }, Logger: discardLogger()}, st)
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() { first <- r.Refresh(ctx) }()
+	<-st.entered // the first refresh has read deployment 1
+	st.mu.Lock()
+	st.routes = []store.Route{{Component: "app", Deployment: 2}}
+	st.mu.Unlock()
+	second := make(chan error, 1)
+	go func() { second <- r.Refresh(ctx) }()
+	// Give the second refresh time to finish, as it could if refreshes
+	// overlapped; it must wait for the first instead.
+	time.Sleep(200 * time.Millisecond)
+	close(st.gate)
+	for _, done := range []chan error{first, second} {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a refresh never finished")
+		}
+	}
+	if d, _ := r.Lookup("app"); d != 2 {
+		t.Fatalf("live deployment after both refreshes = %d, want 2 (the later read)", d)
+	}
+}
