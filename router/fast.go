@@ -115,6 +115,7 @@ type fastConn struct {
 	c        net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
+	io       *rawIO // under br and bw
 	idle     atomic.Bool
 	clientIP []byte
 	req      fastReq // reused for every request
@@ -274,10 +275,11 @@ func (fc *fastConn) serve() {
 		}
 		s.wg.Done()
 	}()
+	fc.io = newRawIO(fc.c)
 	fc.br = readerPool.Get().(*bufio.Reader)
-	fc.br.Reset(fc.c)
+	fc.br.Reset(fc.io)
 	fc.bw = writerPool.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.c)
+	fc.bw.Reset(fc.io)
 	var deadlineSet time.Time
 	for !s.closing.Load() {
 		fc.idle.Store(true)
@@ -304,7 +306,16 @@ func (fc *fastConn) serve() {
 			return
 		}
 		keep := fc.forward(req)
-		if err := fc.bw.Flush(); err != nil || !keep {
+		if keep && fc.br.Buffered() == 0 {
+			// Nothing pipelined: write the answer and wait for the next
+			// request in one go (see rawIO). Idle while waiting, so
+			// that Shutdown wakes it.
+			fc.idle.Store(true)
+			fc.io.arm()
+		}
+		err := fc.bw.Flush()
+		fc.io.armed = false
+		if err != nil || !keep {
 			return
 		}
 	}
@@ -563,7 +574,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 		b.downUntil.Store(0)
 		c.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
 		fc.writeUpstream(c.bw, b, req, rt, body)
-		err = c.bw.Flush()
+		err = c.flushAwait()
 		var res *response
 		if err == nil {
 			res, err = fc.readRawHead(c.br, req.method)

@@ -175,6 +175,7 @@ type wconn struct {
 	c        net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
+	io       *rawIO // under br and bw
 	lastUsed time.Time
 	// deadlineSet is when the read deadline was last moved; it moves at
 	// most once a second (a deadline costs a timer update).
@@ -188,6 +189,15 @@ func (c *wconn) extendDeadline(now time.Time, d time.Duration) {
 		_ = c.c.SetReadDeadline(now.Add(d))
 		c.deadlineSet = now
 	}
+}
+
+// flushAwait writes the buffered request and returns once the answer
+// is there to read (see rawIO).
+func (c *wconn) flushAwait() error {
+	c.io.arm()
+	err := c.bw.Flush()
+	c.io.armed = false
+	return err
 }
 
 const connBuffer = 32 << 10
@@ -211,7 +221,8 @@ func (b *remoteBackend) get(ctx context.Context) (c *wconn, reused bool, err err
 	if err != nil {
 		return nil, false, err
 	}
-	return &wconn{c: nc, br: bufio.NewReaderSize(nc, connBuffer), bw: bufio.NewWriterSize(nc, connBuffer)}, false, nil
+	rio := newRawIO(nc)
+	return &wconn{c: nc, br: bufio.NewReaderSize(rio, connBuffer), bw: bufio.NewWriterSize(rio, connBuffer), io: rio}, false, nil
 }
 
 // put keeps c for the next call.
@@ -428,7 +439,7 @@ func (b *remoteBackend) roundTrip(w http.ResponseWriter, r *http.Request, c *wco
 			return false, err
 		}
 	}
-	if err := c.bw.Flush(); err != nil {
+	if err := c.flushAwait(); err != nil {
 		return false, writeError{err}
 	}
 
