@@ -69,10 +69,12 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 		bad       int64
 	}
 	targets := []*target{{name: "direct", url: backendURL}, {name: "nginx", url: nginxURL}}
-	for _, v := range []struct{ name, flag string }{
-		{"velo router", ""}, {"velo router --no-hits", "--no-hits"}, {"velo router --no-fast-path", "--no-fast-path"},
+	for _, v := range []struct{ name, flag, env string }{
+		{"velo router", "", ""}, {"velo router --no-hits", "--no-hits", ""}, {"velo router --no-fast-path", "--no-fast-path", ""},
+		// One core, as nginx's one worker process.
+		{"velo router GOMAXPROCS=1", "", "GOMAXPROCS=1"},
 	} {
-		u, stop, err := startVeloRouter(ctx, b, velo, db, v.flag)
+		u, stop, err := startVeloRouter(ctx, b, velo, db, v.flag, v.env)
 		if err != nil {
 			return "", err
 		}
@@ -100,10 +102,13 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 		byName[t.name] = t
 	}
 	ng, vr, noHits, slow, direct := byName["nginx"], byName["velo router"], byName["velo router --no-hits"], byName["velo router --no-fast-path"], byName["direct"]
+	oneCore := byName["velo router GOMAXPROCS=1"]
+	var oneCoreRatios []float64
 	var ratios, hitCost []float64
 	for i := range ng.rps {
 		ratios = append(ratios, vr.rps[i]/ng.rps[i])
 		hitCost = append(hitCost, 100*(noHits.rps[i]-vr.rps[i])/noHits.rps[i])
+		oneCoreRatios = append(oneCoreRatios, oneCore.rps[i]/ng.rps[i])
 	}
 
 	lookup, err := lookupBench(ctx, b)
@@ -122,6 +127,8 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 		fmt.Sprintf("%.1f %%", median(hitCost)), "≤ 3 %", verdict(median(hitCost) <= 3))
 	t.add("net/http path (--no-fast-path)", fmt.Sprintf("%.0f", median(slow.rps)), fmt.Sprintf("%.0f nginx", median(ng.rps)),
 		fmt.Sprintf("%.2f×", median(slow.rps)/median(ng.rps)), "", info)
+	t.add("one core (GOMAXPROCS=1), as nginx's one worker", fmt.Sprintf("%.0f, p99 %s", median(oneCore.rps), fmtDur(median(oneCore.p99))),
+		fmt.Sprintf("%.0f, p99 %s nginx", median(ng.rps), fmtDur(p99n)), fmt.Sprintf("%.2f×, p99 %s", median(oneCoreRatios), fmtDiff(median(oneCore.p99)-p99n)), "", info)
 	t.add("direct to the backend (no proxy)", fmt.Sprintf("%.0f", median(direct.rps)), "", "", "", info)
 	t.add("route lookup, 10 / 1000 / 10000 components", lookup, "", "", "flat", info)
 	var errs int64
@@ -133,7 +140,7 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 	sb.WriteString("## Router\n\n")
 	sb.WriteString(b.Stamp() + "\n\n")
 	sb.WriteString("`velo router` runs as its own process with its route table in Postgres (a throwaway server), one component whose only worker is a static Go net/http backend returning a fixed 13-byte body; nginx (Debian's, one worker process, `upstream { keepalive 64; }`, `proxy_http_version 1.1`, `Connection \"\"`) forwards to the same backend, and *direct* is wrk against the backend itself. " +
-		fmt.Sprintf("wrk -t2 -c32, %v per run after a 2s warm-up of each, the targets interleaved in each of %d rounds; the table gives the medians (throughput ratio and hit cost are per-round ratios). The velo router records hits unless `--no-hits`; `--no-fast-path` serves through net/http with the same forwarding client. wrk, the backend, nginx and the routers share the machine's CPUs. Errors (non-2xx, socket) over all runs: %d.\n\n", b.Duration, b.Rounds, errs))
+		fmt.Sprintf("wrk -t2 -c32, %v per run after a 2s warm-up of each, the targets interleaved in each of %d rounds; the table gives the medians (throughput ratio and hit cost are per-round ratios). The velo router records hits unless `--no-hits`; `--no-fast-path` serves through net/http with the same forwarding client; `GOMAXPROCS=1` is the default router held to one core, like nginx's one worker process. wrk, the backend, nginx and the routers share the machine's CPUs. Errors (non-2xx, socket) over all runs: %d.\n\n", b.Duration, b.Rounds, errs))
 	sb.WriteString(t.String())
 	sb.WriteString("\nA killed worker: measured by `go test ./cmd/velo -run TestClusterRoundRobinFailover -v` (kill -9 of a worker process under 8 connections of load): the first refused connection marks it down for 1s and the call goes to another worker, so no call sent after the kill fails and none reaches it; calls in flight on it are retried elsewhere when idempotent. Its route disappears when its heartbeat expires (VELO_WORKER_TIMEOUT).\n")
 	return sb.String(), nil
@@ -237,7 +244,7 @@ http {
 	return "http://" + addr, stop, nil
 }
 
-func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag string) (string, func(), error) {
+func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag, env string) (string, func(), error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return "", nil, err
@@ -246,13 +253,16 @@ func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag string) (stri
 	if flag != "" {
 		args = append(args, flag)
 	}
-	name := "router" + strings.ReplaceAll(flag, "-", "_")
+	name := "router" + strings.ReplaceAll(flag, "-", "_") + strings.ReplaceAll(env, "=", "_")
 	logf, err := os.Create(filepath.Join(b.Tmp, name+".log"))
 	if err != nil {
 		return "", nil, err
 	}
 	cmd := exec.Command(velo, args...)
 	cmd.Env = append(os.Environ(), "VELO_DATABASE_URL="+db, "VELO_CLUSTER_TOKEN=bench", "VELO_LOG_LEVEL=warn")
+	if env != "" {
+		cmd.Env = append(cmd.Env, env)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
