@@ -83,7 +83,7 @@ func (w *rawIO) Read(p []byte) (int, error) {
 // read is RawConn.Read's callback: false to wait for readability.
 func (w *rawIO) read(fd uintptr) bool {
 	for {
-		m, errno := rawRW(syscall.SYS_READ, fd, w.rp)
+		m, errno := rawRW(syscall.SYS_RECVFROM, fd, w.rp, 0)
 		switch errno {
 		case 0:
 			w.rn = m
@@ -129,7 +129,7 @@ func (w *rawIO) Write(p []byte) (int, error) {
 // write is RawConn.Write's callback: false to wait for writability.
 func (w *rawIO) write(fd uintptr) bool {
 	for w.wn < len(w.wp) {
-		m, errno := rawRW(syscall.SYS_WRITE, fd, w.wp[w.wn:])
+		m, errno := rawRW(syscall.SYS_SENDTO, fd, w.wp[w.wn:], syscall.MSG_NOSIGNAL)
 		switch errno {
 		case 0:
 			w.wn += m
@@ -164,12 +164,13 @@ func (w *rawIO) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: w.c.LocalAddr(), Addr: w.c.RemoteAddr(), Err: err}
 }
 
-// rawRW reads or writes p on fd without telling the scheduler: the socket
-// is non-blocking, so the call cannot park the thread.
-func rawRW(trap, fd uintptr, p []byte) (int, syscall.Errno) {
+// rawRW receives or sends (recvfrom or sendto, which skip the file layer
+// that read and write go through) p on fd without telling the scheduler:
+// the socket is non-blocking, so the call cannot park the thread.
+func rawRW(trap, fd uintptr, p []byte, flags uintptr) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
-	r, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	r, _, errno := syscall.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), flags, 0, 0)
 	return int(r), errno
 }
