@@ -145,7 +145,7 @@ func TestDockerComponent(t *testing.T) {
 	if seen["hello one\n"] == 0 || seen["hello two\n"] == 0 {
 		t.Fatalf("answers during the redeploy: %v, want both versions", seen)
 	}
-	oldTag := fmt.Sprintf("velo/%s:%.12s", name, one.Digest)
+	oldTag := fmt.Sprintf("velo/%s:%.12s-%s", name, one.Digest, owner)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := cli.ImageInspect(ctx, oldTag); err != nil {
@@ -176,7 +176,7 @@ func TestDockerComponent(t *testing.T) {
 	}
 
 	// The image that never got ready is not left behind.
-	failedTag := fmt.Sprintf("velo/%s:%.12s", name, failed.Digest)
+	failedTag := fmt.Sprintf("velo/%s:%.12s-%s", name, failed.Digest, owner)
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		if _, err := cli.ImageInspect(ctx, failedTag); err != nil {
@@ -199,7 +199,7 @@ func TestDockerComponent(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	twoTag := fmt.Sprintf("velo/%s:%.12s", name, two.Digest)
+	twoTag := fmt.Sprintf("velo/%s:%.12s-%s", name, two.Digest, owner)
 	for {
 		if _, err := cli.ImageInspect(ctx, twoTag); err != nil {
 			break

@@ -13,6 +13,8 @@ import (
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
 	"github.com/velo-run/velo/internal/manifest"
@@ -32,14 +34,15 @@ func TestNewEngineUnreachable(t *testing.T) {
 }
 
 func TestImageTag(t *testing.T) {
-	for _, tc := range []struct{ component, digest, want string }{
-		{"hello", "0123456789abcdef0123", "velo/hello:0123456789ab"},
-		{"Hello_World", "ABCDEF", "velo/hello-world:abcdef"},
-		{"--x..y--", "00", "velo/x-y:00"},
-		{"___", "00", "velo/component:00"},
+	for _, tc := range []struct{ owner, component, digest, want string }{
+		{"local", "hello", "0123456789abcdef0123", "velo/hello:0123456789ab-local"},
+		{"Worker_1", "Hello_World", "ABCDEF", "velo/hello-world:abcdef-worker-1"},
+		{"w", "--x..y--", "00", "velo/x-y:00-w"},
+		{"w", "___", "00", "velo/component:00-w"},
+		{strings.Repeat("o", 300), "c", "00", "velo/c:00-" + strings.Repeat("o", 100)},
 	} {
-		if got := imageTag(tc.component, tc.digest); got != tc.want {
-			t.Errorf("imageTag(%q, %q) = %q, want %q", tc.component, tc.digest, got, tc.want)
+		if got := imageTag(tc.owner, tc.component, tc.digest); got != tc.want {
+			t.Errorf("imageTag(%q, %q, %q) = %q, want %q", tc.owner, tc.component, tc.digest, got, tc.want)
 		}
 	}
 }
@@ -63,7 +66,7 @@ func TestHardening(t *testing.T) {
 		t.Fatal(err)
 	}
 	hc := info.HostConfig
-	if want := fmt.Sprintf("/velo-%s-%d-1", a.spec.Component, a.spec.Deployment); info.Name != want {
+	if want := fmt.Sprintf("/velo-%s-%s-%d-1", r.cfg.Owner, a.spec.Component, a.spec.Deployment); info.Name != want {
 		t.Errorf("name %q, want %q", info.Name, want)
 	}
 	if hc.Privileged || !slices.Equal(hc.CapDrop, []string{"ALL"}) || len(hc.CapAdd) != 0 {
@@ -128,11 +131,11 @@ func TestBuildOnceAndRemoveImage(t *testing.T) {
 	dir, digest := appDir(t, "LABEL test="+randHex(4)+"\n")
 	a := newSpec(t, "build", dir, digest, manifest.Manifest{Scale: manifest.Scale{Max: 1}})
 	prepare(t, r, a)
-	if log := a.log.String(); !strings.Contains(log, "Step 1/5 : FROM scratch") || !strings.Contains(log, "built image "+imageTag(a.spec.Component, digest)) {
+	if log := a.log.String(); !strings.Contains(log, "Step 1/5 : FROM scratch") || !strings.Contains(log, "built image "+imageTag(r.cfg.Owner, a.spec.Component, digest)) {
 		t.Errorf("build log does not show the build:\n%s", log)
 	}
 
-	img, err := r.cli.ImageInspect(context.Background(), imageTag(a.spec.Component, digest))
+	img, err := r.cli.ImageInspect(context.Background(), imageTag(r.cfg.Owner, a.spec.Component, digest))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +150,7 @@ func TestBuildOnceAndRemoveImage(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	tag := imageTag(a.spec.Component, digest)
+	tag := imageTag(r.cfg.Owner, a.spec.Component, digest)
 	if err := r.RemoveImage(ctx, a.spec.Component, digest); !errors.Is(err, ErrImageInUse) {
 		t.Fatalf("RemoveImage while in use = %v", err)
 	}
@@ -186,7 +189,7 @@ func TestBuildFails(t *testing.T) {
 	if n := strings.Count(err.Error(), "\n"); n > buildTail+1 {
 		t.Errorf("error has %d lines", n)
 	}
-	if _, err := r.cli.ImageInspect(context.Background(), imageTag(a.spec.Component, digest)); !cerrdefs.IsNotFound(err) {
+	if _, err := r.cli.ImageInspect(context.Background(), imageTag(r.cfg.Owner, a.spec.Component, digest)); !cerrdefs.IsNotFound(err) {
 		t.Errorf("failed build left an image: %v", err)
 	}
 }
@@ -432,7 +435,7 @@ func TestAdoption(t *testing.T) {
 	dir, digest := appDir(t, "")
 	a := newSpec(t, "adopt", dir, digest, manifest.Manifest{})
 	prepare(t, r, a)
-	img := imageTag(a.spec.Component, digest)
+	img := imageTag(r.cfg.Owner, a.spec.Component, digest)
 
 	ctx := context.Background()
 	mk := func(name string, labels map[string]string) string {
@@ -505,4 +508,72 @@ func TestHammer(t *testing.T) {
 		t.Errorf("%d containers, scale.max is 2", n)
 	}
 	t.Logf("stats: %+v", a.inst.Stats())
+}
+
+// TestTwoOwnersShareEngine: two workers on one engine (two owners) run the
+// same deployment side by side, each with its own containers and image;
+// one retiring it leaves the other serving. (With names and tags without
+// the owner, the second worker's container could not even be created.)
+func TestTwoOwnersShareEngine(t *testing.T) {
+	r1 := newRuntime(t, Config{})
+	r2 := newRuntime(t, Config{Owner: testOwner + "-b"})
+	t.Cleanup(func() {
+		// The sweep covers testOwner only: leave nothing of the second.
+		ctx := context.Background()
+		own := filters.NewArgs(filters.Arg("label", LabelOwner+"="+r2.cfg.Owner))
+		if cs, err := r1.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: own}); err == nil {
+			for _, c := range cs {
+				t.Errorf("container %v of the second owner left", c.Names)
+				r1.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+			}
+		}
+		if imgs, err := r1.cli.ImageList(ctx, image.ListOptions{Filters: own}); err == nil {
+			for _, img := range imgs {
+				r1.cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+			}
+		}
+	})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "shared", dir, digest, manifest.Manifest{})
+	b := &app{log: &syncBuffer{}, logs: &sink{}, mount: a.mount}
+	b.spec = a.spec // the same component, deployment and artifact
+	b.spec.BuildLog, b.spec.Logs = b.log, b.logs
+	prepare(t, r1, a)
+	prepare(t, r2, b)
+	for i, x := range []*app{a, b} {
+		if code, body := x.get("/"); code != http.StatusOK {
+			t.Fatalf("worker %d: GET / = %d %q", i+1, code, body)
+		}
+	}
+	d := a.spec.Deployment
+	if n1, n2 := len(containers(t, r1, d)), len(containers(t, r2, d)); n1 != 1 || n2 != 1 {
+		t.Fatalf("containers: %d of the first owner, %d of the second; want 1 each", n1, n2)
+	}
+
+	ctx := context.Background()
+	tag1, tag2 := imageTag(r1.cfg.Owner, a.spec.Component, digest), imageTag(r2.cfg.Owner, a.spec.Component, digest)
+	if err := a.inst.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Retire(ctx, a.spec.Component, digest); err != nil {
+		t.Fatalf("first owner retires: %v", err)
+	}
+	if _, err := r1.cli.ImageInspect(ctx, tag1); !cerrdefs.IsNotFound(err) {
+		t.Fatalf("first owner's image %s still there: %v", tag1, err)
+	}
+	if _, err := r2.cli.ImageInspect(ctx, tag2); err != nil {
+		t.Fatalf("second owner's image %s: %v", tag2, err)
+	}
+	if code, body := b.get("/"); code != http.StatusOK {
+		t.Fatalf("second owner after the first retired: GET / = %d %q", code, body)
+	}
+	if err := b.inst.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Retire(ctx, a.spec.Component, digest); err != nil {
+		t.Fatalf("second owner retires: %v", err)
+	}
+	if _, err := r2.cli.ImageInspect(ctx, tag2); !cerrdefs.IsNotFound(err) {
+		t.Fatalf("second owner's image %s still there: %v", tag2, err)
+	}
 }

@@ -19,13 +19,21 @@ import (
 // buildTail is how many lines of build output a failed build's error carries.
 const buildTail = 20
 
-// imageTag names the image of a component at an artifact digest.
-func imageTag(component, digest string) string {
+// imageTag names the image a runtime of owner builds for a component at an
+// artifact digest: velo/<component>:<digest>-<owner>. The owner is in the
+// tag because workers sharing one engine each build, label and remove
+// their own image; with one tag, the second build took it over and the
+// first worker's image could neither be found nor removed.
+func imageTag(owner, component, digest string) string {
 	d := digest
 	if len(d) > 12 {
 		d = d[:12]
 	}
-	return "velo/" + repoName(component) + ":" + strings.ToLower(d)
+	o := repoName(owner)
+	if len(o) > 100 {
+		o = o[:100] // a tag holds at most 128 characters
+	}
+	return "velo/" + repoName(component) + ":" + strings.ToLower(d) + "-" + o
 }
 
 // repoName maps a component name onto what Docker accepts as a repository
@@ -53,7 +61,7 @@ func repoName(s string) string {
 // ensureImage builds the image for spec unless one with the same tag and
 // digest label exists already.
 func (r *Runtime) ensureImage(ctx context.Context, component, digest, dir string, log io.Writer) (string, error) {
-	tag := imageTag(component, digest)
+	tag := imageTag(r.cfg.Owner, component, digest)
 	lock := r.buildLock(tag)
 	lock.Lock()
 	defer lock.Unlock()

@@ -376,8 +376,9 @@ func (i *Instance) scaleUpLocked() {
 func (i *Instance) createLocked() *op {
 	i.next++
 	c := &ctr{
-		n:        i.next,
-		name:     fmt.Sprintf("velo-%s-%d-%d", repoName(i.component), i.deployment, i.next),
+		n: i.next,
+		// The owner keeps apart the containers of workers sharing an engine.
+		name:     fmt.Sprintf("velo-%s-%s-%d-%d", repoName(i.rt.cfg.Owner), repoName(i.component), i.deployment, i.next),
 		lastUsed: time.Now(),
 	}
 	i.ctrs = append(i.ctrs, c)

@@ -239,7 +239,7 @@ var ErrImageInUse = errors.New("image in use")
 // uses it, and nil when the image is already gone. An image that is not ours
 // (other owner label) or that the engine still sees in use is left alone.
 func (r *Runtime) RemoveImage(ctx context.Context, component, digest string) error {
-	tag := imageTag(component, digest)
+	tag := imageTag(r.cfg.Owner, component, digest)
 	r.mu.Lock()
 	n := r.inUse[tag]
 	r.mu.Unlock()
