@@ -306,15 +306,16 @@ func (fc *fastConn) serve() {
 			return
 		}
 		keep := fc.forward(req)
+		var err error
 		if keep && fc.br.Buffered() == 0 {
 			// Nothing pipelined: write the answer and wait for the next
 			// request in one go (see rawIO). Idle while waiting, so
 			// that Shutdown wakes it.
 			fc.idle.Store(true)
-			fc.io.arm()
+			err = fc.io.flushAwait(fc.bw)
+		} else {
+			err = fc.bw.Flush()
 		}
-		err := fc.bw.Flush()
-		fc.io.armed = false
 		if err != nil || !keep {
 			return
 		}
@@ -574,7 +575,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 		b.downUntil.Store(0)
 		c.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
 		fc.writeUpstream(c.bw, b, req, rt, body)
-		err = c.flushAwait()
+		err = c.io.flushAwait(c.bw)
 		var res *response
 		if err == nil {
 			res, err = fc.readRawHead(c.br, req.method)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -56,6 +57,16 @@ func newRawIO(c net.Conn) *rawIO {
 	}
 	w.readFn, w.writeFn, w.writeAwaitFn = w.read, w.write, w.writeAwait
 	return w
+}
+
+// flushAwait flushes bw, which writes to w, and returns once the answer is
+// there to read: a request to a worker, or an answer to a client whose
+// next request is awaited. The same holding of the read side as arm's.
+func (w *rawIO) flushAwait(bw *bufio.Writer) error {
+	w.arm()
+	err := bw.Flush()
+	w.armed = false // left armed if bw had nothing to write
+	return err
 }
 
 // arm makes the next Write wait for the connection to become readable.

@@ -191,15 +191,6 @@ func (c *wconn) extendDeadline(now time.Time, d time.Duration) {
 	}
 }
 
-// flushAwait writes the buffered request and returns once the answer
-// is there to read (see rawIO).
-func (c *wconn) flushAwait() error {
-	c.io.arm()
-	err := c.bw.Flush()
-	c.io.armed = false
-	return err
-}
-
 const connBuffer = 32 << 10
 
 // get returns an idle connection, or dials one.
@@ -439,7 +430,7 @@ func (b *remoteBackend) roundTrip(w http.ResponseWriter, r *http.Request, c *wco
 			return false, err
 		}
 	}
-	if err := c.flushAwait(); err != nil {
+	if err := c.io.flushAwait(c.bw); err != nil {
 		return false, writeError{err}
 	}
 

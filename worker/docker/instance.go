@@ -375,9 +375,9 @@ func (i *Instance) scaleUpLocked() {
 // createLocked adds a new container and begins starting it.
 func (i *Instance) createLocked() *op {
 	i.next++
+	// The owner keeps apart the containers of workers sharing an engine.
 	c := &ctr{
-		n: i.next,
-		// The owner keeps apart the containers of workers sharing an engine.
+		n:        i.next,
 		name:     fmt.Sprintf("velo-%s-%s-%d-%d", repoName(i.rt.cfg.Owner), repoName(i.component), i.deployment, i.next),
 		lastUsed: time.Now(),
 	}
