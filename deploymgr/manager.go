@@ -43,6 +43,7 @@ type Store interface {
 	DeletePlacement(ctx context.Context, deployment int64, worker string) error
 
 	Stats(ctx context.Context, component string, since time.Time) ([]store.Hits, error)
+	Prune(ctx context.Context, hitsBefore, jobsBefore time.Time) (hits, jobs int64, err error)
 	Logs(ctx context.Context, component string, afterID int64, limit int) ([]store.LogLine, error)
 	TailLogs(ctx context.Context, component string, n int) ([]store.LogLine, error)
 
@@ -88,6 +89,10 @@ type Config struct {
 	// Grace is how long an old deployment stays placed after a newer one
 	// went live, so that routers switch before it goes away (default 3s).
 	Grace time.Duration
+	// Retention is how long hit buckets and finished GitHub jobs are kept
+	// (default 30 days); the scheduler prunes older ones at start and then
+	// hourly.
+	Retention time.Duration
 	// RoutesChanged, when set, is called after every change of what
 	// routers serve, before the change is reported as done (a deployment
 	// marked ready, a pause answered). In one process it refreshes the
@@ -127,6 +132,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Grace <= 0 {
 		c.Grace = 3 * time.Second
+	}
+	if c.Retention <= 0 {
+		c.Retention = 30 * 24 * time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -189,6 +197,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(m.cfg.Schedule)
 	defer tick.Stop()
+	prune := time.NewTicker(time.Hour)
+	defer prune.Stop()
+	m.prune(ctx)
 	for {
 		if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("schedule failed", "err", err)
@@ -199,7 +210,22 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-deps:
 		case <-places:
 		case <-tick.C:
+		case <-prune.C:
+			m.prune(ctx)
 		}
+	}
+}
+
+// prune deletes the hit buckets and finished GitHub jobs older than the
+// retention.
+func (m *Manager) prune(ctx context.Context) {
+	before := time.Now().Add(-m.cfg.Retention)
+	hits, jobs, err := m.store.Prune(ctx, before, before)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		m.log.Warn("prune failed", "err", err)
+	case hits+jobs > 0:
+		m.log.Info("pruned", "hit_buckets", hits, "github_jobs", jobs, "older_than", m.cfg.Retention)
 	}
 }
 

@@ -126,3 +126,46 @@ func TestAutoscaleDocker(t *testing.T) {
 	m.scaled["web"] = time.Now()
 	round(1, "a") // cooling down: no change however busy
 }
+
+// TestRunPrunes: the scheduler deletes hit buckets older than the
+// retention when it starts, and keeps the recent ones.
+func TestRunPrunes(t *testing.T) {
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := st.CreateComponent(ctx, store.Component{Name: "web", Runtime: "wasm"}); err != nil {
+		t.Fatal(err)
+	}
+	recent := time.Now().UTC().Truncate(time.Minute)
+	if err := st.AddHits(ctx, []store.Hits{{Component: "web", Minute: recent.Add(-48 * time.Hour), Hits: 1}, {Component: "web", Minute: recent, Hits: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{PublicURL: "http://x", Retention: 24 * time.Hour}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		hits, err := st.Stats(ctx, "web", recent.Add(-72*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hits) == 1 && hits[0].Hits == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("buckets after the scheduler started: %+v, want only the recent one", hits)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -42,6 +42,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"Placements", testPlacements},
 		{"Routes", testRoutes},
 		{"RoutesDuringPromotions", testRoutesDuringPromotions},
+		{"Prune", testPrune},
 		{"Hits", testHits},
 		{"Logs", testLogs},
 		{"TokensAndSettings", testTokensAndSettings},
@@ -851,6 +852,43 @@ func testRoutesDuringPromotions(t *testing.T, s *Store) {
 		must(t, err)
 		if len(rs) != 1 || len(rs[0].Workers) != 1 || rs[0].Workers[0].Name != want[rs[0].Deployment] {
 			t.Fatalf("read %d during promotions: %+v, want deployment %d on wa or %d on wb", reads, rs, a.ID, b.ID)
+		}
+	}
+}
+
+// testPrune: old hit buckets and finished GitHub jobs go; recent buckets
+// and unfinished jobs stay.
+func testPrune(t *testing.T, s *Store) {
+	ctx := context.Background()
+	mkComponent(t, s, "app")
+	recent := time.Now().UTC().Truncate(time.Minute)
+	old := recent.Add(-48 * time.Hour)
+	must(t, s.AddHits(ctx, []Hits{{Component: "app", Minute: old, Hits: 5}, {Component: "app", Minute: recent, Hits: 7}}))
+	for _, st := range []string{JobQueued, JobRunning, JobDone, JobFailed} {
+		_, err := s.CreateGitHubJob(ctx, GitHubJob{Delivery: "d-" + st, Kind: "push", Repo: "o/r", Payload: []byte(`{}`), State: st})
+		must(t, err)
+	}
+
+	// Nothing is old enough yet.
+	hits, jobs, err := s.Prune(ctx, old, time.Now().Add(-time.Hour))
+	must(t, err)
+	if hits != 0 || jobs != 0 {
+		t.Fatalf("Prune with nothing old enough removed %d buckets, %d jobs", hits, jobs)
+	}
+	hits, jobs, err = s.Prune(ctx, recent.Add(-24*time.Hour), time.Now().Add(time.Minute))
+	must(t, err)
+	if hits != 1 || jobs != 2 {
+		t.Fatalf("Prune removed %d buckets and %d jobs, want 1 and 2", hits, jobs)
+	}
+	got, err := s.Stats(ctx, "app", old.Add(-time.Minute))
+	must(t, err)
+	if len(got) != 1 || got[0].Hits != 7 || !got[0].Minute.Equal(recent) {
+		t.Errorf("buckets left: %+v, want the recent one", got)
+	}
+	for st, want := range map[string]bool{JobQueued: true, JobRunning: true, JobDone: false, JobFailed: false} {
+		_, err := s.GitHubJob(ctx, "d-"+st)
+		if kept := err == nil; kept != want {
+			t.Errorf("%s job kept = %v (%v), want %v", st, kept, err, want)
 		}
 	}
 }
