@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/velo-run/velo/internal/archive/archivetest"
 )
 
 // TestClusterDockerWorkers runs velo's own image — FROM scratch with the
@@ -26,12 +29,7 @@ import (
 // addresses on the private network. Without a Docker engine the test is
 // skipped, or fails under CI=true.
 func TestClusterDockerWorkers(t *testing.T) {
-	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Docker engine required in CI: %v: %s", err, out)
-		}
-		t.Skipf("no Docker engine: %v", err)
-	}
+	requireDocker(t)
 	c := newCluster(t, "VELO_WORKER_TIMEOUT=3s")
 	suffix := randomHex(t)
 
@@ -276,4 +274,107 @@ func startRelay(t *testing.T, listen, target string) string {
 		wg.Wait()
 	})
 	return ln.Addr().String()
+}
+
+// requireDocker skips the test without a Docker engine, and fails it in CI.
+func requireDocker(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Docker engine required in CI: %v: %s", err, out)
+		}
+		t.Skipf("no Docker engine: %v", err)
+	}
+}
+
+// TestClusterDockerAutoscale: a Docker component busier than
+// VELO_DOCKER_TARGET_RPS per replica gets a second replica on the other
+// worker, and the router then serves it from both. The two workers run on
+// the host and share its Docker engine, each with its own containers and
+// image; deleting the component leaves nothing of either behind.
+func TestClusterDockerAutoscale(t *testing.T) {
+	requireDocker(t)
+	suffix := randomHex(t)
+	wa, wb := "dka-"+suffix, "dkb-"+suffix
+	// owned lists the containers and images the two workers have on the
+	// engine, by their owner label.
+	owned := func(kind string) []string {
+		var ids []string
+		for _, w := range []string{wa, wb} {
+			args := []string{kind, "-q", "--filter", "label=run.velo.owner=" + w}
+			if kind == "ps" {
+				args = append(args, "-a")
+			}
+			if o, err := exec.Command("docker", args...).Output(); err == nil {
+				ids = append(ids, strings.Fields(string(o))...)
+			}
+		}
+		return ids
+	}
+	// Registered before the cluster's, so it runs after the workers
+	// stopped: whatever happened, leave nothing behind.
+	t.Cleanup(func() {
+		for _, id := range owned("ps") {
+			dockerQuiet("rm", "-f", id)
+		}
+		for _, id := range owned("images") {
+			dockerQuiet("rmi", "-f", id)
+		}
+	})
+	c := newCluster(t, "VELO_WORKER_TIMEOUT=3s", "VELO_DOCKER_TARGET_RPS=1", "VELO_SCALE_COOLDOWN=1s")
+
+	// The component: the Docker tests' static server, FROM scratch.
+	bin := filepath.Join(t.TempDir(), "server")
+	build := exec.Command("go", "build", "-o", bin, "../../worker/docker/testdata/server")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build test server: %v\n%s", err, out)
+	}
+	server, err := os.ReadFile(bin)
+	must(t, err)
+	tgz := archivetest.TarGz(t, map[string]string{
+		"Dockerfile": "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n",
+		"server":     string(server),
+		"velo.toml":  "name = \"hello\"\nruntime = \"docker\"\nport = 8080\n[env]\nGREETING = \"docker\"\n",
+	})
+
+	dm := c.start("deploymgr", "deploymgr")
+	c.start("worker-a", "worker", "--name", wa, "--data", t.TempDir())
+	c.start("worker-b", "worker", "--name", wb, "--data", t.TempDir())
+	rt := c.start("router", "router")
+	d, err := c.client(dm).Deploy(c.ctx, "hello", bytes.NewReader(tgz))
+	if err != nil {
+		t.Fatalf("deploy: %v", err)
+	}
+	c.waitLive(dm, d.ID)
+	if ws := c.readyWorkers(dm); len(ws) != 1 {
+		t.Fatalf("Docker component placed on %v, want one worker (VELO_DOCKER_REPLICAS=1)", ws)
+	}
+
+	// 600 requests: several per second over the minutes the autoscaler
+	// looks at, for a target of 1 per replica.
+	u := rt.url + "/fn/hello/"
+	for _, cl := range load(u, 4, 600, time.Minute, nil) {
+		if cl.status != 200 || cl.body != "hello docker\n" {
+			t.Fatalf("call under load: %d %q", cl.status, cl.body)
+		}
+	}
+	c.eventually(60*time.Second, "a second replica", func() bool {
+		return strings.Join(c.readyWorkers(dm), ",") == wa+","+wb
+	})
+	c.eventually(20*time.Second, "router serving from both workers", func() bool {
+		seen := map[string]bool{}
+		for _, cl := range load(u, 1, 6, 10*time.Second, nil) {
+			if cl.status == 200 && cl.body == "hello docker\n" {
+				seen[cl.worker] = true
+			}
+		}
+		return seen[wa] && seen[wb]
+	})
+
+	// Delete: both workers remove their containers and images.
+	must(t, c.client(dm).Delete(c.ctx, "hello"))
+	c.eventually(60*time.Second, "nothing of the component left on the engine", func() bool {
+		return len(owned("ps"))+len(owned("images")) == 0
+	})
 }
