@@ -16,10 +16,11 @@ import (
 // /user/installations and /user/installations/{id}/repositories) and
 // remembering the answer briefly. Safe for concurrent use.
 type Access struct {
-	app *github.App
-	st  Store
-	ttl time.Duration
-	log *slog.Logger
+	app  *github.App
+	seal *sealer // nil without an OAuth client
+	st   Store
+	ttl  time.Duration
+	log  *slog.Logger
 
 	mu    sync.Mutex
 	cache map[string]cached
@@ -30,8 +31,8 @@ type cached struct {
 	expires time.Time
 }
 
-func newAccess(app *github.App, st Store, ttl time.Duration, log *slog.Logger) *Access {
-	return &Access{app: app, st: st, ttl: ttl, log: log, cache: make(map[string]cached)}
+func newAccess(app *github.App, seal *sealer, st Store, ttl time.Duration, log *slog.Logger) *Access {
+	return &Access{app: app, seal: seal, st: st, ttl: ttl, log: log, cache: make(map[string]cached)}
 }
 
 // Repos implements deploymgr.Access: the admin sees everything, a GitHub
@@ -52,11 +53,17 @@ func (a *Access) Repos(ctx context.Context, user string) (all bool, repos []stri
 	if ok && time.Now().Before(c.expires) {
 		return false, c.repos, nil
 	}
-	tok, err := a.st.GitHubUserToken(ctx, login)
-	if errors.Is(err, store.ErrNotFound) {
+	sealed, err := a.st.GitHubUserToken(ctx, login)
+	if errors.Is(err, store.ErrNotFound) || a.seal == nil {
 		return false, nil, nil
 	} else if err != nil {
 		return false, nil, err
+	}
+	tok, err := a.seal.open(login, sealed)
+	if err != nil {
+		// Unusable: like a revoked token, until they sign in again.
+		a.log.Warn("github token of user unusable; they must sign in again", "user", user, "err", err)
+		return false, nil, nil
 	}
 	repos, err = a.fetch(ctx, tok)
 	if err != nil {

@@ -78,6 +78,7 @@ type Config struct {
 // Safe for concurrent use.
 type Sessions struct {
 	cfg    Config
+	seal   *sealer // seals users' GitHub tokens; nil without an OAuth client
 	secure bool
 	log    *slog.Logger
 	access *Access
@@ -101,8 +102,12 @@ func New(cfg Config) (*Sessions, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	s := &Sessions{cfg: cfg, secure: strings.HasPrefix(cfg.PublicURL, "https://"), log: cfg.Logger}
-	s.access = newAccess(cfg.App, cfg.Store, cfg.CacheTTL, cfg.Logger)
+	seal, err := newSealer(cfg.App)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	s := &Sessions{cfg: cfg, seal: seal, secure: strings.HasPrefix(cfg.PublicURL, "https://"), log: cfg.Logger}
+	s.access = newAccess(cfg.App, seal, cfg.Store, cfg.CacheTTL, cfg.Logger)
 	return s, nil
 }
 
@@ -265,7 +270,10 @@ func (s *Sessions) signIn(ctx context.Context, code string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := s.cfg.Store.PutGitHubUserToken(ctx, login, tok); err != nil {
+	if s.seal == nil {
+		return "", errors.New("GitHub sign-in needs the App's OAuth client secret")
+	}
+	if err := s.cfg.Store.PutGitHubUserToken(ctx, login, s.seal.seal(login, tok)); err != nil {
 		return "", fmt.Errorf("record user token: %w", err)
 	}
 	s.access.forget(GitHubUser(login))

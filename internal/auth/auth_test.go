@@ -96,7 +96,7 @@ func TestGitHubUserIsNeverAdmin(t *testing.T) {
 	gh.AddRepo("admin", "x", "main", 9)
 	tok := gh.AddUser("admin", 9)
 	s, st := newSessions(t, "http://127.0.0.1:8080", app)
-	if err := st.PutGitHubUserToken(context.Background(), "admin", tok); err != nil {
+	if err := st.PutGitHubUserToken(context.Background(), "admin", s.seal.seal("admin", tok)); err != nil {
 		t.Fatal(err)
 	}
 	all, repos, err := s.Access().Repos(context.Background(), GitHubUser("admin"))
@@ -145,5 +145,79 @@ func TestCallbackChecksState(t *testing.T) {
 	s.Handler().ServeHTTP(rec, req)
 	if rec.Code != http.StatusBadRequest {
 		t.Errorf("callback with a wrong state = %d, want 400", rec.Code)
+	}
+}
+
+// TestGitHubTokensSealed: users' GitHub tokens are stored encrypted, bound
+// to their login; a token stored in plain, copied to another user, or
+// sealed under another client secret gives no access (sign in again).
+func TestGitHubTokensSealed(t *testing.T) {
+	ctx := context.Background()
+	gh := githubtest.New(t)
+	app, err := github.NewApp(gh.Config(), gh.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh.AddRepo("alice", "app", "main", 7)
+	tok := gh.AddUser("alice", 7)
+	gh.AddUser("bob", 7)
+	s, st := newSessions(t, "http://127.0.0.1:8080", app)
+	repos := func(user string) []string {
+		t.Helper()
+		s.access.forget(GitHubUser(user))
+		all, repos, err := s.Access().Repos(ctx, GitHubUser(user))
+		if err != nil || all {
+			t.Fatalf("Repos(%s) = %v %v %v", user, all, repos, err)
+		}
+		return repos
+	}
+
+	sealed := s.seal.seal("alice", tok)
+	if strings.Contains(sealed, tok) || !strings.HasPrefix(sealed, sealPrefix) {
+		t.Fatalf("sealed token %q shows the token", sealed)
+	}
+	if again := s.seal.seal("alice", tok); again == sealed {
+		t.Error("two seals of one token are equal (nonce reused)")
+	}
+	if err := st.PutGitHubUserToken(ctx, "alice", sealed); err != nil {
+		t.Fatal(err)
+	}
+	if got := repos("alice"); len(got) != 1 || got[0] != "alice/app" {
+		t.Fatalf("alice's repos with a sealed token = %v", got)
+	}
+
+	// Copied to bob's row: bound to alice, it does not open.
+	if err := st.PutGitHubUserToken(ctx, "bob", sealed); err != nil {
+		t.Fatal(err)
+	}
+	if got := repos("bob"); len(got) != 0 {
+		t.Errorf("bob with alice's sealed token sees %v", got)
+	}
+	// Stored in plain (before tokens were sealed): not used.
+	if err := st.PutGitHubUserToken(ctx, "alice", tok); err != nil {
+		t.Fatal(err)
+	}
+	if got := repos("alice"); len(got) != 0 {
+		t.Errorf("a plain stored token gave %v", got)
+	}
+	// Sealed under another client secret (rotated): not used.
+	cfg := gh.Config()
+	cfg.ClientSecret = "rotated-" + cfg.ClientSecret
+	other, err := github.NewApp(cfg, gh.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := newSealer(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutGitHubUserToken(ctx, "alice", rotated.seal("alice", tok)); err != nil {
+		t.Fatal(err)
+	}
+	if got := repos("alice"); len(got) != 0 {
+		t.Errorf("a token sealed under another secret gave %v", got)
+	}
+	if _, err := s.seal.open("alice", "v1.not-base64!"); err == nil {
+		t.Error("a malformed sealed token opened")
 	}
 }
