@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -369,6 +370,38 @@ func TestCrashReplaced(t *testing.T) {
 		return len(containers(t, r, a.spec.Deployment)) == 1
 	})
 	if !a.logs.has(worker.System, "crashed (exit code 1); replaced by") || !a.logs.has(worker.Stderr, "crashing on request") {
+		t.Errorf("logs:\n%s", a.logs)
+	}
+}
+
+// TestCrashBackoff: a container that crashes again soon after it was
+// replaced is not restarted at once: during the hold requests are refused
+// with 503 and Retry-After, and once it is over a container starts again.
+func TestCrashBackoff(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour, CrashBackoff: 5 * time.Second})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "crashloop", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 1, Max: 1}})
+	prepare(t, r, a)
+	a.get("/crash")
+	eventually(t, 20*time.Second, "the first crash replaced at once", func() bool {
+		s := a.inst.Stats()
+		return s.Crashes == 1 && s.Count(Running) == 1
+	})
+	a.get("/crash")
+	eventually(t, 20*time.Second, "the second crash noticed", func() bool { return a.inst.Stats().Crashes == 2 })
+	w := httptest.NewRecorder()
+	a.inst.Serve(w, httptest.NewRequest(http.MethodGet, a.mount+"/", nil), a.mount)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "keeps crashing") {
+		t.Fatalf("during the hold: %d %q, Retry-After %q", w.Code, w.Body.String(), w.Header().Get("Retry-After"))
+	}
+	if n := a.inst.Stats().Count(Running) + a.inst.Stats().Count(Starting); n != 0 {
+		t.Fatalf("%d containers running or starting during the hold", n)
+	}
+	eventually(t, 30*time.Second, "serving again after the hold", func() bool {
+		code, _ := a.get("/")
+		return code == http.StatusOK
+	})
+	if !a.logs.has(worker.System, "2 times in a row soon after starting; next start in 5s") {
 		t.Errorf("logs:\n%s", a.logs)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,7 +54,8 @@ type ctr struct {
 	inflight int
 	waiting  int
 	lastUsed time.Time
-	busy     *op // the transition in progress, if any
+	started  time.Time // when it last became ready
+	busy     *op       // the transition in progress, if any
 }
 
 // op is a container transition (start, wake, pause, stop) that requests can
@@ -91,6 +93,10 @@ type Instance struct {
 	inflight int
 	drained  chan struct{} // closed once closed and no request is in flight
 	stats    Stats
+	// A crash streak: containers crashing soon after their start. While
+	// held, no container is started and requests are refused at once.
+	crashes  int
+	holdTill time.Time
 }
 
 var _ worker.Instance = (*Instance)(nil)
@@ -208,9 +214,13 @@ var errClosed = errors.New("deployment is shutting down")
 func (i *Instance) Serve(w http.ResponseWriter, r *http.Request, mount string) {
 	c, proxy, err := i.acquire(r.Context())
 	if err != nil {
+		var held *crashLoopError
 		switch {
 		case errors.Is(err, errClosed):
 			http.Error(w, "deployment is shutting down", http.StatusServiceUnavailable)
+		case errors.As(err, &held):
+			w.Header().Set("Retry-After", strconv.Itoa(int(held.wait/time.Second)+1))
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		case r.Context().Err() != nil:
 			// The client went away while it waited for a start.
 		default:
@@ -238,6 +248,14 @@ func (i *Instance) Serve(w http.ResponseWriter, r *http.Request, mount string) {
 	proxy.ServeHTTP(w, out)
 }
 
+// crashLoopError refuses a request while a crashing component is held.
+type crashLoopError struct{ wait time.Duration }
+
+func (e *crashLoopError) Error() string {
+	return fmt.Sprintf("component keeps crashing right after it starts (see its logs); next start in %s",
+		e.wait.Round(time.Second))
+}
+
 // acquire returns a running container for one request, counting it in
 // flight. The wait for a start is bounded by ReadyTimeout, not by the
 // component's request timeout.
@@ -258,6 +276,10 @@ func (i *Instance) acquire(ctx context.Context) (*ctr, *httputil.ReverseProxy, e
 			p := c.proxy
 			i.mu.Unlock()
 			return c, p, nil
+		}
+		if wait := time.Until(i.holdTill); wait > 0 {
+			i.mu.Unlock()
+			return nil, nil, &crashLoopError{wait: wait}
 		}
 		c, o := i.nextOpLocked()
 		c.waiting++
@@ -417,6 +439,7 @@ func (i *Instance) startLocked(c *ctr) *op {
 		}
 		c.state = Running
 		c.lastUsed = time.Now()
+		c.started = c.lastUsed
 		i.stats.Starts++
 		if restart {
 			i.event("container %s started again", c.name)
@@ -541,9 +564,39 @@ func (i *Instance) exited(c *ctr, gen int, code int64) {
 	}
 	i.stats.Crashes++
 	i.dropLocked(c)
-	i.createLocked()
-	next := i.ctrs[len(i.ctrs)-1]
-	i.event("container %s crashed (exit code %d); replaced by %s", c.name, code, next.name)
+	if time.Since(c.started) < crashWindow {
+		i.crashes++
+	} else {
+		i.crashes = 1
+	}
+	if i.crashes == 1 {
+		i.createLocked()
+		next := i.ctrs[len(i.ctrs)-1]
+		i.event("container %s crashed (exit code %d); replaced by %s", c.name, code, next.name)
+		return
+	}
+	// Crashing again soon after its start: hold before the next start,
+	// longer each time, instead of restarting it as fast as it dies.
+	hold := min(i.rt.cfg.CrashBackoff<<min(i.crashes-2, 16), crashBackoffMax)
+	i.holdTill = time.Now().Add(hold)
+	i.event("container %s crashed (exit code %d), %d times in a row soon after starting; next start in %s",
+		c.name, code, i.crashes, hold)
+	i.wg.Add(1)
+	go func() {
+		defer i.wg.Done()
+		t := time.NewTimer(hold)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-i.ctx.Done():
+			return
+		}
+		i.mu.Lock()
+		defer i.mu.Unlock()
+		if !i.closed && !time.Now().Before(i.holdTill) && len(i.ctrs) < max(i.min, 1) {
+			i.createLocked() // a request may have started one already
+		}
+	}()
 }
 
 // idleLoop pauses and stops idle containers until Close.

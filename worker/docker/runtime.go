@@ -38,6 +38,14 @@ const (
 	DefaultCPUs            = 1.0
 	DefaultPids            = 256
 	DefaultScaleUpInFlight = 8
+	DefaultCrashBackoff    = time.Second
+)
+
+// crashWindow: a container that crashes within this time of its start
+// continues a crash streak; crashBackoffMax caps the hold between starts.
+const (
+	crashWindow     = 30 * time.Second
+	crashBackoffMax = time.Minute
 )
 
 // Config configures a Runtime. Zero fields take the defaults above.
@@ -59,7 +67,12 @@ type Config struct {
 	// ScaleUpInFlight is the number of requests in flight on every running
 	// container above which another container is started (up to scale.max).
 	ScaleUpInFlight int
-	Logger          *slog.Logger
+	// CrashBackoff is the first hold before a container that keeps
+	// crashing soon after its start is started again; it doubles with
+	// every further crash, up to a minute. The first crash is replaced at
+	// once.
+	CrashBackoff time.Duration
+	Logger       *slog.Logger
 	// Client talks to the engine; nil means one built from the environment
 	// (DOCKER_HOST and friends), which Close then closes.
 	Client *client.Client
@@ -90,6 +103,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ScaleUpInFlight <= 0 {
 		c.ScaleUpInFlight = DefaultScaleUpInFlight
+	}
+	if c.CrashBackoff <= 0 {
+		c.CrashBackoff = DefaultCrashBackoff
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
