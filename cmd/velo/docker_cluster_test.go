@@ -351,9 +351,14 @@ func TestClusterDockerAutoscale(t *testing.T) {
 		t.Fatalf("Docker component placed on %v, want one worker (VELO_DOCKER_REPLICAS=1)", ws)
 	}
 
+	// The router learns of the new route through Postgres: wait for it.
+	u := rt.url + "/fn/hello/"
+	c.eventually(20*time.Second, "router serving hello", func() bool {
+		calls := load(u, 1, 1, 10*time.Second, nil)
+		return len(calls) == 1 && calls[0].status == 200
+	})
 	// 600 requests: several per second over the minutes the autoscaler
 	// looks at, for a target of 1 per replica.
-	u := rt.url + "/fn/hello/"
 	for _, cl := range load(u, 4, 600, time.Minute, nil) {
 		if cl.status != 200 || cl.body != "hello docker\n" {
 			t.Fatalf("call under load: %d %q", cl.status, cl.body)
