@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +20,7 @@ import (
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/worker"
 	"github.com/velo-run/velo/worker/docker"
+	"github.com/velo-run/velo/worker/docker/dockertest"
 )
 
 // TestDockerComponent runs a Docker component through the whole platform
@@ -55,19 +54,10 @@ func TestDockerComponent(t *testing.T) {
 	defer n.Close()
 	e := &env{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}
 
-	bin := filepath.Join(t.TempDir(), "server")
-	build := exec.Command("go", "build", "-o", bin, "../worker/docker/testdata/server")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build test server: %v\n%s", err, out)
-	}
-	server, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	server := dockertest.Server(t)
 	files := func(greeting string) map[string][]byte {
 		return map[string][]byte{
-			"Dockerfile": []byte("FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n"),
+			"Dockerfile": []byte(dockertest.Dockerfile),
 			"server":     server,
 			"velo.toml":  []byte(fmt.Sprintf("runtime = \"docker\"\nport = 8080\n[env]\nGREETING = %q\n", greeting)),
 		}

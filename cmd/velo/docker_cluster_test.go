@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
+	"github.com/velo-run/velo/worker/docker/dockertest"
 )
 
 // TestClusterDockerWorkers runs velo's own image — FROM scratch with the
@@ -324,17 +325,9 @@ func TestClusterDockerAutoscale(t *testing.T) {
 	c := newCluster(t, "VELO_WORKER_TIMEOUT=3s", "VELO_DOCKER_TARGET_RPS=1", "VELO_SCALE_COOLDOWN=1s")
 
 	// The component: the Docker tests' static server, FROM scratch.
-	bin := filepath.Join(t.TempDir(), "server")
-	build := exec.Command("go", "build", "-o", bin, "../../worker/docker/testdata/server")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build test server: %v\n%s", err, out)
-	}
-	server, err := os.ReadFile(bin)
-	must(t, err)
 	tgz := archivetest.TarGz(t, map[string]string{
-		"Dockerfile": "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n",
-		"server":     string(server),
+		"Dockerfile": dockertest.Dockerfile,
+		"server":     string(dockertest.Server(t)),
 		"velo.toml":  "name = \"hello\"\nruntime = \"docker\"\nport = 8080\n[env]\nGREETING = \"docker\"\n",
 	})
 

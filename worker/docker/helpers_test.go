@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/worker"
+	"github.com/velo-run/velo/worker/docker/dockertest"
 )
 
 // testOwner labels everything the tests create; TestMain checks that none
@@ -44,9 +44,6 @@ func TestMain(m *testing.M) {
 	if err := sweep(); err != nil {
 		fmt.Fprintln(os.Stderr, "cleanup:", err)
 		code = 1
-	}
-	if binDir != "" {
-		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
 }
@@ -87,31 +84,6 @@ func sweep() error {
 		return fmt.Errorf("containers left behind: %v", left)
 	}
 	return nil
-}
-
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
-)
-
-// serverBinary compiles testdata/server as a static Linux binary, once.
-func serverBinary(t testing.TB) string {
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "velo-docker-test-")
-		if binErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(binDir, "server"), "./testdata/server")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("build test server: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return filepath.Join(binDir, "server")
 }
 
 // engine returns a client to the local engine. Without one the test is
@@ -156,12 +128,9 @@ func newRuntime(t testing.TB, cfg Config) *Runtime {
 // Dockerfile lines. Its digest is derived from the content, as the worker's is.
 func appDir(t testing.TB, extra string) (dir, digest string) {
 	t.Helper()
-	bin, err := os.ReadFile(serverBinary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := dockertest.Server(t)
 	dir = t.TempDir()
-	dockerfile := "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n" + extra
+	dockerfile := dockertest.Dockerfile + extra
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,56 @@
+// Package dockertest gives tests the component the Docker tests run: the
+// static HTTP server in worker/docker/testdata/server, for an image built
+// FROM scratch (no registry needed).
+package dockertest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Dockerfile makes the image of the server: the binary, as file "server"
+// of the build context, alone FROM scratch.
+const Dockerfile = "FROM scratch\nCOPY server /server\nENTRYPOINT [\"/server\"]\n"
+
+var (
+	once sync.Once
+	bin  []byte
+	err  error
+)
+
+// Server returns the server compiled as a static Linux binary; it is built
+// once per test process.
+func Server(t testing.TB) []byte {
+	t.Helper()
+	once.Do(func() { bin, err = build() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func build() ([]byte, error) {
+	// The module root, wherever the test runs from inside it.
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(gomod)) == "" || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return nil, fmt.Errorf("build test server: not inside the module (go env GOMOD: %q, %v)", gomod, err)
+	}
+	dir, err := os.MkdirTemp("", "velo-test-server-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "server")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, ".")
+	cmd.Dir = filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "worker", "docker", "testdata", "server")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build test server: %v\n%s", err, msg)
+	}
+	return os.ReadFile(out)
+}
