@@ -124,7 +124,9 @@ func (i *Instance) start(c *ctr) error {
 	}
 	addr, err := hostAddr(info, i.port)
 	if err != nil {
-		return fmt.Errorf("container %s: %w", c.name, err)
+		// A container that exited at once has no port bindings left:
+		// explain it from its state and output, as any failed start.
+		return i.startFailed(c, id, fmt.Errorf("container %s: %w", c.name, err))
 	}
 
 	i.mu.Lock()
