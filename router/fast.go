@@ -35,7 +35,13 @@ type FastServer struct {
 	// that long (default 2 minutes); HeadTimeout bounds reading a request
 	// head once it has begun (default 10s).
 	IdleTimeout, HeadTimeout time.Duration
+	// Loops is the number of event loops serving connections where the
+	// platform has them (Linux; default GOMAXPROCS). Negative serves each
+	// connection on a goroutine of its own instead.
+	Loops int
 
+	loops    []*loop
+	next     int // the loop the next connection goes to
 	mu       sync.Mutex
 	ln       net.Listener
 	conns    map[*fastConn]struct{}
@@ -58,6 +64,7 @@ func (s *FastServer) Serve(ln net.Listener) error {
 	s.fallback = newHandoffListener(ln.Addr())
 	s.mu.Unlock()
 	go func() { _ = s.Fallback.Serve(s.fallback) }()
+	s.startLoops()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -71,16 +78,32 @@ func (s *FastServer) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		fc := &fastConn{s: s, c: c}
-		if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			fc.clientIP = []byte(ra.IP.String())
+		if s.dispatch(c) {
+			continue
 		}
-		s.mu.Lock()
-		s.conns[fc] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go fc.serve()
+		var ip []byte
+		if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = []byte(ra.IP.String())
+		}
+		fc := s.newConn(c, ip)
+		go fc.serve(nil)
 	}
+}
+
+// newConn sets up a connection for the goroutine path; the caller starts
+// its serve.
+func (s *FastServer) newConn(c net.Conn, ip []byte) *fastConn {
+	fc := &fastConn{s: s, c: c, clientIP: ip}
+	fc.io = newRawIO(c)
+	fc.br = readerPool.Get().(*bufio.Reader)
+	fc.br.Reset(fc.io)
+	fc.bw = writerPool.Get().(*bufio.Writer)
+	fc.bw.Reset(fc.io)
+	s.mu.Lock()
+	s.conns[fc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	return fc
 }
 
 // Shutdown stops accepting, lets requests under way finish, closes idle
@@ -91,6 +114,7 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close()
 	}
+	s.stopLoops(false)
 	for fc := range s.conns {
 		fc.wakeIfIdle()
 	}
@@ -100,6 +124,7 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		s.stopLoops(true)
 		s.mu.Lock()
 		for fc := range s.conns {
 			fc.c.Close()
@@ -115,129 +140,147 @@ type fastConn struct {
 	c        net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
-	io       *rawIO // under br and bw
+	io       *rawIO        // under br and bw
+	pre      *prefixReader // between br and io when the loop handed it over
 	idle     atomic.Bool
 	clientIP []byte
 	req      fastReq // reused for every request
 	// headDeadline is set while a request head is read in more than
 	// one piece, under the shorter HeadTimeout.
 	headDeadline bool
-	// The worker's answer head, parsed in place (see readRawHead).
-	res        response
-	resStatus  []byte
-	resLines   [][]byte
-	resHeadLen int
+	ans          answer // the worker's answer head
 }
 
-// readRawHead parses the head of a worker's answer where it lies in br's
-// buffer, without copying: the header lines to pass on are kept as slices,
-// written to the client as they are, and the head is discarded from br
-// only then (resHeadLen bytes). 1xx interim answers are skipped.
+// answer is the head of a worker's answer, parsed in place where it lies
+// in the read buffer: the header lines to pass on are kept as slices,
+// written to the client as they are, and the head is dropped from the
+// buffer only then (headLen bytes).
+type answer struct {
+	res     response
+	status  []byte // code and reason as the worker sent them
+	lines   [][]byte
+	headLen int
+}
+
+// parse parses the answer head at the start of buf, the answer to a
+// request with method. It returns false while buf holds no whole head,
+// interim true for a 1xx answer to drop (headLen bytes) before the next.
+func (a *answer) parse(buf, method []byte) (done, interim bool, err error) {
+	i := bytes.Index(buf, []byte("\r\n\r\n"))
+	if i < 0 {
+		return false, false, nil
+	}
+	head := buf[:i+4]
+	res := &a.res
+	*res = response{length: -1}
+	a.lines = a.lines[:0]
+	a.headLen = len(head)
+	rest := head[:len(head)-2]
+	line, rest, _ := bytes.Cut(rest, []byte("\r\n"))
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return false, false, fmt.Errorf("malformed status line %q", line)
+	}
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return false, false, fmt.Errorf("malformed status line %q", line)
+		}
+		res.status = res.status*10 + int(c-'0')
+	}
+	res.keepAlive = line[7] == '1'
+	a.status = line[9:]
+	var hop [][]byte
+	for len(rest) > 0 {
+		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return false, false, fmt.Errorf("malformed header line %q", line)
+		}
+		name := line[:colon]
+		value := bytes.TrimSpace(line[colon+1:])
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			n, err := strconv.ParseInt(string(value), 10, 64)
+			if err != nil || n < 0 || (res.length >= 0 && n != res.length) {
+				return false, false, fmt.Errorf("bad Content-Length %q", value)
+			}
+			res.length = n
+			continue
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			if !bytes.EqualFold(value, []byte("chunked")) {
+				return false, false, fmt.Errorf("unsupported Transfer-Encoding %q", value)
+			}
+			res.chunked = true
+			continue
+		case bytes.EqualFold(name, []byte("Connection")):
+			for _, tok := range bytes.Split(value, []byte(",")) {
+				switch tok = bytes.TrimSpace(tok); {
+				case bytes.EqualFold(tok, []byte("close")):
+					res.keepAlive = false
+				case bytes.EqualFold(tok, []byte("keep-alive")):
+					res.keepAlive = true
+				case len(tok) > 0:
+					hop = append(hop, tok)
+				}
+			}
+			continue
+		case bytes.EqualFold(name, []byte("Keep-Alive")), bytes.EqualFold(name, []byte("Proxy-Connection")),
+			bytes.EqualFold(name, []byte("Te")), bytes.EqualFold(name, []byte("Trailer")),
+			bytes.EqualFold(name, []byte("Upgrade")), bytes.EqualFold(name, []byte("Proxy-Authenticate")),
+			bytes.EqualFold(name, []byte("X-Velo-Deployment")), bytes.EqualFold(name, []byte("X-Velo-Worker")):
+			continue
+		case bytes.EqualFold(name, []byte(HeaderNotServed)):
+			res.notServed = true
+		}
+		a.lines = append(a.lines, line)
+	}
+	if len(hop) > 0 {
+		a.lines = slices.DeleteFunc(a.lines, func(l []byte) bool {
+			name, _, _ := bytes.Cut(l, []byte(":"))
+			for _, h := range hop {
+				if bytes.EqualFold(name, h) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	if res.status >= 100 && res.status < 200 {
+		if res.status == http.StatusSwitchingProtocols {
+			return false, false, errors.New("protocol upgrades are not forwarded")
+		}
+		return true, true, nil
+	}
+	if bytes.Equal(method, []byte("HEAD")) || res.status == http.StatusNoContent || res.status == http.StatusNotModified {
+		res.noBody = true
+	}
+	if !res.noBody && !res.chunked && res.length < 0 {
+		res.keepAlive = false // the body runs to the end of the connection
+	}
+	return true, false, nil
+}
+
+// readRawHead reads and parses the head of a worker's answer from br,
+// leaving it in br's buffer (see answer), 1xx interim answers skipped.
 func (fc *fastConn) readRawHead(br *bufio.Reader, method []byte) (*response, error) {
 	for {
-		var head []byte
-		for {
-			buf, _ := br.Peek(br.Buffered())
-			if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-				head = buf[:i+4]
-				break
-			}
-			if len(buf) >= br.Size() {
-				return nil, errors.New("answer head too long")
-			}
-			if _, err := br.Peek(len(buf) + 1); err != nil {
-				return nil, fmt.Errorf("read answer: %w", err)
-			}
-		}
-		res := &fc.res
-		*res = response{length: -1}
-		fc.resLines = fc.resLines[:0]
-		fc.resHeadLen = len(head)
-		rest := head[:len(head)-2]
-		line, rest, _ := bytes.Cut(rest, []byte("\r\n"))
-		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-			return nil, fmt.Errorf("malformed status line %q", line)
-		}
-		for _, c := range line[9:12] {
-			if c < '0' || c > '9' {
-				return nil, fmt.Errorf("malformed status line %q", line)
-			}
-			res.status = res.status*10 + int(c-'0')
-		}
-		res.keepAlive = line[7] == '1'
-		fc.resStatus = line[9:]
-		var hop [][]byte
-		for len(rest) > 0 {
-			line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-			colon := bytes.IndexByte(line, ':')
-			if colon <= 0 {
-				return nil, fmt.Errorf("malformed header line %q", line)
-			}
-			name := line[:colon]
-			value := bytes.TrimSpace(line[colon+1:])
-			switch {
-			case bytes.EqualFold(name, []byte("Content-Length")):
-				n, err := strconv.ParseInt(string(value), 10, 64)
-				if err != nil || n < 0 || (res.length >= 0 && n != res.length) {
-					return nil, fmt.Errorf("bad Content-Length %q", value)
-				}
-				res.length = n
-				continue
-			case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-				if !bytes.EqualFold(value, []byte("chunked")) {
-					return nil, fmt.Errorf("unsupported Transfer-Encoding %q", value)
-				}
-				res.chunked = true
-				continue
-			case bytes.EqualFold(name, []byte("Connection")):
-				for _, tok := range bytes.Split(value, []byte(",")) {
-					switch tok = bytes.TrimSpace(tok); {
-					case bytes.EqualFold(tok, []byte("close")):
-						res.keepAlive = false
-					case bytes.EqualFold(tok, []byte("keep-alive")):
-						res.keepAlive = true
-					case len(tok) > 0:
-						hop = append(hop, tok)
-					}
-				}
-				continue
-			case bytes.EqualFold(name, []byte("Keep-Alive")), bytes.EqualFold(name, []byte("Proxy-Connection")),
-				bytes.EqualFold(name, []byte("Te")), bytes.EqualFold(name, []byte("Trailer")),
-				bytes.EqualFold(name, []byte("Upgrade")), bytes.EqualFold(name, []byte("Proxy-Authenticate")),
-				bytes.EqualFold(name, []byte("X-Velo-Deployment")), bytes.EqualFold(name, []byte("X-Velo-Worker")):
-				continue
-			case bytes.EqualFold(name, []byte(HeaderNotServed)):
-				res.notServed = true
-			}
-			fc.resLines = append(fc.resLines, line)
-		}
-		if len(hop) > 0 {
-			fc.resLines = slices.DeleteFunc(fc.resLines, func(l []byte) bool {
-				name, _, _ := bytes.Cut(l, []byte(":"))
-				for _, h := range hop {
-					if bytes.EqualFold(name, h) {
-						return true
-					}
-				}
-				return false
-			})
-		}
-		if res.status >= 100 && res.status < 200 {
-			if res.status == http.StatusSwitchingProtocols {
-				return nil, errors.New("protocol upgrades are not forwarded")
-			}
-			if _, err := br.Discard(len(head)); err != nil {
+		buf, _ := br.Peek(br.Buffered())
+		done, interim, err := fc.ans.parse(buf, method)
+		switch {
+		case err != nil:
+			return nil, err
+		case interim:
+			if _, err := br.Discard(fc.ans.headLen); err != nil {
 				return nil, err
 			}
 			continue
+		case done:
+			return &fc.ans.res, nil
+		case len(buf) >= br.Size():
+			return nil, errors.New("answer head too long")
 		}
-		if bytes.Equal(method, []byte("HEAD")) || res.status == http.StatusNoContent || res.status == http.StatusNotModified {
-			res.noBody = true
+		if _, err := br.Peek(len(buf) + 1); err != nil {
+			return nil, fmt.Errorf("read answer: %w", err)
 		}
-		if !res.noBody && !res.chunked && res.length < 0 {
-			res.keepAlive = false // the body runs to the end of the connection
-		}
-		return res, nil
 	}
 }
 
@@ -252,7 +295,9 @@ var (
 	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 )
 
-func (fc *fastConn) serve() {
+// serve serves the connection until it closes or is handed to net/http,
+// after first when given (false: close).
+func (fc *fastConn) serve(first func() bool) {
 	s := fc.s
 	handedOff := false
 	defer func() {
@@ -265,7 +310,7 @@ func (fc *fastConn) serve() {
 		if !handedOff {
 			fc.c.Close()
 		}
-		if fc.br != nil && !handedOff {
+		if fc.br != nil {
 			fc.br.Reset(nil)
 			readerPool.Put(fc.br)
 		}
@@ -275,11 +320,9 @@ func (fc *fastConn) serve() {
 		}
 		s.wg.Done()
 	}()
-	fc.io = newRawIO(fc.c)
-	fc.br = readerPool.Get().(*bufio.Reader)
-	fc.br.Reset(fc.io)
-	fc.bw = writerPool.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.io)
+	if first != nil && !first() {
+		return
+	}
 	var deadlineSet time.Time
 	for !s.closing.Load() {
 		fc.idle.Store(true)
@@ -302,12 +345,13 @@ func (fc *fastConn) serve() {
 			// Not for the fast path: net/http serves this connection
 			// from here on, starting with the bytes already read.
 			handedOff = true
-			s.fallback.push(&prefixedConn{Conn: fc.c, r: fc.br})
+			buf, _ := fc.br.Peek(fc.br.Buffered())
+			s.fallback.push(&prefixedConn{Conn: fc.c, pre: bytes.Clone(buf)})
 			return
 		}
-		keep := fc.forward(req)
+		keep := fc.forward(req) && !s.closing.Load()
 		var err error
-		if keep && fc.br.Buffered() == 0 {
+		if keep && fc.br.Buffered() == 0 && (fc.pre == nil || len(fc.pre.pre) == 0) {
 			// Nothing pipelined: write the answer and wait for the next
 			// request in one go (see rawIO). Idle while waiting, so
 			// that Shutdown wakes it.
@@ -334,9 +378,13 @@ type fastReq struct {
 	clientIP []byte
 	auth     []byte // the caller's Authorization value
 	xff      []byte // the X-Forwarded-For value received
+	body     []byte
 	length   int
 	close    bool // the client asked to close after this request
 }
+
+// size is the request's length in the read buffer.
+func (r *fastReq) size() int { return len(r.head) + max(r.length, 0) }
 
 const maxFastBody = 64 << 10
 
@@ -344,16 +392,13 @@ const maxFastBody = 64 << 10
 // When it does not, nothing has been consumed from the reader.
 func (fc *fastConn) parse() (*fastReq, bool) {
 	br := fc.br
-	// Find the end of the head within the buffer.
-	var head []byte
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			head = buf[:i+4]
-			break
-		}
-		if len(buf) >= br.Size() {
-			return nil, false // long heads: net/http knows the answers
+		switch fc.s.parseRequest(&fc.req, buf, br.Size(), fc.clientIP) {
+		case takeFast:
+			return &fc.req, true
+		case leaveFast:
+			return nil, false
 		}
 		if !fc.headDeadline {
 			fc.headDeadline = true
@@ -363,22 +408,43 @@ func (fc *fastConn) parse() (*fastReq, bool) {
 			return nil, false
 		}
 	}
-	r := &fc.req
-	*r = fastReq{head: head, length: -1, lines: r.lines[:0], clientIP: fc.clientIP}
+}
+
+// verdict is what the fast path makes of the bytes of a request so far.
+type verdict int
+
+const (
+	readMore  verdict = iota // no whole request yet
+	leaveFast                // not for the fast path: net/http serves it
+	takeFast                 // head and body are in the buffer
+)
+
+// parseRequest parses the request at the start of buf, the bytes read so
+// far into a buffer of size bytes, into r, whose slices point into buf.
+func (s *FastServer) parseRequest(r *fastReq, buf []byte, size int, clientIP []byte) verdict {
+	i := bytes.Index(buf, []byte("\r\n\r\n"))
+	if i < 0 {
+		if len(buf) >= size {
+			return leaveFast // long heads: net/http knows the answers
+		}
+		return readMore
+	}
+	head := buf[:i+4]
+	*r = fastReq{head: head, length: -1, lines: r.lines[:0], clientIP: clientIP}
 	rest := head[:len(head)-2]
 	line, rest, _ := bytes.Cut(rest, []byte("\r\n"))
 	// Request line: METHOD SP origin-form SP HTTP/1.1
 	m, after, ok := bytes.Cut(line, []byte(" "))
 	if !ok || len(m) == 0 || !isToken(m) {
-		return nil, false
+		return leaveFast
 	}
 	uri, proto, ok := bytes.Cut(after, []byte(" "))
 	if !ok || !bytes.Equal(proto, []byte("HTTP/1.1")) || len(uri) == 0 || uri[0] != '/' {
-		return nil, false
+		return leaveFast
 	}
 	for _, c := range uri {
 		if c <= ' ' || c >= 0x7f {
-			return nil, false
+			return leaveFast
 		}
 	}
 	r.method, r.uri = m, uri
@@ -388,21 +454,21 @@ func (fc *fastConn) parse() (*fastReq, bool) {
 	}
 	// Paths ServeMux would clean or redirect, and escapes: net/http.
 	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) || bytes.IndexByte(path, '%') >= 0 {
-		return nil, false
+		return leaveFast
 	}
 	hosts := 0
 	for len(rest) > 0 {
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 || !isToken(line[:colon]) {
-			return nil, false
+			return leaveFast
 		}
 		name := line[:colon]
 		value := bytes.TrimLeft(line[colon+1:], " \t")
 		value = bytes.TrimRight(value, " \t")
 		for _, c := range value {
 			if c < ' ' && c != '\t' || c == 0x7f {
-				return nil, false
+				return leaveFast
 			}
 		}
 		switch {
@@ -412,25 +478,25 @@ func (fc *fastConn) parse() (*fastReq, bool) {
 			continue
 		case bytes.EqualFold(name, []byte("Content-Length")):
 			if r.length >= 0 {
-				return nil, false
+				return leaveFast
 			}
 			n, err := strconv.Atoi(string(value))
 			if err != nil || n < 0 || n > maxFastBody {
-				return nil, false
+				return leaveFast
 			}
 			r.length = n
 			continue
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")), bytes.EqualFold(name, []byte("Expect")),
 			bytes.EqualFold(name, []byte("Upgrade")), bytes.EqualFold(name, []byte("Te")),
 			bytes.EqualFold(name, []byte("Trailer")):
-			return nil, false
+			return leaveFast
 		case bytes.EqualFold(name, []byte("Connection")):
 			switch {
 			case bytes.EqualFold(value, []byte("close")):
 				r.close = true
 			case bytes.EqualFold(value, []byte("keep-alive")):
 			default:
-				return nil, false // fields named as hop-by-hop: net/http
+				return leaveFast // fields named as hop-by-hop: net/http
 			}
 			continue
 		case bytes.EqualFold(name, []byte("Keep-Alive")), bytes.EqualFold(name, []byte("Proxy-Connection")),
@@ -438,13 +504,13 @@ func (fc *fastConn) parse() (*fastReq, bool) {
 			continue
 		case bytes.EqualFold(name, []byte("Authorization")):
 			if r.auth != nil {
-				return nil, false
+				return leaveFast
 			}
 			r.auth = value
 			continue
 		case bytes.EqualFold(name, []byte("X-Forwarded-For")):
 			if r.xff != nil {
-				return nil, false
+				return leaveFast
 			}
 			r.xff = value
 			continue
@@ -454,28 +520,32 @@ func (fc *fastConn) parse() (*fastReq, bool) {
 		r.lines = append(r.lines, line)
 	}
 	if hosts != 1 {
-		return nil, false
+		return leaveFast
 	}
-	name, mount, ok := fc.s.Router.componentOf(r.host, path)
+	name, mount, ok := s.Router.componentOf(r.host, path)
 	if !ok {
-		return nil, false
+		return leaveFast
 	}
-	rt := fc.s.Router.table.Load().routes[string(name)]
+	rt := s.Router.table.Load().routes[string(name)]
 	if rt == nil || rt.paused || rt.depID == 0 || len(rt.targets) == 0 {
-		return nil, false // ServeHTTP writes those answers
+		return leaveFast // ServeHTTP writes those answers
 	}
 	for _, t := range rt.targets {
 		if _, ok := t.b.(*remoteBackend); !ok {
-			return nil, false
+			return leaveFast
 		}
 	}
 	r.rt, r.mount = rt, mount
-	if r.length > 0 {
-		if _, err := br.Peek(len(head) + r.length); err != nil {
-			return nil, false
+	if r.length > 0 && len(buf) < len(head)+r.length {
+		if len(head)+r.length > size {
+			return leaveFast
 		}
+		return readMore
 	}
-	return r, true
+	if r.length > 0 {
+		r.body = buf[len(head) : len(head)+r.length]
+	}
+	return takeFast
 }
 
 // componentOf is component for raw bytes: the component name and mount.
@@ -519,30 +589,29 @@ func isToken(b []byte) bool {
 func (fc *fastConn) forward(req *fastReq) (keep bool) {
 	start := time.Now()
 	rt := req.rt
-	body := []byte(nil)
-	if req.length > 0 {
-		buf, _ := fc.br.Peek(len(req.head) + req.length)
-		body = buf[len(req.head):]
-	}
 	n := uint64(len(rt.targets))
 	first := rt.next.Add(1)
 	status := 0
-	keep = !req.close
+	keep = !req.close && !fc.s.closing.Load()
 	for i := uint64(0); i < n && status == 0; i++ {
 		t := rt.targets[(first+i)%n]
-		status, keep = fc.try(t.b.(*remoteBackend), req, body, rt, t.worker[0], keep)
+		status, keep = fc.try(t.b.(*remoteBackend), req, rt, t.worker[0], keep)
 	}
-	if _, err := fc.br.Discard(len(req.head) + max(req.length, 0)); err != nil {
+	if _, err := fc.br.Discard(req.size()); err != nil {
 		return false
 	}
 	if status == 0 {
 		status = http.StatusServiceUnavailable
-		msg := fmt.Sprintf("component %q has no healthy instance\n", rt.name)
-		fmt.Fprintf(fc.bw, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Velo-Deployment: %s\r\nContent-Length: %d\r\n\r\n%s",
-			rt.depHeader[0], len(msg), msg)
+		fc.bw.Write(appendNoInstance(fc.bw.AvailableBuffer(), rt))
 	}
-	if fc.s.Router.cfg.NoHits {
-		return keep
+	fc.s.count(rt, status, start)
+	return keep
+}
+
+// count records a call's answer in its component's counters.
+func (s *FastServer) count(rt *route, status int, start time.Time) {
+	if s.Router.cfg.NoHits {
+		return
 	}
 	c := rt.stats
 	c.hits.Add(1)
@@ -552,29 +621,48 @@ func (fc *fastConn) forward(req *fastReq) (keep bool) {
 		c.totalErrors.Add(1)
 	}
 	c.latency.Record(time.Since(start))
-	return keep
+}
+
+// appendNoInstance appends the answer when no worker could be reached.
+func appendNoInstance(dst []byte, rt *route) []byte {
+	msg := "component \"" + rt.name + "\" has no healthy instance\n"
+	dst = append(dst, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nX-Velo-Deployment: "...)
+	dst = append(dst, rt.depHeader[0]...)
+	dst = append(dst, "\r\nContent-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(msg)), 10)
+	dst = append(dst, "\r\n\r\n"...)
+	return append(dst, msg...)
+}
+
+// appendBadGateway appends the answer when a worker failed the call.
+func appendBadGateway(dst []byte, rt *route, worker, host string, err error) []byte {
+	msg := "worker " + host + " failed: " + err.Error() + "\n"
+	dst = append(dst, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nX-Velo-Deployment: "...)
+	dst = append(dst, rt.depHeader[0]...)
+	dst = append(dst, "\r\nX-Velo-Worker: "...)
+	dst = append(dst, worker...)
+	dst = append(dst, "\r\nContent-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(msg)), 10)
+	dst = append(dst, "\r\n\r\n"...)
+	return append(dst, msg...)
 }
 
 // try forwards to one worker. status is 0 when the request never reached
 // a worker able to serve it (try the next one); otherwise the answer was
 // written (or the client connection must be dropped: keep false).
-func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, worker string, keepIn bool) (status int, keep bool) {
-	if until := b.downUntil.Load(); until != 0 {
-		now := b.rm.now().UnixNano()
-		if now < until || !b.downUntil.CompareAndSwap(until, now+int64(b.rm.cfg.DownFor)) {
-			return 0, keepIn
-		}
+func (fc *fastConn) try(b *remoteBackend, req *fastReq, rt *route, worker string, keepIn bool) (status int, keep bool) {
+	if !b.mayTry() {
+		return 0, keepIn
 	}
 	for attempt := 0; ; attempt++ {
 		c, reused, err := b.get(context.Background())
 		if err != nil {
-			b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
-			b.closeIdle()
+			b.markDown()
 			return 0, keepIn
 		}
 		b.downUntil.Store(0)
 		c.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
-		fc.writeUpstream(c.bw, b, req, rt, body)
+		c.bw.Write(appendUpstream(c.bw.AvailableBuffer(), b, req, rt))
 		err = c.io.flushAwait(c.bw)
 		var res *response
 		if err == nil {
@@ -591,13 +679,11 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 				}
 				return 0, keepIn
 			}
-			msg := "worker " + b.host + " failed: " + err.Error() + "\n"
-			fmt.Fprintf(fc.bw, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nX-Velo-Deployment: %s\r\nX-Velo-Worker: %s\r\nContent-Length: %d\r\n\r\n%s",
-				rt.depHeader[0], worker, len(msg), msg)
+			fc.bw.Write(appendBadGateway(fc.bw.AvailableBuffer(), rt, worker, b.host, err))
 			return http.StatusBadGateway, keepIn
 		}
 		if res.status == StatusNotServed && res.notServed {
-			_, _ = c.br.Discard(fc.resHeadLen)
+			_, _ = c.br.Discard(fc.ans.headLen)
 			if res.discard(c.br) == nil && res.keepAlive {
 				b.put(c)
 			} else {
@@ -615,91 +701,120 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, body []byte, rt *route, 
 	}
 }
 
-// writeUpstream writes the request to a worker: the request line, the
-// client's header lines as they came, and the router's own.
-func (fc *fastConn) writeUpstream(bw *bufio.Writer, b *remoteBackend, req *fastReq, rt *route, body []byte) {
-	bw.Write(req.method)
-	bw.WriteByte(' ')
-	bw.Write(req.uri)
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.Write(req.host)
-	bw.WriteString("\r\n")
+// mayTry reports whether the worker is up, or down long enough to be
+// tried again (one caller then gets to try it).
+func (b *remoteBackend) mayTry() bool {
+	until := b.downUntil.Load()
+	if until == 0 {
+		return true
+	}
+	now := b.rm.now().UnixNano()
+	return now >= until && b.downUntil.CompareAndSwap(until, now+int64(b.rm.cfg.DownFor))
+}
+
+// markDown keeps the worker out of rotation for DownFor after it refused
+// a connection, and drops its idle connections.
+func (b *remoteBackend) markDown() {
+	b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
+	b.closeIdle()
+}
+
+// appendUpstream appends the request to a worker: the request line, the
+// client's header lines as they came, the router's own, and the body.
+func appendUpstream(dst []byte, b *remoteBackend, req *fastReq, rt *route) []byte {
+	dst = append(dst, req.method...)
+	dst = append(dst, ' ')
+	dst = append(dst, req.uri...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, req.host...)
+	dst = append(dst, "\r\n"...)
 	for _, l := range req.lines {
-		bw.Write(l)
-		bw.WriteString("\r\n")
+		dst = append(dst, l...)
+		dst = append(dst, "\r\n"...)
 	}
-	bw.WriteString("Authorization: ")
-	bw.WriteString(b.rm.auth[0])
-	bw.WriteString("\r\nX-Velo-Invoke-Deployment: ")
-	bw.WriteString(rt.depHeader[0])
-	bw.WriteString("\r\nX-Velo-Invoke-Mount: ")
-	bw.Write(req.mount)
+	dst = append(dst, "Authorization: "...)
+	dst = append(dst, b.rm.auth[0]...)
+	dst = append(dst, "\r\nX-Velo-Invoke-Deployment: "...)
+	dst = append(dst, rt.depHeader[0]...)
+	dst = append(dst, "\r\nX-Velo-Invoke-Mount: "...)
+	dst = append(dst, req.mount...)
 	if req.auth != nil {
-		bw.WriteString("\r\nX-Velo-Client-Authorization: ")
-		bw.Write(req.auth)
+		dst = append(dst, "\r\nX-Velo-Client-Authorization: "...)
+		dst = append(dst, req.auth...)
 	}
-	bw.WriteString("\r\nX-Forwarded-For: ")
+	dst = append(dst, "\r\nX-Forwarded-For: "...)
 	if req.xff != nil {
-		bw.Write(req.xff)
-		bw.WriteString(", ")
+		dst = append(dst, req.xff...)
+		dst = append(dst, ", "...)
 	}
-	bw.Write(req.clientIP)
+	dst = append(dst, req.clientIP...)
 	if req.length >= 0 {
-		var nb [20]byte
-		bw.WriteString("\r\nContent-Length: ")
-		bw.Write(strconv.AppendInt(nb[:0], int64(req.length), 10))
+		dst = append(dst, "\r\nContent-Length: "...)
+		dst = strconv.AppendInt(dst, int64(req.length), 10)
 	}
-	bw.WriteString("\r\n\r\n")
-	bw.Write(body)
+	dst = append(dst, "\r\n\r\n"...)
+	return append(dst, req.body...)
+}
+
+// appendAnswerHead appends the head of the answer to the client: the
+// worker's status and header lines, the router's own, and the framing of
+// the body (its length, or chunked when the worker's is not known ahead).
+func appendAnswerHead(dst []byte, a *answer, rt *route, worker string, keep bool, req *fastReq) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = append(dst, a.status...)
+	dst = append(dst, "\r\n"...)
+	for _, l := range a.lines {
+		dst = append(dst, l...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "X-Velo-Deployment: "...)
+	dst = append(dst, rt.depHeader[0]...)
+	dst = append(dst, "\r\nX-Velo-Worker: "...)
+	dst = append(dst, worker...)
+	dst = append(dst, "\r\n"...)
+	if len(req.mount) > 0 {
+		// As ServeHTTP: a path-mounted component shares the host's origin.
+		dst = append(dst, "Content-Security-Policy: "+SandboxPolicy+"\r\n"...)
+	}
+	if !keep {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	res := &a.res
+	switch {
+	case res.noBody:
+		if res.length >= 0 && bytes.Equal(req.method, []byte("HEAD")) {
+			dst = append(dst, "Content-Length: "...)
+			dst = strconv.AppendInt(dst, res.length, 10)
+			dst = append(dst, "\r\n"...)
+		}
+	case res.length >= 0:
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, res.length, 10)
+		dst = append(dst, "\r\n"...)
+	default:
+		// Unknown length or chunked from the worker: chunked to the
+		// client, flushed as it comes.
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...)
+	}
+	return append(dst, "\r\n"...)
 }
 
 // writeAnswer copies the worker's answer to the client. After a failure
 // while copying the body, the client connection must be dropped.
 func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker string, keep bool, req *fastReq, timeout time.Duration) error {
 	bw := fc.bw
-	var nb [20]byte
-	bw.WriteString("HTTP/1.1 ")
-	bw.Write(fc.resStatus) // code and reason as the worker sent them
-	bw.WriteString("\r\n")
-	for _, l := range fc.resLines {
-		bw.Write(l)
-		bw.WriteString("\r\n")
-	}
+	bw.Write(appendAnswerHead(bw.AvailableBuffer(), &fc.ans, rt, worker, keep, req))
 	// The head's bytes are written: drop them from the worker's reader.
-	if _, err := c.br.Discard(fc.resHeadLen); err != nil {
+	if _, err := c.br.Discard(fc.ans.headLen); err != nil {
 		return err
-	}
-	bw.WriteString("X-Velo-Deployment: ")
-	bw.WriteString(rt.depHeader[0])
-	bw.WriteString("\r\nX-Velo-Worker: ")
-	bw.WriteString(worker)
-	bw.WriteString("\r\n")
-	if len(req.mount) > 0 {
-		// As ServeHTTP: a path-mounted component shares the host's origin.
-		bw.WriteString("Content-Security-Policy: " + SandboxPolicy + "\r\n")
-	}
-	if !keep {
-		bw.WriteString("Connection: close\r\n")
 	}
 	switch {
 	case res.noBody:
-		if res.length >= 0 && bytes.Equal(req.method, []byte("HEAD")) {
-			bw.WriteString("Content-Length: ")
-			bw.Write(strconv.AppendInt(nb[:0], res.length, 10))
-			bw.WriteString("\r\n")
-		}
-		bw.WriteString("\r\n")
 	case res.length >= 0:
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(nb[:0], res.length, 10))
-		bw.WriteString("\r\n\r\n")
 		if _, err := io.CopyN(bw, c.br, res.length); err != nil {
 			return err
 		}
 	default:
-		// Unknown length or chunked from the worker: chunked to the
-		// client, flushed as it comes.
-		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
 		cw := httputil.NewChunkedWriter(bw)
 		var src io.Reader = c.br
 		if res.chunked {
@@ -731,16 +846,53 @@ func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker strin
 	return nil
 }
 
+// finishAnswer copies a worker's answer that the event loop handed over
+// (its head still unread in wc.br) and reports whether the client
+// connection goes on.
+func (fc *fastConn) finishAnswer(wc *wconn, b *remoteBackend, req *fastReq, rt *route, worker string, keep bool, start time.Time) bool {
+	wc.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
+	res, err := fc.readRawHead(wc.br, req.method)
+	if err != nil {
+		wc.c.Close()
+		return false
+	}
+	werr := fc.writeAnswer(res, wc, rt, worker, keep, req, b.rm.cfg.ResponseTimeout)
+	if res.keepAlive && werr == nil {
+		b.put(wc)
+	} else {
+		wc.c.Close()
+	}
+	fc.s.count(rt, res.status, start)
+	return fc.bw.Flush() == nil && werr == nil && keep
+}
+
+// prefixReader reads pre, then r.
+type prefixReader struct {
+	pre []byte
+	r   io.Reader
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}
+
 // prefixedConn is a connection handed to net/http with the bytes the fast
 // path already read in front.
 type prefixedConn struct {
 	net.Conn
-	r *bufio.Reader
+	pre []byte
 }
 
 func (p *prefixedConn) Read(b []byte) (int, error) {
-	if p.r.Buffered() > 0 {
-		return p.r.Read(b)
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
 	}
 	return p.Conn.Read(b)
 }

@@ -13,14 +13,27 @@ import (
 	"time"
 )
 
-// fastServer serves r through a FastServer whose fallback is r behind a
-// mux with /healthz, as the router role has it.
-func fastServer(t *testing.T, r *Router) string {
+// bothPaths runs test on the event loops (where the platform has them)
+// and on the goroutine-per-connection path.
+func bothPaths(t *testing.T, test func(t *testing.T, loops int)) {
+	t.Run("loops", func(t *testing.T) { test(t, 0) })
+	t.Run("goroutines", func(t *testing.T) { test(t, -1) })
+}
+
+// fastServer serves r through a FastServer with loops (see serveFast).
+func fastServer(t *testing.T, r *Router, loops int) string {
+	t.Helper()
+	return serveFast(t, &FastServer{Router: r, Loops: loops})
+}
+
+// serveFast serves through fs, whose fallback is fs.Router behind a mux
+// with /healthz, as the router role has it, until the test ends.
+func serveFast(t *testing.T, fs *FastServer) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.Handle(Prefix, r)
-	fs := &FastServer{Router: r, Fallback: &http.Server{Handler: mux}}
+	mux.Handle(Prefix, fs.Router)
+	fs.Fallback = &http.Server{Handler: mux}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,10 +91,12 @@ func readBody(res *http.Response) string {
 	return string(b)
 }
 
-func TestFastForwards(t *testing.T) {
+func TestFastForwards(t *testing.T) { bothPaths(t, testFastForwards) }
+
+func testFastForwards(t *testing.T, loops int) {
 	a := newFakeWorker(t, "a", "tok", nil)
 	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
-	addr := fastServer(t, r)
+	addr := fastServer(t, r, loops)
 	// Pipelined on one connection: a GET, a POST with a body, and one
 	// trying to smuggle internal headers; the answers come in order.
 	raw := "GET /fn/hello/x?q=1 HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dXNlcg==\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n" +
@@ -113,10 +128,12 @@ func TestFastForwards(t *testing.T) {
 
 // TestFastFallsBack: whatever the fast path does not handle is served by
 // net/http, with the same answers ServeHTTP gives.
-func TestFastFallsBack(t *testing.T) {
+func TestFastFallsBack(t *testing.T) { bothPaths(t, testFastFallsBack) }
+
+func testFastFallsBack(t *testing.T, loops int) {
 	a := newFakeWorker(t, "a", "tok", nil)
 	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
-	addr := fastServer(t, r)
+	addr := fastServer(t, r, loops)
 	big := strings.Repeat("b", 40<<10)
 	for _, tc := range []struct {
 		name, raw  string
@@ -152,7 +169,9 @@ func TestFastFallsBack(t *testing.T) {
 	}
 }
 
-func TestFastFailoverAndStreaming(t *testing.T) {
+func TestFastFailoverAndStreaming(t *testing.T) { bothPaths(t, testFastFailoverAndStreaming) }
+
+func testFastFailoverAndStreaming(t *testing.T, loops int) {
 	dead := &fakeWorker{name: "dead"}
 	a := newFakeWorker(t, "a", "tok", nil)
 	b := newFakeWorker(t, "b", "tok", func(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +182,7 @@ func TestFastFailoverAndStreaming(t *testing.T) {
 	})
 	a.serves.Store(false) // answers "not served here"
 	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), dead, a, b)
-	addr := fastServer(t, r)
+	addr := fastServer(t, r, loops)
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	defer hc.CloseIdleConnections()
 	for i := range 9 {
@@ -190,11 +209,13 @@ func TestFastFailoverAndStreaming(t *testing.T) {
 
 // TestFastHammer: many clients, keep-alive and new connections, GETs and
 // POSTs, two workers; every answer matches its request.
-func TestFastHammer(t *testing.T) {
+func TestFastHammer(t *testing.T) { bothPaths(t, testFastHammer) }
+
+func testFastHammer(t *testing.T, loops int) {
 	a := newFakeWorker(t, "a", "tok", nil)
 	b := newFakeWorker(t, "b", "tok", nil)
 	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok", MaxIdlePerWorker: 8}), a, b)
-	addr := fastServer(t, r)
+	addr := fastServer(t, r, loops)
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
 	for g := range 32 {
@@ -238,7 +259,9 @@ func TestFastHammer(t *testing.T) {
 // TestResponseTimeout: a worker that stops answering does not hold the
 // caller forever (on both paths), while a streamed answer that keeps
 // sending outlives the timeout.
-func TestResponseTimeout(t *testing.T) {
+func TestResponseTimeout(t *testing.T) { bothPaths(t, testResponseTimeout) }
+
+func testResponseTimeout(t *testing.T, loops int) {
 	hang := make(chan struct{})
 	defer close(hang)
 	a := newFakeWorker(t, "a", "tok", func(w http.ResponseWriter, r *http.Request) {
@@ -256,7 +279,7 @@ func TestResponseTimeout(t *testing.T) {
 		}
 	})
 	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok", ResponseTimeout: 2 * time.Second}), a)
-	addr := fastServer(t, r)
+	addr := fastServer(t, r, loops)
 	for _, path := range []string{"/fn/hello/hang", "/fn/hello/%68ang"} { // fast path, net/http path
 		start := time.Now()
 		res := rawExchange(t, addr, "POST "+path+" HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx", 1)[0]

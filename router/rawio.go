@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
 )
 
 // rawIO reads and writes a TCP connection of the hot path with fewer trips
@@ -50,7 +49,7 @@ type rawIO struct {
 
 func newRawIO(c net.Conn) *rawIO {
 	w := &rawIO{c: c}
-	if sc, ok := c.(syscall.Conn); ok {
+	if sc, ok := c.(syscall.Conn); ok && rawSockets {
 		if rc, err := sc.SyscallConn(); err == nil {
 			w.rc = rc
 		}
@@ -94,7 +93,7 @@ func (w *rawIO) Read(p []byte) (int, error) {
 // read is RawConn.Read's callback: false to wait for readability.
 func (w *rawIO) read(fd uintptr) bool {
 	for {
-		m, errno := rawRW(syscall.SYS_RECVFROM, fd, w.rp, 0)
+		m, errno := rawRecv(fd, w.rp)
 		switch errno {
 		case 0:
 			w.rn = m
@@ -140,7 +139,7 @@ func (w *rawIO) Write(p []byte) (int, error) {
 // write is RawConn.Write's callback: false to wait for writability.
 func (w *rawIO) write(fd uintptr) bool {
 	for w.wn < len(w.wp) {
-		m, errno := rawRW(syscall.SYS_SENDTO, fd, w.wp[w.wn:], syscall.MSG_NOSIGNAL)
+		m, errno := rawSend(fd, w.wp[w.wn:])
 		switch errno {
 		case 0:
 			w.wn += m
@@ -173,15 +172,4 @@ func (w *rawIO) opError(op string, err error) error {
 		return err
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: w.c.LocalAddr(), Addr: w.c.RemoteAddr(), Err: err}
-}
-
-// rawRW receives or sends (recvfrom or sendto, which skip the file layer
-// that read and write go through) p on fd without telling the scheduler:
-// the socket is non-blocking, so the call cannot park the thread.
-func rawRW(trap, fd uintptr, p []byte, flags uintptr) (int, syscall.Errno) {
-	if len(p) == 0 {
-		return 0, 0
-	}
-	r, _, errno := syscall.RawSyscall6(trap, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), flags, 0, 0)
-	return int(r), errno
 }

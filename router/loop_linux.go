@@ -1,0 +1,880 @@
+//go:build linux
+
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The event loops serve the fast path as nginx's workers do: each loop is
+// one thread that waits on its own epoll set and, for each socket that is
+// ready, reads, parses, writes and moves on, never parking a goroutine per
+// request. With a goroutine per connection, every request woke its
+// goroutine twice through the runtime's poller and scheduler, which cost
+// the router its tail latency against nginx on a busy machine.
+//
+// A loop owns its client connections and its own idle connections to
+// workers; nothing in it is shared with another loop or locked, except
+// the route table (read through its atomic pointer), the workers' down
+// marks and the hit counters, as on the goroutine path. Work that would
+// block is done elsewhere: dialing a worker runs on a goroutine and posts
+// its connection back; a request the fast path does not take goes with
+// its connection to net/http (Fallback), and an answer whose length is not
+// known ahead (chunked, or up to the close) is copied by the goroutine
+// path, which then keeps serving that client connection.
+
+const (
+	loopClientBuffer = 16 << 10 // as the goroutine path's reader
+	loopSweep        = 100 * time.Millisecond
+	// maxQueued is how much of an answer is queued for a client that is
+	// behind before the worker's connection is read no more.
+	maxQueued = 64 << 10
+)
+
+// startLoops starts the event loops, or returns false when the server
+// serves each connection on its own goroutine.
+func (s *FastServer) startLoops() bool {
+	n := s.Loops
+	if n < 0 {
+		return false
+	}
+	if n == 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	for range n {
+		l, err := newLoop(s)
+		if err != nil {
+			s.Router.cfg.Logger.Warn("event loop unavailable, serving connections on goroutines", "err", err)
+			s.stopLoops(true)
+			s.loops = nil
+			return false
+		}
+		s.loops = append(s.loops, l)
+	}
+	for _, l := range s.loops {
+		s.wg.Add(1)
+		go l.run()
+	}
+	return true
+}
+
+// dispatch gives an accepted connection to a loop, or returns false to
+// serve it on a goroutine.
+func (s *FastServer) dispatch(c net.Conn) bool {
+	if len(s.loops) == 0 {
+		return false
+	}
+	var ip []byte
+	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ip = []byte(ra.IP.String())
+	} else {
+		return false
+	}
+	fd, err := detach(c)
+	if err != nil {
+		return false
+	}
+	s.next++
+	l := s.loops[s.next%len(s.loops)]
+	if !l.post(func() { l.addClient(fd, ip) }) {
+		unix.Close(fd)
+	}
+	return true
+}
+
+// stopLoops tells the loops to stop: idle connections are closed at once,
+// busy ones after their answer, or all at once when force is set.
+func (s *FastServer) stopLoops(force bool) {
+	for _, l := range s.loops {
+		l.post(func() { l.stop(force) })
+	}
+}
+
+// detach takes the socket out of c: a duplicate of its descriptor, which
+// stays non-blocking, and c closed (which takes it out of the runtime's
+// poller).
+func detach(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("not a socket")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	cerr := rc.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, err
+	}
+	c.Close()
+	return fd, nil
+}
+
+// attachConn makes a net.Conn of a socket the loop lets go of; fd is
+// closed either way.
+func attachConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "socket")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+type loop struct {
+	s    *FastServer
+	ep   int // epoll descriptor
+	wake int // eventfd that wakes the loop for its inbox
+
+	mu     sync.Mutex
+	inbox  []func()
+	exited bool
+
+	// Owned by the loop's thread.
+	fds      map[int32]any // *loopConn or *upConn
+	idle     map[*remoteBackend][]*upConn
+	clients  int
+	stopping bool
+	now      time.Time
+	swept    time.Time
+}
+
+func newLoop(s *FastServer) (*loop, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(ep)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		unix.Close(ep)
+		unix.Close(wake)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	return &loop{s: s, ep: ep, wake: wake, fds: map[int32]any{}, idle: map[*remoteBackend][]*upConn{}}, nil
+}
+
+// post runs f on the loop's thread; false when the loop has exited.
+func (l *loop) post(f func()) bool {
+	l.mu.Lock()
+	if l.exited {
+		l.mu.Unlock()
+		return false
+	}
+	l.inbox = append(l.inbox, f)
+	first := len(l.inbox) == 1
+	l.mu.Unlock()
+	if first {
+		var one = [8]byte{1}
+		_, _ = unix.Write(l.wake, one[:])
+	}
+	return true
+}
+
+func (l *loop) run() {
+	defer l.s.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer func() {
+		if p := recover(); p != nil {
+			l.s.Router.cfg.Logger.Error("event loop panic", "panic", p)
+		}
+		l.exit()
+	}()
+	events := make([]unix.EpollEvent, 256)
+	var inbox []func()
+	for {
+		n, err := unix.EpollWait(l.ep, events, int(loopSweep/time.Millisecond))
+		if err != nil && err != unix.EINTR {
+			l.s.Router.cfg.Logger.Error("event loop", "err", os.NewSyscallError("epoll_wait", err))
+			return
+		}
+		l.now = time.Now()
+		for _, ev := range events[:max(n, 0)] {
+			switch x := l.fds[ev.Fd].(type) {
+			case *loopConn:
+				l.clientEvent(x, ev.Events)
+			case *upConn:
+				l.upEvent(x, ev.Events)
+			case nil:
+				if int(ev.Fd) == l.wake {
+					var b [8]byte
+					_, _ = unix.Read(l.wake, b[:])
+					l.mu.Lock()
+					inbox, l.inbox = l.inbox, inbox[:0]
+					l.mu.Unlock()
+					for i, f := range inbox {
+						f()
+						inbox[i] = nil
+					}
+				}
+			}
+		}
+		if l.now.Sub(l.swept) >= loopSweep {
+			l.sweep()
+			l.swept = l.now
+		}
+		if l.stopping && l.clients == 0 {
+			return
+		}
+	}
+}
+
+// exit closes everything the loop still holds; posts that come later are
+// refused (and their work undone by the poster).
+func (l *loop) exit() {
+	l.mu.Lock()
+	l.exited = true
+	inbox := l.inbox
+	l.inbox = nil
+	l.mu.Unlock()
+	l.stopping = true
+	for _, f := range inbox {
+		f() // new clients are closed at once, dialed connections kept idle
+	}
+	for _, x := range l.fds {
+		switch x := x.(type) {
+		case *loopConn:
+			l.closeClient(x)
+		case *upConn:
+			l.closeUp(x)
+		}
+	}
+	unix.Close(l.wake)
+	unix.Close(l.ep)
+}
+
+func (l *loop) stop(force bool) {
+	l.stopping = true
+	for _, x := range l.fds {
+		if c, ok := x.(*loopConn); ok && (force || (!c.busy && c.n == 0 && c.pending() == 0)) {
+			l.closeClient(c)
+		}
+	}
+}
+
+func (l *loop) register(fd int) error {
+	return unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)})
+}
+
+// loopConn is a client connection served by a loop.
+type loopConn struct {
+	fd       int
+	ip       []byte
+	in       []byte // the read buffer; in[:n] holds what was read
+	n        int
+	readable bool // the socket may have bytes to read
+	eof      bool // the client closed its side (or the socket failed)
+	out      []byte
+	outOff   int       // out[outOff:] is still to send
+	outSince time.Time // when the client last fell behind
+	closed   bool
+	serving  bool // serveClient is on the stack
+	keep     bool
+	// headSince is when the first bytes of a request head came, idleSince
+	// when the connection became idle.
+	headSince, idleSince time.Time
+
+	// The exchange under way.
+	busy     bool
+	req      fastReq
+	ans      answer
+	rt       *route
+	first    uint64 // round-robin start
+	tries    uint64 // targets tried
+	attempt  int    // connections tried on the current target
+	b        *remoteBackend
+	worker   string
+	up       *upConn
+	start    time.Time
+	status   int
+	sentHead bool
+	left     int64 // answer body bytes still to copy
+}
+
+func (c *loopConn) pending() int { return len(c.out) - c.outOff }
+
+// upConn is a connection to a worker, idle or serving one exchange.
+type upConn struct {
+	fd       int
+	b        *remoteBackend
+	in       []byte
+	n        int
+	readable bool
+	eof      bool
+	out      []byte // the request
+	outOff   int
+	c        *loopConn // the client of the exchange under way
+	reused   bool
+	headDone bool
+	closed   bool
+	lastUsed time.Time
+	deadline time.Time
+}
+
+func (u *upConn) consume(n int) {
+	u.n = copy(u.in, u.in[n:u.n])
+}
+
+func (l *loop) addClient(fd int, ip []byte) {
+	if l.stopping {
+		unix.Close(fd)
+		return
+	}
+	c := &loopConn{fd: fd, ip: ip, in: make([]byte, loopClientBuffer), keep: true, idleSince: l.now}
+	if c.idleSince.IsZero() {
+		c.idleSince = time.Now()
+	}
+	if err := l.register(fd); err != nil {
+		unix.Close(fd)
+		return
+	}
+	l.fds[int32(fd)] = c
+	l.clients++
+}
+
+// forget takes c out of the loop without closing its socket.
+func (l *loop) forgetClient(c *loopConn) {
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
+	delete(l.fds, int32(c.fd))
+	l.clients--
+	c.closed = true
+}
+
+func (l *loop) closeClient(c *loopConn) {
+	if c.closed {
+		return
+	}
+	if u := c.up; u != nil {
+		l.closeUp(u) // mid-answer: the connection cannot be reused
+	}
+	l.forgetClient(c)
+	unix.Close(c.fd)
+}
+
+func (l *loop) forgetUp(u *upConn) {
+	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, u.fd, nil)
+	delete(l.fds, int32(u.fd))
+	u.closed = true
+	if u.c != nil {
+		u.c.up = nil
+		u.c = nil
+	}
+}
+
+func (l *loop) closeUp(u *upConn) {
+	if u.closed {
+		return
+	}
+	l.forgetUp(u)
+	unix.Close(u.fd)
+}
+
+func (l *loop) clientEvent(c *loopConn, ev uint32) {
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.eof = true
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.readable = true
+	}
+	if c.pending() > 0 {
+		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) == 0 || !l.flushClient(c) || c.pending() > 0 {
+			return
+		}
+		// Caught up: the answer under way goes on, or the next request.
+		if c.busy {
+			if c.up != nil && c.up.headDone {
+				l.pumpUp(c.up)
+			}
+			return
+		}
+	}
+	if !c.busy {
+		l.serveClient(c)
+	}
+}
+
+// serveClient reads and parses requests and starts their exchanges, as
+// long as the connection is idle and has bytes to read.
+func (l *loop) serveClient(c *loopConn) {
+	if c.serving {
+		return // the caller's loop goes on
+	}
+	c.serving = true
+	defer func() { c.serving = false }()
+	for !c.closed && !c.busy && c.pending() == 0 {
+		if !c.keep || l.stopping {
+			l.closeClient(c)
+			return
+		}
+		if c.n > 0 {
+			switch l.s.parseRequest(&c.req, c.in[:c.n], len(c.in), c.ip) {
+			case takeFast:
+				c.headSince = time.Time{}
+				l.startExchange(c)
+				continue
+			case leaveFast:
+				l.handoff(c)
+				return
+			}
+			if c.headSince.IsZero() {
+				c.headSince = l.now
+			}
+		}
+		if !c.readable {
+			return
+		}
+		if c.n == len(c.in) {
+			l.handoff(c) // not reached: parseRequest leaves full buffers
+			return
+		}
+		m, errno := rawRecv(uintptr(c.fd), c.in[c.n:])
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			c.readable = false
+			return
+		case errno != 0 || m == 0:
+			l.closeClient(c)
+			return
+		}
+		if m < len(c.in)-c.n && !c.eof {
+			c.readable = false // drained: the next bytes come with an event
+		}
+		c.n += m
+	}
+}
+
+func (l *loop) startExchange(c *loopConn) {
+	c.busy = true
+	c.start = l.now
+	c.rt = c.req.rt
+	c.first = c.rt.next.Add(1)
+	c.tries, c.status, c.sentHead = 0, 0, false
+	c.keep = !c.req.close && !l.stopping
+	l.nextTarget(c)
+}
+
+// nextTarget sends the request to the next worker of the route that is
+// up, or answers 503 when none is left.
+func (l *loop) nextTarget(c *loopConn) {
+	n := uint64(len(c.rt.targets))
+	for c.tries < n {
+		t := c.rt.targets[(c.first+c.tries)%n]
+		c.tries++
+		b := t.b.(*remoteBackend)
+		if !b.mayTry() {
+			continue
+		}
+		c.b, c.worker, c.attempt = b, t.worker[0], 0
+		l.sendTo(c)
+		return
+	}
+	c.out = appendNoInstance(c.out, c.rt)
+	c.status = 503
+	l.done(c)
+}
+
+// sendTo sends the request on an idle connection to c.b, or dials one.
+func (l *loop) sendTo(c *loopConn) {
+	b := c.b
+	list := l.idle[b]
+	for len(list) > 0 {
+		u := list[len(list)-1]
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
+		if u.closed {
+			continue
+		}
+		if l.now.Sub(u.lastUsed) >= b.rm.cfg.IdleTimeout {
+			l.closeUp(u)
+			continue
+		}
+		l.idle[b] = list
+		l.attach(c, u, true)
+		return
+	}
+	l.idle[b] = list
+	l.dial(c)
+}
+
+func (l *loop) dial(c *loopConn) {
+	b := c.b
+	go func() {
+		fd := -1
+		nc, err := b.rm.dialer.Dial("tcp", b.host)
+		if err == nil {
+			fd, err = detach(nc)
+		}
+		if !l.post(func() { l.dialed(c, b, fd, err) }) && fd >= 0 {
+			unix.Close(fd)
+		}
+	}()
+}
+
+func (l *loop) dialed(c *loopConn, b *remoteBackend, fd int, err error) {
+	if err != nil {
+		b.markDown()
+		l.closeIdle(b)
+		if !c.closed {
+			l.nextTarget(c)
+		}
+		return
+	}
+	u := &upConn{fd: fd, b: b, in: make([]byte, connBuffer), lastUsed: l.now}
+	if err := l.register(fd); err != nil {
+		unix.Close(fd)
+		if !c.closed {
+			l.nextTarget(c)
+		}
+		return
+	}
+	l.fds[int32(fd)] = u
+	if c.closed {
+		l.idle[b] = append(l.idle[b], u)
+		return
+	}
+	l.attach(c, u, false)
+}
+
+// closeIdle closes the loop's idle connections to b.
+func (l *loop) closeIdle(b *remoteBackend) {
+	for _, u := range l.idle[b] {
+		l.closeUp(u)
+	}
+	delete(l.idle, b)
+}
+
+func (l *loop) attach(c *loopConn, u *upConn, reused bool) {
+	c.up, u.c, u.reused, u.headDone = u, c, reused, false
+	c.b.downUntil.Store(0)
+	u.deadline = l.now.Add(c.b.rm.cfg.ResponseTimeout)
+	u.out = appendUpstream(u.out[:0], c.b, &c.req, c.rt)
+	u.outOff = 0
+	if l.flushUp(u) && u.readable {
+		l.pumpUp(u)
+	}
+}
+
+// flushUp sends what is left of the request; false when it failed (and
+// the failure was handled).
+func (l *loop) flushUp(u *upConn) bool {
+	for u.outOff < len(u.out) {
+		m, errno := rawSend(uintptr(u.fd), u.out[u.outOff:])
+		switch errno {
+		case 0:
+			u.outOff += m
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return true // the rest when the socket is writable
+		default:
+			l.upFailed(u, writeError{os.NewSyscallError("write", errno)})
+			return false
+		}
+	}
+	return true
+}
+
+// flushClient sends what the client has not been sent yet; false when the
+// connection failed (and is closed).
+func (l *loop) flushClient(c *loopConn) bool {
+	for c.outOff < len(c.out) {
+		m, errno := rawSend(uintptr(c.fd), c.out[c.outOff:])
+		switch errno {
+		case 0:
+			c.outOff += m
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			if c.outSince.IsZero() {
+				c.outSince = l.now
+			}
+			return true
+		default:
+			l.closeClient(c)
+			return false
+		}
+	}
+	c.out, c.outOff, c.outSince = c.out[:0], 0, time.Time{}
+	return true
+}
+
+func (l *loop) upEvent(u *upConn, ev uint32) {
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.eof = true
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.readable = true
+	}
+	if u.c == nil {
+		if u.readable {
+			l.closeUp(u) // idle: closed by the worker, or bytes nobody asked for
+		}
+		return
+	}
+	if u.outOff < len(u.out) && ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && !l.flushUp(u) {
+		return
+	}
+	if u.readable {
+		l.pumpUp(u)
+	}
+}
+
+// pumpUp moves a worker's answer along: reads what its socket has, parses
+// the head, and copies the body to the client as fast as the client
+// takes it.
+func (l *loop) pumpUp(u *upConn) {
+	for !u.closed && u.c != nil {
+		c := u.c
+		if !u.headDone {
+			if u.n > 0 {
+				done, interim, err := c.ans.parse(u.in[:u.n], c.req.method)
+				switch {
+				case err != nil:
+					l.upFailed(u, err)
+					return
+				case interim:
+					u.consume(c.ans.headLen)
+					continue
+				case done:
+					if !l.answerHead(c, u) {
+						return
+					}
+					continue
+				case u.n == len(u.in):
+					l.upFailed(u, errors.New("answer head too long"))
+					return
+				}
+			}
+		} else {
+			if u.n > 0 && c.pending() < maxQueued {
+				k := int(min(int64(u.n), c.left))
+				c.out = append(c.out, u.in[:k]...)
+				u.consume(k)
+				c.left -= int64(k)
+				if c.left == 0 {
+					l.answered(c, u)
+					return
+				}
+				continue
+			}
+			if c.pending() > 0 {
+				if !l.flushClient(c) {
+					return
+				}
+				if c.pending() > 0 {
+					return // the client is behind: on with it when it catches up
+				}
+				continue
+			}
+		}
+		if !u.readable {
+			return
+		}
+		m, errno := rawRecv(uintptr(u.fd), u.in[u.n:])
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			u.readable = false
+			return
+		case errno != 0 || m == 0:
+			err := error(io.ErrUnexpectedEOF)
+			if errno != 0 {
+				err = os.NewSyscallError("read", errno)
+			}
+			if !u.headDone {
+				l.upFailed(u, fmt.Errorf("read answer: %w", err))
+				return
+			}
+			l.closeClient(c) // the body was cut: so is the client's copy
+			return
+		}
+		if m < len(u.in)-u.n && !u.eof {
+			u.readable = false
+		}
+		u.n += m
+		u.deadline = l.now.Add(u.b.rm.cfg.ResponseTimeout)
+	}
+}
+
+// answerHead acts on a worker's answer head: the head goes to the client
+// and the body follows (true), or the exchange moves on without the
+// worker's connection (false).
+func (l *loop) answerHead(c *loopConn, u *upConn) bool {
+	res := &c.ans.res
+	if res.status == StatusNotServed && res.notServed {
+		l.closeUp(u)
+		l.nextTarget(c)
+		return false
+	}
+	if !res.noBody && res.length < 0 {
+		l.slowLane(c, u)
+		return false
+	}
+	c.out = appendAnswerHead(c.out, &c.ans, c.rt, c.worker, c.keep, &c.req)
+	u.consume(c.ans.headLen)
+	u.headDone, c.sentHead, c.status = true, true, res.status
+	c.left = res.length
+	if res.noBody {
+		c.left = 0
+	}
+	if c.left == 0 {
+		l.answered(c, u)
+		return false
+	}
+	return true
+}
+
+// answered: the whole answer is on its way to the client; the worker's
+// connection goes back to the idle ones.
+func (l *loop) answered(c *loopConn, u *upConn) {
+	keep := c.ans.res.keepAlive && u.n == 0 && !u.eof && !l.stopping
+	u.c, c.up = nil, nil
+	if keep && len(l.idle[u.b]) < u.b.rm.cfg.MaxIdlePerWorker {
+		u.lastUsed = l.now
+		u.headDone = false
+		l.idle[u.b] = append(l.idle[u.b], u)
+	} else {
+		l.closeUp(u)
+	}
+	l.done(c)
+}
+
+// upFailed handles a worker connection that failed before the answer's
+// head was passed on: the request is sent again when it never reached
+// the worker or may be repeated, else the client gets 502.
+func (l *loop) upFailed(u *upConn, err error) {
+	c := u.c
+	l.closeUp(u)
+	if c == nil {
+		return
+	}
+	if c.sentHead {
+		l.closeClient(c)
+		return
+	}
+	if replayable(string(c.req.method)) || (u.reused && stale(err)) {
+		c.b.closeIdle()
+		l.closeIdle(c.b)
+		if c.attempt == 0 {
+			c.attempt++
+			l.sendTo(c)
+			return
+		}
+		l.nextTarget(c)
+		return
+	}
+	c.out = appendBadGateway(c.out, c.rt, c.worker, c.b.host, err)
+	c.status = 502
+	l.done(c)
+}
+
+// done ends the exchange once its answer is queued: counted, the request
+// dropped from the buffer, and the connection on to its next request when
+// the client has the answer.
+func (l *loop) done(c *loopConn) {
+	l.s.count(c.rt, c.status, c.start)
+	size := c.req.size()
+	c.n = copy(c.in, c.in[size:c.n])
+	c.req = fastReq{lines: c.req.lines[:0]}
+	c.rt, c.b, c.busy = nil, nil, false
+	c.idleSince = l.now
+	if !l.flushClient(c) || c.pending() > 0 {
+		return
+	}
+	l.serveClient(c)
+}
+
+// handoff gives the connection to net/http with the bytes read so far.
+func (l *loop) handoff(c *loopConn) {
+	l.forgetClient(c)
+	pre := bytes.Clone(c.in[:c.n])
+	nc, err := attachConn(c.fd)
+	if err != nil {
+		return
+	}
+	go l.s.fallback.push(&prefixedConn{Conn: nc, pre: pre})
+}
+
+// slowLane hands an exchange whose answer has no length to the goroutine
+// path, which copies it and then serves the client connection.
+func (l *loop) slowLane(c *loopConn, u *upConn) {
+	clientRest := bytes.Clone(c.in[c.req.size():c.n])
+	answer := bytes.Clone(u.in[:u.n])
+	req := &fastReq{method: bytes.Clone(c.req.method), mount: bytes.Clone(c.req.mount)}
+	rt, b, worker, keep, start := c.rt, c.b, c.worker, c.keep, c.start
+	l.forgetUp(u)
+	l.forgetClient(c)
+	uc, uerr := attachConn(u.fd)
+	cc, cerr := attachConn(c.fd)
+	if uerr != nil || cerr != nil {
+		for _, x := range []net.Conn{uc, cc} {
+			if x != nil {
+				x.Close()
+			}
+		}
+		return
+	}
+	wio := newRawIO(uc)
+	wc := &wconn{c: uc, io: wio, br: bufio.NewReaderSize(&prefixReader{pre: answer, r: wio}, connBuffer),
+		bw: bufio.NewWriterSize(wio, connBuffer)}
+	fc := l.s.newConn(cc, c.ip)
+	fc.pre = &prefixReader{pre: clientRest, r: fc.io}
+	fc.br.Reset(fc.pre)
+	go fc.serve(func() bool { return fc.finishAnswer(wc, b, req, rt, worker, keep, start) })
+}
+
+// sweep closes connections past their deadlines.
+func (l *loop) sweep() {
+	for _, x := range l.fds {
+		switch x := x.(type) {
+		case *loopConn:
+			switch idle := l.s.IdleTimeout; {
+			case x.pending() > 0:
+				if !x.outSince.IsZero() && l.now.Sub(x.outSince) > idle {
+					l.closeClient(x) // not reading its answer
+				}
+			case x.busy:
+			case x.n > 0:
+				if !x.headSince.IsZero() && l.now.Sub(x.headSince) > l.s.HeadTimeout {
+					l.closeClient(x)
+				}
+			case l.now.Sub(x.idleSince) > idle:
+				l.closeClient(x)
+			}
+		case *upConn:
+			switch {
+			case x.c == nil:
+				if l.now.Sub(x.lastUsed) > x.b.rm.cfg.IdleTimeout {
+					l.closeUp(x)
+				}
+			case l.now.After(x.deadline):
+				if x.headDone {
+					l.closeClient(x.c)
+				} else {
+					l.upFailed(x, fmt.Errorf("read answer: %w", os.ErrDeadlineExceeded))
+				}
+			}
+		}
+	}
+}
