@@ -748,7 +748,9 @@ func (l *loop) answerHead(c *loopConn, u *upConn) bool {
 // answered: the whole answer is on its way to the client; the worker's
 // connection goes back to the idle ones.
 func (l *loop) answered(c *loopConn, u *upConn) {
-	keep := c.ans.res.keepAlive && u.n == 0 && !u.eof && !l.stopping
+	// Reused only if the answer ended where the request did: nothing
+	// more was read, and the request was all sent.
+	keep := c.ans.res.keepAlive && u.n == 0 && !u.eof && u.outOff == len(u.out) && !l.stopping
 	u.c, c.up = nil, nil
 	if keep && len(l.idle[u.b]) < u.b.rm.cfg.MaxIdlePerWorker {
 		u.lastUsed = l.now
