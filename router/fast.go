@@ -58,6 +58,9 @@ func (s *FastServer) Serve(ln net.Listener) error {
 	if s.HeadTimeout <= 0 {
 		s.HeadTimeout = 10 * time.Second
 	}
+	if s.closing.Load() {
+		return http.ErrServerClosed
+	}
 	s.mu.Lock()
 	s.ln = ln
 	s.conns = map[*fastConn]struct{}{}
@@ -114,11 +117,11 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close()
 	}
-	s.stopLoops(false)
 	for fc := range s.conns {
 		fc.wakeIfIdle()
 	}
 	s.mu.Unlock()
+	s.stopLoops(false)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

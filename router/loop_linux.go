@@ -53,17 +53,23 @@ func (s *FastServer) startLoops() bool {
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
+	var loops []*loop
 	for range n {
 		l, err := newLoop(s)
 		if err != nil {
 			s.Router.cfg.Logger.Warn("event loop unavailable, serving connections on goroutines", "err", err)
-			s.stopLoops(true)
-			s.loops = nil
+			for _, l := range loops {
+				unix.Close(l.wake)
+				unix.Close(l.ep)
+			}
 			return false
 		}
-		s.loops = append(s.loops, l)
+		loops = append(loops, l)
 	}
-	for _, l := range s.loops {
+	s.mu.Lock()
+	s.loops = loops
+	s.mu.Unlock()
+	for _, l := range loops {
 		s.wg.Add(1)
 		go l.run()
 	}
@@ -89,7 +95,11 @@ func (s *FastServer) dispatch(c net.Conn) bool {
 	s.next++
 	l := s.loops[s.next%len(s.loops)]
 	if !l.post(func() { l.addClient(fd, ip) }) {
-		unix.Close(fd)
+		// That loop is gone (it failed): the goroutine path serves.
+		nc, err := attachConn(fd)
+		if err == nil {
+			go s.newConn(nc, ip).serve(nil)
+		}
 	}
 	return true
 }
@@ -97,7 +107,10 @@ func (s *FastServer) dispatch(c net.Conn) bool {
 // stopLoops tells the loops to stop: idle connections are closed at once,
 // busy ones after their answer, or all at once when force is set.
 func (s *FastServer) stopLoops(force bool) {
-	for _, l := range s.loops {
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	for _, l := range loops {
 		l.post(func() { l.stop(force) })
 	}
 }
@@ -447,21 +460,41 @@ func (l *loop) serveClient(c *loopConn) {
 			l.handoff(c) // not reached: parseRequest leaves full buffers
 			return
 		}
-		m, errno := rawRecv(uintptr(c.fd), c.in[c.n:])
+		m, err := recvSome(c.fd, c.in[c.n:])
 		switch {
-		case errno == syscall.EINTR:
-			continue
-		case errno == syscall.EAGAIN:
-			c.readable = false
-			return
-		case errno != 0 || m == 0:
+		case err != nil:
 			l.closeClient(c)
+			return
+		case m == 0:
+			c.readable = false
 			return
 		}
 		if m < len(c.in)-c.n && !c.eof {
 			c.readable = false // drained: the next bytes come with an event
 		}
 		c.n += m
+	}
+}
+
+// recvSome reads what the socket has into p: 0 and no error when it has
+// nothing now, io.ErrUnexpectedEOF when the peer closed.
+func recvSome(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		m, errno := rawRecv(uintptr(fd), p)
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			return 0, nil
+		case errno != 0:
+			return 0, os.NewSyscallError("read", errno)
+		case m == 0:
+			return 0, io.ErrUnexpectedEOF
+		}
+		return m, nil
 	}
 }
 
@@ -690,23 +723,17 @@ func (l *loop) pumpUp(u *upConn) {
 		if !u.readable {
 			return
 		}
-		m, errno := rawRecv(uintptr(u.fd), u.in[u.n:])
+		m, err := recvSome(u.fd, u.in[u.n:])
 		switch {
-		case errno == syscall.EINTR:
-			continue
-		case errno == syscall.EAGAIN:
-			u.readable = false
-			return
-		case errno != 0 || m == 0:
-			err := error(io.ErrUnexpectedEOF)
-			if errno != 0 {
-				err = os.NewSyscallError("read", errno)
-			}
+		case err != nil:
 			if !u.headDone {
 				l.upFailed(u, fmt.Errorf("read answer: %w", err))
 				return
 			}
 			l.closeClient(c) // the body was cut: so is the client's copy
+			return
+		case m == 0:
+			u.readable = false
 			return
 		}
 		if m < len(u.in)-u.n && !u.eof {
