@@ -704,24 +704,6 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, rt *route, worker string
 	}
 }
 
-// mayTry reports whether the worker is up, or down long enough to be
-// tried again (one caller then gets to try it).
-func (b *remoteBackend) mayTry() bool {
-	until := b.downUntil.Load()
-	if until == 0 {
-		return true
-	}
-	now := b.rm.now().UnixNano()
-	return now >= until && b.downUntil.CompareAndSwap(until, now+int64(b.rm.cfg.DownFor))
-}
-
-// markDown keeps the worker out of rotation for DownFor after it refused
-// a connection, and drops its idle connections.
-func (b *remoteBackend) markDown() {
-	b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
-	b.closeIdle()
-}
-
 // appendUpstream appends the request to a worker: the request line, the
 // client's header lines as they came, the router's own, and the body.
 func appendUpstream(dst []byte, b *remoteBackend, req *fastReq, rt *route) []byte {

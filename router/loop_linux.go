@@ -612,43 +612,50 @@ func (l *loop) attach(c *loopConn, u *upConn, reused bool) {
 // flushUp sends what is left of the request; false when it failed (and
 // the failure was handled).
 func (l *loop) flushUp(u *upConn) bool {
-	for u.outOff < len(u.out) {
-		m, errno := rawSend(uintptr(u.fd), u.out[u.outOff:])
-		switch errno {
-		case 0:
-			u.outOff += m
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return true // the rest when the socket is writable
-		default:
-			l.upFailed(u, writeError{os.NewSyscallError("write", errno)})
-			return false
-		}
+	m, err := sendSome(u.fd, u.out[u.outOff:])
+	u.outOff += m
+	if err != nil {
+		l.upFailed(u, writeError{err})
+		return false
 	}
-	return true
+	return true // the rest, if any, when the socket is writable
 }
 
 // flushClient sends what the client has not been sent yet; false when the
 // connection failed (and is closed).
 func (l *loop) flushClient(c *loopConn) bool {
-	for c.outOff < len(c.out) {
-		m, errno := rawSend(uintptr(c.fd), c.out[c.outOff:])
+	m, err := sendSome(c.fd, c.out[c.outOff:])
+	c.outOff += m
+	switch {
+	case err != nil:
+		l.closeClient(c)
+		return false
+	case c.outOff < len(c.out):
+		if c.outSince.IsZero() {
+			c.outSince = l.now
+		}
+	default:
+		c.out, c.outOff, c.outSince = c.out[:0], 0, time.Time{}
+	}
+	return true
+}
+
+// sendSome sends as much of p as the socket takes now.
+func sendSome(fd int, p []byte) (int, error) {
+	sent := 0
+	for sent < len(p) {
+		m, errno := rawSend(uintptr(fd), p[sent:])
 		switch errno {
 		case 0:
-			c.outOff += m
+			sent += m
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			if c.outSince.IsZero() {
-				c.outSince = l.now
-			}
-			return true
+			return sent, nil
 		default:
-			l.closeClient(c)
-			return false
+			return sent, os.NewSyscallError("write", errno)
 		}
 	}
-	c.out, c.outOff, c.outSince = c.out[:0], 0, time.Time{}
-	return true
+	return sent, nil
 }
 
 func (l *loop) upEvent(u *upConn, ev uint32) {

@@ -230,6 +230,25 @@ func (b *remoteBackend) put(c *wconn) {
 	}
 }
 
+// mayTry reports whether the worker is up, or down long enough to be
+// tried again: past the down period one request probes the worker, and
+// the others keep skipping it until the probe has answered.
+func (b *remoteBackend) mayTry() bool {
+	until := b.downUntil.Load()
+	if until == 0 {
+		return true
+	}
+	now := b.rm.now().UnixNano()
+	return now >= until && b.downUntil.CompareAndSwap(until, now+int64(b.rm.cfg.DownFor))
+}
+
+// markDown keeps the worker out of rotation for DownFor after it refused
+// a connection, and drops its idle connections.
+func (b *remoteBackend) markDown() {
+	b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
+	b.closeIdle()
+}
+
 // closeIdle closes every idle connection: after one proved dead, the
 // others to the same worker most likely are too.
 func (b *remoteBackend) closeIdle() {
@@ -258,13 +277,8 @@ var errNotServed = errors.New("deployment not served by this worker")
 // when the worker could not be reached or answered that it does not serve
 // deployment d.
 func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
-	if until := b.downUntil.Load(); until != 0 {
-		now := b.rm.now().UnixNano()
-		// Past the down period one request probes the worker; the
-		// others keep skipping it until the probe has answered.
-		if now < until || !b.downUntil.CompareAndSwap(until, now+int64(b.rm.cfg.DownFor)) {
-			return false
-		}
+	if !b.mayTry() {
+		return false
 	}
 	b.prepareHeader(r, d, mount)
 
@@ -294,8 +308,7 @@ func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, m
 				return true
 			}
 			// Never connected: the request did not reach the worker.
-			b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
-			b.closeIdle()
+			b.markDown()
 			return false
 		}
 		b.downUntil.Store(0)
