@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -365,7 +366,7 @@ func (l *loop) addClient(fd int, ip []byte) {
 	l.clients++
 }
 
-// forget takes c out of the loop without closing its socket.
+// forgetClient takes c out of the loop without closing its socket.
 func (l *loop) forgetClient(c *loopConn) {
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, c.fd, nil)
 	delete(l.fds, int32(c.fd))
@@ -384,6 +385,7 @@ func (l *loop) closeClient(c *loopConn) {
 	unix.Close(c.fd)
 }
 
+// forgetUp takes u out of the loop without closing its socket.
 func (l *loop) forgetUp(u *upConn) {
 	_ = unix.EpollCtl(l.ep, unix.EPOLL_CTL_DEL, u.fd, nil)
 	delete(l.fds, int32(u.fd))
@@ -911,6 +913,16 @@ func (l *loop) sweep() {
 					l.upFailed(x, fmt.Errorf("read answer: %w", os.ErrDeadlineExceeded))
 				}
 			}
+		}
+	}
+	// Idle lists drop the connections closed since (by the worker, or
+	// idle too long), and the lists of workers no longer used.
+	for b, list := range l.idle {
+		list = slices.DeleteFunc(list, func(u *upConn) bool { return u.closed })
+		if len(list) == 0 {
+			delete(l.idle, b)
+		} else {
+			l.idle[b] = list
 		}
 	}
 }
