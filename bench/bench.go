@@ -239,8 +239,12 @@ func (p *Proc) Stop() {
 }
 
 // CPUTime is the user+system CPU time the process has used so far.
-func (p *Proc) CPUTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+func (p *Proc) CPUTime() time.Duration { return cpuTime(p.Pid()) }
+
+// cpuTime is the user+system CPU time process pid has used so far (0 when
+// it cannot be read).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +46,7 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 	// 13-byte body. A Go net/http backend in this process collected
 	// garbage every ~60 ms under this load, and its pauses, not the
 	// proxies, made the p99 of every target (direct's the worst).
-	backendURL, stopBackend, err := startNginx(ctx, b.Tmp, "backend",
+	backendURL, stopBackend, _, err := startNginx(ctx, b.Tmp, "backend",
 		`location / { default_type text/plain; return 200 "Hello, world\n"; }`, "")
 	if err != nil {
 		return "", err
@@ -55,7 +56,7 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 		return "", err
 	}
 
-	nginxURL, stopNginx, err := startNginx(ctx, b.Tmp, "nginx", `location / {
+	nginxURL, stopNginx, nginxPid, err := startNginx(ctx, b.Tmp, "nginx", `location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -66,22 +67,24 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 	defer stopNginx()
 	type target struct {
 		name, url string
+		pid       int // the process doing the forwarding (0: none)
 		rps       []float64
 		p50, p99  []time.Duration
+		cpu       []time.Duration // its CPU time per call
 		bad       int64
 	}
-	targets := []*target{{name: "direct", url: backendURL}, {name: "nginx", url: nginxURL}}
+	targets := []*target{{name: "direct", url: backendURL}, {name: "nginx", url: nginxURL, pid: nginxPid}}
 	for _, v := range []struct{ name, flag, env string }{
 		{"velo router", "", ""}, {"velo router --no-hits", "--no-hits", ""}, {"velo router --no-fast-path", "--no-fast-path", ""},
 		// One core, as nginx's one worker process.
 		{"velo router GOMAXPROCS=1", "", "GOMAXPROCS=1"},
 	} {
-		u, stop, err := startVeloRouter(ctx, b, velo, db, v.flag, v.env)
+		u, stop, pid, err := startVeloRouter(ctx, b, velo, db, v.flag, v.env)
 		if err != nil {
 			return "", err
 		}
 		defer stop()
-		targets = append(targets, &target{name: v.name, url: u})
+		targets = append(targets, &target{name: v.name, url: u, pid: pid})
 	}
 	for _, t := range targets { // warm up: connections, code paths
 		if _, err := b.Wrk(ctx, t.url+"/fn/bench/", 2, 32, 2*time.Second); err != nil {
@@ -90,11 +93,15 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 	}
 	for round := 1; round <= b.Rounds; round++ {
 		for _, t := range targets {
+			cpu0 := cpuTime(t.pid)
 			r, err := b.Wrk(ctx, t.url+"/fn/bench/", 2, 32, b.Duration)
 			if err != nil {
 				return "", fmt.Errorf("%s: %w", t.name, err)
 			}
 			t.rps, t.p50, t.p99 = append(t.rps, r.rps), append(t.p50, r.p50), append(t.p99, r.p99)
+			if t.pid != 0 && r.requests > 0 {
+				t.cpu = append(t.cpu, (cpuTime(t.pid)-cpu0)/time.Duration(r.requests))
+			}
 			t.bad += r.non2xx + r.socketErrors
 			b.logf("router round %d: %-27s %8.0f req/s p50 %v p99 %v", round, t.name, r.rps, r.p50, r.p99)
 		}
@@ -119,7 +126,7 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 		oneCoreP99d = append(oneCoreP99d, oneCore.p99[i]-ng.p99[i])
 	}
 
-	lookup, err := lookupBench(ctx, b)
+	lookup, hitNs, err := routerMicroBench(ctx, b)
 	if err != nil {
 		return "", err
 	}
@@ -137,6 +144,9 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 		fmt.Sprintf("%.2f×", median(slow.rps)/median(ng.rps)), "", info)
 	t.add("one core (GOMAXPROCS=1), as nginx's one worker", fmt.Sprintf("%.0f, p99 %s", median(oneCore.rps), fmtDur(median(oneCore.p99))),
 		fmt.Sprintf("%.0f, p99 %s nginx", median(ng.rps), fmtDur(p99n)), fmt.Sprintf("%.2f×, p99 %s", median(oneCoreRatios), fmtDiff(median(oneCoreP99d))), "", info)
+	t.add("proxy CPU time per call", fmtDur(median(vr.cpu)), fmtDur(median(ng.cpu))+" nginx", fmt.Sprintf("%.2f×", float64(median(vr.cpu))/float64(median(ng.cpu))), "", info)
+	t.add("hit recording CPU per call, every core on one component (BenchmarkHitRecording)", fmt.Sprintf("%.0f ns", hitNs), "",
+		fmt.Sprintf("%.1f %% of the router's CPU per call", 100*hitNs/float64(median(vr.cpu).Nanoseconds())), "", info)
 	t.add("direct to the backend (no proxy)", fmt.Sprintf("%.0f", median(direct.rps)), "", "", "", info)
 	t.add("route lookup, 10 / 1000 / 10000 components", lookup, "", "", "flat", info)
 	var errs int64
@@ -149,7 +159,7 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 	sb.WriteString(b.Stamp() + "\n\n")
 	sb.WriteString("`velo router` runs as its own process with its route table in Postgres (a throwaway server), one component whose only worker is a static backend: a second nginx answering every request with a fixed 13-byte body (`return 200`). A Go net/http backend was used before; under this load it collected garbage every 60 ms or so, and its pauses, not the proxies, set every target's p99 (direct's was the worst). " +
 		"The peer nginx (Debian's, one worker process, `upstream { keepalive 64; }`, `proxy_http_version 1.1`, `Connection \"\"`, keep-alive requests unlimited on both sides) forwards to the same backend, and *direct* is wrk against the backend itself. " +
-		fmt.Sprintf("wrk -t2 -c32, %v per run after a 2s warm-up of each, the targets interleaved in each of %d rounds; the table gives the medians of the values and, in *Velo vs peer*, the median of the per-round ratios or differences (each round's runs are seconds apart, while the machine's speed drifts over minutes). The velo router serves on its event loops, one per GOMAXPROCS (here %d), and records hits unless `--no-hits`; `--no-fast-path` serves through net/http with the same forwarding client; `GOMAXPROCS=1` is the default router held to one core and one event loop, like nginx's one worker process. wrk, the backend, nginx and the routers share the machine's CPUs. Errors (non-2xx, socket) over all runs: %d.\n\n", b.Duration, b.Rounds, runtime.NumCPU(), errs))
+		fmt.Sprintf("wrk -t2 -c32, %v per run after a 2s warm-up of each, the targets interleaved in each of %d rounds; the table gives the medians of the values and, in *Velo vs peer*, the median of the per-round ratios or differences (each round's runs are seconds apart, while the machine's speed drifts over minutes). The velo router serves on its event loops, one per GOMAXPROCS (here %d), and records hits unless `--no-hits`; `--no-fast-path` serves through net/http with the same forwarding client; `GOMAXPROCS=1` is the default router held to one core and one event loop, like nginx's one worker process. *Proxy CPU time per call* is the forwarding process's user+system time during each run (from /proc; nginx's worker process) divided by the calls wrk made. Hit recording is also measured alone, in process: `BenchmarkHitRecording` records calls from every core at once on one component, the worst case for its shared counters (uncontended it costs about a sixth of that). wrk, the backend, nginx and the routers share the machine's CPUs. Errors (non-2xx, socket) over all runs: %d.\n\n", b.Duration, b.Rounds, runtime.NumCPU(), errs))
 	sb.WriteString(t.String())
 	sb.WriteString("\nPer round — req/s velo router / nginx: " + pairs(vr.rps, ng.rps, func(v float64) string { return fmt.Sprintf("%.0f", v) }) +
 		"; p99: " + pairs(durFloats(vr.p99), durFloats(ng.p99), func(v float64) string { return fmtDur(time.Duration(v)) }) +
@@ -213,14 +223,14 @@ func freeAddr() (string, error) {
 // connections that last, listening on a free loopback port: location is
 // the server's only location block, upstream its http block's upstream
 // (may be empty).
-func startNginx(ctx context.Context, tmp, name, location, upstream string) (string, func(), error) {
+func startNginx(ctx context.Context, tmp, name, location, upstream string) (string, func(), int, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	dir := filepath.Join(tmp, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	conf := fmt.Sprintf(`worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -243,24 +253,29 @@ http {
 `, dir, addr, location, upstream)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	cmd := exec.Command("nginx", "-c", path, "-g", "daemon off;")
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start nginx: %w", err)
+		return "", nil, 0, fmt.Errorf("start nginx: %w", err)
 	}
 	stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
 	if err := waitOK(ctx, "http://"+addr+"/fn/bench/"); err != nil {
 		stop()
-		return "", nil, fmt.Errorf("nginx %s: %w", name, err)
+		return "", nil, 0, fmt.Errorf("nginx %s: %w", name, err)
 	}
-	return "http://" + addr, stop, nil
+	// The one worker process, which does the work (the master's CPU
+	// time does not include its children's until they exit).
+	pid := cmd.Process.Pid
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	worker, _ := strconv.Atoi(strings.TrimSpace(string(kids)))
+	return "http://" + addr, stop, worker, nil
 }
 
-func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag, env string) (string, func(), error) {
+func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag, env string) (string, func(), int, error) {
 	addr, err := freeAddr()
 	if err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	args := []string{"router", "--addr", addr}
 	if flag != "" {
@@ -269,7 +284,7 @@ func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag, env string) 
 	name := "router" + strings.ReplaceAll(flag, "-", "_") + strings.ReplaceAll(env, "=", "_")
 	logf, err := os.Create(filepath.Join(b.Tmp, name+".log"))
 	if err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	cmd := exec.Command(velo, args...)
 	cmd.Env = append(os.Environ(), "VELO_DATABASE_URL="+db, "VELO_CLUSTER_TOKEN=bench", "VELO_LOG_LEVEL=warn")
@@ -279,14 +294,14 @@ func startVeloRouter(ctx context.Context, b *Bench, velo, db, flag, env string) 
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return "", nil, err
+		return "", nil, 0, err
 	}
 	stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait(); logf.Close() }
 	if err := waitOK(ctx, "http://"+addr+"/fn/bench/"); err != nil {
 		stop()
-		return "", nil, fmt.Errorf("velo router %s: %w (log in %s)", flag, err, logf.Name())
+		return "", nil, 0, fmt.Errorf("velo router %s: %w (log in %s)", flag, err, logf.Name())
 	}
-	return "http://" + addr, stop, nil
+	return "http://" + addr, stop, cmd.Process.Pid, nil
 }
 
 // waitOK waits up to 15s for url to answer 200.
@@ -310,27 +325,41 @@ func waitOK(ctx context.Context, url string) error {
 
 // lookupBench runs the router's BenchmarkLookup and returns its ns/op at
 // 10, 1000 and 10000 components.
-func lookupBench(ctx context.Context, b *Bench) (string, error) {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "BenchmarkLookup", "-benchtime", "1s", "./router")
+// routerMicroBench runs the router's in-process benchmarks: a whole
+// routed call at 10, 1000 and 10000 components (BenchmarkLookup) and the
+// hit recording of one call, from every core at once
+// (BenchmarkHitRecording).
+func routerMicroBench(ctx context.Context, b *Bench) (lookup string, hitNs float64, err error) {
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^(BenchmarkLookup|BenchmarkHitRecording)$", "-benchtime", "1s", "./router")
 	cmd.Dir = b.Root
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("go test -bench BenchmarkLookup: %v\n%s", err, out)
+		return "", 0, fmt.Errorf("go test -bench: %v\n%s", err, out)
 	}
 	var ns []string
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) >= 4 && strings.HasPrefix(f[0], "BenchmarkLookup/") && f[3] == "ns/op" {
-			if v, err := strconv.ParseFloat(f[2], 64); err == nil {
-				ns = append(ns, fmt.Sprintf("%.0f", v))
+		if len(f) < 4 || f[3] != "ns/op" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[2], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(f[0], "BenchmarkLookup/"):
+			ns = append(ns, fmt.Sprintf("%.0f", v))
+		case strings.HasPrefix(f[0], "BenchmarkHitRecording"):
+			if i := slices.Index(f, "cpu-ns/op"); i > 0 {
+				hitNs, _ = strconv.ParseFloat(f[i-1], 64)
 			}
 		}
 	}
-	if len(ns) != 3 {
-		return "", fmt.Errorf("BenchmarkLookup: unexpected output\n%s", out)
+	if len(ns) != 3 || hitNs == 0 {
+		return "", 0, fmt.Errorf("router benchmarks: unexpected output\n%s", out)
 	}
-	return strings.Join(ns, " / ") + " ns per call", nil
+	return strings.Join(ns, " / ") + " ns per call", hitNs, nil
 }
 
 func mapf(vs []float64, f func(float64) string) []string {
