@@ -349,7 +349,7 @@ func (fc *fastConn) serve(first func() bool) {
 			// from here on, starting with the bytes already read.
 			handedOff = true
 			buf, _ := fc.br.Peek(fc.br.Buffered())
-			s.fallback.push(&prefixedConn{Conn: fc.c, pre: bytes.Clone(buf)})
+			s.fallback.push(newPrefixedConn(fc.c, bytes.Clone(buf)))
 			return
 		}
 		keep := fc.forward(req) && !s.closing.Load()
@@ -870,17 +870,14 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 // path already read in front.
 type prefixedConn struct {
 	net.Conn
-	pre []byte
+	r prefixReader
 }
 
-func (p *prefixedConn) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.Conn.Read(b)
+func newPrefixedConn(c net.Conn, pre []byte) *prefixedConn {
+	return &prefixedConn{Conn: c, r: prefixReader{pre: pre, r: c}}
 }
+
+func (p *prefixedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
 // handoffListener gives net/http the connections the fast path hands off.
 type handoffListener struct {

@@ -216,3 +216,45 @@ func testFastShutdownFinishesCalls(t *testing.T, loops int) {
 		t.Errorf("idle connection: %v, want EOF", err)
 	}
 }
+
+// TestFastWorkerCutsAnswer: a worker that dies after part of an answer
+// with a length cuts the client's copy too (the client sees the
+// connection end, not a short answer taken for whole); the router goes on.
+func TestFastWorkerCutsAnswer(t *testing.T) { bothPaths(t, testFastWorkerCutsAnswer) }
+
+func testFastWorkerCutsAnswer(t *testing.T, loops int) {
+	a := newFakeWorker(t, "a", "tok", func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/cut") {
+			io.WriteString(w, "whole")
+			return
+		}
+		conn, bw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+		bw.Flush()
+		conn.Close()
+	})
+	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	addr := fastServer(t, r, loops)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /fn/hello/cut HTTP/1.1\r\nHost: h\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(res.Body)
+	if err != io.ErrUnexpectedEOF || string(got) != "only ten b" {
+		t.Fatalf("cut answer: %q, %v; want the 10 bytes then io.ErrUnexpectedEOF", got, err)
+	}
+	if got := readBody(rawExchange(t, addr, "GET /fn/hello/x HTTP/1.1\r\nHost: h\r\n\r\n", 1)[0]); got != "whole" {
+		t.Fatalf("after a cut answer: %q", got)
+	}
+}

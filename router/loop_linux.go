@@ -309,20 +309,19 @@ type loopConn struct {
 	headSince, idleSince time.Time
 
 	// The exchange under way.
-	busy     bool
-	req      fastReq
-	ans      answer
-	rt       *route
-	first    uint64 // round-robin start
-	tries    uint64 // targets tried
-	attempt  int    // connections tried on the current target
-	b        *remoteBackend
-	worker   string
-	up       *upConn
-	start    time.Time
-	status   int
-	sentHead bool
-	left     int64 // answer body bytes still to copy
+	busy    bool
+	req     fastReq
+	ans     answer
+	rt      *route
+	first   uint64 // round-robin start
+	tries   uint64 // targets tried
+	attempt int    // connections tried on the current target
+	b       *remoteBackend
+	worker  string
+	up      *upConn
+	start   time.Time
+	status  int
+	left    int64 // answer body bytes still to copy
 }
 
 func (c *loopConn) pending() int { return len(c.out) - c.outOff }
@@ -505,7 +504,7 @@ func (l *loop) startExchange(c *loopConn) {
 	c.start = l.now
 	c.rt = c.req.rt
 	c.first = c.rt.next.Add(1)
-	c.tries, c.status, c.sentHead = 0, 0, false
+	c.tries, c.status = 0, 0
 	c.keep = !c.req.close && !l.stopping
 	l.nextTarget(c)
 }
@@ -735,11 +734,7 @@ func (l *loop) pumpUp(u *upConn) {
 		m, err := recvSome(u.fd, u.in[u.n:])
 		switch {
 		case err != nil:
-			if !u.headDone {
-				l.upFailed(u, fmt.Errorf("read answer: %w", err))
-				return
-			}
-			l.closeClient(c) // the body was cut: so is the client's copy
+			l.upFailed(u, fmt.Errorf("read answer: %w", err))
 			return
 		case m == 0:
 			u.readable = false
@@ -769,7 +764,7 @@ func (l *loop) answerHead(c *loopConn, u *upConn) bool {
 	}
 	c.out = appendAnswerHead(c.out, &c.ans, c.rt, c.worker, c.keep, &c.req)
 	u.consume(c.ans.headLen)
-	u.headDone, c.sentHead, c.status = true, true, res.status
+	u.headDone, c.status = true, res.status
 	c.left = res.length
 	if res.noBody {
 		c.left = 0
@@ -798,16 +793,17 @@ func (l *loop) answered(c *loopConn, u *upConn) {
 	l.done(c)
 }
 
-// upFailed handles a worker connection that failed before the answer's
-// head was passed on: the request is sent again when it never reached
-// the worker or may be repeated, else the client gets 502.
+// upFailed handles a worker connection that failed. Once the answer's
+// head was passed on, the client's copy is cut too; before, the request
+// is sent again when it never reached the worker or may be repeated,
+// else the client gets 502.
 func (l *loop) upFailed(u *upConn, err error) {
 	c := u.c
 	l.closeUp(u)
 	if c == nil {
 		return
 	}
-	if c.sentHead {
+	if u.headDone {
 		l.closeClient(c)
 		return
 	}
@@ -851,7 +847,7 @@ func (l *loop) handoff(c *loopConn) {
 	if err != nil {
 		return
 	}
-	go l.s.fallback.push(&prefixedConn{Conn: nc, pre: pre})
+	go l.s.fallback.push(newPrefixedConn(nc, pre))
 }
 
 // slowLane hands an exchange whose answer has no length to the goroutine
@@ -907,11 +903,7 @@ func (l *loop) sweep() {
 					l.closeUp(x)
 				}
 			case l.now.After(x.deadline):
-				if x.headDone {
-					l.closeClient(x.c)
-				} else {
-					l.upFailed(x, fmt.Errorf("read answer: %w", os.ErrDeadlineExceeded))
-				}
+				l.upFailed(x, fmt.Errorf("read answer: %w", os.ErrDeadlineExceeded))
 			}
 		}
 	}
