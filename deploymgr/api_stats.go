@@ -1,0 +1,71 @@
+package deploymgr
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/hist"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// parseSince reads "1h", "30m", "7d".
+func parseSince(s string) (time.Duration, error) {
+	if s == "" {
+		return time.Hour, nil
+	}
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n int
+		n, err = strconv.Atoi(days)
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d < time.Minute || d > 7*24*time.Hour {
+		return 0, fmt.Errorf("since %q: want a duration from 1m to 7d, like 1h or 1d", s)
+	}
+	return d, nil
+}
+
+func (m *Manager) stats(c echo.Context) error {
+	comp, err := m.component(c)
+	if err != nil {
+		return err
+	}
+	since, err := parseSince(c.QueryParam("since"))
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, err.Error())
+	}
+	now := time.Now().UTC().Truncate(time.Minute)
+	from := now.Add(-since + time.Minute)
+	rows, err := m.store.Stats(c.Request().Context(), comp.Name, from)
+	if err != nil {
+		return err
+	}
+	byMinute := make(map[int64]store.Hits, len(rows))
+	for _, h := range rows {
+		byMinute[h.Minute.Unix()] = h
+	}
+	out := api.Stats{Component: comp.Name, Since: since.String(), Buckets: []api.Bucket{}}
+	for t := from; !t.After(now); t = t.Add(time.Minute) {
+		h := byMinute[t.Unix()]
+		out.Buckets = append(out.Buckets, api.Bucket{
+			Minute: t,
+			Hits:   h.Hits,
+			Errors: h.Errors,
+			P50ms:  ms(hist.Quantile(h.Latency, 0.50)),
+			P99ms:  ms(hist.Quantile(h.Latency, 0.99)),
+		})
+		out.Hits += h.Hits
+		out.Errors += h.Errors
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

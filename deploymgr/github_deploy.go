@@ -1,0 +1,266 @@
+package deploymgr
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/store"
+)
+
+// staleError is a push that must not replace what is live.
+type staleError struct{ msg string }
+
+func (e *staleError) Error() string { return e.msg }
+
+// runPush deploys a push (or a start request) and reports to GitHub. It
+// picks up where the job left off: a job with a deployment only waits for
+// it to settle.
+func (g *GitHub) runPush(ctx context.Context, j *store.GitHubJob) error {
+	var p github.Push
+	if err := json.Unmarshal(j.Payload, &p); err != nil {
+		return fmt.Errorf("decode push: %w", err)
+	}
+	if j.Deployment == 0 {
+		g.remember(ctx, &p)
+		_, err := g.deployPush(ctx, j, &p)
+		var se *staleError
+		if errors.As(err, &se) {
+			j.Note = se.msg
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return g.report(ctx, j, &p)
+}
+
+// deployPush is the first half of a push job: stale check, GitHub
+// deployment and in_progress status, tarball, Manager.Deploy. On success
+// j.Deployment is set and saved. Failures are reported to GitHub before
+// they are returned; a *staleError is not a failure and reports nothing.
+func (g *GitHub) deployPush(ctx context.Context, j *store.GitHubJob, p *github.Push) (store.Deployment, error) {
+	l := g.repoLock(p.FullName)
+	l.Lock()
+	defer l.Unlock()
+
+	sha := p.After
+	existing, err := g.check(ctx, p)
+	if err != nil {
+		return store.Deployment{}, err
+	}
+	if j.GitHubDeployment == 0 {
+		id, err := g.app.CreateDeployment(ctx, p.InstallationID, p.Owner, p.Repo, sha, "production", "Velo deploys "+short(sha))
+		if err != nil {
+			g.log.Warn("create github deployment failed", "repo", p.FullName, "sha", sha, "err", err)
+		} else {
+			j.GitHubDeployment = id
+			g.save(ctx, j)
+		}
+	}
+	g.status(ctx, j, p, github.StateInProgress, "Deploying "+short(sha), "", "")
+	if existing.ID != 0 {
+		// An earlier run of this job got as far as Deploy before it was
+		// interrupted: adopt its deployment rather than make a second.
+		j.Deployment = existing.ID
+		g.save(ctx, j)
+		return existing, nil
+	}
+	d, err := g.deployCommit(ctx, p)
+	if err != nil {
+		if ctx.Err() != nil {
+			return store.Deployment{}, ctx.Err()
+		}
+		reason := err.Error()
+		logURL := g.recordFailure(ctx, p, err)
+		g.status(ctx, j, p, github.StateFailure, reason, "", logURL)
+		return store.Deployment{}, err
+	}
+	j.Deployment = d.ID
+	g.save(ctx, j)
+	return d, nil
+}
+
+// check refuses a push older than what its repository's components serve
+// or are rolling out, and returns the deployment of the same commit when
+// one is already live or being rolled out.
+func (g *GitHub) check(ctx context.Context, p *github.Push) (store.Deployment, error) {
+	comps, err := g.m.store.Components(ctx)
+	if err != nil {
+		return store.Deployment{}, fmt.Errorf("read components: %w", err)
+	}
+	for _, c := range comps {
+		if !strings.EqualFold(c.Repo, p.FullName) {
+			continue
+		}
+		for _, id := range []int64{c.Live, c.Target} {
+			if id == 0 {
+				continue
+			}
+			d, err := g.m.store.Deployment(ctx, id)
+			if err != nil {
+				return store.Deployment{}, fmt.Errorf("read deployment %d: %w", id, err)
+			}
+			if d.Commit == p.After {
+				return d, nil
+			}
+			when := p.HeadCommit.Time
+			if !when.IsZero() && !d.CommitTime.IsZero() && when.Before(d.CommitTime) {
+				return store.Deployment{}, &staleError{msg: fmt.Sprintf("stale push ignored: commit %s (%s) is older than %s (%s) of deployment %d",
+					short(p.After), when.UTC().Format(time.RFC3339), short(d.Commit), d.CommitTime.UTC().Format(time.RFC3339), d.ID)}
+			}
+		}
+	}
+	return store.Deployment{}, nil
+}
+
+// deployCommit fetches the pushed commit's tarball and deploys it.
+func (g *GitHub) deployCommit(ctx context.Context, p *github.Push) (store.Deployment, error) {
+	rc, err := g.app.Tarball(ctx, p.InstallationID, p.Owner, p.Repo, p.After, g.m.cfg.Limits.Compressed)
+	if err != nil {
+		return store.Deployment{}, fmt.Errorf("fetch %s@%s: %w", p.FullName, short(p.After), err)
+	}
+	defer rc.Close()
+	author := p.HeadCommit.Author
+	if author == "" {
+		author = p.HeadCommit.AuthorLogin
+	}
+	d, err := g.m.Deploy(ctx, DeployRequest{
+		DefaultName: p.Repo,
+		Archive:     rc,
+		StripTop:    true,
+		Source:      SourceGitHub,
+		Repo:        p.FullName,
+		Commit:      p.After,
+		Message:     p.HeadCommit.Message,
+		Author:      author,
+	})
+	if err != nil {
+		return store.Deployment{}, err
+	}
+	if !p.HeadCommit.Time.IsZero() {
+		if err := g.st.SetDeploymentCommitTime(ctx, d.ID, p.HeadCommit.Time); err != nil {
+			return store.Deployment{}, err
+		}
+		d.CommitTime = p.HeadCommit.Time
+	}
+	g.log.Info("push deployed", "repo", p.FullName, "sha", p.After, "component", d.Component, "deployment", d.ID)
+	return d, nil
+}
+
+// recordFailure records a push that could not be deployed as a failed
+// deployment of the repository's component, so that the dashboard shows
+// why, and returns that deployment's page ("" when there is no component
+// to record it on).
+func (g *GitHub) recordFailure(ctx context.Context, p *github.Push, cause error) string {
+	comps, err := g.m.store.Components(ctx)
+	if err != nil {
+		return ""
+	}
+	name := ""
+	for _, c := range comps {
+		if strings.EqualFold(c.Repo, p.FullName) {
+			name = c.Name
+			break
+		}
+	}
+	var ce *ConflictError
+	if name == "" && !errors.As(cause, &ce) {
+		// The repository's first push failed: give it a component named
+		// like the repository, where the failure shows, unless the name
+		// is taken.
+		n := manifest.Sanitize(p.Repo)
+		if manifest.ValidName(n) != nil {
+			return ""
+		}
+		if err := g.m.store.CreateComponent(ctx, store.Component{Name: n, Repo: p.FullName}); err != nil {
+			return ""
+		}
+		name = n
+	}
+	if name == "" {
+		return ""
+	}
+	d, err := g.m.store.CreateDeployment(ctx, store.Deployment{
+		Component:  name,
+		Source:     SourceGitHub,
+		Commit:     p.After,
+		Message:    p.HeadCommit.Message,
+		Author:     p.HeadCommit.Author,
+		CommitTime: p.HeadCommit.Time,
+		Status:     store.StatusFailed,
+		Error:      cause.Error(),
+	})
+	if err != nil {
+		g.log.Warn("record failed push failed", "repo", p.FullName, "err", err)
+		return ""
+	}
+	_ = g.m.store.AppendBuildLog(ctx, d.ID, fmt.Sprintf("push of %s@%s failed: %s\n", p.FullName, short(p.After), cause))
+	return g.m.DeploymentURL(name, d.ID)
+}
+
+// Start deploys the head of fullName's default branch, as a push of it
+// would: the dashboard's Start button. It returns once the deployment is
+// recorded; the rollout and the report to GitHub continue in the
+// background. Errors: 404 when the App is not installed on the repository.
+func (g *GitHub) Start(ctx context.Context, fullName string) (store.Deployment, error) {
+	r, err := g.st.GitHubRepo(ctx, fullName)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Deployment{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("the GitHub App is not installed on %s", fullName))
+	} else if err != nil {
+		return store.Deployment{}, err
+	}
+	owner, name, _ := strings.Cut(r.FullName, "/")
+	branch, sha, err := g.app.DefaultBranchHead(ctx, r.Installation, owner, name)
+	if errors.Is(err, github.ErrNotFound) {
+		return store.Deployment{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("%s has no default branch the App can read", r.FullName))
+	} else if err != nil {
+		return store.Deployment{}, err
+	}
+	ci, err := g.app.Commit(ctx, r.Installation, owner, name, sha)
+	if err != nil {
+		return store.Deployment{}, err
+	}
+	p := github.Push{
+		InstallationID: r.Installation, RepoID: r.ID, Owner: owner, Repo: name, FullName: r.FullName,
+		Ref: "refs/heads/" + branch, DefaultBranch: branch, After: sha, HeadCommit: ci,
+	}
+	payload, err := json.Marshal(p)
+	if err != nil {
+		return store.Deployment{}, fmt.Errorf("encode start: %w", err)
+	}
+	j, err := g.st.CreateGitHubJob(ctx, store.GitHubJob{
+		Delivery: "start-" + rand.Text(), Kind: jobStart, Repo: r.FullName, Payload: payload, State: store.JobRunning,
+	})
+	if err != nil {
+		return store.Deployment{}, err
+	}
+	// The deploy half runs here, without the request's cancellation so a
+	// client hanging up cannot leave it half done; the job then goes back
+	// to the queue for Run to wait for the rollout and report.
+	d, err := g.deployPush(context.WithoutCancel(ctx), &j, &p)
+	var se *staleError
+	switch {
+	case errors.As(err, &se):
+		j.State, j.Note = store.JobDone, se.msg
+		g.save(ctx, &j)
+		return store.Deployment{}, &ConflictError{Msg: se.msg}
+	case err != nil:
+		j.State, j.Note = store.JobFailed, err.Error()
+		g.save(ctx, &j)
+		return store.Deployment{}, err
+	}
+	j.State = store.JobQueued
+	g.save(ctx, &j)
+	g.poke()
+	return d, nil
+}

@@ -1,0 +1,189 @@
+package deploymgr
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/velo-run/velo/internal/store"
+)
+
+// prune deletes the hit buckets and finished GitHub jobs older than the
+// retention.
+func (m *Manager) prune(ctx context.Context) {
+	before := time.Now().Add(-m.cfg.Retention)
+	hits, jobs, err := m.store.Prune(ctx, before, before)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		m.log.Warn("prune failed", "err", err)
+	case hits+jobs > 0:
+		m.log.Info("pruned", "hit_buckets", hits, "github_jobs", jobs, "older_than", m.cfg.Retention)
+	}
+}
+
+// schedule runs one round of the scheduler.
+func (m *Manager) schedule(ctx context.Context) error {
+	deps, err := m.store.DeploymentsByStatus(ctx, store.StatusPending, store.StatusPreparing)
+	if err != nil {
+		return fmt.Errorf("read open deployments: %w", err)
+	}
+	workers, err := m.liveWorkers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range deps {
+		var err error
+		switch d.Status {
+		case store.StatusPending:
+			err = m.place(ctx, d, workers)
+		case store.StatusPreparing:
+			err = m.settle(ctx, d, workers)
+		}
+		if err != nil {
+			m.log.Warn("schedule deployment failed", "deployment", d.ID, "err", err)
+		}
+	}
+	if err := m.rebalance(ctx, workers); err != nil {
+		return err
+	}
+	return m.retire(ctx)
+}
+
+func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
+	all, err := m.store.Workers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read workers: %w", err)
+	}
+	cutoff := time.Now().Add(-m.cfg.WorkerTimeout)
+	var live []store.Worker
+	for _, w := range all {
+		if w.SeenAt.After(cutoff) {
+			live = append(live, w)
+		}
+	}
+	return live, nil
+}
+
+// place assigns a pending deployment to live workers (see pick), claiming
+// it so that a second scheduler cannot place it too.
+func (m *Manager) place(ctx context.Context, d store.Deployment, workers []store.Worker) error {
+	if len(workers) == 0 {
+		return nil // stays pending until a worker shows up
+	}
+	load, err := m.load(ctx)
+	if err != nil {
+		return err
+	}
+	names := m.pick(d.Runtime, workers, load, nil)
+	ok, err := m.store.PlaceDeployment(ctx, d.ID, names)
+	if err != nil || !ok {
+		return err
+	}
+	return m.store.Notify(ctx, ChannelPlacements, strconv.FormatInt(d.ID, 10))
+}
+
+// settle promotes a deployment once no live worker is still preparing it
+// and at least one succeeded, or fails it when none did.
+func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []store.Worker) error {
+	ps, err := m.store.Placements(ctx, d.ID)
+	if err != nil {
+		return err
+	}
+	live := make(map[string]bool, len(workers))
+	for _, w := range workers {
+		live[w.Name] = true
+	}
+	ready, failed := 0, ""
+	for _, p := range ps {
+		switch p.State {
+		case store.PlacementPending:
+			if live[p.Worker] {
+				return nil
+			}
+			// A worker that stopped heartbeating will not report back.
+			if failed == "" {
+				failed = fmt.Sprintf("worker %s stopped responding while preparing", p.Worker)
+			}
+		case store.PlacementReady:
+			ready++
+		case store.PlacementFailed:
+			if failed == "" {
+				failed = p.Error
+			}
+		}
+	}
+	if len(ps) == 0 {
+		// Its placements vanished (workers removed): place it again.
+		return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPending, "")
+	}
+	comp, err := m.store.Component(ctx, d.Component)
+	if err != nil {
+		return err
+	}
+	if ready == 0 {
+		m.log.Warn("deployment failed", "component", d.Component, "deployment", d.ID, "reason", failed)
+		if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusFailed, failed); err != nil {
+			return err
+		}
+		if comp.Target == d.ID {
+			if err := m.store.SetTarget(ctx, d.Component, comp.Live); err != nil {
+				return err
+			}
+		}
+		return m.routesChanged(ctx, d.Component)
+	}
+	if comp.Target == d.ID {
+		if err := m.store.Promote(ctx, d.Component, d.ID); err != nil {
+			return err
+		}
+		if err := m.routesChanged(ctx, d.Component); err != nil {
+			return err
+		}
+		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
+	}
+	return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, "")
+}
+
+// routesChanged tells routers that what component serves has changed.
+func (m *Manager) routesChanged(ctx context.Context, component string) error {
+	if err := m.store.Notify(ctx, ChannelRoutes, component); err != nil {
+		return err
+	}
+	if m.cfg.RoutesChanged != nil {
+		return m.cfg.RoutesChanged(ctx)
+	}
+	return nil
+}
+
+// retire removes the placements of deployments that are neither live nor
+// being rolled out, once routers have had the grace period to switch.
+func (m *Manager) retire(ctx context.Context) error {
+	comps, err := m.store.Components(ctx)
+	if err != nil {
+		return fmt.Errorf("read components: %w", err)
+	}
+	removed := false
+	for _, c := range comps {
+		if time.Since(c.UpdatedAt) < m.cfg.Grace {
+			continue
+		}
+		ps, err := m.store.ComponentPlacements(ctx, c.Name)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			if p.Deployment == c.Live || p.Deployment == c.Target {
+				continue
+			}
+			if err := m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil {
+				return err
+			}
+			removed = true
+		}
+	}
+	if removed {
+		return m.store.Notify(ctx, ChannelPlacements, "")
+	}
+	return nil
+}
