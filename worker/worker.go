@@ -56,9 +56,11 @@ type Config struct {
 	// Unavailable names runtimes that could not start, with the reason;
 	// a deployment of that kind fails with it.
 	Unavailable map[string]error
+	// Limits bound the calls served at once (see Limits).
+	Limits Limits
 }
 
-func (c Config) withDefaults() Config {
+func (c Config) withDefaults() (Config, error) {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 2 * time.Second
 	}
@@ -71,7 +73,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	return c
+	var err error
+	c.Limits, err = c.Limits.withDefaults()
+	return c, err
 }
 
 // Notification channels the worker speaks on.
@@ -87,6 +91,7 @@ type Worker struct {
 	store    Store
 	runtimes map[string]Runtime
 	logs     *logBatcher
+	adm      *admission
 
 	// serving maps deployment id → instance; replaced whole on change so
 	// the request path reads it without a lock.
@@ -102,7 +107,10 @@ type Worker struct {
 
 // New returns a worker serving with the given runtimes.
 func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
-	cfg = cfg.withDefaults()
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Name == "" {
 		return nil, errors.New("worker: name is required")
 	}
@@ -116,6 +124,7 @@ func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
 		preparing: map[int64]bool{},
 		loaded:    map[int64]loadedSpec{},
 		sem:       make(chan struct{}, cfg.Parallel),
+		adm:       newAdmission(cfg.Limits),
 	}
 	for _, rt := range runtimes {
 		w.runtimes[rt.Name()] = rt
@@ -392,9 +401,36 @@ func (w *Worker) load(ctx context.Context, d int64) (Instance, loadedSpec, error
 		fmt.Fprintf(blog, "worker %s: failed: %v\n", w.cfg.Name, err)
 		return nil, spec, err
 	}
+	lim, err := w.limit(inst, dep.Component, m)
+	if err != nil {
+		fmt.Fprintf(blog, "worker %s: failed: %v\n", w.cfg.Name, err)
+		_ = inst.Close(ctx)
+		return nil, spec, err
+	}
 	fmt.Fprintf(blog, "worker %s: ready in %s\n", w.cfg.Name, time.Since(start).Round(time.Millisecond))
-	return inst, spec, nil
+	return lim, spec, nil
 }
+
+// limit wraps inst so that its calls pass through the worker's admission,
+// and refuses a deployment one call of which could never be admitted.
+func (w *Worker) limit(inst Instance, component string, m manifest.Manifest) (*limited, error) {
+	cost := int64(callFootprint)
+	if f, ok := inst.(Footprint); ok {
+		cost = f.CallMemory()
+	}
+	if budget := w.cfg.Limits.CallBudget(); cost > budget {
+		return nil, fmt.Errorf("one call may take %s (memory %s) but worker %s admits calls within %s: lower memory in %s or raise VELO_WORKER_MEMORY (now %s)",
+			mib(cost), manifest.FormatSize(m.Memory), w.cfg.Name, mib(budget), manifest.FileName, manifest.FormatSize(w.cfg.Limits.Memory))
+	}
+	limit := m.Concurrency
+	if limit <= 0 {
+		limit = manifest.DefaultConcurrency // stored before the key existed
+	}
+	return &limited{Instance: inst, adm: w.adm, component: component, cost: cost, limit: limit}, nil
+}
+
+// mib writes a byte count in MiB, rounded up, for messages.
+func mib(n int64) string { return strconv.FormatInt((n+1<<20-1)>>20, 10) + " MiB" }
 
 // unpack makes sure the artifact with digest is unpacked under the data
 // dir and returns its directory. Artifacts are immutable, so an existing

@@ -56,6 +56,9 @@ func applyDefaults(m *Manifest) {
 	if m.Memory == 0 {
 		m.Memory = DefaultMemory
 	}
+	if m.Concurrency == 0 {
+		m.Concurrency = DefaultConcurrency
+	}
 	if m.Runtime == Docker && m.Port == 0 {
 		m.Port = DefaultPort
 	}

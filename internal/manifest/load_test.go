@@ -13,7 +13,7 @@ func file(s string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(s), Mo
 
 func TestLoad(t *testing.T) {
 	wasmDefaults := func(name, module string) Manifest {
-		return Manifest{Name: name, Runtime: WASM, Module: module, Timeout: DefaultTimeout, Memory: DefaultMemory, Scale: Scale{Max: DefaultMax}}
+		return Manifest{Name: name, Runtime: WASM, Module: module, Timeout: DefaultTimeout, Memory: DefaultMemory, Concurrency: DefaultConcurrency, Scale: Scale{Max: DefaultMax}}
 	}
 	tests := []struct {
 		name        string
@@ -37,7 +37,7 @@ func TestLoad(t *testing.T) {
 			name:        "no manifest, Dockerfile",
 			fsys:        fstest.MapFS{"Dockerfile": file("FROM scratch"), "x.wasm": file("")},
 			defaultName: "svc",
-			want:        Manifest{Name: "svc", Runtime: Docker, Port: DefaultPort, Timeout: DefaultTimeout, Memory: DefaultMemory, Scale: Scale{Max: DefaultMax}},
+			want:        Manifest{Name: "svc", Runtime: Docker, Port: DefaultPort, Timeout: DefaultTimeout, Memory: DefaultMemory, Concurrency: DefaultConcurrency, Scale: Scale{Max: DefaultMax}},
 		},
 		{
 			name:        "default name sanitized",
@@ -54,11 +54,11 @@ func TestLoad(t *testing.T) {
 		{
 			name: "manifest values win over defaults",
 			fsys: fstest.MapFS{
-				"velo.toml":  file("name = \"api\"\nruntime = \"docker\"\nport = 3000\ntimeout = \"30s\"\nmemory = \"256MiB\"\n[env]\nA = \"1\"\n[scale]\nmin = 1\nmax = 8\n"),
+				"velo.toml":  file("name = \"api\"\nruntime = \"docker\"\nport = 3000\ntimeout = \"30s\"\nmemory = \"256MiB\"\nconcurrency = 8\n[env]\nA = \"1\"\n[scale]\nmin = 1\nmax = 8\n"),
 				"Dockerfile": file("FROM scratch"),
 			},
 			defaultName: "ignored",
-			want:        Manifest{Name: "api", Runtime: Docker, Port: 3000, Timeout: 30 * time.Second, Memory: 256 << 20, Env: map[string]string{"A": "1"}, Scale: Scale{Min: 1, Max: 8}},
+			want:        Manifest{Name: "api", Runtime: Docker, Port: 3000, Timeout: 30 * time.Second, Memory: 256 << 20, Concurrency: 8, Env: map[string]string{"A": "1"}, Scale: Scale{Min: 1, Max: 8}},
 		},
 		{
 			name:        "module named, runtime inferred",
@@ -76,7 +76,7 @@ func TestLoad(t *testing.T) {
 			name:        "scale min above default max raises max",
 			fsys:        fstest.MapFS{"velo.toml": file("[scale]\nmin = 6"), "Dockerfile": file("")},
 			defaultName: "d",
-			want:        Manifest{Name: "d", Runtime: Docker, Port: DefaultPort, Timeout: DefaultTimeout, Memory: DefaultMemory, Scale: Scale{Min: 6, Max: 6}},
+			want:        Manifest{Name: "d", Runtime: Docker, Port: DefaultPort, Timeout: DefaultTimeout, Memory: DefaultMemory, Concurrency: DefaultConcurrency, Scale: Scale{Min: 6, Max: 6}},
 		},
 	}
 	for _, tt := range tests {

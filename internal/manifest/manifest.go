@@ -14,15 +14,19 @@ const FileName = "velo.toml"
 // Manifest is a component's resolved configuration: velo.toml with every
 // default applied and the runtime inferred.
 type Manifest struct {
-	Name    string            `json:"name"`
-	Runtime string            `json:"runtime"`
-	Module  string            `json:"module,omitempty"` // wasm: path of the module inside the tree
-	Build   string            `json:"build,omitempty"`  // run by `velo deploy` before packing
-	Port    int               `json:"port,omitempty"`   // docker: port the container listens on
-	Timeout time.Duration     `json:"timeout"`          // per request
-	Memory  int64             `json:"memory"`           // bytes, per instance
-	Env     map[string]string `json:"env,omitempty"`
-	Scale   Scale             `json:"scale"`
+	Name    string        `json:"name"`
+	Runtime string        `json:"runtime"`
+	Module  string        `json:"module,omitempty"` // wasm: path of the module inside the tree
+	Build   string        `json:"build,omitempty"`  // run by `velo deploy` before packing
+	Port    int           `json:"port,omitempty"`   // docker: port the container listens on
+	Timeout time.Duration `json:"timeout"`          // per request
+	Memory  int64         `json:"memory"`           // bytes, per instance
+	// Concurrency caps the component's calls running at once on one
+	// worker; more wait briefly, then get 503. Zero in a manifest stored
+	// before the key existed: the worker applies DefaultConcurrency.
+	Concurrency int               `json:"concurrency,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	Scale       Scale             `json:"scale"`
 }
 
 // Scale bounds a docker component's instance count.
@@ -37,4 +41,9 @@ const (
 	DefaultMemory  = 128 << 20
 	DefaultPort    = 8080
 	DefaultMax     = 4
+	// DefaultConcurrency is calls at once per component and worker: enough
+	// to keep every core of a worker busy with one component and to hide
+	// clients that are slow to send or read, few enough that one flooded
+	// component cannot take a worker's whole memory budget.
+	DefaultConcurrency = 32
 )

@@ -20,10 +20,13 @@ const (
 	MinMemory  = 1 << 20
 	MaxMemory  = 4 << 30
 	MaxScale   = 100
+	// MaxConcurrency bounds concurrency: a worker's own cap on calls in
+	// flight (VELO_WORKER_MAX_INFLIGHT) is the real limit past this.
+	MaxConcurrency = 10000
 )
 
 // topKeys are the keys velo.toml may hold at its top level.
-var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "env", "scale"}
+var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "concurrency", "env", "scale"}
 
 // scaleKeys are the keys the [scale] table may hold.
 var scaleKeys = []string{"min", "max"}
@@ -122,6 +125,16 @@ func Parse(data []byte) (Manifest, error) {
 		}
 		m.Memory = n
 	}
+	if v, ok := raw["concurrency"]; ok {
+		n, err := integer("concurrency", v)
+		if err != nil {
+			return Manifest{}, err
+		}
+		if err := checkConcurrency(n); err != nil {
+			return Manifest{}, err
+		}
+		m.Concurrency = int(n)
+	}
 	if v, ok := raw["env"]; ok {
 		env, err := parseEnv(v)
 		if err != nil {
@@ -173,6 +186,9 @@ func (m Manifest) Validate() error {
 		return err
 	}
 	if err := checkMemory(m.Memory); err != nil {
+		return err
+	}
+	if err := checkConcurrency(int64(m.Concurrency)); err != nil {
 		return err
 	}
 	for _, k := range sortedKeys(m.Env) {
@@ -348,6 +364,13 @@ func checkMemory(n int64) error {
 	}
 	if n > MaxMemory {
 		return keyErr("memory", "%s exceeds the maximum of 4GiB", FormatSize(n))
+	}
+	return nil
+}
+
+func checkConcurrency(n int64) error {
+	if n < 1 || n > MaxConcurrency {
+		return keyErr("concurrency", "%d is out of range 1-%d (calls at once per worker)", n, MaxConcurrency)
 	}
 	return nil
 }

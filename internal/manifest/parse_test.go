@@ -42,6 +42,7 @@ max = 4
 		{"memory KiB", `memory = "2048KiB"`, Manifest{Memory: 2 << 20}},
 		{"memory lower case with space", `memory = "256 mib"`, Manifest{Memory: 256 << 20}},
 		{"memory bytes", `memory = 1048576`, Manifest{Memory: 1 << 20}},
+		{"concurrency", `concurrency = 4`, Manifest{Concurrency: 4}},
 		{"memory string bytes", `memory = "4294967296"`, Manifest{Memory: 4 << 30}},
 		{"port bounds", `port = 65535`, Manifest{Port: 65535}},
 		{"env underscore and digits", "[env]\n_A1 = \"\"\nb_2 = \"x=y\"", Manifest{Env: map[string]string{"_A1": "", "b_2": "x=y"}}},
@@ -124,6 +125,10 @@ func TestParseErrors(t *testing.T) {
 		{"memory zero", `memory = 0`, `velo.toml: memory: 0B is below the minimum of 1MiB`},
 		{"memory big", `memory = "5GiB"`, `velo.toml: memory: 5GiB exceeds the maximum of 4GiB`},
 		{"memory float", `memory = 1.5`, `velo.toml: memory: must be a size string or a number of bytes, not float`},
+		{"concurrency zero", `concurrency = 0`, `velo.toml: concurrency: 0 is out of range 1-10000 (calls at once per worker)`},
+		{"concurrency negative", `concurrency = -3`, `velo.toml: concurrency: -3 is out of range 1-10000 (calls at once per worker)`},
+		{"concurrency huge", `concurrency = 10001`, `velo.toml: concurrency: 10001 is out of range 1-10000 (calls at once per worker)`},
+		{"concurrency string", `concurrency = "8"`, `velo.toml: concurrency: must be an integer, not string`},
 
 		{"env not table", `env = "A=b"`, `velo.toml: env: must be a table, not string`},
 		{"env bad name", "[env]\n\"1BAD\" = \"x\"", `velo.toml: env: "1BAD" is not a valid variable name (want [A-Za-z_][A-Za-z0-9_]*)`},
@@ -196,7 +201,7 @@ func TestParseSizeFormatSize(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	good := Manifest{Name: "a", Runtime: WASM, Module: "a.wasm", Timeout: time.Second, Memory: 1 << 20, Scale: Scale{Max: 1}}
+	good := Manifest{Name: "a", Runtime: WASM, Module: "a.wasm", Timeout: time.Second, Memory: 1 << 20, Concurrency: 1, Scale: Scale{Max: 1}}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("Validate(good) = %v", err)
 	}
@@ -212,6 +217,7 @@ func TestValidate(t *testing.T) {
 		{"docker no port", func(m *Manifest) { m.Runtime = Docker }, "velo.toml: port: 0 is out of range 1-65535"},
 		{"no timeout", func(m *Manifest) { m.Timeout = 0 }, "velo.toml: timeout: 0s must be positive"},
 		{"no memory", func(m *Manifest) { m.Memory = 0 }, "velo.toml: memory: 0B is below the minimum of 1MiB"},
+		{"no concurrency", func(m *Manifest) { m.Concurrency = 0 }, "velo.toml: concurrency: 0 is out of range 1-10000 (calls at once per worker)"},
 		{"no max", func(m *Manifest) { m.Scale.Max = 0 }, "velo.toml: scale.max: 0 is out of range 1-100"},
 		{"min over max", func(m *Manifest) { m.Scale.Min = 2 }, "velo.toml: scale: min 2 is greater than max 1"},
 		{"env name", func(m *Manifest) { m.Env = map[string]string{"A B": ""} }, `velo.toml: env: "A B" is not a valid variable name (want [A-Za-z_][A-Za-z0-9_]*)`},
