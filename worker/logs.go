@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/velo-run/velo/internal/store"
 )
@@ -97,7 +99,72 @@ type logSink struct {
 }
 
 func (s logSink) Log(stream string, at time.Time, line string) {
-	s.b.add(store.LogLine{Component: s.component, Deployment: s.deployment, Time: at, Stream: stream, Line: line})
+	s.b.add(store.LogLine{Component: s.component, Deployment: s.deployment, Time: at, Stream: stream, Line: EscapeControls(line, false)})
+}
+
+// EscapeControls returns s with every control character but tab (and
+// newline, when multiline) written as an escape: C0 controls and DEL as
+// \xNN, C1 controls (U+0080–U+009F) as \uNNNN. It is applied to every line
+// a component logs, whatever its runtime, before the line is stored, so
+// that what a component writes cannot drive the terminal of whoever reads
+// its logs (`velo logs`), nor the API's or dashboard's readers: ESC [ …
+// sequences could recolour, move the cursor, retitle the window or, on
+// some terminals, write to the clipboard. Backslashes are left as they
+// are, so an escape is not told apart from the same text written plainly;
+// the result holds no control character, so escaping it again changes
+// nothing. Invalid UTF-8 is left for the store, which replaces it.
+func EscapeControls(s string, multiline bool) string {
+	i := 0
+	for i < len(s) {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if isControl(c, multiline) {
+				break
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r >= 0x80 && r <= 0x9f {
+			break
+		}
+		i += size
+	}
+	if i == len(s) {
+		return s // the common case: nothing to escape, nothing allocated
+	}
+	const hex = "0123456789abcdef"
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for i < len(s) {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if isControl(c, multiline) {
+				b.WriteString(`\x`)
+				b.WriteByte(hex[c>>4])
+				b.WriteByte(hex[c&15])
+			} else {
+				b.WriteByte(c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r >= 0x80 && r <= 0x9f {
+			b.WriteString(`\u00`)
+			b.WriteByte(hex[r>>4])
+			b.WriteByte(hex[r&15])
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+func isControl(c byte, multiline bool) bool {
+	return (c < 0x20 && c != '\t' && (c != '\n' || !multiline)) || c == 0x7f
 }
 
 // buildLog is the io.Writer runtimes write Prepare's progress to; it
@@ -143,7 +210,9 @@ func (l *buildLog) Write(p []byte) (int, error) {
 
 func (l *buildLog) flush() {
 	l.mu.Lock()
-	text := l.buf.String()
+	// A build runs the component's own commands (a Dockerfile's RUN):
+	// their output is escaped like its logs.
+	text := EscapeControls(l.buf.String(), true)
 	l.buf.Reset()
 	l.mu.Unlock()
 	if text == "" {

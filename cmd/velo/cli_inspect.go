@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/worker"
 )
 
 // recentDeployments is how many deployments velo status lists.
@@ -248,9 +249,11 @@ func logsCommand() *cobra.Command {
 	return cmd
 }
 
-// printLogLine writes one log line: time, deployment, stream, text.
+// printLogLine writes one log line: time, deployment, stream, text. The
+// server stores lines escaped (worker.EscapeControls); escaping again here
+// covers lines stored by an older server, and changes nothing else.
 func printLogLine(w io.Writer, l api.LogLine) {
-	fmt.Fprintf(w, "%s #%d %-6s %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Deployment, l.Stream, l.Line)
+	fmt.Fprintf(w, "%s #%d %-6s %s\n", l.Time.Local().Format("2006-01-02 15:04:05.000"), l.Deployment, l.Stream, worker.EscapeControls(l.Line, false))
 }
 
 func statsCommand() *cobra.Command {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/velo-run/velo/deploymgr"
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/router"
 	"github.com/velo-run/velo/worker"
@@ -44,6 +46,8 @@ const (
 	envWorkerTimeout  = "VELO_WORKER_TIMEOUT"
 	envWasmReplicas   = "VELO_WASM_REPLICAS"
 	envDockerReplicas = "VELO_DOCKER_REPLICAS"
+	envMaxInflight    = "VELO_WORKER_MAX_INFLIGHT"
+	envWorkerMemory   = "VELO_WORKER_MEMORY"
 )
 
 // roleConfig is what every role needs.
@@ -107,6 +111,32 @@ func intEnv(key string, def int) (int, error) {
 		return 0, fmt.Errorf("%s=%q: want a whole number ≥ 0", key, v)
 	}
 	return n, nil
+}
+
+// workerLimits reads the worker's limits from the environment, resolving
+// the memory budget, and holds the Go runtime's heap to that budget too
+// (unless GOMEMLIMIT says otherwise), so that garbage does not pile up
+// beyond what admission reckons with.
+func workerLimits() (worker.Limits, error) {
+	var l worker.Limits
+	n, err := intEnv(envMaxInflight, 0)
+	if err != nil {
+		return l, err
+	}
+	l.MaxInflight = n
+	if v := os.Getenv(envWorkerMemory); v != "" {
+		m, err := manifest.ParseSize(v)
+		if err != nil || m < 64<<20 {
+			return l, fmt.Errorf("%s=%q: want a size of at least 64MiB, like 2GiB or 512MiB", envWorkerMemory, v)
+		}
+		l.Memory = m
+	} else if l.Memory, err = worker.DefaultMemory(); err != nil {
+		return l, err
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(l.Memory)
+	}
+	return l, nil
 }
 
 // role is one running role process: a store, an HTTP server and the loops
@@ -352,7 +382,9 @@ artifacts placed on it from the store, prepares them and serves the calls
 routers forward. Every call must carry the cluster token (VELO_CLUSTER_TOKEN).
 
 Environment: VELO_DATABASE_URL and VELO_CLUSTER_TOKEN (required),
-VELO_WORKER_NAME, VELO_ADVERTISE, VELO_DATA.`,
+VELO_WORKER_NAME, VELO_ADVERTISE, VELO_DATA, VELO_WORKER_MAX_INFLIGHT (calls
+at once, default 512), VELO_WORKER_MEMORY (the memory budget calls are
+admitted against, like 2GiB; default half the machine's or cgroup's memory).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -395,7 +427,12 @@ VELO_WORKER_NAME, VELO_ADVERTISE, VELO_DATA.`,
 				unavailable["docker"] = err
 				r.log.Info("docker components disabled on this worker", "reason", err)
 			}
-			wk, err := worker.New(worker.Config{Name: name, Addr: adv, DataDir: data, Logger: r.log, Unavailable: unavailable}, r.store, runtimes...)
+			limits, err := workerLimits()
+			if err != nil {
+				r.store.Close()
+				return fmt.Errorf("worker: %w", err)
+			}
+			wk, err := worker.New(worker.Config{Name: name, Addr: adv, DataDir: data, Logger: r.log, Unavailable: unavailable, Limits: limits}, r.store, runtimes...)
 			if err != nil {
 				r.store.Close()
 				return err

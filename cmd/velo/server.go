@@ -53,14 +53,19 @@ func upCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			limits, err := workerLimits()
+			if err != nil {
+				return err
+			}
 			cfg := node.Config{
-				Addr:        addr,
-				DataDir:     data,
-				DatabaseURL: os.Getenv("VELO_DATABASE_URL"),
-				PublicURL:   getenv("VELO_PUBLIC_URL"),
-				Domain:      os.Getenv("VELO_DOMAIN"),
-				Docker:      newDockerRuntime,
-				Logger:      log,
+				WorkerLimits: limits,
+				Addr:         addr,
+				DataDir:      data,
+				DatabaseURL:  os.Getenv("VELO_DATABASE_URL"),
+				PublicURL:    getenv("VELO_PUBLIC_URL"),
+				Domain:       os.Getenv("VELO_DOMAIN"),
+				Docker:       newDockerRuntime,
+				Logger:       log,
 			}
 			if ghOn {
 				cfg.GitHub = &ghCfg

@@ -50,6 +50,8 @@ type Config struct {
 	// Docker makes the docker runtime; nil or an error disables docker
 	// components with that error as the reason.
 	Docker func(ctx context.Context, owner string, log *slog.Logger) (worker.Runtime, error)
+	// WorkerLimits bound the calls the node's worker serves at once.
+	WorkerLimits worker.Limits
 	// NoHits turns hit recording off (benchmarks).
 	NoHits bool
 	// GitHub, when set, connects the GitHub App: the webhook at
@@ -156,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		unavailable["docker"] = dockerErr
 		log.Info("docker components disabled", "reason", dockerErr)
 	}
-	wk, err := worker.New(worker.Config{Name: "local", DataDir: cfg.DataDir, Logger: log, Unavailable: unavailable}, st, runtimes...)
+	wk, err := worker.New(worker.Config{Name: "local", DataDir: cfg.DataDir, Logger: log, Unavailable: unavailable, Limits: cfg.WorkerLimits}, st, runtimes...)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,7 +88,11 @@ func newInstance(rt *Runtime, c *compiled, key moduleKey, spec worker.Spec, time
 	}, nil
 }
 
-// Serve runs the module once for r and writes its CGI response to w.
+// Serve runs the module once for r: the body streams to its stdin, and its
+// CGI answer goes to w, whole when it is small, else streamed once its head
+// is in (see call.go). An answer that fails after its head went out can no
+// longer become a 502: the connection is cut (http.ErrAbortHandler), so
+// the client sees it incomplete rather than taking it for whole.
 func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) {
 	start := time.Now()
 	if !in.enter() {
@@ -96,27 +101,38 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 	}
 	defer in.leave()
 
-	c := in.rt.pools.get(in.rt.cfg.MaxResponse)
-	defer in.rt.pools.put(c)
-
 	if strings.IndexByte(r.URL.Path, 0) >= 0 {
 		http.Error(w, "400 Bad Request: NUL in path", http.StatusBadRequest)
 		return
 	}
-	if err := c.readBody(r, in.rt.cfg.MaxRequest); err != nil {
-		if errors.Is(err, errBodyTooLarge) {
+
+	// The deadline counts from the start of Serve; wazero closes the module
+	// when it passes, even inside an infinite loop, and reading the body
+	// and sending the answer are held to it too.
+	deadline := start.Add(in.timeout)
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
+	defer cancel()
+
+	c := in.rt.pools.get()
+	defer in.rt.pools.put(c)
+	if r.ContentLength != 0 {
+		_ = http.NewResponseController(w).SetReadDeadline(deadline)
+	}
+	if err := c.openBody(r, in.rt.cfg.MaxRequest, in.rt.cfg.SpoolDir); err != nil {
+		switch {
+		case errors.Is(err, errBodyTooLarge):
 			http.Error(w, fmt.Sprintf("413 Content Too Large: the limit is %d bytes", in.rt.cfg.MaxRequest), http.StatusRequestEntityTooLarge)
-			return
+		case r.Context().Err() != nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			in.logf(r, "reading the body took longer than %s", in.timeout)
+			in.timedOut(w)
+		default:
+			http.Error(w, "400 Bad Request: reading the body failed", http.StatusBadRequest)
 		}
-		http.Error(w, "400 Bad Request: reading the body failed", http.StatusBadRequest)
 		return
 	}
 
-	// The deadline counts from the start of Serve; wazero closes the module
-	// when it passes, even inside an infinite loop.
-	ctx, cancel := context.WithDeadline(r.Context(), start.Add(in.timeout))
-	defer cancel()
-
+	c.stdout.start(w, in.rt.cfg.MaxResponse, deadline, cancel)
 	c.stderr.reset(in.logs)
 	cfg := in.moduleConfig(c, r, mount)
 	runCtx := experimental.WithMemoryAllocator(context.WithValue(ctx, environKey{}, &c.env), &in.rt.mem)
@@ -125,27 +141,58 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 		_ = mod.Close(ctx)
 	}
 	c.stderr.flush()
-	if err != nil {
+	out := &c.stdout
+	if !out.sent && errors.Is(c.stdin.err, os.ErrDeadlineExceeded) {
+		// The client did not send the body in time; whatever the module
+		// made of the missing rest is not an answer.
+		in.logf(r, "reading the body took longer than %s", in.timeout)
+		in.timedOut(w)
+		return
+	}
+	if err == nil && out.err == nil {
+		if err := out.finish(); err != nil {
+			in.badGateway(w, r, err.Error())
+		}
+		return
+	}
+	if out.sent {
+		in.cut(r, ctx, err, out)
+	}
+	switch {
+	case out.err != nil && out.modFault:
+		in.badGateway(w, r, out.err.Error())
+	case out.err != nil:
+		// The client stopped taking the answer: no one to answer.
+	default:
 		in.fail(w, r, ctx, err)
-		return
 	}
-	if c.stdout.over {
-		in.badGateway(w, r, fmt.Sprintf("response larger than %d bytes", c.stdout.max))
-		return
+}
+
+// cut logs why an answer already under way failed and aborts it.
+func (in *instance) cut(r *http.Request, ctx context.Context, err error, out *cgiWriter) {
+	reason := out.err
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) && (reason == nil || !out.modFault):
+		reason = fmt.Errorf("timed out after %s", in.timeout)
+	case reason == nil:
+		reason = errors.New(in.exitReason(err))
 	}
-	h := w.Header()
-	status, body, err := parseCGI(c.stdout.buf, h)
-	if err != nil {
-		in.badGateway(w, r, "invalid CGI response: "+err.Error())
-		return
-	}
-	if !bodyAllowed(status) {
-		w.WriteHeader(status)
-		return
-	}
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+	in.logf(r, "answer cut off after %d bytes: %v", out.total, reason)
+	panic(http.ErrAbortHandler)
+}
+
+// callOverhead is what a call takes in the worker besides its linear
+// memory: stdout's buffer, a chunked body's start, stderr's line, the
+// environment, wazero's instance of the module and net/http's buffers. It
+// is a generous round figure (a call of the C test module takes about a
+// tenth of it), not a measurement per module.
+const callOverhead = 1 << 20
+
+// CallMemory implements worker.Footprint: the most a call may take in the
+// worker's memory, its linear memory cap and its buffers, which the
+// worker's admission reserves while the call runs.
+func (in *instance) CallMemory() int64 {
+	return int64(in.key.pages)*pageSize + callOverhead
 }
 
 // moduleConfig builds the request's WASI configuration: stdio and WAGI's
@@ -185,7 +232,7 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.
 	e.add("X_RAW_PATH_INFO", subPath(r.URL.EscapedPath(), mount))
 	e.add("QUERY_STRING", r.URL.RawQuery)
 	e.add("CONTENT_TYPE", r.Header.Get("Content-Type"))
-	e.add("CONTENT_LENGTH", strconv.Itoa(len(c.body)))
+	e.add("CONTENT_LENGTH", strconv.FormatInt(c.length, 10))
 	e.add("SERVER_NAME", serverName)
 	e.add("SERVER_PORT", serverPort)
 	e.add("SERVER_PROTOCOL", r.Proto)
@@ -238,17 +285,26 @@ func (in *instance) fail(w http.ResponseWriter, r *http.Request, ctx context.Con
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		in.logf(r, "timed out after %s", in.timeout)
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusGatewayTimeout)
-		_, _ = w.Write([]byte(in.timeoutBody))
+		in.timedOut(w)
 		return
 	}
+	in.badGateway(w, r, in.exitReason(err))
+}
+
+// exitReason says how a module that did not finish cleanly ended.
+func (in *instance) exitReason(err error) string {
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {
-		in.badGateway(w, r, fmt.Sprintf("module exited with code %d", exit.ExitCode()))
-		return
+		return fmt.Sprintf("module exited with code %d", exit.ExitCode())
 	}
-	in.badGateway(w, r, oneLine(err.Error()))
+	return oneLine(err.Error())
+}
+
+// timedOut answers 504.
+func (in *instance) timedOut(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusGatewayTimeout)
+	_, _ = w.Write([]byte(in.timeoutBody))
 }
 
 // badGateway logs why the module's answer was unusable and answers 502.

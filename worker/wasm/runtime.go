@@ -48,11 +48,16 @@ type Config struct {
 	// which goes to each deployment's LogSink).
 	Logger *slog.Logger
 	// MaxResponse caps what a module may write to stdout, in bytes; a module
-	// that writes more gets a 502. Default DefaultMaxResponse.
+	// that writes more gets a 502, or its answer is cut off when it is
+	// already under way. Default DefaultMaxResponse.
 	MaxResponse int64
 	// MaxRequest caps a request body, in bytes; a larger one gets a 413.
 	// Default DefaultMaxRequest.
 	MaxRequest int64
+	// SpoolDir holds request bodies of unknown length (chunked) larger than
+	// 64 KiB while their call runs, as unlinked temporary files. Default
+	// os.TempDir().
+	SpoolDir string
 }
 
 // Runtime runs WAGI modules on wazero. It is safe for concurrent use.
@@ -79,7 +84,10 @@ type Runtime struct {
 	compiles atomic.Int64 // modules compiled (cache misses of this process), for tests
 }
 
-var _ worker.Runtime = (*Runtime)(nil)
+var (
+	_ worker.Runtime   = (*Runtime)(nil)
+	_ worker.Footprint = (*instance)(nil)
+)
 
 // moduleKey names one compiled module.
 type moduleKey struct {
@@ -110,6 +118,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.MaxRequest == 0 {
 		cfg.MaxRequest = DefaultMaxRequest
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = os.TempDir()
 	}
 	var cache wazero.CompilationCache
 	if cfg.CacheDir != "" {

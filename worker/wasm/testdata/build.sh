@@ -10,3 +10,5 @@ if [ -z "$SYSROOT" ] && [ -d /usr/share/wasi-sysroot ]; then
 fi
 "$CC" --target=wasm32-wasi ${SYSROOT:+--sysroot="$SYSROOT"} -O2 -Wall -Wextra \
 	-Wl,--strip-all -o echo.wasm echo.c
+"$CC" --target=wasm32-wasi ${SYSROOT:+--sysroot="$SYSROOT"} -O2 -Wall -Wextra \
+	-Wl,--strip-all -o stream.wasm stream.c
