@@ -113,3 +113,23 @@ func matchElems(pat, name []string) bool {
 	}
 	return len(name) == 0
 }
+
+// MatchGlob reports whether the slash-separated path p, relative to the
+// root, matches pattern, anchored at the root, with the element rules of
+// Ignore: '*', '?' and '[...]' within an element as in path.Match, and a
+// "**" element for any number of elements ("static/**" is everything
+// inside static). A malformed pattern matches nothing. Manifests use it for
+// `files`, so that one glob dialect serves both ignore files and manifests.
+func MatchGlob(pattern, p string) bool {
+	var elems []string
+	for elem := range strings.SplitSeq(pattern, "/") {
+		if elem == "" {
+			continue
+		}
+		if _, err := path.Match(elem, ""); err != nil {
+			return false
+		}
+		elems = append(elems, elem)
+	}
+	return len(elems) > 0 && matchElems(elems, strings.Split(p, "/"))
+}

@@ -44,6 +44,11 @@ func Load(fsys fs.FS, defaultName string) (Manifest, error) {
 	if err := m.Validate(); err != nil {
 		return Manifest{}, err
 	}
+	if len(m.Files) > 0 {
+		if _, err := ResolveFiles(fsys, m.Files); err != nil {
+			return Manifest{}, err
+		}
+	}
 	return m, nil
 }
 

@@ -27,6 +27,11 @@ type Manifest struct {
 	Concurrency int               `json:"concurrency,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`
 	Scale       Scale             `json:"scale"`
+
+	// WAGI (wasm only): the export run instead of _start, and the files
+	// mounted read-only for the module. See wagi.go.
+	Entrypoint string      `json:"entrypoint,omitempty"`
+	Files      []FileMount `json:"files,omitempty"`
 }
 
 // Scale bounds a docker component's instance count.

@@ -149,6 +149,9 @@ func Parse(data []byte) (Manifest, error) {
 		}
 		m.Scale = s
 	}
+	if err := parseWAGI(raw, &m); err != nil {
+		return Manifest{}, err
+	}
 	return m, nil
 }
 
@@ -191,6 +194,9 @@ func (m Manifest) Validate() error {
 	if err := checkConcurrency(int64(m.Concurrency)); err != nil {
 		return err
 	}
+	if err := m.validateWAGI(); err != nil {
+		return err
+	}
 	for _, k := range sortedKeys(m.Env) {
 		if !validEnvName(k) {
 			return keyErr("env", "%q is not a valid variable name (want [A-Za-z_][A-Za-z0-9_]*)", k)
@@ -230,7 +236,7 @@ func nameChar(r rune) bool {
 // Values under a known key of the wrong shape are reported by the type
 // checks, which say more than "unknown key" would.
 func knownKey(k toml.Key) bool {
-	if len(k) == 0 || !slices.Contains(topKeys, k[0]) {
+	if len(k) == 0 || !slices.Contains(topKeys, k[0]) && !knownWAGIKey(k[0]) {
 		return false
 	}
 	if k[0] == "scale" && len(k) > 1 {
@@ -241,7 +247,7 @@ func knownKey(k toml.Key) bool {
 
 func unknownKey(k toml.Key) error {
 	name := k.String()
-	candidates := topKeys
+	candidates := append(slices.Clip(topKeys), wagiKeys...)
 	last := k[len(k)-1]
 	if len(k) == 2 && k[0] == "scale" {
 		candidates = scaleKeys

@@ -34,7 +34,7 @@ type instance struct {
 	env         []envVar            // the manifest's [env], sorted by name
 	timeoutBody string
 
-	route atomic.Pointer[route] // SCRIPT_NAME and X_MATCHED_ROUTE of the last mount
+	wagi *wagiSetup // entry point, sub-routes, files (routes.go)
 
 	inflight  atomic.Int64
 	closed    atomic.Bool
@@ -43,10 +43,6 @@ type instance struct {
 }
 
 type envVar struct{ name, value string }
-
-// route caches the CGI variables derived from a mount, which is the same on
-// every request of one deployment.
-type route struct{ mount, matched string }
 
 func newInstance(rt *Runtime, c *compiled, key moduleKey, spec worker.Spec, timeout time.Duration) (*instance, error) {
 	env := make([]envVar, 0, len(spec.Manifest.Env))
@@ -134,12 +130,9 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 
 	c.stdout.start(w, in.rt.cfg.MaxResponse, deadline, cancel)
 	c.stderr.reset(in.logs)
-	cfg := in.moduleConfig(c, r, mount)
+	cfg, entry := in.moduleConfig(c, r, mount)
 	runCtx := experimental.WithMemoryAllocator(context.WithValue(ctx, environKey{}, &c.env), &in.rt.mem)
-	mod, err := in.c.rt.InstantiateModule(runCtx, in.c.mod, cfg)
-	if mod != nil {
-		_ = mod.Close(ctx)
-	}
+	err := in.run(runCtx, entry, cfg)
 	c.stderr.flush()
 	out := &c.stdout
 	if !out.sent && errors.Is(c.stdin.err, os.ErrDeadlineExceeded) {
@@ -198,8 +191,9 @@ func (in *instance) CallMemory() int64 {
 // moduleConfig builds the request's WASI configuration: stdio and WAGI's
 // argv (the request path, then the query string split at '&'). It lays out
 // the environment in c.env: the CGI variables, then the manifest's [env]
-// (the CGI variables win on a clash).
-func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.ModuleConfig {
+// (the CGI variables win on a clash). It returns the export to run: the
+// one of the route the request matches (routes.go).
+func (in *instance) moduleConfig(c *call, r *http.Request, mount string) (wazero.ModuleConfig, string) {
 	c.args = append(c.args[:0], r.URL.EscapedPath())
 	if q := r.URL.RawQuery; q != "" {
 		for arg := range strings.SplitSeq(q, "&") {
@@ -207,12 +201,7 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.
 		}
 	}
 
-	rn := in.route.Load()
-	if rn == nil || rn.mount != mount {
-		rn = &route{mount: mount, matched: mount + "/..."}
-		in.route.Store(rn)
-	}
-	pathInfo := subPath(r.URL.Path, mount)
+	t, pathInfo, rawPathInfo := in.routesFor(mount).resolve(r.URL.EscapedPath(), r.URL.Path)
 	scheme, defaultPort := "http", "80"
 	if r.TLS != nil {
 		scheme, defaultPort = "https", "443"
@@ -225,11 +214,11 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.
 	e.add("GATEWAY_INTERFACE", "CGI/1.1")
 	e.add("SERVER_SOFTWARE", "Velo")
 	e.add("REQUEST_METHOD", r.Method)
-	e.add("SCRIPT_NAME", rn.mount)
-	e.add("X_MATCHED_ROUTE", rn.matched)
+	e.add("SCRIPT_NAME", t.scriptName)
+	e.add("X_MATCHED_ROUTE", t.matched)
 	e.add("PATH_INFO", pathInfo)
 	e.add("PATH_TRANSLATED", pathInfo)
-	e.add("X_RAW_PATH_INFO", subPath(r.URL.EscapedPath(), mount))
+	e.add("X_RAW_PATH_INFO", rawPathInfo)
 	e.add("QUERY_STRING", r.URL.RawQuery)
 	e.add("CONTENT_TYPE", r.Header.Get("Content-Type"))
 	e.add("CONTENT_LENGTH", strconv.FormatInt(c.length, 10))
@@ -275,7 +264,7 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) wazero.
 		WithArgs(c.args...).
 		WithStdin(&c.stdin).
 		WithStdout(&c.stdout).
-		WithStderr(&c.stderr)
+		WithStderr(&c.stderr), t.entry
 }
 
 // fail answers a request whose module did not finish cleanly.
@@ -351,6 +340,7 @@ func (in *instance) leave() {
 
 func (in *instance) drain() {
 	in.drainOnce.Do(func() {
+		in.wagi.close()
 		in.rt.release(in.key, in.c)
 		close(in.drained)
 	})

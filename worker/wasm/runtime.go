@@ -189,11 +189,18 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 	if err != nil {
 		return nil, err
 	}
-	in, err := newInstance(rt, c, key, spec, timeout)
+	w, err := prepareWAGI(ctx, c, spec, timeout, buildLog)
 	if err != nil {
 		rt.release(key, c)
 		return nil, err
 	}
+	in, err := newInstance(rt, c, key, spec, timeout)
+	if err != nil {
+		w.close()
+		rt.release(key, c)
+		return nil, err
+	}
+	in.attach(w)
 	return in, nil
 }
 
@@ -270,11 +277,9 @@ func (rt *Runtime) compileModule(ctx context.Context, wrt wazero.Runtime, key mo
 	return mod, nil
 }
 
-// checkWAGI reports why mod cannot run as a WAGI command, if it cannot.
+// checkWAGI reports why mod cannot run as a WAGI module, if it cannot. Its
+// entry point is checked by Prepare, which knows the manifest's.
 func checkWAGI(mod wazero.CompiledModule) error {
-	if _, ok := mod.ExportedFunctions()["_start"]; !ok {
-		return errors.New("exports no _start function: a WAGI module is a WASI command (a program with main)")
-	}
 	for _, f := range mod.ImportedFunctions() {
 		if m, name, _ := f.Import(); m != wasi_snapshot_preview1.ModuleName {
 			return fmt.Errorf("imports %s.%s: only %s is provided", m, name, wasi_snapshot_preview1.ModuleName)
