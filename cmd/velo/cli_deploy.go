@@ -111,6 +111,15 @@ func (d deployer) deploy(ctx context.Context, dir, name string, build bool, time
 	if m.Module != "" {
 		keep = append(keep, m.Module) // build output, often git-ignored
 	}
+	// The files the module mounts are packed even when ignored: they are
+	// often generated too (a built site, compiled assets).
+	files, err := manifest.ResolveFiles(fsys, m.Files)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		keep = append(keep, f.Path)
+	}
 	if err := archive.Pack(&buf, abs, keep...); err != nil {
 		return fmt.Errorf("pack %s: %w", dir, err)
 	}

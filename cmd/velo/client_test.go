@@ -399,6 +399,35 @@ build = "echo compiling; printf '\\0asm' > hello.wasm"
 	}
 }
 
+// TestDeployPacksFiles checks that the files velo.toml mounts are packed
+// even when the ignore file excludes them (a built site usually is), and
+// that the rest of what is ignored stays out.
+func TestDeployPacksFiles(t *testing.T) {
+	f := newFakeVelo(t)
+	dir := componentDir(t, `name = "site"
+module = "app.wasm"
+files = ["public/**", { source = "gen", destination = "/gen" }]
+`, map[string]string{"app.wasm": "\x00asm", ".gitignore": "public/\ngen/\n*.log\n", "debug.log": "x"})
+	for name, body := range map[string]string{"public/index.html": "<p>", "public/css/a.css": "a", "gen/data.json": "{}"} {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stdout, stderr, code := velo(t, "deploy", dir); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	want := []string{".gitignore", "app.wasm", "gen/data.json", "public/css/a.css", "public/index.html", "velo.toml"}
+	if got := f.uploads["site"]; !slices.Equal(got, want) {
+		t.Errorf("uploaded files %v, want %v", got, want)
+	}
+}
+
 func countPrefix(list []string, prefix string) int {
 	n := 0
 	for _, s := range list {

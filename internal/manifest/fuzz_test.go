@@ -24,6 +24,11 @@ func FuzzParse(f *testing.F) {
 		`module = "../x.wasm"`,
 		"[[scale]]\nmin = 1",
 		"port = 1979-05-27T07:32:00Z",
+		`entrypoint = "serve"`,
+		`files = ["static/**", "t/*.html", { source = "a", destination = "/a" }]`,
+		"[[files]]\nsource = \"a\"\ndestination = \"/\"",
+		`volumes = { "/data" = "data" }`,
+		`files = [{ source = "../a", destination = "a" }, 3]`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
