@@ -180,15 +180,16 @@ type cgiWriter struct {
 	deadline time.Time // sending to the client must be done by then
 	stop     context.CancelFunc
 
-	buf      []byte // what is held until sent: the head, then the body's start
-	scanned  int    // buf[:scanned] is whole header lines, none blank
-	body     int    // where the body starts in buf; 0 until the head's end is seen
-	total    int64  // bytes the module wrote
-	sent     bool   // the head went out; writes go to the client
-	noBody   bool   // the status has no body (204, 304): writes are dropped
-	deadSet  bool   // a write deadline was set on the connection
-	err      error  // why the answer failed; set once
-	modFault bool   // err is the module's doing, not the client's
+	buf      []byte   // what is held until sent: the head, then the body's start
+	scanned  int      // buf[:scanned] is whole header lines, none blank
+	body     int      // where the body starts in buf; 0 until the head's end is seen
+	total    int64    // bytes the module wrote
+	sent     bool     // the head went out; writes go to the client
+	noBody   bool     // the status has no body (204, 304): writes are dropped
+	deadSet  bool     // a write deadline was set on the connection
+	err      error    // why the answer failed; set once
+	modFault bool     // err is the module's doing, not the client's
+	skipped  []string // header lines parseCGI skipped, for the logs (a few)
 }
 
 // start readies w for a request.
@@ -269,7 +270,7 @@ func (o *cgiWriter) scan() {
 // is not negative. On a bad head nothing is sent.
 func (o *cgiWriter) sendHead(length int) error {
 	h := o.w.Header()
-	status, _, err := parseCGI(o.buf[:o.body], h)
+	status, _, err := parseCGI(o.buf[:o.body], h, o.skip)
 	if err != nil {
 		return o.fail(fmt.Errorf("invalid CGI response: %w", err), true)
 	}
@@ -286,6 +287,13 @@ func (o *cgiWriter) sendHead(length int) error {
 	}
 	o.w.WriteHeader(status)
 	return nil
+}
+
+// skip remembers a header line parseCGI skipped; Serve logs them.
+func (o *cgiWriter) skip(line []byte) {
+	if len(o.skipped) < 4 {
+		o.skipped = append(o.skipped, string(clip(line)))
+	}
 }
 
 // send writes p to the client.
@@ -316,7 +324,7 @@ func (o *cgiWriter) finish() error {
 	}
 	if o.body == 0 {
 		// No blank line: let parseCGI say what is wrong.
-		_, _, err := parseCGI(o.buf, http.Header{})
+		_, _, err := parseCGI(o.buf, http.Header{}, nil)
 		if err == nil {
 			err = errors.New("header block not ended by a blank line")
 		}

@@ -17,16 +17,21 @@ import (
 // means 302; otherwise the status is 200. Content-Length and hop-by-hop
 // headers from the module are dropped: the server frames the body itself.
 //
+// As in WAGI and Spin's WAGI executor, a header line without a colon, or
+// whose name is not a valid field name, is skipped rather than failing the
+// answer: skip (when not nil) gets each such line, for the logs. A head of
+// nothing but such lines is still an error.
+//
 // Output that is not a header block followed by a blank line is an error,
 // and then h is left untouched.
-func parseCGI(out []byte, h http.Header) (status int, body []byte, err error) {
+func parseCGI(out []byte, h http.Header, skip func(line []byte)) (status int, body []byte, err error) {
 	if len(out) == 0 {
 		return 0, nil, errors.New("no output")
 	}
 	// First pass: find the end of the header block and check every line,
 	// so that h is only touched when the whole block is valid.
 	headerEnd, bodyStart := -1, 0
-	lines, hasLocation := 0, false
+	lines, skipped, hasLocation := 0, 0, false
 	for pos := 0; pos < len(out); {
 		nl := bytes.IndexByte(out[pos:], '\n')
 		if nl < 0 {
@@ -43,7 +48,12 @@ func parseCGI(out []byte, h http.Header) (status int, body []byte, err error) {
 		}
 		name, value, ok := splitHeader(line)
 		if !ok {
-			return 0, nil, fmt.Errorf("bad CGI header line %q", clip(line))
+			if !skippable(line) {
+				return 0, nil, fmt.Errorf("bad CGI header line %q", clip(line))
+			}
+			skipped++
+			pos = next
+			continue
 		}
 		switch {
 		case equalFold(name, "Status"):
@@ -61,6 +71,9 @@ func parseCGI(out []byte, h http.Header) (status int, body []byte, err error) {
 	if headerEnd < 0 {
 		return 0, nil, errors.New("header block not ended by a blank line")
 	}
+	if lines == 0 && skipped > 0 {
+		return 0, nil, fmt.Errorf("no valid CGI header line (the first is %q)", clip(firstLine(out)))
+	}
 	if lines == 0 {
 		return 0, nil, errors.New("empty CGI header block")
 	}
@@ -76,7 +89,13 @@ func parseCGI(out []byte, h http.Header) (status int, body []byte, err error) {
 		nl := bytes.IndexByte(out[pos:], '\n')
 		line := trimCR(out[pos : pos+nl])
 		pos += nl + 1
-		name, value, _ := splitHeader(line)
+		name, value, ok := splitHeader(line)
+		if !ok {
+			if skip != nil {
+				skip(line)
+			}
+			continue
+		}
 		if equalFold(name, "Status") || dropped(name) {
 			continue
 		}
@@ -108,6 +127,28 @@ func splitHeader(line []byte) (name, value []byte, ok bool) {
 		}
 	}
 	return name, value, true
+}
+
+// skippable reports whether a bad header line is one WAGI and Spin skip: no
+// colon at all, or a name that is not a field name. A line whose value
+// holds control characters is still an error (both fail on it too).
+func skippable(line []byte) bool {
+	colon := bytes.IndexByte(line, ':')
+	if colon < 0 {
+		return true
+	}
+	_, value, _ := bytes.Cut(line, []byte(":"))
+	for _, c := range trimBlanks(value) {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func firstLine(b []byte) []byte {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	return trimCR(line)
 }
 
 // parseStatus reads "404" or "404 Not Found".

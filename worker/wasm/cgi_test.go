@@ -9,12 +9,13 @@ import (
 
 func TestParseCGI(t *testing.T) {
 	tests := []struct {
-		name   string
-		out    string
-		status int
-		header http.Header
-		body   string
-		err    string // substring; "" means success
+		name    string
+		out     string
+		status  int
+		header  http.Header
+		body    string
+		err     string   // substring; "" means success
+		skipped []string // lines skipped
 	}{
 		{name: "minimal", out: "Content-Type: text/plain\n\nhi", status: 200,
 			header: http.Header{"Content-Type": {"text/plain"}}, body: "hi"},
@@ -44,16 +45,23 @@ func TestParseCGI(t *testing.T) {
 		{name: "framing headers dropped", out: "Content-Length: 99\nTransfer-Encoding: chunked\nConnection: close\nX-A: 1\n\nab", status: 200,
 			header: http.Header{"X-A": {"1"}}, body: "ab"},
 		{name: "utf-8 value", out: "X-Name: Zoë\n\n", status: 200, header: http.Header{"X-Name": {"Zoë"}}},
+		// WAGI's and Spin's leniency: lines that are not "Name: value" are
+		// skipped (and logged by the caller).
+		{name: "line without colon skipped", out: "Content-Type: text/plain\nhello world\n\nbody", status: 200,
+			header: http.Header{"Content-Type": {"text/plain"}}, body: "body", skipped: []string{"hello world"}},
+		{name: "bad names skipped", out: "X A: 1\n: 2\nX-B: 3\n\n", status: 200,
+			header: http.Header{"X-B": {"3"}}, skipped: []string{"X A: 1", ": 2"}},
+		{name: "folded line skipped", out: "X-A: 1\n continued\n\n", status: 200,
+			header: http.Header{"X-A": {"1"}}, skipped: []string{" continued"}},
 
 		{name: "empty output", out: "", err: "no output"},
 		{name: "garbage", out: "this is not a CGI response", err: "no CGI header block"},
-		{name: "garbage line", out: "hello world\n\nbody", err: "bad CGI header line"},
+		{name: "garbage line only", out: "hello world\n\nbody", err: `no valid CGI header line (the first is "hello world")`},
 		{name: "no blank line", out: "Content-Type: text/plain\n", err: "not ended by a blank line"},
 		{name: "no blank line, trailing text", out: "Content-Type: text/plain\nbody", err: "not ended by a blank line"},
 		{name: "blank line first", out: "\nbody", err: "empty CGI header block"},
-		{name: "space in name", out: "X A: 1\n\n", err: "bad CGI header line"},
-		{name: "empty name", out: ": 1\n\n", err: "bad CGI header line"},
-		{name: "folded line", out: "X-A: 1\n continued\n\n", err: "bad CGI header line"},
+		{name: "bad names only", out: "X A: 1\n: 2\n\n", err: "no valid CGI header line"},
+		{name: "control char in a bad name's value", out: "X A: a\x01\nX-B: 1\n\n", err: "bad CGI header line"},
 		{name: "control char in value", out: "X-A: a\x00b\n\n", err: "bad CGI header line"},
 		{name: "lone CR in value", out: "X-A: a\rb\n\n", err: "bad CGI header line"},
 		{name: "bad status", out: "Status: abc\n\n", err: "bad CGI status"},
@@ -66,7 +74,8 @@ func TestParseCGI(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := http.Header{"X-Velo-Deployment": {"7"}} // set by the caller before
-			status, body, err := parseCGI([]byte(tt.out), h)
+			var skipped []string
+			status, body, err := parseCGI([]byte(tt.out), h, func(line []byte) { skipped = append(skipped, string(line)) })
 			if tt.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.err) {
 					t.Fatalf("err %v, want %q", err, tt.err)
@@ -78,6 +87,9 @@ func TestParseCGI(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !equal(skipped, tt.skipped) {
+				t.Errorf("skipped %q, want %q", skipped, tt.skipped)
 			}
 			if status != tt.status {
 				t.Errorf("status %d, want %d", status, tt.status)
@@ -119,7 +131,7 @@ func FuzzParseCGI(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, out []byte) {
 		h := http.Header{}
-		status, body, err := parseCGI(out, h)
+		status, body, err := parseCGI(out, h, nil)
 		if err != nil {
 			if len(h) != 0 {
 				t.Fatalf("header set on error %v: %v", err, h)

@@ -135,6 +135,7 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 	err := in.run(runCtx, entry, cfg)
 	c.stderr.flush()
 	out := &c.stdout
+	defer in.logSkipped(r, out) // once the head is parsed, which may be below
 	if !out.sent && errors.Is(c.stdin.err, os.ErrDeadlineExceeded) {
 		// The client did not send the body in time; whatever the module
 		// made of the missing rest is not an answer.
@@ -158,6 +159,14 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 		// The client stopped taking the answer: no one to answer.
 	default:
 		in.fail(w, r, ctx, err)
+	}
+}
+
+// logSkipped logs the header lines the answer's head had that parseCGI
+// skipped.
+func (in *instance) logSkipped(r *http.Request, out *cgiWriter) {
+	for _, line := range out.skipped {
+		in.logf(r, "skipped CGI header line %q: not \"Name: value\"", line)
 	}
 }
 

@@ -307,3 +307,20 @@ func copyModule(t *testing.T, dir, module string) {
 		t.Fatal(err)
 	}
 }
+
+// TestLenientHeaders checks that a header line without a colon is skipped
+// with a line in the component's logs, as WAGI and Spin skip it.
+func TestLenientHeaders(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	logs := &sink{}
+	in := prepare(t, rt, moduleSpec("r", "testdata", "routes.wasm", logs))
+	r := httptest.NewRequest("GET", "/fn/r/lenient", nil)
+	w := httptest.NewRecorder()
+	in.Serve(w, r, "/fn/r")
+	if w.Code != 200 || w.Body.String() != "lenient\n" || w.Header().Get("X-After") != "yes" {
+		t.Errorf("%d %v %q", w.Code, w.Header(), w.Body)
+	}
+	if !logs.has(worker.System, `GET /fn/r/lenient: skipped CGI header line "this is no header"`) {
+		t.Errorf("no log line for the skipped header: %q", logs.all())
+	}
+}

@@ -34,6 +34,7 @@ EXPORT("_routes") void routes(void) {
 	printf("/write write_probe\n");
 	printf("/exit exit_zero\n");
 	printf("/fail fail\n");
+	printf("/lenient lenient\n");
 }
 
 EXPORT("hello") void hello(void) { answer("hello"); }
@@ -55,6 +56,12 @@ EXPORT("exit_zero") void exit_zero(void) {
 EXPORT("fail") void fail(void) {
 	fprintf(stderr, "fail: giving up\n");
 	exit(4);
+}
+
+// lenient prints a header line that is not "Name: value", which WAGI and
+// Spin skip.
+EXPORT("lenient") void lenient(void) {
+	printf("Content-Type: text/plain\nthis is no header\nX-After: yes\n\nlenient\n");
 }
 
 // write_probe tries to change the mounted files and reports what the
