@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -66,6 +65,25 @@ func (s *FastServer) Serve(ln net.Listener) error {
 	s.conns = map[*fastConn]struct{}{}
 	s.fallback = newHandoffListener(ln.Addr())
 	s.mu.Unlock()
+	// A request net/http reads after a screen went blind is its
+	// connection's last (see screenedConn).
+	h := s.Fallback.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	s.Fallback.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sc, _ := r.Context().Value(screenKey{}).(*screenedConn); sc != nil && sc.blind.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+	cc := s.Fallback.ConnContext
+	s.Fallback.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if cc != nil {
+			ctx = cc(ctx, c)
+		}
+		return context.WithValue(ctx, screenKey{}, c)
+	}
 	go func() { _ = s.Fallback.Serve(s.fallback) }()
 	s.startLoops()
 	for {
@@ -84,24 +102,18 @@ func (s *FastServer) Serve(ln net.Listener) error {
 		if s.dispatch(c) {
 			continue
 		}
-		var ip []byte
-		if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			ip = []byte(ra.IP.String())
-		}
-		fc := s.newConn(c, ip)
-		go fc.serve(nil)
+		go s.newConn(c, s.Router.peerOf(c)).serve(nil)
 	}
 }
 
 // newConn sets up a connection for the goroutine path; the caller starts
 // its serve.
-func (s *FastServer) newConn(c net.Conn, ip []byte) *fastConn {
-	fc := &fastConn{s: s, c: c, clientIP: ip}
-	fc.io = newRawIO(c)
+func (s *FastServer) newConn(c net.Conn, p peer) *fastConn {
+	fc := &fastConn{s: s, c: c, peer: p}
 	fc.br = readerPool.Get().(*bufio.Reader)
-	fc.br.Reset(fc.io)
+	fc.br.Reset(c)
 	fc.bw = writerPool.Get().(*bufio.Writer)
-	fc.bw.Reset(fc.io)
+	fc.bw.Reset(c)
 	s.mu.Lock()
 	s.conns[fc] = struct{}{}
 	s.wg.Add(1)
@@ -139,152 +151,18 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 
 // fastConn is one client connection on the fast path.
 type fastConn struct {
-	s        *FastServer
-	c        net.Conn
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	io       *rawIO        // under br and bw
-	pre      *prefixReader // between br and io when the loop handed it over
-	idle     atomic.Bool
-	clientIP []byte
-	req      fastReq // reused for every request
+	s    *FastServer
+	c    net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	pre  *prefixReader // between br and c when the loop handed it over
+	idle atomic.Bool
+	peer peer
+	req  fastReq // reused for every request
 	// headDeadline is set while a request head is read in more than
 	// one piece, under the shorter HeadTimeout.
 	headDeadline bool
 	ans          answer // the worker's answer head
-}
-
-// answer is the head of a worker's answer, parsed in place where it lies
-// in the read buffer: the header lines to pass on are kept as slices,
-// written to the client as they are, and the head is dropped from the
-// buffer only then (headLen bytes).
-type answer struct {
-	res     response
-	status  []byte // code and reason as the worker sent them
-	lines   [][]byte
-	headLen int
-}
-
-// parse parses the answer head at the start of buf, the answer to a
-// request with method. It returns false while buf holds no whole head,
-// interim true for a 1xx answer to drop (headLen bytes) before the next.
-func (a *answer) parse(buf, method []byte) (done, interim bool, err error) {
-	i := bytes.Index(buf, []byte("\r\n\r\n"))
-	if i < 0 {
-		return false, false, nil
-	}
-	head := buf[:i+4]
-	res := &a.res
-	*res = response{length: -1}
-	a.lines = a.lines[:0]
-	a.headLen = len(head)
-	rest := head[:len(head)-2]
-	line, rest, _ := bytes.Cut(rest, []byte("\r\n"))
-	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-		return false, false, fmt.Errorf("malformed status line %q", line)
-	}
-	for _, c := range line[9:12] {
-		if c < '0' || c > '9' {
-			return false, false, fmt.Errorf("malformed status line %q", line)
-		}
-		res.status = res.status*10 + int(c-'0')
-	}
-	res.keepAlive = line[7] == '1'
-	a.status = line[9:]
-	var hop [][]byte
-	for len(rest) > 0 {
-		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return false, false, fmt.Errorf("malformed header line %q", line)
-		}
-		name := line[:colon]
-		value := bytes.TrimSpace(line[colon+1:])
-		switch {
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			n, err := strconv.ParseInt(string(value), 10, 64)
-			if err != nil || n < 0 || (res.length >= 0 && n != res.length) {
-				return false, false, fmt.Errorf("bad Content-Length %q", value)
-			}
-			res.length = n
-			continue
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-			if !bytes.EqualFold(value, []byte("chunked")) {
-				return false, false, fmt.Errorf("unsupported Transfer-Encoding %q", value)
-			}
-			res.chunked = true
-			continue
-		case bytes.EqualFold(name, []byte("Connection")):
-			for _, tok := range bytes.Split(value, []byte(",")) {
-				switch tok = bytes.TrimSpace(tok); {
-				case bytes.EqualFold(tok, []byte("close")):
-					res.keepAlive = false
-				case bytes.EqualFold(tok, []byte("keep-alive")):
-					res.keepAlive = true
-				case len(tok) > 0:
-					hop = append(hop, tok)
-				}
-			}
-			continue
-		case bytes.EqualFold(name, []byte("Keep-Alive")), bytes.EqualFold(name, []byte("Proxy-Connection")),
-			bytes.EqualFold(name, []byte("Te")), bytes.EqualFold(name, []byte("Trailer")),
-			bytes.EqualFold(name, []byte("Upgrade")), bytes.EqualFold(name, []byte("Proxy-Authenticate")),
-			bytes.EqualFold(name, []byte("X-Velo-Deployment")), bytes.EqualFold(name, []byte("X-Velo-Worker")):
-			continue
-		case bytes.EqualFold(name, []byte(HeaderNotServed)):
-			res.notServed = true
-		}
-		a.lines = append(a.lines, line)
-	}
-	if len(hop) > 0 {
-		a.lines = slices.DeleteFunc(a.lines, func(l []byte) bool {
-			name, _, _ := bytes.Cut(l, []byte(":"))
-			for _, h := range hop {
-				if bytes.EqualFold(name, h) {
-					return true
-				}
-			}
-			return false
-		})
-	}
-	if res.status >= 100 && res.status < 200 {
-		if res.status == http.StatusSwitchingProtocols {
-			return false, false, errors.New("protocol upgrades are not forwarded")
-		}
-		return true, true, nil
-	}
-	if bytes.Equal(method, []byte("HEAD")) || res.status == http.StatusNoContent || res.status == http.StatusNotModified {
-		res.noBody = true
-	}
-	if !res.noBody && !res.chunked && res.length < 0 {
-		res.keepAlive = false // the body runs to the end of the connection
-	}
-	return true, false, nil
-}
-
-// readRawHead reads and parses the head of a worker's answer from br,
-// leaving it in br's buffer (see answer), 1xx interim answers skipped.
-func (fc *fastConn) readRawHead(br *bufio.Reader, method []byte) (*response, error) {
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		done, interim, err := fc.ans.parse(buf, method)
-		switch {
-		case err != nil:
-			return nil, err
-		case interim:
-			if _, err := br.Discard(fc.ans.headLen); err != nil {
-				return nil, err
-			}
-			continue
-		case done:
-			return &fc.ans.res, nil
-		case len(buf) >= br.Size():
-			return nil, errors.New("answer head too long")
-		}
-		if _, err := br.Peek(len(buf) + 1); err != nil {
-			return nil, fmt.Errorf("read answer: %w", err)
-		}
-	}
 }
 
 func (fc *fastConn) wakeIfIdle() {
@@ -340,30 +218,24 @@ func (fc *fastConn) serve(first func() bool) {
 		}
 		fc.idle.Store(false)
 		fc.headDeadline = false
-		req, ok := fc.parse()
+		req, v := fc.parse()
 		if fc.headDeadline {
 			deadlineSet = time.Time{} // back to the idle deadline
 		}
-		if !ok {
+		if v == refuse {
+			_ = fc.bw.Flush()
+			return
+		}
+		if v == leaveFast {
 			// Not for the fast path: net/http serves this connection
 			// from here on, starting with the bytes already read.
 			handedOff = true
 			buf, _ := fc.br.Peek(fc.br.Buffered())
-			s.fallback.push(newPrefixedConn(fc.c, bytes.Clone(buf)))
+			s.fallback.push(s.screen(fc.c, bytes.Clone(buf)))
 			return
 		}
 		keep := fc.forward(req) && !s.closing.Load()
-		var err error
-		if keep && fc.br.Buffered() == 0 && (fc.pre == nil || len(fc.pre.pre) == 0) {
-			// Nothing pipelined: write the answer and wait for the next
-			// request in one go (see rawIO). Idle while waiting, so
-			// that Shutdown wakes it.
-			fc.idle.Store(true)
-			err = fc.io.flushAwait(fc.bw)
-		} else {
-			err = fc.bw.Flush()
-		}
-		if err != nil || !keep {
+		if err := fc.bw.Flush(); err != nil || !keep {
 			return
 		}
 	}
@@ -371,44 +243,53 @@ func (fc *fastConn) serve(first func() bool) {
 
 // fastReq is a parsed request head, its bytes still in the read buffer.
 type fastReq struct {
-	head     []byte // the whole head, up to and including the blank line
-	method   []byte
-	uri      []byte
-	host     []byte
-	mount    []byte
-	rt       *route
-	lines    [][]byte // header lines to forward as they are (without CRLF)
-	clientIP []byte
-	auth     []byte // the caller's Authorization value
-	xff      []byte // the X-Forwarded-For value received
-	body     []byte
-	length   int
-	close    bool // the client asked to close after this request
+	head    []byte // the whole head, up to and including the blank line
+	method  []byte
+	uri     []byte
+	host    []byte
+	mount   []byte
+	rt      *route
+	lines   [][]byte // header lines to forward as they are (without CRLF)
+	scratch []byte   // header lines rewritten (Cookie without Velo's own)
+	auth    []byte   // the caller's Authorization value
+	xff     []byte   // the X-Forwarded-For value received
+	xfp     []byte   // the X-Forwarded-Proto value received
+	fwd     []byte   // the forwarding header lines to send (see peer)
+	body    []byte
+	length  int64
+	close   bool // the client asked to close after this request
+	http10  bool
+	chunked bool
+	special bool // a header the fast path leaves to net/http
+	upgrade bool
 }
 
 // size is the request's length in the read buffer.
-func (r *fastReq) size() int { return len(r.head) + max(r.length, 0) }
+func (r *fastReq) size() int { return len(r.head) + int(max(r.length, 0)) }
 
 const maxFastBody = 64 << 10
 
 // parse reads a request head and decides whether the fast path takes it.
-// When it does not, nothing has been consumed from the reader.
-func (fc *fastConn) parse() (*fastReq, bool) {
+// When it does not, nothing has been consumed from the reader; a request
+// refused is answered here, and the connection is to be closed.
+func (fc *fastConn) parse() (*fastReq, verdict) {
 	br := fc.br
 	for {
 		buf, _ := br.Peek(br.Buffered())
-		switch fc.s.parseRequest(&fc.req, buf, br.Size(), fc.clientIP) {
-		case takeFast:
-			return &fc.req, true
-		case leaveFast:
-			return nil, false
+		v, err := fc.s.parseRequest(&fc.req, buf, br.Size(), &fc.peer)
+		switch v {
+		case takeFast, leaveFast:
+			return &fc.req, v
+		case refuse:
+			fc.bw.Write(appendRefusal(fc.bw.AvailableBuffer(), err))
+			return nil, refuse
 		}
 		if !fc.headDeadline {
 			fc.headDeadline = true
 			_ = fc.c.SetReadDeadline(time.Now().Add(fc.s.HeadTimeout))
 		}
 		if _, err := br.Peek(len(buf) + 1); err != nil {
-			return nil, false
+			return nil, refuse
 		}
 	}
 }
@@ -420,135 +301,64 @@ const (
 	readMore  verdict = iota // no whole request yet
 	leaveFast                // not for the fast path: net/http serves it
 	takeFast                 // head and body are in the buffer
+	refuse                   // malformed: 400, and the connection closed
 )
 
 // parseRequest parses the request at the start of buf, the bytes read so
 // far into a buffer of size bytes, into r, whose slices point into buf.
-func (s *FastServer) parseRequest(r *fastReq, buf []byte, size int, clientIP []byte) verdict {
-	i := bytes.Index(buf, []byte("\r\n\r\n"))
-	if i < 0 {
-		if len(buf) >= size {
-			return leaveFast // long heads: net/http knows the answers
-		}
-		return readMore
+// err says why a request is refused.
+func (s *FastServer) parseRequest(r *fastReq, buf []byte, size int, p *peer) (verdict, error) {
+	n, err := parseRequestHead(r, buf)
+	switch {
+	case err != nil:
+		return refuse, err
+	case n == 0 && len(buf) >= size:
+		return leaveFast, nil // long heads: net/http answers them
+	case n == 0:
+		return readMore, nil
+	case r.http10 || r.chunked || r.special || r.length > maxFastBody || r.uri[0] != '/':
+		return leaveFast, nil
 	}
-	head := buf[:i+4]
-	*r = fastReq{head: head, length: -1, lines: r.lines[:0], clientIP: clientIP}
-	rest := head[:len(head)-2]
-	line, rest, _ := bytes.Cut(rest, []byte("\r\n"))
-	// Request line: METHOD SP origin-form SP HTTP/1.1
-	m, after, ok := bytes.Cut(line, []byte(" "))
-	if !ok || len(m) == 0 || !isToken(m) {
-		return leaveFast
-	}
-	uri, proto, ok := bytes.Cut(after, []byte(" "))
-	if !ok || !bytes.Equal(proto, []byte("HTTP/1.1")) || len(uri) == 0 || uri[0] != '/' {
-		return leaveFast
-	}
-	for _, c := range uri {
-		if c <= ' ' || c >= 0x7f {
-			return leaveFast
-		}
-	}
-	r.method, r.uri = m, uri
-	path := uri
+	path := r.uri
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
 	// Paths ServeMux would clean or redirect, and escapes: net/http.
 	if bytes.Contains(path, []byte("//")) || bytes.Contains(path, []byte("/.")) || bytes.IndexByte(path, '%') >= 0 {
-		return leaveFast
-	}
-	hosts := 0
-	for len(rest) > 0 {
-		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !isToken(line[:colon]) {
-			return leaveFast
-		}
-		name := line[:colon]
-		value := bytes.TrimLeft(line[colon+1:], " \t")
-		value = bytes.TrimRight(value, " \t")
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return leaveFast
-			}
-		}
-		switch {
-		case bytes.EqualFold(name, []byte("Host")):
-			hosts++
-			r.host = value
-			continue
-		case bytes.EqualFold(name, []byte("Content-Length")):
-			if r.length >= 0 {
-				return leaveFast
-			}
-			n, err := strconv.Atoi(string(value))
-			if err != nil || n < 0 || n > maxFastBody {
-				return leaveFast
-			}
-			r.length = n
-			continue
-		case bytes.EqualFold(name, []byte("Transfer-Encoding")), bytes.EqualFold(name, []byte("Expect")),
-			bytes.EqualFold(name, []byte("Upgrade")), bytes.EqualFold(name, []byte("Te")),
-			bytes.EqualFold(name, []byte("Trailer")):
-			return leaveFast
-		case bytes.EqualFold(name, []byte("Connection")):
-			switch {
-			case bytes.EqualFold(value, []byte("close")):
-				r.close = true
-			case bytes.EqualFold(value, []byte("keep-alive")):
-			default:
-				return leaveFast // fields named as hop-by-hop: net/http
-			}
-			continue
-		case bytes.EqualFold(name, []byte("Keep-Alive")), bytes.EqualFold(name, []byte("Proxy-Connection")),
-			bytes.EqualFold(name, []byte("Proxy-Authorization")):
-			continue
-		case bytes.EqualFold(name, []byte("Authorization")):
-			if r.auth != nil {
-				return leaveFast
-			}
-			r.auth = value
-			continue
-		case bytes.EqualFold(name, []byte("X-Forwarded-For")):
-			if r.xff != nil {
-				return leaveFast
-			}
-			r.xff = value
-			continue
-		case len(name) > 7 && bytes.EqualFold(name[:7], []byte("X-Velo-")):
-			continue // internal headers are set by the router only
-		}
-		r.lines = append(r.lines, line)
-	}
-	if hosts != 1 {
-		return leaveFast
+		return leaveFast, nil
 	}
 	name, mount, ok := s.Router.componentOf(r.host, path)
 	if !ok {
-		return leaveFast
+		return leaveFast, nil
 	}
 	rt := s.Router.table.Load().routes[string(name)]
-	if rt == nil || rt.paused || rt.depID == 0 || len(rt.targets) == 0 {
-		return leaveFast // ServeHTTP writes those answers
-	}
-	for _, t := range rt.targets {
-		if _, ok := t.b.(*remoteBackend); !ok {
-			return leaveFast
-		}
+	if rt == nil || !rt.fast {
+		return leaveFast, nil // ServeHTTP serves those, or writes their answers
 	}
 	r.rt, r.mount = rt, mount
-	if r.length > 0 && len(buf) < len(head)+r.length {
-		if len(head)+r.length > size {
-			return leaveFast
+	if r.length > 0 && len(buf) < n+int(r.length) {
+		if n+int(r.length) > size {
+			return leaveFast, nil
 		}
-		return readMore
+		return readMore, nil
 	}
 	if r.length > 0 {
-		r.body = buf[len(head) : len(head)+r.length]
+		r.body = buf[n : n+int(r.length)]
 	}
-	return takeFast
+	r.fwd = p.fwd
+	if r.fwd == nil {
+		r.fwd = s.Router.forwardLines(p.addr, string(r.xff), string(r.xfp))
+	}
+	return takeFast, nil
+}
+
+// appendRefusal appends the answer to a malformed request.
+func appendRefusal(dst []byte, err error) []byte {
+	msg := "bad request: " + err.Error() + "\n"
+	dst = append(dst, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(msg)), 10)
+	dst = append(dst, "\r\n\r\n"...)
+	return append(dst, msg...)
 }
 
 // componentOf is component for raw bytes: the component name and mount.
@@ -577,15 +387,6 @@ func (r *Router) componentOf(host, path []byte) (name, mount []byte, ok bool) {
 	return name, path[:len(Prefix)+len(name)], true
 }
 
-func isToken(b []byte) bool {
-	for _, c := range b {
-		if c <= ' ' || c >= 0x7f || bytes.IndexByte([]byte(`"(),/:;<=>?@[\]{}`), c) >= 0 {
-			return false
-		}
-	}
-	return len(b) > 0
-}
-
 // forward sends the request to the route's workers, round-robin with
 // failover as ServeHTTP does, writes the answer, counts it, and reports
 // whether the connection may serve another request.
@@ -598,7 +399,7 @@ func (fc *fastConn) forward(req *fastReq) (keep bool) {
 	keep = !req.close && !fc.s.closing.Load()
 	for i := uint64(0); i < n && status == 0; i++ {
 		t := rt.targets[(first+i)%n]
-		status, keep = fc.try(t.b.(*remoteBackend), req, rt, t.worker[0], keep)
+		status, keep = fc.try(t.ep, req, rt, t.worker[0], keep)
 	}
 	if _, err := fc.br.Discard(req.size()); err != nil {
 		return false
@@ -637,9 +438,11 @@ func appendNoInstance(dst []byte, rt *route) []byte {
 	return append(dst, msg...)
 }
 
-// appendBadGateway appends the answer when a worker failed the call.
-func appendBadGateway(dst []byte, rt *route, worker, host string, err error) []byte {
-	msg := "worker " + host + " failed: " + err.Error() + "\n"
+// appendBadGateway appends the answer when a worker failed the call. It
+// does not say how: the error names internal addresses, so it is logged.
+func (s *FastServer) appendBadGateway(dst []byte, rt *route, worker string, err error) []byte {
+	s.Router.cfg.Logger.Warn("worker failed a call", "component", rt.name, "worker", worker, "err", err)
+	msg := "worker " + worker + " failed to answer\n"
 	dst = append(dst, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nX-Velo-Deployment: "...)
 	dst = append(dst, rt.depHeader[0]...)
 	dst = append(dst, "\r\nX-Velo-Worker: "...)
@@ -653,7 +456,7 @@ func appendBadGateway(dst []byte, rt *route, worker, host string, err error) []b
 // try forwards to one worker. status is 0 when the request never reached
 // a worker able to serve it (try the next one); otherwise the answer was
 // written (or the client connection must be dropped: keep false).
-func (fc *fastConn) try(b *remoteBackend, req *fastReq, rt *route, worker string, keepIn bool) (status int, keep bool) {
+func (fc *fastConn) try(b *Endpoint, req *fastReq, rt *route, worker string, keepIn bool) (status int, keep bool) {
 	if !b.mayTry() {
 		return 0, keepIn
 	}
@@ -666,10 +469,10 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, rt *route, worker string
 		b.downUntil.Store(0)
 		c.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
 		c.bw.Write(appendUpstream(c.bw.AvailableBuffer(), b, req, rt))
-		err = c.io.flushAwait(c.bw)
+		err = c.bw.Flush()
 		var res *response
 		if err == nil {
-			res, err = fc.readRawHead(c.br, req.method)
+			res, err = fc.ans.read(c.br, req.method)
 		} else {
 			err = writeError{err}
 		}
@@ -682,7 +485,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, rt *route, worker string
 				}
 				return 0, keepIn
 			}
-			fc.bw.Write(appendBadGateway(fc.bw.AvailableBuffer(), rt, worker, b.host, err))
+			fc.bw.Write(fc.s.appendBadGateway(fc.bw.AvailableBuffer(), rt, worker, err))
 			return http.StatusBadGateway, keepIn
 		}
 		if res.status == StatusNotServed && res.notServed {
@@ -695,7 +498,9 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, rt *route, worker string
 			return 0, keepIn
 		}
 		werr := fc.writeAnswer(res, c, rt, worker, keepIn, req, b.rm.cfg.ResponseTimeout)
-		if res.keepAlive && werr == nil {
+		// Bytes after a complete answer: nobody asked for them, and the
+		// connection is not reused.
+		if res.keepAlive && werr == nil && c.br.Buffered() == 0 {
 			b.put(c)
 		} else {
 			c.c.Close()
@@ -706,7 +511,7 @@ func (fc *fastConn) try(b *remoteBackend, req *fastReq, rt *route, worker string
 
 // appendUpstream appends the request to a worker: the request line, the
 // client's header lines as they came, the router's own, and the body.
-func appendUpstream(dst []byte, b *remoteBackend, req *fastReq, rt *route) []byte {
+func appendUpstream(dst []byte, b *Endpoint, req *fastReq, rt *route) []byte {
 	dst = append(dst, req.method...)
 	dst = append(dst, ' ')
 	dst = append(dst, req.uri...)
@@ -727,17 +532,14 @@ func appendUpstream(dst []byte, b *remoteBackend, req *fastReq, rt *route) []byt
 		dst = append(dst, "\r\nX-Velo-Client-Authorization: "...)
 		dst = append(dst, req.auth...)
 	}
-	dst = append(dst, "\r\nX-Forwarded-For: "...)
-	if req.xff != nil {
-		dst = append(dst, req.xff...)
-		dst = append(dst, ", "...)
-	}
-	dst = append(dst, req.clientIP...)
+	dst = append(dst, "\r\n"...)
+	dst = append(dst, req.fwd...)
 	if req.length >= 0 {
-		dst = append(dst, "\r\nContent-Length: "...)
-		dst = strconv.AppendInt(dst, int64(req.length), 10)
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, req.length, 10)
+		dst = append(dst, "\r\n"...)
 	}
-	dst = append(dst, "\r\n\r\n"...)
+	dst = append(dst, "\r\n"...)
 	return append(dst, req.body...)
 }
 
@@ -834,15 +636,15 @@ func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker strin
 // finishAnswer copies a worker's answer that the event loop handed over
 // (its head still unread in wc.br) and reports whether the client
 // connection goes on.
-func (fc *fastConn) finishAnswer(wc *wconn, b *remoteBackend, req *fastReq, rt *route, worker string, keep bool, start time.Time) bool {
+func (fc *fastConn) finishAnswer(wc *wconn, b *Endpoint, req *fastReq, rt *route, worker string, keep bool, start time.Time) bool {
 	wc.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
-	res, err := fc.readRawHead(wc.br, req.method)
+	res, err := fc.ans.read(wc.br, req.method)
 	if err != nil {
 		wc.c.Close()
 		return false
 	}
 	werr := fc.writeAnswer(res, wc, rt, worker, keep, req, b.rm.cfg.ResponseTimeout)
-	if res.keepAlive && werr == nil {
+	if res.keepAlive && werr == nil && wc.br.Buffered() == 0 {
 		b.put(wc)
 	} else {
 		wc.c.Close()
@@ -866,18 +668,78 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 	return p.r.Read(b)
 }
 
-// prefixedConn is a connection handed to net/http with the bytes the fast
-// path already read in front.
-type prefixedConn struct {
+// screenedConn is a connection handed to net/http, which parses the
+// requests on it from there on. Each of their heads passes
+// parseRequestHead first, so that net/http never frames a request Velo
+// refuses (Content-Length with Transfer-Encoding, which net/http frames by
+// TE, for one): a refused head reaches net/http as a request line it
+// refuses too, and it answers 400 and closes. After a chunked request or
+// an upgrade the screen cannot know where the next head starts: it goes
+// blind, and the connection is closed after that answer (see Serve).
+type screenedConn struct {
 	net.Conn
-	r prefixReader
+	in    []byte // read, not yet passed on
+	out   []byte // to pass on
+	left  int64  // body bytes of the current request still to pass
+	err   error  // the read error to return once in is passed on
+	req   fastReq
+	blind atomic.Bool
 }
 
-func newPrefixedConn(c net.Conn, pre []byte) *prefixedConn {
-	return &prefixedConn{Conn: c, r: prefixReader{pre: pre, r: c}}
+// maxScreenedHead is as net/http's DefaultMaxHeaderBytes.
+const maxScreenedHead = 1 << 20
+
+// refusedHead is what net/http reads instead of a head Velo refuses.
+var refusedHead = []byte("\x00 refused HTTP/1.1\r\n\r\n")
+
+type screenKey struct{}
+
+func (s *FastServer) screen(c net.Conn, pre []byte) *screenedConn {
+	return &screenedConn{Conn: c, in: pre}
 }
 
-func (p *prefixedConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+func (sc *screenedConn) Read(p []byte) (int, error) {
+	for len(sc.out) == 0 {
+		blind := sc.blind.Load()
+		switch n, err := 0, error(nil); {
+		case sc.err != nil && len(sc.in) == 0:
+			return 0, sc.err
+		case blind || sc.left > 0:
+			if len(sc.in) == 0 {
+				if !blind {
+					p = p[:min(int64(len(p)), sc.left)]
+				}
+				n, err = sc.Conn.Read(p)
+				sc.left -= int64(n)
+				return n, err
+			}
+			k := len(sc.in)
+			if !blind {
+				k = int(min(int64(k), sc.left))
+			}
+			sc.out, sc.in, sc.left = sc.in[:k], sc.in[k:], sc.left-int64(k)
+		default:
+			n, err = parseRequestHead(&sc.req, sc.in)
+			switch {
+			case err != nil || len(sc.in) > maxScreenedHead || (n == 0 && sc.err != nil):
+				sc.out, sc.in = refusedHead, nil
+				sc.blind.Store(true)
+			case n > 0:
+				sc.out, sc.in, sc.left = sc.in[:n], sc.in[n:], max(sc.req.length, 0)
+				if sc.req.chunked || sc.req.upgrade || bytes.Equal(sc.req.method, []byte("CONNECT")) {
+					sc.blind.Store(true)
+				}
+			default:
+				sc.in = slices.Grow(sc.in, 4<<10)
+				n, sc.err = sc.Conn.Read(sc.in[len(sc.in):cap(sc.in)])
+				sc.in = sc.in[:len(sc.in)+n]
+			}
+		}
+	}
+	n := copy(p, sc.out)
+	sc.out = sc.out[n:]
+	return n, nil
+}
 
 // handoffListener gives net/http the connections the fast path hands off.
 type handoffListener struct {

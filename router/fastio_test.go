@@ -39,7 +39,7 @@ func testFastLargeAnswers(t *testing.T, loops int) {
 		}
 		io.WriteString(w, "small "+r.URL.Path)
 	})
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	addr := fastServer(t, r, loops)
 
 	c, err := net.Dial("tcp", addr)
@@ -105,7 +105,7 @@ func testFastStreamedThenPipelined(t *testing.T, loops int) {
 		}
 		io.WriteString(w, "plain "+r.URL.Path)
 	})
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	addr := fastServer(t, r, loops)
 	res := rawExchange(t, addr, "GET /fn/hello/stream HTTP/1.1\r\nHost: h\r\n\r\n"+
 		"GET /fn/hello/one HTTP/1.1\r\nHost: h\r\n\r\nGET /fn/hello/stream HTTP/1.1\r\nHost: h\r\n\r\nGET /fn/hello/two HTTP/1.1\r\nHost: h\r\n\r\n", 4)
@@ -126,7 +126,7 @@ func TestFastTimeouts(t *testing.T) { bothPaths(t, testFastTimeouts) }
 
 func testFastTimeouts(t *testing.T, loops int) {
 	a := newFakeWorker(t, "a", "tok", nil)
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	addr := serveFast(t, &FastServer{Router: r, Loops: loops, IdleTimeout: 300 * time.Millisecond, HeadTimeout: 300 * time.Millisecond})
 	for _, start := range []string{"", "GET /fn/hello/ HTTP/1.1\r\nHost:"} {
 		c, err := net.Dial("tcp", addr)
@@ -164,7 +164,7 @@ func testFastShutdownFinishesCalls(t *testing.T, loops int) {
 		time.Sleep(300 * time.Millisecond)
 		io.WriteString(w, "finished")
 	})
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	mux := http.NewServeMux()
 	mux.Handle(Prefix, r)
 	fs := &FastServer{Router: r, Loops: loops, Fallback: &http.Server{Handler: mux}}
@@ -237,7 +237,7 @@ func testFastWorkerCutsAnswer(t *testing.T, loops int) {
 		bw.Flush()
 		conn.Close()
 	})
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	addr := fastServer(t, r, loops)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

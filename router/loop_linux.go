@@ -83,23 +83,21 @@ func (s *FastServer) dispatch(c net.Conn) bool {
 	if len(s.loops) == 0 {
 		return false
 	}
-	var ip []byte
-	if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ip = []byte(ra.IP.String())
-	} else {
+	if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
 		return false
 	}
+	p := s.Router.peerOf(c)
 	fd, err := detach(c)
 	if err != nil {
 		return false
 	}
 	s.next++
 	l := s.loops[s.next%len(s.loops)]
-	if !l.post(func() { l.addClient(fd, ip) }) {
+	if !l.post(func() { l.addClient(fd, p) }) {
 		// That loop is gone (it failed): the goroutine path serves.
 		nc, err := attachConn(fd)
 		if err == nil {
-			go s.newConn(nc, ip).serve(nil)
+			go s.newConn(nc, p).serve(nil)
 		}
 	}
 	return true
@@ -161,7 +159,7 @@ type loop struct {
 
 	// Owned by the loop's thread.
 	fds      map[int32]any // *loopConn or *upConn
-	idle     map[*remoteBackend][]*upConn
+	idle     map[*Endpoint][]*upConn
 	clients  int
 	stopping bool
 	now      time.Time
@@ -183,7 +181,7 @@ func newLoop(s *FastServer) (*loop, error) {
 		unix.Close(wake)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	return &loop{s: s, ep: ep, wake: wake, fds: map[int32]any{}, idle: map[*remoteBackend][]*upConn{}}, nil
+	return &loop{s: s, ep: ep, wake: wake, fds: map[int32]any{}, idle: map[*Endpoint][]*upConn{}}, nil
 }
 
 // post runs f on the loop's thread; false when the loop has exited.
@@ -293,7 +291,7 @@ func (l *loop) register(fd int) error {
 // loopConn is a client connection served by a loop.
 type loopConn struct {
 	fd       int
-	ip       []byte
+	peer     peer
 	in       []byte // the read buffer; in[:n] holds what was read
 	n        int
 	readable bool // the socket may have bytes to read
@@ -316,7 +314,7 @@ type loopConn struct {
 	first   uint64 // round-robin start
 	tries   uint64 // targets tried
 	attempt int    // connections tried on the current target
-	b       *remoteBackend
+	b       *Endpoint
 	worker  string
 	up      *upConn
 	start   time.Time
@@ -329,7 +327,7 @@ func (c *loopConn) pending() int { return len(c.out) - c.outOff }
 // upConn is a connection to a worker, idle or serving one exchange.
 type upConn struct {
 	fd       int
-	b        *remoteBackend
+	b        *Endpoint
 	in       []byte
 	n        int
 	readable bool
@@ -348,12 +346,12 @@ func (u *upConn) consume(n int) {
 	u.n = copy(u.in, u.in[n:u.n])
 }
 
-func (l *loop) addClient(fd int, ip []byte) {
+func (l *loop) addClient(fd int, p peer) {
 	if l.stopping {
 		unix.Close(fd)
 		return
 	}
-	c := &loopConn{fd: fd, ip: ip, in: make([]byte, loopClientBuffer), keep: true, idleSince: l.now}
+	c := &loopConn{fd: fd, peer: p, in: make([]byte, loopClientBuffer), keep: true, idleSince: l.now}
 	if c.idleSince.IsZero() {
 		c.idleSince = time.Now()
 	}
@@ -441,7 +439,7 @@ func (l *loop) serveClient(c *loopConn) {
 			return
 		}
 		if c.n > 0 {
-			switch l.s.parseRequest(&c.req, c.in[:c.n], len(c.in), c.ip) {
+			switch v, err := l.s.parseRequest(&c.req, c.in[:c.n], len(c.in), &c.peer); v {
 			case takeFast:
 				c.headSince = time.Time{}
 				l.startExchange(c)
@@ -449,6 +447,12 @@ func (l *loop) serveClient(c *loopConn) {
 			case leaveFast:
 				l.handoff(c)
 				return
+			case refuse:
+				c.out, c.n, c.keep = appendRefusal(c.out, err), 0, false
+				if !l.flushClient(c) {
+					return
+				}
+				continue
 			}
 			if c.headSince.IsZero() {
 				c.headSince = l.now
@@ -516,7 +520,7 @@ func (l *loop) nextTarget(c *loopConn) {
 	for c.tries < n {
 		t := c.rt.targets[(c.first+c.tries)%n]
 		c.tries++
-		b := t.b.(*remoteBackend)
+		b := t.ep
 		if !b.mayTry() {
 			continue
 		}
@@ -566,7 +570,7 @@ func (l *loop) dial(c *loopConn) {
 	}()
 }
 
-func (l *loop) dialed(c *loopConn, b *remoteBackend, fd int, err error) {
+func (l *loop) dialed(c *loopConn, b *Endpoint, fd int, err error) {
 	if err != nil {
 		b.markDown()
 		l.closeIdle(b)
@@ -592,7 +596,7 @@ func (l *loop) dialed(c *loopConn, b *remoteBackend, fd int, err error) {
 }
 
 // closeIdle closes the loop's idle connections to b.
-func (l *loop) closeIdle(b *remoteBackend) {
+func (l *loop) closeIdle(b *Endpoint) {
 	for _, u := range l.idle[b] {
 		l.closeUp(u)
 	}
@@ -818,7 +822,7 @@ func (l *loop) upFailed(u *upConn, err error) {
 		l.nextTarget(c)
 		return
 	}
-	c.out = appendBadGateway(c.out, c.rt, c.worker, c.b.host, err)
+	c.out = l.s.appendBadGateway(c.out, c.rt, c.worker, err)
 	c.status = 502
 	l.done(c)
 }
@@ -847,7 +851,7 @@ func (l *loop) handoff(c *loopConn) {
 	if err != nil {
 		return
 	}
-	go l.s.fallback.push(newPrefixedConn(nc, pre))
+	go l.s.fallback.push(l.s.screen(nc, pre))
 }
 
 // slowLane hands an exchange whose answer has no length to the goroutine
@@ -869,11 +873,10 @@ func (l *loop) slowLane(c *loopConn, u *upConn) {
 		}
 		return
 	}
-	wio := newRawIO(uc)
-	wc := &wconn{c: uc, io: wio, br: bufio.NewReaderSize(&prefixReader{pre: answer, r: wio}, connBuffer),
-		bw: bufio.NewWriterSize(wio, connBuffer)}
-	fc := l.s.newConn(cc, c.ip)
-	fc.pre = &prefixReader{pre: clientRest, r: fc.io}
+	wc := &wconn{c: uc, br: bufio.NewReaderSize(&prefixReader{pre: answer, r: uc}, connBuffer),
+		bw: bufio.NewWriterSize(uc, connBuffer)}
+	fc := l.s.newConn(cc, c.peer)
+	fc.pre = &prefixReader{pre: clientRest, r: cc}
 	fc.br.Reset(fc.pre)
 	go fc.serve(func() bool { return fc.finishAnswer(wc, b, req, rt, worker, keep, start) })
 }

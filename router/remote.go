@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +31,9 @@ const (
 	// HeaderClientAuthorization carries the caller's own Authorization
 	// header while Authorization holds the cluster token.
 	HeaderClientAuthorization = "X-Velo-Client-Authorization"
+	// HeaderRemoteAddr is the client's address as the router determined
+	// it (see Config.TrustedProxies), the worker's r.RemoteAddr.
+	HeaderRemoteAddr = "X-Velo-Remote-Addr"
 	// HeaderNotServed marks a worker's answer "I do not serve this
 	// deployment": the request never reached a component and may be sent
 	// to another worker.
@@ -68,6 +71,7 @@ type RemoteConfig struct {
 	// answers "not served here" (default 64 KiB). Larger bodies are
 	// streamed.
 	MaxBufferedBody int64
+	Logger          *slog.Logger
 }
 
 // Remote reaches workers over HTTP/1.1 with pooled keep-alive connections.
@@ -84,7 +88,7 @@ type Remote struct {
 	auth     []string
 	dialer   net.Dialer
 	mu       sync.Mutex
-	backends []*remoteBackend // for Close
+	backends []*Endpoint // for Close
 	// now is time.Now; tests replace it.
 	now func() time.Time
 }
@@ -109,6 +113,9 @@ func NewRemote(cfg RemoteConfig) *Remote {
 	if cfg.ResponseTimeout <= 0 {
 		cfg.ResponseTimeout = 5 * time.Minute
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	return &Remote{
 		cfg:    cfg,
 		auth:   []string{"Bearer " + cfg.Token},
@@ -129,7 +136,7 @@ func (rm *Remote) Backend(w store.Worker) Backend {
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "80")
 	}
-	b := &remoteBackend{rm: rm, host: host}
+	b := &Endpoint{rm: rm, host: host}
 	rm.mu.Lock()
 	rm.backends = append(rm.backends, b)
 	rm.mu.Unlock()
@@ -139,9 +146,13 @@ func (rm *Remote) Backend(w store.Worker) Backend {
 type refusing struct{}
 
 func (refusing) Serve(http.ResponseWriter, *http.Request, int64, string) bool { return false }
+func (refusing) Endpoint() *Endpoint                                          { return nil }
 
-// remoteBackend is one worker and its idle connections.
-type remoteBackend struct {
+// Endpoint is itself: the event loops speak to it.
+func (b *Endpoint) Endpoint() *Endpoint { return b }
+
+// Endpoint is one worker and its idle connections.
+type Endpoint struct {
 	rm   *Remote
 	host string // host:port to dial
 	// downUntil is when a worker that refused a connection may be tried
@@ -161,7 +172,7 @@ type invokeHeaders struct {
 	dep, mount []string
 }
 
-func (b *remoteBackend) invokeHeaders(d int64, mount string) *invokeHeaders {
+func (b *Endpoint) invokeHeaders(d int64, mount string) *invokeHeaders {
 	if ih := b.last.Load(); ih != nil && ih.d == d && ih.m == mount {
 		return ih
 	}
@@ -175,7 +186,7 @@ type wconn struct {
 	c        net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
-	io       *rawIO // under br and bw
+	ans      answer // the head of the answer being read
 	lastUsed time.Time
 	// deadlineSet is when the read deadline was last moved; it moves at
 	// most once a second (a deadline costs a timer update).
@@ -194,7 +205,7 @@ func (c *wconn) extendDeadline(now time.Time, d time.Duration) {
 const connBuffer = 32 << 10
 
 // get returns an idle connection, or dials one.
-func (b *remoteBackend) get(ctx context.Context) (c *wconn, reused bool, err error) {
+func (b *Endpoint) get(ctx context.Context) (c *wconn, reused bool, err error) {
 	now := b.rm.now()
 	b.mu.Lock()
 	for len(b.idle) > 0 {
@@ -212,12 +223,11 @@ func (b *remoteBackend) get(ctx context.Context) (c *wconn, reused bool, err err
 	if err != nil {
 		return nil, false, err
 	}
-	rio := newRawIO(nc)
-	return &wconn{c: nc, br: bufio.NewReaderSize(rio, connBuffer), bw: bufio.NewWriterSize(rio, connBuffer), io: rio}, false, nil
+	return &wconn{c: nc, br: bufio.NewReaderSize(nc, connBuffer), bw: bufio.NewWriterSize(nc, connBuffer)}, false, nil
 }
 
 // put keeps c for the next call.
-func (b *remoteBackend) put(c *wconn) {
+func (b *Endpoint) put(c *wconn) {
 	c.lastUsed = b.rm.now()
 	b.mu.Lock()
 	if len(b.idle) < b.rm.cfg.MaxIdlePerWorker {
@@ -233,7 +243,7 @@ func (b *remoteBackend) put(c *wconn) {
 // mayTry reports whether the worker is up, or down long enough to be
 // tried again: past the down period one request probes the worker, and
 // the others keep skipping it until the probe has answered.
-func (b *remoteBackend) mayTry() bool {
+func (b *Endpoint) mayTry() bool {
 	until := b.downUntil.Load()
 	if until == 0 {
 		return true
@@ -244,14 +254,14 @@ func (b *remoteBackend) mayTry() bool {
 
 // markDown keeps the worker out of rotation for DownFor after it refused
 // a connection, and drops its idle connections.
-func (b *remoteBackend) markDown() {
+func (b *Endpoint) markDown() {
 	b.downUntil.Store(b.rm.now().Add(b.rm.cfg.DownFor).UnixNano())
 	b.closeIdle()
 }
 
 // closeIdle closes every idle connection: after one proved dead, the
 // others to the same worker most likely are too.
-func (b *remoteBackend) closeIdle() {
+func (b *Endpoint) closeIdle() {
 	b.mu.Lock()
 	idle := b.idle
 	b.idle = nil
@@ -276,7 +286,7 @@ var errNotServed = errors.New("deployment not served by this worker")
 // and with r's body still unread (or kept in memory for the next try),
 // when the worker could not be reached or answered that it does not serve
 // deployment d.
-func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
+func (b *Endpoint) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
 	if !b.mayTry() {
 		return false
 	}
@@ -337,8 +347,12 @@ func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, m
 			return false
 		case r.Context().Err() != nil:
 			w.WriteHeader(499)
+		case errors.As(err, new(bodyError)):
+			plain(w, http.StatusBadRequest, "bad request: "+err.Error())
 		default:
-			plain(w, http.StatusBadGateway, "worker "+b.host+" failed: "+err.Error())
+			// The error names internal addresses: logged, not shown.
+			b.rm.cfg.Logger.Warn("worker failed a call", "worker", b.host, "err", err)
+			plain(w, http.StatusBadGateway, "the worker failed to answer")
 		}
 		return true
 	}
@@ -347,7 +361,7 @@ func (b *remoteBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, m
 // prepareHeader turns r's header into the one sent to the worker, in
 // place: hop-by-hop fields out, the cluster token and invoke headers in.
 // Doing it again for a retry on another worker gives the same result.
-func (b *remoteBackend) prepareHeader(r *http.Request, d int64, mount string) {
+func (b *Endpoint) prepareHeader(r *http.Request, d int64, mount string) {
 	h := r.Header
 	if conn, ok := h["Connection"]; ok {
 		for _, f := range conn {
@@ -370,24 +384,10 @@ func (b *remoteBackend) prepareHeader(r *http.Request, d int64, mount string) {
 	ih := b.invokeHeaders(d, mount)
 	h[HeaderInvokeDeployment] = ih.dep
 	h[HeaderInvokeMount] = ih.mount
-	if _, seen := h[headerForwardedBy]; !seen {
-		if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			if prior, ok := h["X-Forwarded-For"]; ok {
-				h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
-			} else {
-				h["X-Forwarded-For"] = []string{ip}
-			}
-		}
-		h[headerForwardedBy] = forwardedBy
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		h[HeaderRemoteAddr] = []string{ip}
 	}
 }
-
-// headerForwardedBy marks a header already prepared (a retry on another
-// worker must not append the client address twice); the worker drops it
-// with the other invoke headers.
-const headerForwardedBy = "X-Velo-Forwarded"
-
-var forwardedBy = []string{"router"}
 
 // replayable reports whether a request may be sent again after a
 // connection failed without an answer (RFC 9110 9.2.2 idempotent methods).
@@ -414,7 +414,7 @@ func (e writeError) Unwrap() error { return e.err }
 // roundTrip sends r on c and copies the answer to w. wrote reports whether
 // anything was written to w. The connection goes back to the pool when the
 // exchange ended cleanly, else it is closed.
-func (b *remoteBackend) roundTrip(w http.ResponseWriter, r *http.Request, c *wconn, body []byte, streamed bool) (wrote bool, err error) {
+func (b *Endpoint) roundTrip(w http.ResponseWriter, r *http.Request, c *wconn, body []byte, streamed bool) (wrote bool, err error) {
 	keep := false
 	defer func() {
 		if keep {
@@ -443,29 +443,35 @@ func (b *remoteBackend) roundTrip(w http.ResponseWriter, r *http.Request, c *wco
 			return false, err
 		}
 	}
-	if err := c.io.flushAwait(c.bw); err != nil {
+	if err := c.bw.Flush(); err != nil {
 		return false, writeError{err}
 	}
 
-	res, err := readHead(c.br, r.Method)
+	res, err := c.ans.read(c.br, []byte(r.Method))
 	if err != nil {
 		return false, err
 	}
 	if res.status == StatusNotServed && res.notServed && !streamed {
+		_, _ = c.br.Discard(c.ans.headLen)
 		if err := res.discard(c.br); err == nil {
-			keep = res.keepAlive
+			keep = res.keepAlive && c.br.Buffered() == 0
 		}
 		return false, errNotServed
 	}
 	dst := w.Header()
-	for _, kv := range res.header {
-		dst[kv.k] = append(dst[kv.k], kv.v)
+	for _, l := range c.ans.lines {
+		name, value, _ := bytes.Cut(l, []byte(":"))
+		k := canonicalKey(name)
+		dst[k] = append(dst[k], string(bytes.Trim(value, " \t")))
 	}
+	_, _ = c.br.Discard(c.ans.headLen)
 	w.WriteHeader(res.status)
 	if err := res.copyBody(w, c, b.rm.cfg.ResponseTimeout); err != nil {
 		return true, err
 	}
-	keep = res.keepAlive
+	// Bytes after a complete answer: nobody asked for them, and the
+	// connection is not reused.
+	keep = res.keepAlive && c.br.Buffered() == 0
 	return true, nil
 }
 
@@ -518,7 +524,11 @@ func copyChunked(bw *bufio.Writer, src io.Reader) error {
 	cw := httputil.NewChunkedWriter(bw)
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	if _, err := io.CopyBuffer(cw, onlyReader{src}, *bp); err != nil {
+	body := &clientBody{r: src}
+	if _, err := io.CopyBuffer(cw, body, *bp); err != nil {
+		if body.err != nil {
+			return bodyError{body.err}
+		}
 		return fmt.Errorf("send request body: %w", err)
 	}
 	if err := cw.Close(); err != nil {
@@ -528,112 +538,36 @@ func copyChunked(bw *bufio.Writer, src io.Reader) error {
 	return err
 }
 
-type onlyReader struct{ io.Reader }
+// clientBody reads a client's request body and keeps its failure (a
+// garbled chunked body, a short one), told apart from the worker's.
+type clientBody struct {
+	r   io.Reader
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// bodyError is a client's request body that could not be read: the
+// client's fault, answered 400.
+type bodyError struct{ err error }
+
+func (e bodyError) Error() string { return "reading request body: " + e.err.Error() }
+func (e bodyError) Unwrap() error { return e.err }
 
 // response is the head of a worker's answer.
 type response struct {
 	status    int
-	header    []headerField
 	length    int64 // -1: unknown
 	chunked   bool
 	noBody    bool
 	keepAlive bool
 	notServed bool
-}
-
-type headerField struct{ k, v string }
-
-// readHead reads the status line and header of the answer to a request
-// with method, skipping 1xx interim answers.
-func readHead(br *bufio.Reader, method string) (*response, error) {
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return nil, fmt.Errorf("read answer: %w", err)
-		}
-		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-			return nil, fmt.Errorf("malformed status line %q", bytes.TrimSpace(line))
-		}
-		status := 0
-		for _, c := range line[9:12] {
-			if c < '0' || c > '9' {
-				return nil, fmt.Errorf("malformed status line %q", bytes.TrimSpace(line))
-			}
-			status = status*10 + int(c-'0')
-		}
-		res := &response{status: status, length: -1, keepAlive: line[7] == '1'}
-		if err := res.readHeader(br); err != nil {
-			return nil, err
-		}
-		if status >= 100 && status < 200 {
-			if status == http.StatusSwitchingProtocols {
-				return nil, errors.New("protocol upgrades are not forwarded")
-			}
-			continue
-		}
-		if method == http.MethodHead || status == http.StatusNoContent || status == http.StatusNotModified {
-			res.noBody = true
-		}
-		if !res.noBody && !res.chunked && res.length < 0 {
-			res.keepAlive = false // body runs to the end of the connection
-		}
-		return res, nil
-	}
-}
-
-// readHeader reads header lines up to the blank line.
-func (res *response) readHeader(br *bufio.Reader) error {
-	var hop []string // fields named in Connection: hop-by-hop too
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return fmt.Errorf("read answer header: %w", err)
-		}
-		line = bytes.TrimRight(line, "\r\n")
-		if len(line) == 0 {
-			if len(hop) > 0 {
-				res.header = slices.DeleteFunc(res.header, func(f headerField) bool { return slices.Contains(hop, f.k) })
-			}
-			return nil
-		}
-		i := bytes.IndexByte(line, ':')
-		if i <= 0 {
-			return fmt.Errorf("malformed header line %q", line)
-		}
-		k := canonicalKey(line[:i])
-		v := string(bytes.TrimSpace(line[i+1:]))
-		switch k {
-		case "Content-Length":
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				return fmt.Errorf("bad Content-Length %q", v)
-			}
-			res.length = n
-		case "Transfer-Encoding":
-			if !strings.EqualFold(v, "chunked") {
-				return fmt.Errorf("unsupported Transfer-Encoding %q", v)
-			}
-			res.chunked = true
-			continue
-		case "Connection":
-			for name := range strings.SplitSeq(v, ",") {
-				switch name = strings.TrimSpace(name); {
-				case strings.EqualFold(name, "close"):
-					res.keepAlive = false
-				case strings.EqualFold(name, "keep-alive"):
-					res.keepAlive = true
-				case name != "":
-					hop = append(hop, http.CanonicalHeaderKey(name))
-				}
-			}
-			continue
-		case "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Upgrade", "Proxy-Authenticate":
-			continue
-		case HeaderNotServed:
-			res.notServed = true
-		}
-		res.header = append(res.header, headerField{k, v})
-	}
 }
 
 // commonKeys interns the header names workers send most, so reading them

@@ -114,7 +114,7 @@ func do(t *testing.T, h http.Handler, req *http.Request) *httptest.ResponseRecor
 
 func TestRemoteForwards(t *testing.T) {
 	a := newFakeWorker(t, "a", "tok", nil)
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	req := httptest.NewRequest("POST", "/fn/hello/x%2Fy?q=1&r=%20", strings.NewReader("payload"))
 	req.Header.Set("Authorization", "Basic dXNlcg==")
 	req.Header.Set("Connection", "close, X-Hop")
@@ -142,7 +142,7 @@ func TestRemoteStatusHeadersAndStreaming(t *testing.T) {
 			w.(http.Flusher).Flush() // no length: chunked
 		}
 	})
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 	res, err := http.Get(srv.URL + "/fn/hello/")
@@ -178,7 +178,7 @@ func TestRemoteLargeBodies(t *testing.T) {
 	a := newFakeWorker(t, "a", "tok", func(w http.ResponseWriter, r *http.Request) {
 		w.Write(bytes.Repeat([]byte("z"), 1<<20))
 	})
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 	big := bytes.Repeat([]byte("y"), 300<<10) // over MaxBufferedBody: streamed
@@ -199,7 +199,7 @@ func TestRemoteLargeBodies(t *testing.T) {
 }
 
 func TestRemoteRefusedWorkerIsSkipped(t *testing.T) {
-	rm := NewRemote(RemoteConfig{Token: "tok", DownFor: time.Hour})
+	rm := NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok", DownFor: time.Hour})
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
 	rm.now = func() time.Time { return time.Unix(0, now.Load()) }
@@ -214,7 +214,7 @@ func TestRemoteRefusedWorkerIsSkipped(t *testing.T) {
 		}
 	}
 	// The dead worker was dialed once, then skipped while down.
-	be := r.backends["dead"].b.(*remoteBackend)
+	be := r.backends["dead"].b.(*Endpoint)
 	if be.downUntil.Load() == 0 {
 		t.Fatal("refused worker not marked down")
 	}
@@ -239,7 +239,7 @@ func TestRemoteNotServedRetriesElsewhere(t *testing.T) {
 	a := newFakeWorker(t, "a", "tok", nil)
 	b := newFakeWorker(t, "b", "tok", nil)
 	a.serves.Store(false)
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a, b)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a, b)
 	for i := range 6 {
 		rec := do(t, r, httptest.NewRequest("PUT", "/fn/hello/", strings.NewReader("body"+strconv.Itoa(i))))
 		if rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), "b PUT") || !strings.HasSuffix(rec.Body.String(), "body=body"+strconv.Itoa(i)) {
@@ -258,7 +258,7 @@ func TestRemoteNotServedRetriesElsewhere(t *testing.T) {
 
 func TestRemoteWrongTokenIsAnError(t *testing.T) {
 	a := newFakeWorker(t, "a", "right", nil)
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "wrong"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "wrong"}), a)
 	if rec := do(t, r, httptest.NewRequest("GET", "/fn/hello/", nil)); rec.Code != http.StatusUnauthorized {
 		t.Fatalf("wrong token: %d", rec.Code)
 	}
@@ -281,7 +281,7 @@ func TestRemoteWorkerDropsConnection(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok"}), a)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
 	for i := range 5 {
 		if rec := do(t, r, httptest.NewRequest("GET", "/fn/hello/", nil)); rec.Code != 200 {
 			t.Fatalf("call %d: %d", i, rec.Code)
@@ -306,7 +306,7 @@ func TestRemoteWorkerDropsConnection(t *testing.T) {
 func TestRemoteHammer(t *testing.T) {
 	a := newFakeWorker(t, "a", "tok", nil)
 	b := newFakeWorker(t, "b", "tok", nil)
-	r := remoteRouter(t, NewRemote(RemoteConfig{Token: "tok", MaxIdlePerWorker: 4}), a, b)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok", MaxIdlePerWorker: 4}), a, b)
 	srv := httptest.NewServer(r)
 	defer srv.Close()
 	stop := make(chan struct{})
@@ -391,6 +391,8 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 type nopBackend struct{}
+
+func (nopBackend) Endpoint() *Endpoint { return nil }
 
 func (nopBackend) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
 	w.WriteHeader(200)

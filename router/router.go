@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,7 +25,29 @@ type Backend interface {
 	// reached a worker able to serve it, so that it may be retried on
 	// another.
 	Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool
+	// Endpoint is the worker's HTTP/1.1 endpoint, which FastServer
+	// speaks to itself, or nil when every call must go through Serve
+	// (a worker in this process).
+	Endpoint() *Endpoint
 }
+
+// InProcess makes a Backend of a worker in this process, whose Serve is
+// Backend.Serve: every call goes through it.
+func InProcess(w interface {
+	Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool
+}) Backend {
+	return inProcess{w.Serve}
+}
+
+type inProcess struct {
+	serve func(w http.ResponseWriter, r *http.Request, d int64, mount string) bool
+}
+
+func (b inProcess) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
+	return b.serve(w, r, d, mount)
+}
+
+func (inProcess) Endpoint() *Endpoint { return nil }
 
 // Store is what the router needs from the store.
 type Store interface {
@@ -54,7 +78,11 @@ type Config struct {
 	// last heartbeat is older: a worker that died without refusing
 	// connections stops getting traffic at the next refresh.
 	WorkerTimeout time.Duration
-	Logger        *slog.Logger
+	// TrustedProxies are the peers (load balancers in front of Velo)
+	// whose X-Forwarded-For and X-Forwarded-Proto are kept; from any
+	// other peer they are replaced (VELO_TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // Prefix is the path prefix component calls are served under.
@@ -91,6 +119,7 @@ type route struct {
 	depID     int64
 	depHeader []string
 	targets   []target
+	fast      bool // every target has an Endpoint: FastServer takes it
 	next      atomic.Uint64
 	stats     *counters
 }
@@ -98,6 +127,7 @@ type route struct {
 type target struct {
 	worker []string // X-Velo-Worker value
 	b      Backend
+	ep     *Endpoint // b.Endpoint()
 }
 
 // counters accumulate one component's traffic between flushes.
@@ -229,8 +259,10 @@ func (r *Router) Refresh(ctx context.Context) error {
 				cb = cachedBackend{addr: w.Addr, b: r.cfg.Backend(w)}
 				r.backends[w.Name] = cb
 			}
-			nr.targets = append(nr.targets, target{worker: []string{w.Name}, b: cb.b})
+			nr.targets = append(nr.targets, target{worker: []string{w.Name}, b: cb.b, ep: cb.b.Endpoint()})
 		}
+		nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
+			!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil })
 		if prev := old.routes[rt.Component]; prev != nil {
 			nr.next.Store(prev.next.Load())
 		}
@@ -264,6 +296,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("component %q has no healthy instance", name))
 		return
 	}
+	r.prepare(req)
 	start := time.Now()
 	sw := r.sw.Get().(*statusWriter)
 	sw.ResponseWriter, sw.status, sw.sandbox = w, 0, mount != ""
@@ -440,8 +473,10 @@ type statusWriter struct {
 // begin is called once, before the response head goes out.
 func (s *statusWriter) begin(code int) {
 	s.status = code
+	h := s.ResponseWriter.Header()
+	stripVeloSetCookies(h)
 	if s.sandbox {
-		s.ResponseWriter.Header().Add("Content-Security-Policy", SandboxPolicy)
+		h.Add("Content-Security-Policy", SandboxPolicy)
 	}
 }
 
@@ -471,3 +506,113 @@ func (s *statusWriter) Flush() {
 
 // Unwrap gives http.ResponseController the underlying writer.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// prepare makes a client's request one for a component, once whichever
+// worker serves it: the router's own headers and Velo's cookies out, the
+// forwarding headers in, and RemoteAddr the client's (see forwarded).
+func (r *Router) prepare(req *http.Request) {
+	h := req.Header
+	for k := range h {
+		if len(k) > 7 && strings.EqualFold(k[:7], "X-Velo-") {
+			delete(h, k)
+		}
+	}
+	stripVeloCookies(h)
+	ap, err := netip.ParseAddrPort(req.RemoteAddr)
+	if err != nil {
+		delete(h, "X-Forwarded-For")
+		delete(h, "X-Forwarded-Proto")
+		return
+	}
+	scheme := "http"
+	if req.TLS != nil {
+		scheme = "https"
+	}
+	peer := ap.Addr().Unmap()
+	xff, xfp, client := r.forwarded(peer, strings.Join(h["X-Forwarded-For"], ", "), h.Get("X-Forwarded-Proto"), scheme)
+	h["X-Forwarded-For"] = []string{xff}
+	h["X-Forwarded-Proto"] = []string{xfp}
+	if client != peer {
+		req.RemoteAddr = netip.AddrPortFrom(client, 0).String()
+	}
+}
+
+// forwarded returns the X-Forwarded-For and X-Forwarded-Proto to send a
+// component and the client's address, for a request from peer that came
+// with xff and xfp (empty when absent) over scheme. From a trusted proxy
+// both are kept, the peer appended to xff, and the client is the last
+// address in it before the trusted ones; from anyone else both are
+// replaced, and the client is the peer.
+func (r *Router) forwarded(peer netip.Addr, xff, xfp, scheme string) (string, string, netip.Addr) {
+	p := peer.String()
+	if !r.trusted(peer) {
+		return p, scheme, peer
+	}
+	client := peer
+	if xff != "" {
+		for rest := xff; rest != ""; {
+			i := strings.LastIndexByte(rest, ',')
+			a, err := netip.ParseAddr(strings.TrimSpace(rest[i+1:]))
+			if err != nil {
+				break
+			}
+			if client = a.Unmap(); !r.trusted(client) {
+				break
+			}
+			rest = rest[:max(i, 0)]
+		}
+		p = xff + ", " + p
+	}
+	if xfp != "http" && xfp != "https" {
+		xfp = scheme
+	}
+	return p, xfp, client
+}
+
+func (r *Router) trusted(a netip.Addr) bool {
+	return slices.ContainsFunc(r.cfg.TrustedProxies, func(p netip.Prefix) bool { return p.Contains(a) })
+}
+
+// peer is a client connection's address and, unless it is a trusted
+// proxy, the forwarding header lines of every request on it, made once.
+type peer struct {
+	addr netip.Addr
+	fwd  []byte
+}
+
+func (r *Router) peerOf(c net.Conn) peer {
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	p := peer{addr: ap.Addr().Unmap()}
+	if !r.trusted(p.addr) {
+		p.fwd = r.forwardLines(p.addr, "", "")
+	}
+	return p
+}
+
+// forwardLines are the header lines the fast path sends a worker for a
+// request from peer (see forwarded), each ending in CRLF.
+func (r *Router) forwardLines(peer netip.Addr, xff, xfp string) []byte {
+	xff, xfp, client := r.forwarded(peer, xff, xfp, "http")
+	b := append([]byte("X-Forwarded-For: "), xff...)
+	b = append(append(b, "\r\nX-Forwarded-Proto: "...), xfp...)
+	b = append(append(b, "\r\n"+HeaderRemoteAddr+": "...), client.String()...)
+	return append(b, "\r\n"...)
+}
+
+// ParseTrustedProxies parses VELO_TRUSTED_PROXIES: CIDRs or addresses,
+// separated by commas or spaces.
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			a, aerr := netip.ParseAddr(f)
+			if aerr != nil {
+				return nil, fmt.Errorf("trusted proxy %q: not a CIDR or an address", f)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

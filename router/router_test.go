@@ -25,6 +25,8 @@ type backend struct {
 	calls  atomic.Int64
 }
 
+func (b *backend) Endpoint() *Endpoint { return nil }
+
 func (b *backend) Serve(w http.ResponseWriter, r *http.Request, d int64, mount string) bool {
 	if b.refuse.Load() {
 		return false

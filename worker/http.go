@@ -2,6 +2,7 @@ package worker
 
 import (
 	"crypto/subtle"
+	"net"
 	"net/http"
 	"strconv"
 )
@@ -13,6 +14,7 @@ const (
 	headerInvokeMount         = "X-Velo-Invoke-Mount"
 	headerClientAuthorization = "X-Velo-Client-Authorization"
 	headerNotServed           = "X-Velo-Not-Served"
+	headerRemoteAddr          = "X-Velo-Remote-Addr"
 )
 
 // Handler is the worker's internal endpoint for calls forwarded by routers
@@ -21,7 +23,8 @@ const (
 // deployment and mount in X-Velo-Invoke-Deployment and X-Velo-Invoke-Mount.
 // The caller's own Authorization header, if any, travels in
 // X-Velo-Client-Authorization and is restored before the component sees the
-// request.
+// request; the client's address travels in X-Velo-Remote-Addr and becomes
+// r.RemoteAddr.
 //
 // When the worker does not serve the deployment (not prepared yet, or
 // already retired), it answers 421 with an X-Velo-Not-Served header without
@@ -66,7 +69,11 @@ func (w *Worker) Handler(token string) http.Handler {
 		}
 		delete(h, headerInvokeDeployment)
 		delete(h, headerInvokeMount)
-		delete(h, "X-Velo-Forwarded")
+		// The client's address as the router determined it: REMOTE_ADDR.
+		if ra := h[headerRemoteAddr]; len(ra) == 1 {
+			r.RemoteAddr = net.JoinHostPort(ra[0], "0")
+		}
+		delete(h, headerRemoteAddr)
 		inst.Serve(rw, r, mount)
 	})
 }

@@ -21,7 +21,7 @@ func (echoInstance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 			invoke = append(invoke, k)
 		}
 	}
-	fmt.Fprintf(w, "path=%s mount=%s auth=%q velo-headers=%v body=%s", r.URL.Path, mount, r.Header.Get("Authorization"), invoke, b)
+	fmt.Fprintf(w, "path=%s mount=%s auth=%q velo-headers=%v remote=%s body=%s", r.URL.Path, mount, r.Header.Get("Authorization"), invoke, r.RemoteAddr, b)
 }
 
 func (echoInstance) Close(context.Context) error { return nil }
@@ -52,7 +52,7 @@ func TestHandler(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		return rec, tb
 	}
-	ok := map[string]string{"Authorization": "Bearer s3cret", "X-Velo-Invoke-Deployment": "7", "X-Velo-Invoke-Mount": "/fn/hello", "X-Velo-Forwarded": "router"}
+	ok := map[string]string{"Authorization": "Bearer s3cret", "X-Velo-Invoke-Deployment": "7", "X-Velo-Invoke-Mount": "/fn/hello", "X-Velo-Remote-Addr": "203.0.113.9"}
 	with := func(k, v string) map[string]string {
 		m := map[string]string{}
 		for a, b := range ok {
@@ -102,11 +102,11 @@ func TestHandler(t *testing.T) {
 	// Served: the component sees the caller's Authorization (or none)
 	// and no internal header.
 	rec, _ = call(ok, "data")
-	if want := `path=/fn/hello/x mount=/fn/hello auth="" velo-headers=[] body=data`; rec.Code != 200 || rec.Body.String() != want {
+	if want := `path=/fn/hello/x mount=/fn/hello auth="" velo-headers=[] remote=203.0.113.9:0 body=data`; rec.Code != 200 || rec.Body.String() != want {
 		t.Fatalf("served: %d %q, want %q", rec.Code, rec.Body.String(), want)
 	}
 	rec, _ = call(with("X-Velo-Client-Authorization", "Basic dXNlcg=="), "data")
-	if want := `path=/fn/hello/x mount=/fn/hello auth="Basic dXNlcg==" velo-headers=[] body=data`; rec.Body.String() != want {
+	if want := `path=/fn/hello/x mount=/fn/hello auth="Basic dXNlcg==" velo-headers=[] remote=203.0.113.9:0 body=data`; rec.Body.String() != want {
 		t.Fatalf("client auth: %q, want %q", rec.Body.String(), want)
 	}
 }

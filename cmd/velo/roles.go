@@ -512,18 +512,23 @@ leave the table).`,
 			if err != nil {
 				return err
 			}
+			trusted, err := router.ParseTrustedProxies(os.Getenv("VELO_TRUSTED_PROXIES"))
+			if err != nil {
+				return fmt.Errorf("VELO_TRUSTED_PROXIES: %w", err)
+			}
 			r, err := openRole(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
-			remote := router.NewRemote(router.RemoteConfig{Token: token})
+			remote := router.NewRemote(router.RemoteConfig{Token: token, Logger: log})
 			defer remote.Close()
 			rt := router.New(router.Config{
-				Domain:        domain,
-				Backend:       remote.Backend,
-				NoHits:        noHits,
-				WorkerTimeout: timeout,
-				Logger:        r.log,
+				Domain:         domain,
+				Backend:        remote.Backend,
+				NoHits:         noHits,
+				WorkerTimeout:  timeout,
+				TrustedProxies: trusted,
+				Logger:         r.log,
 			}, r.store)
 			r.reg.MustRegister(router.Collector(rt))
 			if !noFast {

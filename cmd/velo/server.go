@@ -14,6 +14,7 @@ import (
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/router"
 )
 
 // serverCommands are the roles: up, deploymgr, worker, router, webui, migrate.
@@ -57,15 +58,20 @@ func upCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			trusted, err := router.ParseTrustedProxies(os.Getenv("VELO_TRUSTED_PROXIES"))
+			if err != nil {
+				return fmt.Errorf("VELO_TRUSTED_PROXIES: %w", err)
+			}
 			cfg := node.Config{
-				WorkerLimits: limits,
-				Addr:         addr,
-				DataDir:      data,
-				DatabaseURL:  os.Getenv("VELO_DATABASE_URL"),
-				PublicURL:    getenv("VELO_PUBLIC_URL"),
-				Domain:       os.Getenv("VELO_DOMAIN"),
-				Docker:       newDockerRuntime,
-				Logger:       log,
+				WorkerLimits:   limits,
+				TrustedProxies: trusted,
+				Addr:           addr,
+				DataDir:        data,
+				DatabaseURL:    os.Getenv("VELO_DATABASE_URL"),
+				PublicURL:      getenv("VELO_PUBLIC_URL"),
+				Domain:         os.Getenv("VELO_DOMAIN"),
+				Docker:         newDockerRuntime,
+				Logger:         log,
 			}
 			if ghOn {
 				cfg.GitHub = &ghCfg

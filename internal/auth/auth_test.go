@@ -221,3 +221,16 @@ func TestGitHubTokensSealed(t *testing.T) {
 		t.Error("a malformed sealed token opened")
 	}
 }
+
+func TestVeloCookie(t *testing.T) {
+	for name, want := range map[string]bool{
+		"velo_session": true, "velo_oauth_state": true, "__Host-velo_session": true,
+		"__Secure-velo_session": true, "__host-VELO_session": true, "velo_": true,
+		"velo": false, "session": false, "__Host-session": false, "xvelo_session": false,
+		"__Host-__Secure-velo_x": false, "": false,
+	} {
+		if got := VeloCookie(name); got != want {
+			t.Errorf("VeloCookie(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

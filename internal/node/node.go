@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,9 @@ type Config struct {
 	PublicURL string
 	// Domain, when set, also serves component NAME at NAME.<Domain>.
 	Domain string
+	// TrustedProxies are the load balancers in front whose forwarding
+	// headers the router keeps (router.Config.TrustedProxies).
+	TrustedProxies []netip.Prefix
 	// AdminToken is the API token; empty means the one in
 	// <DataDir>/admin.token, created on first start.
 	AdminToken string
@@ -163,10 +167,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	rt := router.New(router.Config{
-		Domain:  cfg.Domain,
-		NoHits:  cfg.NoHits,
-		Logger:  log,
-		Backend: func(store.Worker) router.Backend { return wk },
+		Domain:         cfg.Domain,
+		NoHits:         cfg.NoHits,
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         log,
+		Backend:        func(store.Worker) router.Backend { return router.InProcess(wk) },
 	}, st)
 	mgr, err := deploymgr.New(deploymgr.Config{
 		PublicURL:     publicURL,

@@ -286,6 +286,13 @@ func (i *Instance) newProxy(c *ctr, gen int, addr string) *httputil.ReverseProxy
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = addr
 			pr.SetXForwarded()
+			// The router set these for this call: the container sees
+			// what it sent, not the router's address appended again.
+			for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[k]; ok {
+					pr.Out.Header[k] = v
+				}
+			}
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(r.Context().Err(), context.DeadlineExceeded) {

@@ -1,12 +1,11 @@
+//go:build linux
+
 package router
 
 import (
 	"syscall"
 	"unsafe"
 )
-
-// rawSockets: the hot path's socket calls are raw system calls (rawIO).
-const rawSockets = true
 
 // rawRecv and rawSend receive or send p on fd (recvfrom and sendto, which
 // skip the file layer that read and write go through) without telling the
