@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 
 	"golang.org/x/net/http/httpguts"
@@ -107,6 +108,9 @@ func parseRequestHead(r *fastReq, buf []byte) (int, error) {
 		if c <= ' ' || c >= 0x7f {
 			return 0, fmt.Errorf("malformed request line %q", line)
 		}
+	}
+	if !validTarget(m, uri) {
+		return 0, fmt.Errorf("malformed request line %q", line)
 	}
 	switch string(proto) {
 	case "HTTP/1.1":
@@ -428,3 +432,26 @@ func (a *answer) read(br *bufio.Reader, method []byte) (*response, error) {
 		}
 	}
 }
+
+// validTarget checks a request-target as net/http will parse it: an
+// origin-form path's escapes; any other form through url.ParseRequestURI.
+func validTarget(method, uri []byte) bool {
+	if uri[0] != '/' {
+		raw := string(uri)
+		if string(method) == "CONNECT" {
+			raw = "http://" + raw
+		}
+		_, err := url.ParseRequestURI(raw)
+		return err == nil
+	}
+	path, _, _ := bytes.Cut(uri, []byte("?"))
+	for i := bytes.IndexByte(path, '%'); i >= 0; i = bytes.IndexByte(path, '%') {
+		if i+2 >= len(path) || !ishex(path[i+1]) || !ishex(path[i+2]) {
+			return false
+		}
+		path = path[i+3:]
+	}
+	return true
+}
+
+func ishex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }

@@ -42,3 +42,10 @@ go vet ./...
 say "go test"
 # -race everywhere: the router, worker, store and runtimes are concurrent.
 go test -race -count=1 -timeout 20m ./... "$@"
+
+say "fuzz"
+# Each differential fuzz target of the router's HTTP parsers for a fixed
+# short time (the corpus in router/testdata/fuzz runs with go test above).
+for target in FuzzRequestHead FuzzAnswerHead; do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime 15s ./router
+done
