@@ -1,14 +1,12 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"slices"
 	"strconv"
 	"sync"
@@ -35,15 +33,15 @@ type FastServer struct {
 	// head once it has begun (default 10s).
 	IdleTimeout, HeadTimeout time.Duration
 	// Loops is the number of event loops serving connections where the
-	// platform has them (Linux; default GOMAXPROCS). Negative serves each
-	// connection on a goroutine of its own instead.
+	// platform has them (Linux; default GOMAXPROCS). Negative, or without
+	// event loops, net/http serves every connection (through the same
+	// request parser, see screenedConn).
 	Loops int
 
 	loops    []*loop
 	next     int // the loop the next connection goes to
 	mu       sync.Mutex
 	ln       net.Listener
-	conns    map[*fastConn]struct{}
 	closing  atomic.Bool
 	wg       sync.WaitGroup
 	fallback *handoffListener
@@ -60,9 +58,14 @@ func (s *FastServer) Serve(ln net.Listener) error {
 	if s.closing.Load() {
 		return http.ErrServerClosed
 	}
+	if s.Fallback.IdleTimeout <= 0 {
+		s.Fallback.IdleTimeout = s.IdleTimeout
+	}
+	if s.Fallback.ReadHeaderTimeout <= 0 {
+		s.Fallback.ReadHeaderTimeout = s.HeadTimeout
+	}
 	s.mu.Lock()
 	s.ln = ln
-	s.conns = map[*fastConn]struct{}{}
 	s.fallback = newHandoffListener(ln.Addr())
 	s.mu.Unlock()
 	// A request net/http reads after a screen went blind is its
@@ -99,26 +102,10 @@ func (s *FastServer) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		if s.dispatch(c) {
-			continue
+		if !s.dispatch(c) {
+			s.fallback.push(s.screen(c, nil))
 		}
-		go s.newConn(c, s.Router.peerOf(c)).serve(nil)
 	}
-}
-
-// newConn sets up a connection for the goroutine path; the caller starts
-// its serve.
-func (s *FastServer) newConn(c net.Conn, p peer) *fastConn {
-	fc := &fastConn{s: s, c: c, peer: p}
-	fc.br = readerPool.Get().(*bufio.Reader)
-	fc.br.Reset(c)
-	fc.bw = writerPool.Get().(*bufio.Writer)
-	fc.bw.Reset(c)
-	s.mu.Lock()
-	s.conns[fc] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	return fc
 }
 
 // Shutdown stops accepting, lets requests under way finish, closes idle
@@ -129,9 +116,6 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	if s.ln != nil {
 		s.ln.Close()
 	}
-	for fc := range s.conns {
-		fc.wakeIfIdle()
-	}
 	s.mu.Unlock()
 	s.stopLoops(false)
 	done := make(chan struct{})
@@ -140,105 +124,8 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		s.stopLoops(true)
-		s.mu.Lock()
-		for fc := range s.conns {
-			fc.c.Close()
-		}
-		s.mu.Unlock()
 	}
 	return s.Fallback.Shutdown(ctx)
-}
-
-// fastConn is one client connection on the fast path.
-type fastConn struct {
-	s    *FastServer
-	c    net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	pre  *prefixReader // between br and c when the loop handed it over
-	idle atomic.Bool
-	peer peer
-	req  fastReq // reused for every request
-	// headDeadline is set while a request head is read in more than
-	// one piece, under the shorter HeadTimeout.
-	headDeadline bool
-	ans          answer // the worker's answer head
-}
-
-func (fc *fastConn) wakeIfIdle() {
-	if fc.idle.Load() {
-		_ = fc.c.SetReadDeadline(time.Unix(1, 0))
-	}
-}
-
-var (
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
-	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
-)
-
-// serve serves the connection until it closes or is handed to net/http,
-// after first when given (false: close).
-func (fc *fastConn) serve(first func() bool) {
-	s := fc.s
-	handedOff := false
-	defer func() {
-		if p := recover(); p != nil && p != http.ErrAbortHandler {
-			s.Router.cfg.Logger.Error("fast path panic", "panic", p)
-		}
-		s.mu.Lock()
-		delete(s.conns, fc)
-		s.mu.Unlock()
-		if !handedOff {
-			fc.c.Close()
-		}
-		if fc.br != nil {
-			fc.br.Reset(nil)
-			readerPool.Put(fc.br)
-		}
-		if fc.bw != nil {
-			fc.bw.Reset(nil)
-			writerPool.Put(fc.bw)
-		}
-		s.wg.Done()
-	}()
-	if first != nil && !first() {
-		return
-	}
-	var deadlineSet time.Time
-	for !s.closing.Load() {
-		fc.idle.Store(true)
-		// The idle deadline moves at most once a second: a deadline
-		// costs a timer update, and a request is far shorter.
-		if now := time.Now(); now.Sub(deadlineSet) > time.Second {
-			_ = fc.c.SetReadDeadline(now.Add(s.IdleTimeout))
-			deadlineSet = now
-		}
-		if _, err := fc.br.Peek(1); err != nil {
-			return
-		}
-		fc.idle.Store(false)
-		fc.headDeadline = false
-		req, v := fc.parse()
-		if fc.headDeadline {
-			deadlineSet = time.Time{} // back to the idle deadline
-		}
-		if v == refuse {
-			_ = fc.bw.Flush()
-			return
-		}
-		if v == leaveFast {
-			// Not for the fast path: net/http serves this connection
-			// from here on, starting with the bytes already read.
-			handedOff = true
-			buf, _ := fc.br.Peek(fc.br.Buffered())
-			s.fallback.push(s.screen(fc.c, bytes.Clone(buf)))
-			return
-		}
-		keep := fc.forward(req) && !s.closing.Load()
-		if err := fc.bw.Flush(); err != nil || !keep {
-			return
-		}
-	}
 }
 
 // fastReq is a parsed request head, its bytes still in the read buffer.
@@ -268,31 +155,6 @@ type fastReq struct {
 func (r *fastReq) size() int { return len(r.head) + int(max(r.length, 0)) }
 
 const maxFastBody = 64 << 10
-
-// parse reads a request head and decides whether the fast path takes it.
-// When it does not, nothing has been consumed from the reader; a request
-// refused is answered here, and the connection is to be closed.
-func (fc *fastConn) parse() (*fastReq, verdict) {
-	br := fc.br
-	for {
-		buf, _ := br.Peek(br.Buffered())
-		v, err := fc.s.parseRequest(&fc.req, buf, br.Size(), &fc.peer)
-		switch v {
-		case takeFast, leaveFast:
-			return &fc.req, v
-		case refuse:
-			fc.bw.Write(appendRefusal(fc.bw.AvailableBuffer(), err))
-			return nil, refuse
-		}
-		if !fc.headDeadline {
-			fc.headDeadline = true
-			_ = fc.c.SetReadDeadline(time.Now().Add(fc.s.HeadTimeout))
-		}
-		if _, err := br.Peek(len(buf) + 1); err != nil {
-			return nil, refuse
-		}
-	}
-}
 
 // verdict is what the fast path makes of the bytes of a request so far.
 type verdict int
@@ -387,31 +249,6 @@ func (r *Router) componentOf(host, path []byte) (name, mount []byte, ok bool) {
 	return name, path[:len(Prefix)+len(name)], true
 }
 
-// forward sends the request to the route's workers, round-robin with
-// failover as ServeHTTP does, writes the answer, counts it, and reports
-// whether the connection may serve another request.
-func (fc *fastConn) forward(req *fastReq) (keep bool) {
-	start := time.Now()
-	rt := req.rt
-	n := uint64(len(rt.targets))
-	first := rt.next.Add(1)
-	status := 0
-	keep = !req.close && !fc.s.closing.Load()
-	for i := uint64(0); i < n && status == 0; i++ {
-		t := rt.targets[(first+i)%n]
-		status, keep = fc.try(t.ep, req, rt, t.worker[0], keep)
-	}
-	if _, err := fc.br.Discard(req.size()); err != nil {
-		return false
-	}
-	if status == 0 {
-		status = http.StatusServiceUnavailable
-		fc.bw.Write(appendNoInstance(fc.bw.AvailableBuffer(), rt))
-	}
-	fc.s.count(rt, status, start)
-	return keep
-}
-
 // count records a call's answer in its component's counters.
 func (s *FastServer) count(rt *route, status int, start time.Time) {
 	if s.Router.cfg.NoHits {
@@ -451,62 +288,6 @@ func (s *FastServer) appendBadGateway(dst []byte, rt *route, worker string, err 
 	dst = strconv.AppendInt(dst, int64(len(msg)), 10)
 	dst = append(dst, "\r\n\r\n"...)
 	return append(dst, msg...)
-}
-
-// try forwards to one worker. status is 0 when the request never reached
-// a worker able to serve it (try the next one); otherwise the answer was
-// written (or the client connection must be dropped: keep false).
-func (fc *fastConn) try(b *Endpoint, req *fastReq, rt *route, worker string, keepIn bool) (status int, keep bool) {
-	if !b.mayTry() {
-		return 0, keepIn
-	}
-	for attempt := 0; ; attempt++ {
-		c, reused, err := b.get(context.Background())
-		if err != nil {
-			b.markDown()
-			return 0, keepIn
-		}
-		b.downUntil.Store(0)
-		c.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
-		c.bw.Write(appendUpstream(c.bw.AvailableBuffer(), b, req, rt))
-		err = c.bw.Flush()
-		var res *response
-		if err == nil {
-			res, err = fc.ans.read(c.br, req.method)
-		} else {
-			err = writeError{err}
-		}
-		if err != nil {
-			c.c.Close()
-			if replayable(string(req.method)) || (reused && stale(err)) {
-				b.closeIdle()
-				if attempt == 0 {
-					continue
-				}
-				return 0, keepIn
-			}
-			fc.bw.Write(fc.s.appendBadGateway(fc.bw.AvailableBuffer(), rt, worker, err))
-			return http.StatusBadGateway, keepIn
-		}
-		if res.status == StatusNotServed && res.notServed {
-			_, _ = c.br.Discard(fc.ans.headLen)
-			if res.discard(c.br) == nil && res.keepAlive {
-				b.put(c)
-			} else {
-				c.c.Close()
-			}
-			return 0, keepIn
-		}
-		werr := fc.writeAnswer(res, c, rt, worker, keepIn, req, b.rm.cfg.ResponseTimeout)
-		// Bytes after a complete answer: nobody asked for them, and the
-		// connection is not reused.
-		if res.keepAlive && werr == nil && c.br.Buffered() == 0 {
-			b.put(c)
-		} else {
-			c.c.Close()
-		}
-		return res.status, keepIn && werr == nil
-	}
 }
 
 // appendUpstream appends the request to a worker: the request line, the
@@ -586,73 +367,6 @@ func appendAnswerHead(dst []byte, a *answer, rt *route, worker string, keep bool
 	return append(dst, "\r\n"...)
 }
 
-// writeAnswer copies the worker's answer to the client. After a failure
-// while copying the body, the client connection must be dropped.
-func (fc *fastConn) writeAnswer(res *response, c *wconn, rt *route, worker string, keep bool, req *fastReq, timeout time.Duration) error {
-	bw := fc.bw
-	bw.Write(appendAnswerHead(bw.AvailableBuffer(), &fc.ans, rt, worker, keep, req))
-	// The head's bytes are written: drop them from the worker's reader.
-	if _, err := c.br.Discard(fc.ans.headLen); err != nil {
-		return err
-	}
-	switch {
-	case res.noBody:
-	case res.length >= 0:
-		if _, err := io.CopyN(bw, c.br, res.length); err != nil {
-			return err
-		}
-	default:
-		cw := httputil.NewChunkedWriter(bw)
-		var src io.Reader = c.br
-		if res.chunked {
-			src = &chunkedBody{br: c.br}
-		}
-		bp := bufPool.Get().(*[]byte)
-		defer bufPool.Put(bp)
-		for {
-			n, err := src.Read(*bp)
-			c.extendDeadline(time.Now(), timeout)
-			if n > 0 {
-				if _, werr := cw.Write((*bp)[:n]); werr != nil {
-					return werr
-				}
-				if werr := bw.Flush(); werr != nil {
-					return werr
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-		}
-		cw.Close()
-		bw.WriteString("\r\n")
-	}
-	return nil
-}
-
-// finishAnswer copies a worker's answer that the event loop handed over
-// (its head still unread in wc.br) and reports whether the client
-// connection goes on.
-func (fc *fastConn) finishAnswer(wc *wconn, b *Endpoint, req *fastReq, rt *route, worker string, keep bool, start time.Time) bool {
-	wc.extendDeadline(time.Now(), b.rm.cfg.ResponseTimeout)
-	res, err := fc.ans.read(wc.br, req.method)
-	if err != nil {
-		wc.c.Close()
-		return false
-	}
-	werr := fc.writeAnswer(res, wc, rt, worker, keep, req, b.rm.cfg.ResponseTimeout)
-	if res.keepAlive && werr == nil && wc.br.Buffered() == 0 {
-		b.put(wc)
-	} else {
-		wc.c.Close()
-	}
-	fc.s.count(rt, res.status, start)
-	return fc.bw.Flush() == nil && werr == nil && keep
-}
-
 // prefixReader reads pre, then r.
 type prefixReader struct {
 	pre []byte
@@ -721,7 +435,7 @@ func (sc *screenedConn) Read(p []byte) (int, error) {
 		default:
 			n, err = parseRequestHead(&sc.req, sc.in)
 			switch {
-			case err != nil || len(sc.in) > maxScreenedHead || (n == 0 && sc.err != nil):
+			case err != nil || len(sc.in) > maxScreenedHead:
 				sc.out, sc.in = refusedHead, nil
 				sc.blind.Store(true)
 			case n > 0:
@@ -729,10 +443,17 @@ func (sc *screenedConn) Read(p []byte) (int, error) {
 				if sc.req.chunked || sc.req.upgrade || bytes.Equal(sc.req.method, []byte("CONNECT")) {
 					sc.blind.Store(true)
 				}
+			case sc.err != nil:
+				sc.out, sc.in = sc.in, nil // the start of a head, then the error
 			default:
 				sc.in = slices.Grow(sc.in, 4<<10)
-				n, sc.err = sc.Conn.Read(sc.in[len(sc.in):cap(sc.in)])
+				n, err = sc.Conn.Read(sc.in[len(sc.in):cap(sc.in)])
 				sc.in = sc.in[:len(sc.in)+n]
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					return 0, err // deadlines move: the next read goes on
+				}
+				sc.err = err
 			}
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httputil"
 	"os"
 	"runtime"
 	"slices"
@@ -33,8 +35,8 @@ import (
 // block is done elsewhere: dialing a worker runs on a goroutine and posts
 // its connection back; a request the fast path does not take goes with
 // its connection to net/http (Fallback), and an answer whose length is not
-// known ahead (chunked, or up to the close) is copied by the goroutine
-// path, which then keeps serving that client connection.
+// known ahead (chunked, or up to the close) is copied on a goroutine, which
+// then gives the client connection to net/http.
 
 const (
 	loopClientBuffer = 16 << 10 // as the goroutine path's reader
@@ -94,10 +96,9 @@ func (s *FastServer) dispatch(c net.Conn) bool {
 	s.next++
 	l := s.loops[s.next%len(s.loops)]
 	if !l.post(func() { l.addClient(fd, p) }) {
-		// That loop is gone (it failed): the goroutine path serves.
-		nc, err := attachConn(fd)
-		if err == nil {
-			go s.newConn(nc, p).serve(nil)
+		// That loop is gone (it failed): net/http serves.
+		if nc, err := attachConn(fd); err == nil {
+			go s.fallback.push(s.screen(nc, nil))
 		}
 	}
 	return true
@@ -854,8 +855,9 @@ func (l *loop) handoff(c *loopConn) {
 	go l.s.fallback.push(l.s.screen(nc, pre))
 }
 
-// slowLane hands an exchange whose answer has no length to the goroutine
-// path, which copies it and then serves the client connection.
+// slowLane hands an exchange whose answer has no length to a goroutine,
+// which copies it (chunked to the client) and then gives the client
+// connection to net/http.
 func (l *loop) slowLane(c *loopConn, u *upConn) {
 	clientRest := bytes.Clone(c.in[c.req.size():c.n])
 	answer := bytes.Clone(u.in[:u.n])
@@ -873,12 +875,60 @@ func (l *loop) slowLane(c *loopConn, u *upConn) {
 		}
 		return
 	}
-	wc := &wconn{c: uc, br: bufio.NewReaderSize(&prefixReader{pre: answer, r: uc}, connBuffer),
-		bw: bufio.NewWriterSize(uc, connBuffer)}
-	fc := l.s.newConn(cc, c.peer)
-	fc.pre = &prefixReader{pre: clientRest, r: cc}
-	fc.br.Reset(fc.pre)
-	go fc.serve(func() bool { return fc.finishAnswer(wc, b, req, rt, worker, keep, start) })
+	l.s.wg.Add(1)
+	go func() {
+		defer l.s.wg.Done()
+		status, ok := l.s.copyUnsized(cc, uc, answer, req, rt, worker, keep, b.rm.cfg.ResponseTimeout)
+		l.s.count(rt, status, start)
+		if ok && keep {
+			l.s.fallback.push(l.s.screen(cc, clientRest))
+		} else {
+			cc.Close()
+		}
+	}()
+}
+
+// copyUnsized copies a worker's answer of unknown length (read from uc
+// after pre) to the client, chunked, and reports whether it went out
+// whole. The worker's connection is closed after.
+func (s *FastServer) copyUnsized(cc, uc net.Conn, pre []byte, req *fastReq, rt *route, worker string, keep bool, timeout time.Duration) (int, bool) {
+	defer uc.Close()
+	br := bufio.NewReaderSize(&prefixReader{pre: pre, r: uc}, connBuffer)
+	var a answer
+	_ = uc.SetReadDeadline(time.Now().Add(timeout))
+	res, err := a.read(br, req.method)
+	if err != nil {
+		return http.StatusBadGateway, false
+	}
+	bw := bufio.NewWriterSize(cc, loopClientBuffer)
+	bw.Write(appendAnswerHead(bw.AvailableBuffer(), &a, rt, worker, keep, req))
+	_, _ = br.Discard(a.headLen)
+	var src io.Reader = br
+	if res.chunked {
+		src = &chunkedBody{br: br}
+	}
+	cw := httputil.NewChunkedWriter(bw)
+	buf := make([]byte, connBuffer)
+	for {
+		n, err := src.Read(buf)
+		_ = uc.SetReadDeadline(time.Now().Add(timeout))
+		_ = cc.SetWriteDeadline(time.Now().Add(s.IdleTimeout))
+		if n > 0 {
+			if _, werr := cw.Write(buf[:n]); werr != nil || bw.Flush() != nil {
+				return res.status, false
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return res.status, false
+		}
+	}
+	cw.Close()
+	bw.WriteString("\r\n")
+	_ = cc.SetWriteDeadline(time.Time{})
+	return res.status, bw.Flush() == nil
 }
 
 // sweep closes connections past their deadlines.

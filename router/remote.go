@@ -331,7 +331,10 @@ func (b *Endpoint) Serve(w http.ResponseWriter, r *http.Request, d int64, mount 
 		case wrote:
 			// The answer was under way and cannot be completed: cut
 			// the client's connection so it sees the failure rather
-			// than a short answer.
+			// than a short answer (after what it was sent so far).
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
 			panic(http.ErrAbortHandler)
 		case !streamed && (replayable(r.Method) || (reused && stale(err))):
 			// No answer, and sending again is safe: the method is
