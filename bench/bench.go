@@ -27,6 +27,9 @@ type Bench struct {
 	Root string
 	// Tmp is a scratch directory removed at the end.
 	Tmp string
+	// Baseline is a checkout of an older commit whose velo the wasm
+	// section measures this one against (-wasm-baseline); "" skips that.
+	Baseline string
 
 	log     io.Writer
 	started time.Time

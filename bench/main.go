@@ -57,6 +57,7 @@ func doMain(args []string, stderr io.Writer) int {
 	out := fs.String("out", "bench/RESULTS.md", "results file; the sections run are replaced in place")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (in-process measurements) to this file")
 	keep := fs.Bool("keep", false, "keep the scratch directory (binaries, data dirs, server logs)")
+	baseline := fs.String("wasm-baseline", "", "a checkout of an older commit (git worktree add /tmp/velo-old COMMIT) whose velo the wasm section measures this one against")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -80,6 +81,7 @@ func doMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer b.close(*keep)
+	b.Baseline = *baseline
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)

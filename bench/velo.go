@@ -50,9 +50,17 @@ func (b *Bench) StartVeloProc(ctx context.Context, name string) (*Velo, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	v, err := veloAt(p, data)
 	if err != nil {
 		p.Stop()
+	}
+	return v, err
+}
+
+// veloAt is the Velo of a started `velo up` process with data dir data.
+func veloAt(p *Proc, data string) (*Velo, error) {
+	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
 		return nil, fmt.Errorf("velo admin token: %w", err)
 	}
 	return &Velo{URL: p.URL, Client: client.New(p.URL, strings.TrimSpace(string(tok)), nil), proc: p}, nil

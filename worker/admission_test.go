@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/velo-run/velo/internal/manifest"
 )
 
 // gate is an Instance whose calls block until released, counting how many
@@ -320,5 +322,42 @@ func TestLimitsDefaults(t *testing.T) {
 	}
 	if _, err := (Limits{MaxInflight: -1}).withDefaults(); err == nil {
 		t.Error("negative MaxInflight accepted")
+	}
+}
+
+// footprinted is an Instance that says what its calls take.
+type footprinted struct {
+	gate
+	mem int64
+}
+
+func (f *footprinted) CallMemory() int64 { return f.mem }
+
+func TestLimitRefusesWhatCannotFit(t *testing.T) {
+	w, err := New(Config{Name: "w1", DataDir: t.TempDir(), Limits: Limits{Memory: 512 << 20}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := manifest.Manifest{Memory: 1 << 30}
+	if _, err := w.limit(&footprinted{mem: 1<<30 + 1<<20}, "big", m); err == nil ||
+		!strings.Contains(err.Error(), "admits calls within 384 MiB") || !strings.Contains(err.Error(), "VELO_WORKER_MEMORY") {
+		t.Errorf("a call larger than the budget: err %v, want one naming the budget and VELO_WORKER_MEMORY", err)
+	}
+	m = manifest.Manifest{Memory: 16 << 20, Concurrency: 3}
+	l, err := w.limit(&footprinted{mem: 17 << 20}, "small", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.cost != 17<<20 || l.limit != 3 {
+		t.Errorf("cost %d, limit %d; want the footprint and the manifest's concurrency", l.cost, l.limit)
+	}
+	// An instance without a footprint (Docker) and a manifest stored
+	// before concurrency existed.
+	l, err = w.limit(newGate(), "docker", manifest.Manifest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.cost != callFootprint || l.limit != manifest.DefaultConcurrency {
+		t.Errorf("cost %d, limit %d; want %d and %d", l.cost, l.limit, callFootprint, manifest.DefaultConcurrency)
 	}
 }

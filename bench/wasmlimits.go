@@ -1,0 +1,359 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Parts 4 and 5 of the wasm section (bench/README.md): Velo's WASM throughput
+// against an older commit of Velo in the same run, and a worker's memory
+// under a flood of large calls.
+
+// baselineResult is part 4: C-module throughput of this checkout's velo up
+// and of the baseline's, per round.
+type baselineResult struct {
+	commit          string
+	veloRPS, oldRPS []float64
+	ratio           []float64
+	veloCPU, oldCPU []float64 // server CPU µs per request
+	veloBad, oldBad int64
+}
+
+// floodResult is part 5: one velo up under the flood.
+type floodResult struct {
+	budget           int64 // VELO_WORKER_MEMORY, 0 for the baseline (it has none)
+	before, hwm      int64 // VmRSS before the flood, VmHWM after it
+	echoed, refused  int   // whole echoes, 503s (and resets while sending)
+	failed           int   // anything else
+	elapsed          time.Duration
+	otherOK, otherNo int // calls to another component during the flood
+}
+
+const (
+	floodPosts  = 64
+	floodSize   = 30 << 20
+	floodBudget = 512 << 20
+)
+
+// buildBaseline builds the velo of the checkout at b.Baseline, once per
+// run.
+func (b *Bench) buildBaseline(ctx context.Context) (bin, commit string, err error) {
+	out, err := exec.CommandContext(ctx, "git", "-C", b.Baseline, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("-wasm-baseline %s: not a git checkout: %v", b.Baseline, err)
+	}
+	commit = strings.TrimSpace(string(out))
+	bin = filepath.Join(b.Tmp, "bin", "velo-"+commit)
+	if _, err := os.Stat(bin); err == nil {
+		return bin, commit, nil
+	}
+	b.logf("building velo of the baseline %s (%s)", commit, b.Baseline)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/velo")
+	cmd.Dir = b.Baseline
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("build the baseline's velo: %v\n%s", err, out)
+	}
+	return bin, commit, nil
+}
+
+// startUpProc runs `velo up` from bin on a fresh data dir with env.
+func (b *Bench) startUpProc(ctx context.Context, name, bin string, env ...string) (*Velo, error) {
+	data := filepath.Join(b.Tmp, name)
+	p, err := b.StartProc(ctx, name, bin, []string{"up", "--addr", "127.0.0.1:0", "--data", data},
+		append([]string{"VELO_LOG_LEVEL=warn"}, env...), "Velo is up at ")
+	if err != nil {
+		return nil, err
+	}
+	v, err := veloAt(p, data)
+	if err != nil {
+		p.Stop()
+	}
+	return v, err
+}
+
+// wasmBaseline measures part 4: the C module through this checkout's
+// `velo up` and through the baseline's, back to back in every round, the
+// order alternating.
+func wasmBaseline(ctx context.Context, b *Bench, c *wasmModule) (*baselineResult, error) {
+	oldBin, commit, err := b.buildBaseline(ctx)
+	if err != nil {
+		return nil, err
+	}
+	newBin, err := b.GoBuild(ctx, "./cmd/velo")
+	if err != nil {
+		return nil, err
+	}
+	res := &baselineResult{commit: commit}
+	type target struct {
+		url string
+		v   *Velo
+	}
+	var targets [2]target // new, old
+	for i, bin := range []string{newBin, oldBin} {
+		v, err := b.startUpProc(ctx, fmt.Sprintf("velo-up-baseline-%d", i), bin)
+		if err != nil {
+			return nil, err
+		}
+		defer v.Close()
+		comp, err := b.newWasmComponent(c.component+"-"+strconv.Itoa(i), c.path)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := v.Deploy(ctx, comp); err != nil {
+			return nil, err
+		}
+		targets[i] = target{url: v.URL + "/fn/" + comp.name + "/bench", v: v}
+		if _, err := b.Wrk(ctx, targets[i].url, 2, 32, time.Second); err != nil {
+			return nil, err
+		}
+	}
+	rounds := max(b.Rounds, 5)
+	for r := range rounds {
+		order := []int{0, 1}
+		if r%2 == 1 {
+			order = []int{1, 0}
+		}
+		var rps, cpu [2]float64
+		for _, i := range order {
+			cpu0 := targets[i].v.proc.CPUTime()
+			w, err := b.Wrk(ctx, targets[i].url, 2, 32, b.Duration)
+			if err != nil {
+				return nil, err
+			}
+			rps[i] = w.rps
+			cpu[i] = float64((targets[i].v.proc.CPUTime() - cpu0).Microseconds()) / float64(w.requests)
+			if i == 0 {
+				res.veloBad += w.non2xx + w.socketErrors
+			} else {
+				res.oldBad += w.non2xx + w.socketErrors
+			}
+		}
+		res.veloRPS = append(res.veloRPS, rps[0])
+		res.oldRPS = append(res.oldRPS, rps[1])
+		res.ratio = append(res.ratio, rps[0]/rps[1])
+		res.veloCPU = append(res.veloCPU, cpu[0])
+		res.oldCPU = append(res.oldCPU, cpu[1])
+		b.logf("wasm C throughput vs %s, round %d: %.0f vs %.0f req/s (%.3f×), CPU %.1f vs %.1f µs per request",
+			commit, r+1, rps[0], rps[1], rps[0]/rps[1], cpu[0], cpu[1])
+	}
+	return res, nil
+}
+
+// wasmFlood measures part 5 on a fresh `velo up` from bin: floodPosts
+// concurrent POSTs of floodSize bytes to a component whose module echoes
+// the body, while another component is called in a loop; then the
+// process's VmHWM.
+func wasmFlood(ctx context.Context, b *Bench, name, bin string, budget int64) (*floodResult, error) {
+	var env []string
+	if budget > 0 {
+		env = append(env, fmt.Sprintf("VELO_WORKER_MEMORY=%dMiB", budget>>20))
+	}
+	v, err := b.startUpProc(ctx, name, bin, env...)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	module := filepath.Join(b.Root, "worker", "wasm", "testdata", "stream.wasm")
+	for _, comp := range []string{"flood", "other"} {
+		c, err := b.newWasmComponent(comp, module)
+		if err != nil {
+			return nil, err
+		}
+		// The manifest's memory is what admission reserves per call.
+		if err := os.WriteFile(filepath.Join(c.dir, "velo.toml"),
+			fmt.Appendf(nil, "name = %q\nruntime = \"wasm\"\nmodule = \"module.wasm\"\ntimeout = \"60s\"\nmemory = \"16MiB\"\n", comp), 0o644); err != nil {
+			return nil, err
+		}
+		if _, err := v.Deploy(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	pid := v.proc.Pid()
+	res := &floodResult{budget: budget, before: vmStatus(pid, "VmRSS")}
+
+	hc := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: floodPosts}}
+	defer hc.CloseIdleConnections()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range floodPosts {
+		wg.Go(func() {
+			kind := floodPost(ctx, hc, v.URL+"/fn/flood/echo")
+			mu.Lock()
+			defer mu.Unlock()
+			switch kind {
+			case "echoed":
+				res.echoed++
+			case "refused":
+				res.refused++
+			default:
+				res.failed++
+				b.logf("flood POST: %s", kind)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	oc := &http.Client{Timeout: 30 * time.Second}
+	for loop := true; loop; {
+		select {
+		case <-done:
+			loop = false
+			continue
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		r, err := oc.Get(v.URL + "/fn/other/")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, r.Body)
+			r.Body.Close()
+		}
+		if err == nil && r.StatusCode == 200 {
+			res.otherOK++
+		} else {
+			res.otherNo++
+		}
+	}
+	res.elapsed = time.Since(start)
+	res.hwm = vmStatus(pid, "VmHWM")
+	b.logf("flood of %s: %d echoed, %d refused, %d failed in %s; VmRSS before %d MiB, VmHWM %d MiB; other component %d ok, %d not",
+		name, res.echoed, res.refused, res.failed, res.elapsed.Round(time.Millisecond), res.before>>20, res.hwm>>20, res.otherOK, res.otherNo)
+	return res, nil
+}
+
+// floodPost sends one large POST and reads the answer: "echoed" for the
+// whole body back, "refused" for a 503 (or a reset while sending, which a
+// call turned away before its body was read may see), else what went
+// wrong.
+func floodPost(ctx context.Context, hc *http.Client, url string) string {
+	req, err := http.NewRequestWithContext(ctx, "POST", url, io.LimitReader(zeros{}, floodSize))
+	if err != nil {
+		return err.Error()
+	}
+	req.ContentLength = floodSize
+	res, err := hc.Do(req)
+	if err != nil {
+		if msg := err.Error(); strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") {
+			return "refused"
+		}
+		return err.Error()
+	}
+	defer res.Body.Close()
+	n, err := io.Copy(io.Discard, res.Body)
+	switch {
+	case res.StatusCode == 503:
+		return "refused"
+	case res.StatusCode != 200:
+		return fmt.Sprintf("status %d", res.StatusCode)
+	case err != nil || n != floodSize:
+		return fmt.Sprintf("echo of %d bytes (%v)", n, err)
+	}
+	return "echoed"
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// vmStatus reads a size field (VmRSS, VmHWM) of /proc/PID/status in bytes,
+// 0 when it cannot.
+func vmStatus(pid int, field string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// wasmLimitsReport writes parts 4 and 5.
+func wasmLimitsReport(b *Bench, base *baselineResult, flood, oldFlood *floodResult) string {
+	var s strings.Builder
+	t := &table{}
+	if base != nil {
+		ratio := median(base.ratio)
+		result := verdict(ratio >= 0.95)
+		if lo, hi := slices.Min(base.ratio), slices.Max(base.ratio); lo < 0.95 && hi >= 0.95 {
+			result += fmt.Sprintf(" (rounds disagree: %.2f–%.2f×)", lo, hi)
+		}
+		t.add(fmt.Sprintf("C module throughput, 32 connections, vs Velo at %s (req/s)", base.commit),
+			fmt.Sprintf("%.0f", median(base.veloRPS)), fmt.Sprintf("%.0f", median(base.oldRPS)),
+			fmt.Sprintf("%.3f× (rounds %.3f–%.3f×)", ratio, slices.Min(base.ratio), slices.Max(base.ratio)), "≥ 0.95×", result)
+		vc, oc := median(base.veloCPU), median(base.oldCPU)
+		t.add("… server CPU time per request under wrk", fmt.Sprintf("%.1f µs", vc), fmt.Sprintf("%.1f µs", oc), fmt.Sprintf("%.3f×", vc/oc), "", info)
+		if base.veloBad > 0 || base.oldBad > 0 {
+			t.add("non-2xx answers + socket errors", fmt.Sprint(base.veloBad), fmt.Sprint(base.oldBad), "", "0", verdict(base.veloBad == 0))
+		}
+	}
+	if flood != nil {
+		peer, cmp := "", ""
+		if oldFlood != nil {
+			peer = fmt.Sprintf("%d MiB", oldFlood.hwm>>20)
+			cmp = fmt.Sprintf("%.2f×", float64(flood.hwm)/float64(oldFlood.hwm))
+		}
+		t.add(fmt.Sprintf("worker (velo up) peak RSS under %d concurrent %d MiB POSTs, VELO_WORKER_MEMORY=%dMiB", floodPosts, floodSize>>20, flood.budget>>20),
+			fmt.Sprintf("%d MiB", flood.hwm>>20), peer, cmp, fmt.Sprintf("≤ %d MiB", flood.budget>>20), verdict(flood.hwm <= flood.budget))
+		row := func(f *floodResult) string {
+			return fmt.Sprintf("%d echoed, %d refused (503), %d failed, in %.1f s", f.echoed, f.refused, f.failed, f.elapsed.Seconds())
+		}
+		peer = ""
+		if oldFlood != nil {
+			peer = row(oldFlood)
+		}
+		t.add("… the flood's calls", row(flood), peer, "", "", info)
+		peer = ""
+		if oldFlood != nil {
+			peer = fmt.Sprintf("%d of %d", oldFlood.otherOK, oldFlood.otherOK+oldFlood.otherNo)
+		}
+		t.add("… another component's calls answered meanwhile", fmt.Sprintf("%d of %d", flood.otherOK, flood.otherOK+flood.otherNo), peer,
+			"", "all", verdict(flood.otherNo == 0 && flood.otherOK > 0))
+	}
+	fmt.Fprintf(&s, "### Limits: against the previous commit, and memory under a flood\n\n")
+	if base != nil {
+		fmt.Fprintf(&s, "4. **Throughput vs the previous commit** — this checkout's `velo up` and the one built from `-wasm-baseline` "+
+			"(commit %s, before calls streamed and were admitted against a budget), both fresh processes with hit recording on, each "+
+			"serving the C module with the same manifest; `wrk -t2 -c32 -d%s` against each, back to back in every one of %d rounds, "+
+			"the order alternating; the ratio is the median of the per-round ratios.\n",
+			base.commit, b.Duration, len(base.ratio))
+	}
+	if flood != nil {
+		fmt.Fprintf(&s, "5. **Memory under a flood** — a fresh `velo up` with `VELO_WORKER_MEMORY=%dMiB`; component *flood* runs "+
+			"`worker/wasm/testdata/stream.wasm` (its `/echo` sends the body back as it reads it) with `memory = \"16MiB\"`, component "+
+			"*other* the same module. %d clients POST %d MiB each to `/fn/flood/echo` at once (bodies generated, answers counted, "+
+			"nothing held whole by the bench) while one client calls `/fn/other/` every 20 ms; then the process's `VmHWM` "+
+			"(peak RSS, /proc/PID/status). A 503 (or a reset while the client still sends, which a call turned away before its "+
+			"body was read may see) counts as refused.",
+			flood.budget>>20, floodPosts, floodSize>>20)
+		if oldFlood != nil {
+			fmt.Fprintf(&s, " The peer column is the same flood against the baseline's `velo up`.")
+		}
+		fmt.Fprintf(&s, "\n")
+	}
+	fmt.Fprintf(&s, "\n%s\n", t)
+	if base != nil {
+		fmt.Fprintf(&s, "Per round — this checkout/baseline req/s: %s.\n\n", fmtRatios(base.veloRPS, base.oldRPS))
+	}
+	return s.String()
+}
