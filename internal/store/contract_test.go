@@ -49,6 +49,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"ListenNotify", testListenNotify},
 		{"SlowListener", testSlowListener},
 		{"GitHub", testGitHub},
+		{"Secrets", testSecrets},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,9 @@ const (
 	ChannelPlacements  = "placements"
 	ChannelDeployments = "deployments"
 	ChannelLogs        = "logs"
+	// ChannelSecrets carries the name of a component whose secrets
+	// changed; workers restart its instances with them.
+	ChannelSecrets = "secrets"
 )
 
 // listenBuffer is how many payloads a slow listener may fall behind before
