@@ -85,6 +85,9 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 		}
 		man.Name = req.Name
 	}
+	if err := m.secretsClash(ctx, man); err != nil {
+		return store.Deployment{}, err
+	}
 	manJSON, err := json.Marshal(man)
 	if err != nil {
 		return store.Deployment{}, fmt.Errorf("encode manifest: %w", err)

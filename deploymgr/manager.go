@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/archive"
+	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -45,6 +46,8 @@ type Store interface {
 	Prune(ctx context.Context, hitsBefore, jobsBefore time.Time) (hits, jobs int64, err error)
 	Logs(ctx context.Context, component string, afterID int64, limit int) ([]store.LogLine, error)
 	TailLogs(ctx context.Context, component string, n int) ([]store.LogLine, error)
+
+	secretStore
 
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	PutToken(ctx context.Context, t store.Token) error
@@ -98,7 +101,9 @@ type Config struct {
 	// router directly, so "live" means served; across machines routers
 	// follow the store's notifications instead.
 	RoutesChanged func(ctx context.Context) error
-	Logger        *slog.Logger
+	// Secrets seals the secrets set through the API; nil refuses them.
+	Secrets *secrets.Keyring
+	Logger  *slog.Logger
 }
 
 // Validate checks the config, naming the field at fault.

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -96,10 +97,20 @@ type logSink struct {
 	b          *logBatcher
 	component  string
 	deployment int64
+	redact     *secrets.Redactor // the secret values the instance was given
 }
 
 func (s logSink) Log(stream string, at time.Time, line string) {
-	s.b.add(store.LogLine{Component: s.component, Deployment: s.deployment, Time: at, Stream: stream, Line: EscapeControls(line, false)})
+	s.b.add(store.LogLine{Component: s.component, Deployment: s.deployment, Time: at, Stream: stream, Line: storedLine(s.redact, line)})
+}
+
+// storedLine is what is stored of a line a component (WASM or Docker)
+// wrote, or Velo wrote about it: its secret values redacted, then its
+// control characters escaped (redaction first: a value holding a tab or
+// an escape must still match). Every line of a component's logs passes
+// here.
+func storedLine(redact *secrets.Redactor, line string) string {
+	return EscapeControls(redact.Line(line), false)
 }
 
 // EscapeControls returns s with every control character but tab (and

@@ -57,6 +57,15 @@ type Spec struct {
 	// Dir is the artifact unpacked on local disk, read-only for the runtime.
 	Dir      string
 	Manifest manifest.Manifest
+	// Secrets are the component's secrets (name → value), delivered as
+	// environment variables beside the manifest's [env] (a secret wins on
+	// a clash, which deploymgr refuses anyway). Never log or store them.
+	Secrets map[string]string
+	// Restart is 0 at the first Prepare of a deployment on this worker and
+	// n at its n-th Prepare again because its secrets changed; the old
+	// instance keeps serving until the new one is ready, so the two live
+	// side by side and must not collide (container names).
+	Restart int
 	// BuildLog receives human-readable progress of Prepare.
 	BuildLog io.Writer
 	// Logs receives what the running component writes to stdout/stderr.

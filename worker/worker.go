@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/velo-run/velo/internal/archive"
 	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -31,6 +33,7 @@ type Store interface {
 	Artifact(ctx context.Context, digest string) ([]byte, error)
 	AppendBuildLog(ctx context.Context, id int64, text string) error
 	AppendLogs(ctx context.Context, lines []store.LogLine) error
+	Secrets(ctx context.Context, component string) ([]store.Secret, error)
 	Listen(ctx context.Context, channel string) (<-chan string, error)
 	Notify(ctx context.Context, channel, payload string) error
 }
@@ -58,6 +61,9 @@ type Config struct {
 	Unavailable map[string]error
 	// Limits bound the calls served at once (see Limits).
 	Limits Limits
+	// Secrets opens the components' secrets; nil means this worker has no
+	// key, and components with secrets fail here with that reason.
+	Secrets *secrets.Keyring
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -83,6 +89,7 @@ const (
 	ChannelPlacements = "placements"
 	ChannelRoutes     = "routes"
 	ChannelLogs       = "logs"
+	ChannelSecrets    = store.ChannelSecrets
 )
 
 // Worker prepares and serves the deployments placed on it.
@@ -101,8 +108,16 @@ type Worker struct {
 	preparing map[int64]bool
 	// loaded says what each served instance runs, for retiring.
 	loaded map[int64]loadedSpec
-	sem    chan struct{}
-	wg     sync.WaitGroup
+	// sums fingerprints the secrets each served deployment runs with, and
+	// restarts counts how often it was prepared again for them.
+	sums     map[int64][32]byte
+	restarts map[int64]int
+	// secretEvents counts secret changes seen: a prepare that began before
+	// the latest one checks its component's secrets again once it is done.
+	secretEvents uint64
+	reloading    map[string]*reloadState
+	sem          chan struct{}
+	wg           sync.WaitGroup
 }
 
 // New returns a worker serving with the given runtimes.
@@ -123,6 +138,9 @@ func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
 		runtimes:  map[string]Runtime{},
 		preparing: map[int64]bool{},
 		loaded:    map[int64]loadedSpec{},
+		sums:      map[int64][32]byte{},
+		restarts:  map[int64]int{},
+		reloading: map[string]*reloadState{},
 		sem:       make(chan struct{}, cfg.Parallel),
 		adm:       newAdmission(cfg.Limits),
 	}
@@ -174,6 +192,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for placements: %w", err)
 	}
+	secretEvents, err := w.store.Listen(ctx, ChannelSecrets)
+	if err != nil {
+		return fmt.Errorf("listen for secrets: %w", err)
+	}
 	logsDone := make(chan struct{})
 	go func() { defer close(logsDone); w.logs.run(ctx) }()
 
@@ -192,6 +214,15 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.reconcile(ctx)
 		case <-resync.C:
 			w.reconcile(ctx)
+		case component, ok := <-secretEvents:
+			switch {
+			case !ok:
+				secretEvents = nil // the store closed; ctx ends next
+			case component == "":
+				w.allSecretsChanged(ctx)
+			default:
+				w.secretsChanged(ctx, component)
+			}
 		case t := <-heartbeat.C:
 			if err := w.store.Heartbeat(ctx, w.cfg.Name, t); err != nil && ctx.Err() == nil {
 				w.cfg.Logger.Warn("heartbeat failed", "worker", w.cfg.Name, "err", err)
@@ -231,6 +262,8 @@ func (w *Worker) reconcile(ctx context.Context) {
 		for _, d := range gone {
 			inst, spec := serving[d], w.loaded[d]
 			delete(w.loaded, d)
+			delete(w.sums, d)
+			delete(w.restarts, d)
 			retire := !w.usesArtifact(spec)
 			w.wg.Add(1)
 			go func() {
@@ -265,13 +298,14 @@ func (w *Worker) reconcile(ctx context.Context) {
 // loadedSpec is what an instance runs.
 type loadedSpec struct {
 	runtime, component, digest string
+	secrets                    [32]byte // secretSet.sum of its secrets
 }
 
 // usesArtifact reports whether a loaded instance runs spec's artifact;
 // w.mu must be held.
 func (w *Worker) usesArtifact(spec loadedSpec) bool {
 	for _, s := range w.loaded {
-		if s == spec {
+		if s.runtime == spec.runtime && s.component == spec.component && s.digest == spec.digest {
 			return true
 		}
 	}
@@ -312,7 +346,10 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 	case <-ctx.Done():
 		return
 	}
-	inst, spec, err := w.load(ctx, d)
+	w.mu.Lock()
+	events := w.secretEvents
+	w.mu.Unlock()
+	inst, spec, err := w.load(ctx, d, 0, nil)
 	if err == nil && ctx.Err() != nil {
 		// Shutting down: not registered, so shutdown does not close it again.
 		_ = inst.Close(context.Background())
@@ -329,8 +366,11 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 			w.retire(spec)
 		}()
 	}
+	recheck := false
 	if err == nil {
 		w.loaded[d] = spec
+		w.sums[d], w.restarts[d] = spec.secrets, 0
+		recheck = w.secretEvents != events
 		serving := *w.serving.Load()
 		next := make(map[int64]Instance, len(serving)+1)
 		for k, v := range serving {
@@ -344,6 +384,9 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 		return
 	}
 	w.report(ctx, d, err)
+	if recheck {
+		w.secretsChanged(ctx, spec.component) // they changed while it was prepared
+	}
 }
 
 func (w *Worker) report(ctx context.Context, d int64, err error) {
@@ -361,9 +404,11 @@ func (w *Worker) report(ctx context.Context, d int64, err error) {
 	_ = w.store.Notify(ctx, ChannelRoutes, payload)
 }
 
-// load fetches, unpacks and prepares deployment d.
-func (w *Worker) load(ctx context.Context, d int64) (Instance, loadedSpec, error) {
-	var spec loadedSpec
+// load fetches, unpacks and prepares deployment d with the component's
+// secrets (set, or read now when nil). restart is Spec.Restart: above 0
+// the deployment is being prepared again for changed secrets, and its
+// progress goes nowhere rather than into its build log again.
+func (w *Worker) load(ctx context.Context, d int64, restart int, set *secretSet) (inst Instance, spec loadedSpec, err error) {
 	dep, err := w.store.Deployment(ctx, d)
 	if err != nil {
 		return nil, spec, fmt.Errorf("read deployment %d: %w", d, err)
@@ -373,6 +418,21 @@ func (w *Worker) load(ctx context.Context, d int64) (Instance, loadedSpec, error
 		return nil, spec, fmt.Errorf("deployment %d: bad manifest: %w", d, err)
 	}
 	spec = loadedSpec{runtime: m.Runtime, component: dep.Component, digest: dep.Digest}
+	if set == nil {
+		s, err := w.openSecrets(ctx, dep.Component)
+		if err != nil {
+			return nil, spec, err
+		}
+		set = &s
+	}
+	spec.secrets = set.sum
+	defer func() {
+		// A failure may quote the component's output (a container that
+		// exited at start): never a secret value in it.
+		if err != nil && set.redact != nil {
+			err = errors.New(set.redact.Line(err.Error()))
+		}
+	}()
 	rt, ok := w.runtimes[m.Runtime]
 	if !ok {
 		if why := w.cfg.Unavailable[m.Runtime]; why != nil {
@@ -384,18 +444,24 @@ func (w *Worker) load(ctx context.Context, d int64) (Instance, loadedSpec, error
 	if err != nil {
 		return nil, spec, err
 	}
-	blog := newBuildLog(w.store, d, w.cfg.Logger)
-	defer blog.Close()
+	var blog io.Writer = io.Discard
+	if restart == 0 {
+		bl := newBuildLog(w.store, d, w.cfg.Logger)
+		defer bl.Close()
+		blog = redactWriter{w: bl, r: set.redact}
+	}
 	fmt.Fprintf(blog, "worker %s: preparing %s deployment %d (artifact %.12s)\n", w.cfg.Name, m.Runtime, d, dep.Digest)
 	start := time.Now()
-	inst, err := rt.Prepare(ctx, Spec{
+	inst, err = rt.Prepare(ctx, Spec{
 		Component:  dep.Component,
 		Deployment: d,
 		Digest:     dep.Digest,
 		Dir:        dir,
 		Manifest:   m,
+		Secrets:    set.values,
+		Restart:    restart,
 		BuildLog:   blog,
-		Logs:       logSink{b: w.logs, component: dep.Component, deployment: d},
+		Logs:       logSink{b: w.logs, component: dep.Component, deployment: d, redact: set.redact},
 	})
 	if err != nil {
 		fmt.Fprintf(blog, "worker %s: failed: %v\n", w.cfg.Name, err)

@@ -36,6 +36,7 @@ func clientCommands() []*cobra.Command {
 		resumeCommand(),
 		rollbackCommand(),
 		rmCommand(),
+		secretsCommand(),
 	}
 }
 

@@ -24,6 +24,11 @@ func main() {
 
 // run executes one velo command and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runWith(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runWith is run reading stdin from in (velo secrets set KEY=-).
+func runWith(ctx context.Context, args []string, in io.Reader, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
 		Use:           "velo",
 		Short:         "Velo: push code, get a URL. WebAssembly and Docker components, self-hosted.",
@@ -31,6 +36,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		SilenceErrors: true,
 	}
 	root.SetArgs(args)
+	root.SetIn(in)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(serverCommands()...)

@@ -25,6 +25,7 @@ import (
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/router"
 	"github.com/velo-run/velo/worker"
@@ -148,11 +149,17 @@ type role struct {
 	// fast, when set, serves the listener through the router's fast
 	// path, with the handler as its fallback.
 	fast *router.Router
+	// keys is the secrets keyring from VELO_SECRETS_KEY (nil when unset).
+	keys *secrets.Keyring
 }
 
 func openRole(ctx context.Context, cfg roleConfig, log *slog.Logger) (*role, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	keys, err := secrets.Load(os.Getenv(secrets.EnvKey), "")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.Role, err)
 	}
 	st, err := store.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -160,7 +167,7 @@ func openRole(ctx context.Context, cfg roleConfig, log *slog.Logger) (*role, err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &role{log: log.With("role", cfg.Role), store: st, reg: reg}, nil
+	return &role{log: log.With("role", cfg.Role), store: st, reg: reg, keys: keys}, nil
 }
 
 // serve listens on addr with handler and runs loops until ctx is done or one
@@ -312,6 +319,7 @@ this many requests/s per replica; off when unset), VELO_SCALE_COOLDOWN
 				DockerReplicas:  dockerN,
 				DockerTargetRPS: targetRPS,
 				ScaleCooldown:   cooldown,
+				Secrets:         r.keys,
 				Logger:          r.log,
 			}, r.store)
 			if err != nil {
@@ -432,7 +440,7 @@ admitted against, like 2GiB; default half the machine's or cgroup's memory).`,
 				r.store.Close()
 				return fmt.Errorf("worker: %w", err)
 			}
-			wk, err := worker.New(worker.Config{Name: name, Addr: adv, DataDir: data, Logger: r.log, Unavailable: unavailable, Limits: limits}, r.store, runtimes...)
+			wk, err := worker.New(worker.Config{Name: name, Addr: adv, DataDir: data, Logger: r.log, Unavailable: unavailable, Limits: limits, Secrets: r.keys}, r.store, runtimes...)
 			if err != nil {
 				r.store.Close()
 				return err

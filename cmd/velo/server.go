@@ -13,6 +13,7 @@ import (
 
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/router"
 )
@@ -70,6 +71,7 @@ func upCmd() *cobra.Command {
 				DatabaseURL:    os.Getenv("VELO_DATABASE_URL"),
 				PublicURL:      getenv("VELO_PUBLIC_URL"),
 				Domain:         os.Getenv("VELO_DOMAIN"),
+				SecretsKey:     os.Getenv(secrets.EnvKey),
 				Docker:         newDockerRuntime,
 				Logger:         log,
 			}

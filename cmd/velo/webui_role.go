@@ -10,6 +10,7 @@ import (
 	"github.com/velo-run/velo/deploymgr"
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/webui"
 )
@@ -30,7 +31,11 @@ type webuiConfig struct {
 // pages' scripts and actions use (with the dashboard session), sign-in and
 // sign-out, on the shared store.
 func dashboardMux(mux *http.ServeMux, st *store.Store, cfg webuiConfig, log *slog.Logger) error {
-	mgr, err := deploymgr.New(deploymgr.Config{PublicURL: cfg.PublicURL, Domain: cfg.Domain, AdminToken: cfg.AdminToken, Logger: log}, st)
+	keys, err := secrets.Load(os.Getenv(secrets.EnvKey), "")
+	if err != nil {
+		return fmt.Errorf("webui: %w", err)
+	}
+	mgr, err := deploymgr.New(deploymgr.Config{PublicURL: cfg.PublicURL, Domain: cfg.Domain, AdminToken: cfg.AdminToken, Secrets: keys, Logger: log}, st)
 	if err != nil {
 		return err
 	}

@@ -88,3 +88,25 @@ type Rollback struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// Secret is one entry of GET /api/v1/components/{name}/secrets and the
+// answer to PUT …/secrets/{key}: a name and when it was set, never a value.
+type Secret struct {
+	Name      string    `json:"name"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// RotateKey is the answer to POST /api/v1/secrets/rotate-key.
+type RotateKey struct {
+	// Key is the id of the key every secret is now sealed under.
+	Key string `json:"key"`
+	// Resealed counts the secrets re-encrypted under Key.
+	Resealed int `json:"resealed"`
+	// Failed names the secrets ("component/NAME: reason") that could not
+	// be opened and were left as they are.
+	Failed []string `json:"failed,omitempty"`
+	// Keys are the key ids the server holds now, Key first.
+	Keys []string `json:"keys"`
+	// Note says what the operator has to do next, if anything.
+	Note string `json:"note,omitempty"`
+}

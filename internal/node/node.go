@@ -26,6 +26,7 @@ import (
 	"github.com/velo-run/velo/deploymgr"
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
+	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/router"
 	"github.com/velo-run/velo/webui"
@@ -58,6 +59,9 @@ type Config struct {
 	WorkerLimits worker.Limits
 	// NoHits turns hit recording off (benchmarks).
 	NoHits bool
+	// SecretsKey is the secrets keyring (VELO_SECRETS_KEY's value); empty
+	// means the key file <DataDir>/secrets.key, created on first start.
+	SecretsKey string
 	// GitHub, when set, connects the GitHub App: the webhook at
 	// /webhooks/github, GitHub sign-in and POST /api/v1/components.
 	GitHub *github.Config
@@ -146,6 +150,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		publicURL = url
 	}
 
+	keys, err := secrets.Load(cfg.SecretsKey, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	wasmRT, err := wasm.New(wasm.Config{CacheDir: filepath.Join(cfg.DataDir, "wasm-cache"), Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("wasm runtime: %w", err)
@@ -162,7 +170,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		unavailable["docker"] = dockerErr
 		log.Info("docker components disabled", "reason", dockerErr)
 	}
-	wk, err := worker.New(worker.Config{Name: "local", DataDir: cfg.DataDir, Logger: log, Unavailable: unavailable, Limits: cfg.WorkerLimits}, st, runtimes...)
+	wk, err := worker.New(worker.Config{Name: "local", DataDir: cfg.DataDir, Logger: log, Unavailable: unavailable, Limits: cfg.WorkerLimits, Secrets: keys}, st, runtimes...)
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +186,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Domain:        cfg.Domain,
 		AdminToken:    token,
 		RoutesChanged: rt.Refresh,
+		Secrets:       keys,
 		Logger:        log,
 	}, st)
 	if err != nil {

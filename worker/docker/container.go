@@ -28,8 +28,13 @@ const logTail = 20
 // create creates the container c with Velo's hardening and returns its id.
 func (i *Instance) create(ctx context.Context, c *ctr) (string, error) {
 	port := nat.Port(strconv.Itoa(i.port) + "/tcp")
-	env := make([]string, 0, len(i.manifest.Env)+1)
+	env := make([]string, 0, len(i.manifest.Env)+len(i.secrets)+1)
 	for k, v := range i.manifest.Env {
+		if _, secret := i.secrets[k]; k != "PORT" && !secret {
+			env = append(env, k+"="+v)
+		}
+	}
+	for k, v := range i.secrets {
 		if k != "PORT" {
 			env = append(env, k+"="+v)
 		}

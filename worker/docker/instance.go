@@ -75,6 +75,8 @@ type Instance struct {
 	digest     string
 	image      string
 	manifest   manifest.Manifest
+	secrets    map[string]string // joined to the manifest's [env]
+	restart    int               // worker.Spec.Restart, in container names
 	port       int
 	timeout    time.Duration
 	min, max   int
@@ -185,6 +187,8 @@ func (r *Runtime) newInstance(spec worker.Spec, tag string) *Instance {
 		digest:     spec.Digest,
 		image:      tag,
 		manifest:   m,
+		secrets:    spec.Secrets,
+		restart:    spec.Restart,
 		port:       m.Port,
 		timeout:    m.Timeout,
 		min:        lo,
@@ -398,11 +402,13 @@ func (i *Instance) scaleUpLocked() {
 func (i *Instance) createLocked() *op {
 	i.next++
 	// The owner keeps apart the containers of workers sharing an engine.
-	c := &ctr{
-		n:        i.next,
-		name:     fmt.Sprintf("velo-%s-%s-%d-%d", repoName(i.rt.cfg.Owner), repoName(i.component), i.deployment, i.next),
-		lastUsed: time.Now(),
+	name := fmt.Sprintf("velo-%s-%s-%d-%d", repoName(i.rt.cfg.Owner), repoName(i.component), i.deployment, i.next)
+	if i.restart > 0 {
+		// Prepared again for changed secrets while the previous instance
+		// still serves: its containers keep their names.
+		name = fmt.Sprintf("velo-%s-%s-%d-r%d-%d", repoName(i.rt.cfg.Owner), repoName(i.component), i.deployment, i.restart, i.next)
 	}
+	c := &ctr{n: i.next, name: name, lastUsed: time.Now()}
 	i.ctrs = append(i.ctrs, c)
 	return i.startLocked(c)
 }

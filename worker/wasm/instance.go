@@ -56,6 +56,16 @@ func newInstance(rt *Runtime, c *compiled, key moduleKey, spec worker.Spec, time
 			}
 			continue
 		}
+		if _, ok := spec.Secrets[k]; !ok {
+			env = append(env, envVar{k, v})
+		}
+	}
+	// Secrets join [env] (deploymgr refuses a name in both). They are
+	// checked when set, but a value must never break the environment.
+	for k, v := range spec.Secrets {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) || cgiVariable(k) {
+			return nil, fmt.Errorf("secret %q: not usable as an environment variable", k)
+		}
 		env = append(env, envVar{k, v})
 	}
 	slices.SortFunc(env, func(a, b envVar) int { return strings.Compare(a.name, b.name) })
