@@ -17,7 +17,8 @@
 //   - leader.go: one leading deploymgr per cluster.
 //   - api.go and api_*.go: the REST API — routes and errors (api.go),
 //     authentication (api_auth.go), who reaches what (api_access.go), and
-//     one file per resource (components, deployments, logs, stats, tokens).
+//     one file per resource (components, deployments, logs, stats, tokens,
+//     secrets).
 //   - github.go and github_*.go: the GitHub App integration — webhook
 //     intake (github_webhook.go), its persistent job queue (github_queue.go),
 //     installation sync (github_sync.go), turning a push into a deployment
