@@ -32,6 +32,17 @@ func main() {
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "PORT=%s GREETING=%s", os.Getenv("PORT"), os.Getenv("GREETING"))
 	})
+	mux.HandleFunc("/getenv", func(w http.ResponseWriter, r *http.Request) {
+		// ?name=X answers X's value; &print=1 also prints it to stdout.
+		v, ok := os.LookupEnv(r.URL.Query().Get("name"))
+		if !ok {
+			v = "(unset)"
+		}
+		if r.URL.Query().Get("print") != "" {
+			fmt.Printf("%s is %s\n", r.URL.Query().Get("name"), v)
+		}
+		fmt.Fprint(w, v)
+	})
 	mux.HandleFunc("/hostname", func(w http.ResponseWriter, r *http.Request) {
 		h, _ := os.Hostname()
 		fmt.Fprint(w, h)
