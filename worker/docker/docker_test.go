@@ -116,6 +116,18 @@ func TestHardening(t *testing.T) {
 		}
 	}
 
+	// The forwarding headers the router set reach the container as they
+	// are (the router appended the client already; nothing more added).
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, a.mount+"/echo/f", nil)
+	req.RemoteAddr = "203.0.113.5:0"
+	req.Header.Set("X-Forwarded-For", "203.0.113.5, 10.0.0.1")
+	req.Header.Set("X-Forwarded-Proto", "https")
+	a.inst.Serve(w, req, a.mount)
+	if want := `xff="203.0.113.5, 10.0.0.1" xfp="https"`; !strings.Contains(w.Body.String(), want) {
+		t.Errorf("forwarding headers: %q, want %s", w.Body.String(), want)
+	}
+
 	if err := a.inst.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

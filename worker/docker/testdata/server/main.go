@@ -27,7 +27,8 @@ func main() {
 		fmt.Fprintf(w, "hello %s\n", os.Getenv("GREETING"))
 	})
 	mux.HandleFunc("/echo/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "path=%s query=%s host=%s", r.URL.Path, r.URL.RawQuery, r.Host)
+		fmt.Fprintf(w, "path=%s query=%s host=%s xff=%q xfp=%q", r.URL.Path, r.URL.RawQuery, r.Host,
+			r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
 	})
 	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "PORT=%s GREETING=%s", os.Getenv("PORT"), os.Getenv("GREETING"))
