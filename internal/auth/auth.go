@@ -15,12 +15,19 @@ import (
 
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/store"
+	"golang.org/x/oauth2"
 )
 
-// Cookie names.
+// Cookie names. Over HTTPS (PublicURL https, or a TLS request) each takes
+// the __Host- prefix: the browser then keeps it only if it is Secure, has
+// Path=/ and no Domain, so no sibling host (a component on its own
+// subdomain) and no plain-HTTP page can plant or overwrite it. Every name
+// is one of VeloCookie's, which the router strips from what components
+// see and may set.
 const (
 	SessionCookie = "velo_session"
 	stateCookie   = "velo_oauth_state"
+	hostPrefix    = "__Host-"
 )
 
 // Paths served by Handler.
@@ -148,11 +155,11 @@ func (s *Sessions) Authenticator() func(r *http.Request) (string, bool) {
 
 // User returns the user of the request's session, if it has a live one.
 func (s *Sessions) User(r *http.Request) (string, bool) {
-	c, err := r.Cookie(SessionCookie)
-	if err != nil || c.Value == "" {
+	secret := s.sessionSecret(r)
+	if secret == "" {
 		return "", false
 	}
-	se, err := s.cfg.Store.Session(r.Context(), hashSecret(c.Value))
+	se, err := s.cfg.Store.Session(r.Context(), hashSecret(secret))
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			s.log.Warn("read session failed", "err", err)
@@ -160,6 +167,50 @@ func (s *Sessions) User(r *http.Request) (string, bool) {
 		return "", false
 	}
 	return se.User, true
+}
+
+// secureRequest reports whether r reached Velo over HTTPS as browsers see
+// it: PublicURL says https (a TLS-terminating proxy in front) or r came
+// over TLS.
+func (s *Sessions) secureRequest(r *http.Request) bool { return s.secure || r.TLS != nil }
+
+// cookieName is the name cookie base has on r: __Host-base over HTTPS.
+func (s *Sessions) cookieName(r *http.Request, base string) string {
+	if s.secureRequest(r) {
+		return hostPrefix + base
+	}
+	return base
+}
+
+// SessionCookieName is the name of the session cookie on r: velo_session,
+// or __Host-velo_session over HTTPS.
+func (s *Sessions) SessionCookieName(r *http.Request) string { return s.cookieName(r, SessionCookie) }
+
+// cookieValue returns the value of cookie base on r, "" without one. Over
+// HTTPS only the __Host- cookie counts: a plain one may have been planted.
+func (s *Sessions) cookieValue(r *http.Request, base string) string {
+	c, err := r.Cookie(s.cookieName(r, base))
+	if err != nil {
+		return ""
+	}
+	return c.Value
+}
+
+// sessionSecret is the secret in r's session cookie, "" without one.
+func (s *Sessions) sessionSecret(r *http.Request) string { return s.cookieValue(r, SessionCookie) }
+
+// setCookie sets (maxAge > 0) or clears (maxAge < 0) cookie base for r's
+// scheme: HttpOnly, SameSite=Lax, Path=/, no Domain, and Secure with the
+// __Host- prefix over HTTPS.
+func (s *Sessions) setCookie(w http.ResponseWriter, r *http.Request, base, value string, maxAge int) {
+	c := &http.Cookie{
+		Name: s.cookieName(r, base), Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: s.secureRequest(r), SameSite: http.SameSiteLaxMode,
+	}
+	if maxAge > 0 {
+		c.Expires = time.Now().Add(time.Duration(maxAge) * time.Second)
+	}
+	http.SetCookie(w, c)
 }
 
 // hashSecret is how session secrets are stored.
@@ -178,10 +229,7 @@ func (s *Sessions) startSession(w http.ResponseWriter, r *http.Request, user str
 	if n, err := s.cfg.Store.DeleteExpiredSessions(r.Context()); err == nil && n > 0 {
 		s.log.Debug("expired sessions removed", "count", n)
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name: SessionCookie, Value: secret, Path: "/", Expires: exp, MaxAge: int(s.cfg.TTL.Seconds()),
-		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
-	})
+	s.setCookie(w, r, SessionCookie, secret, int(time.Until(exp).Seconds()))
 	s.log.Info("signed in", "user", user)
 	return nil
 }
@@ -210,40 +258,40 @@ func (s *Sessions) oauthEnabled() bool {
 func (s *Sessions) redirectURL() string { return s.cfg.PublicURL + CallbackPath }
 
 // githubLogin sends the browser to GitHub's consent page with a fresh
-// state, remembered in a short-lived cookie.
+// state and PKCE challenge, their state and verifier remembered in a
+// short-lived cookie: the code GitHub sends back is then worth something
+// only to this browser's sign-in (a code stolen from the redirect, or
+// planted into another browser's callback, fails the exchange).
 func (s *Sessions) githubLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.oauthEnabled() {
 		http.Error(w, "GitHub sign-in is not configured (see docs/github.md)", http.StatusNotFound)
 		return
 	}
-	state := rand.Text()
-	http.SetCookie(w, &http.Cookie{
-		Name: stateCookie, Value: state, Path: "/auth/github/", MaxAge: 600,
-		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode,
-	})
-	http.Redirect(w, r, s.cfg.App.OAuthConfig(s.redirectURL()).AuthCodeURL(state), http.StatusFound)
+	state, verifier := rand.Text(), oauth2.GenerateVerifier()
+	s.setCookie(w, r, stateCookie, state+"."+verifier, 600)
+	http.Redirect(w, r, s.cfg.App.AuthCodeURL(s.redirectURL(), state, verifier), http.StatusFound)
 }
 
 // callback completes GitHub sign-in: it checks state against the cookie,
-// trades the code for the user's token, and starts a session.
+// trades the code and the cookie's PKCE verifier for the user's token, and
+// starts a session.
 func (s *Sessions) callback(w http.ResponseWriter, r *http.Request) {
 	if !s.oauthEnabled() {
 		http.Error(w, "GitHub sign-in is not configured", http.StatusNotFound)
 		return
 	}
 	q := r.URL.Query()
-	c, err := r.Cookie(stateCookie)
-	if err != nil || c.Value == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(q.Get("state"))) != 1 {
+	state, verifier, _ := strings.Cut(s.cookieValue(r, stateCookie), ".")
+	if state == "" || verifier == "" || subtle.ConstantTimeCompare([]byte(state), []byte(q.Get("state"))) != 1 {
 		http.Error(w, "sign-in expired or did not start here: sign in again", http.StatusBadRequest)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/auth/github/", MaxAge: -1,
-		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	s.setCookie(w, r, stateCookie, "", -1)
 	if e := q.Get("error"); e != "" {
 		http.Error(w, "GitHub sign-in refused: "+e, http.StatusForbidden)
 		return
 	}
-	login, err := s.signIn(r.Context(), q.Get("code"))
+	login, err := s.signIn(r.Context(), q.Get("code"), verifier)
 	if err != nil {
 		s.log.Warn("github sign-in failed", "err", err)
 		http.Error(w, "GitHub sign-in failed: "+err.Error(), http.StatusBadGateway)
@@ -258,11 +306,11 @@ func (s *Sessions) callback(w http.ResponseWriter, r *http.Request) {
 }
 
 // signIn trades an OAuth code for the user's token and records it.
-func (s *Sessions) signIn(ctx context.Context, code string) (string, error) {
+func (s *Sessions) signIn(ctx context.Context, code, verifier string) (string, error) {
 	if code == "" {
 		return "", errors.New("no code in the callback")
 	}
-	tok, err := s.cfg.App.ExchangeCode(ctx, s.redirectURL(), code)
+	tok, err := s.cfg.App.ExchangeCode(ctx, s.redirectURL(), code, verifier)
 	if err != nil {
 		return "", err
 	}
@@ -286,12 +334,11 @@ func (s *Sessions) logout(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sign-out refused: missing or wrong CSRF token (sign out from the dashboard)", http.StatusForbidden)
 		return
 	}
-	if c, err := r.Cookie(SessionCookie); err == nil && c.Value != "" {
-		if err := s.cfg.Store.DeleteSession(r.Context(), hashSecret(c.Value)); err != nil {
+	if secret := s.sessionSecret(r); secret != "" {
+		if err := s.cfg.Store.DeleteSession(r.Context(), hashSecret(secret)); err != nil {
 			s.log.Warn("delete session failed", "err", err)
 		}
 	}
-	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: s.secure, SameSite: http.SameSiteLaxMode})
+	s.setCookie(w, r, SessionCookie, "", -1)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }

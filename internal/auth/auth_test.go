@@ -37,7 +37,7 @@ func login(t *testing.T, s *Sessions) *http.Cookie {
 		t.Fatalf("admin login = %d", rec.Code)
 	}
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == SessionCookie {
+		if c.Name == SessionCookie || c.Name == hostPrefix+SessionCookie {
 			return c
 		}
 	}
@@ -132,7 +132,7 @@ func TestCallbackChecksState(t *testing.T) {
 	}
 	var state *http.Cookie
 	for _, c := range rec.Result().Cookies() {
-		if c.Name == stateCookie {
+		if c.Name == stateCookie || c.Name == hostPrefix+stateCookie {
 			state = c
 		}
 	}

@@ -30,11 +30,11 @@ func CSRFTokenOf(secret string) string {
 // CSRFToken returns the anti-forgery token of the request's session cookie,
 // or "" when it has none.
 func (s *Sessions) CSRFToken(r *http.Request) string {
-	c, err := r.Cookie(SessionCookie)
-	if err != nil || c.Value == "" {
+	secret := s.sessionSecret(r)
+	if secret == "" {
 		return ""
 	}
-	return CSRFTokenOf(c.Value)
+	return CSRFTokenOf(secret)
 }
 
 // ValidCSRF reports whether token is the anti-forgery token of the

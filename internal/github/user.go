@@ -29,14 +29,27 @@ func (a *App) OAuthConfig(redirectURL string) *oauth2.Config {
 	}
 }
 
+// AuthCodeURL is the consent page's address for a sign-in that will come
+// back to redirectURL with state, bound to verifier by PKCE (the S256
+// code_challenge; make verifier with oauth2.GenerateVerifier and keep it
+// for ExchangeCode).
+func (a *App) AuthCodeURL(redirectURL, state, verifier string) string {
+	return a.OAuthConfig(redirectURL).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+}
+
 // ExchangeCode trades the code GitHub sent to redirectURL for the user's
-// access token.
-func (a *App) ExchangeCode(ctx context.Context, redirectURL, code string) (string, error) {
+// access token, proving with verifier (PKCE) that this is the client that
+// started the sign-in: a code intercepted and replayed into another
+// sign-in fails.
+func (a *App) ExchangeCode(ctx context.Context, redirectURL, code, verifier string) (string, error) {
 	if a.cfg.ClientID == "" {
 		return "", errors.New("exchange oauth code: no ClientID configured")
 	}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, a.plain)
-	tok, err := a.OAuthConfig(redirectURL).Exchange(ctx, code)
+	if verifier == "" {
+		return "", errors.New("exchange oauth code: no PKCE verifier")
+	}
+	tok, err := a.OAuthConfig(redirectURL).Exchange(ctx, code, oauth2.VerifierOption(verifier))
 	if err != nil {
 		return "", fmt.Errorf("exchange oauth code: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v4"
+	"golang.org/x/oauth2"
 
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/github/githubtest"
@@ -425,27 +426,64 @@ func TestUserAndOAuth(t *testing.T) {
 	// The web flow: authorize redirects back with code and state, the code
 	// is exchanged once for the user's token.
 	callback := "http://127.0.0.1:1/auth/github/callback"
-	authURL := app.OAuthConfig(callback).AuthCodeURL("st4te")
+	verifier := oauth2.GenerateVerifier()
+	authURL := app.AuthCodeURL(callback, "st4te", verifier)
 	if !strings.HasPrefix(authURL, s.WebURL()+"/login/oauth/authorize?") {
 		t.Fatalf("auth URL %s", authURL)
 	}
+	if q, _ := url.Parse(authURL); q.Query().Get("code_challenge_method") != "S256" || q.Query().Get("code_challenge") == "" {
+		t.Fatalf("auth URL without an S256 PKCE challenge: %s", authURL)
+	}
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(authURL)
+	authorize := func(u string) string {
+		t.Helper()
+		resp, err := noFollow.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, err := url.Parse(resp.Header.Get("Location"))
+		if err != nil || resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc.String(), callback+"?") || loc.Query().Get("state") != "st4te" {
+			t.Fatalf("authorize: %d %s", resp.StatusCode, loc)
+		}
+		return loc.Query().Get("code")
+	}
+	code := authorize(authURL)
+	// A code bound to a challenge is worth nothing without its verifier:
+	// a wrong or missing one fails, and does not use the code up.
+	if _, err := app.ExchangeCode(ctx, callback, code, oauth2.GenerateVerifier()); err == nil || !strings.Contains(err.Error(), "bad_verification_code") {
+		t.Errorf("ExchangeCode with a wrong verifier: %v, want bad_verification_code", err)
+	}
+	resp, err := http.PostForm(s.WebURL()+"/login/oauth/access_token", url.Values{"client_id": {s.ClientID}, "client_secret": {s.ClientSecret}, "code": {code}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil || resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc.String(), callback+"?") || loc.Query().Get("state") != "st4te" {
-		t.Fatalf("authorize: %d %s", resp.StatusCode, loc)
+	if v, _ := url.ParseQuery(string(b)); v.Get("error") != "bad_verification_code" {
+		t.Errorf("exchange without code_verifier: %q, want bad_verification_code", b)
 	}
-	code := loc.Query().Get("code")
-	got, err := app.ExchangeCode(ctx, callback, code)
+	got, err := app.ExchangeCode(ctx, callback, code, verifier)
 	if err != nil || got != tok {
 		t.Fatalf("ExchangeCode = %q %v, want the user's token", got, err)
 	}
-	if _, err := app.ExchangeCode(ctx, callback, code); err == nil {
+	if _, err := app.ExchangeCode(ctx, callback, code, verifier); err == nil {
 		t.Error("code exchanged twice")
+	}
+	// Only S256 is accepted, as on GitHub.
+	if resp, err := noFollow.Get(strings.Replace(authURL, "code_challenge_method=S256", "code_challenge_method=plain", 1)); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("authorize with code_challenge_method=plain: %v %v, want 400", resp.StatusCode, err)
+	}
+	// Without PKCE (GitHub does not require it) the code alone works.
+	plain := app.OAuthConfig(callback).AuthCodeURL("st4te")
+	resp, err = http.PostForm(s.WebURL()+"/login/oauth/access_token", url.Values{"client_id": {s.ClientID}, "client_secret": {s.ClientSecret}, "code": {authorize(plain)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if v, _ := url.ParseQuery(string(b)); v.Get("access_token") != tok {
+		t.Errorf("exchange of a code issued without PKCE: %q", b)
 	}
 
 	// Form-encoded answer unless JSON is asked for, as on GitHub.
@@ -453,7 +491,7 @@ func TestUserAndOAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := io.ReadAll(resp.Body)
+	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if v, err := url.ParseQuery(string(b)); err != nil || v.Get("error") != "incorrect_client_credentials" {
 		t.Errorf("bad secret answer %q", b)

@@ -1,6 +1,9 @@
 package githubtest
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -25,6 +28,9 @@ type oauthCode struct {
 	login       string
 	redirectURI string
 	expires     time.Time
+	// challenge is the PKCE code_challenge (S256) the authorization
+	// carried; the exchange must then send its code_verifier.
+	challenge string
 }
 
 // AddUser creates a GitHub user with access to the given installations and
@@ -131,8 +137,19 @@ func (s *Server) oauthAuthorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "githubtest: nobody is signed in (AddUser or SignIn first)", http.StatusUnauthorized)
 		return
 	}
+	// PKCE (RFC 7636): GitHub accepts only the S256 method, and does not
+	// require PKCE; a code issued with a challenge is bound to it.
+	challenge := q.Get("code_challenge")
+	if m := q.Get("code_challenge_method"); (challenge != "" || m != "") && m != "S256" {
+		http.Error(w, "code_challenge_method: only S256 is supported", http.StatusBadRequest)
+		return
+	}
+	if challenge != "" && !validChallenge(challenge) {
+		http.Error(w, "code_challenge: want the base64url SHA-256 of the code verifier (43 characters)", http.StatusBadRequest)
+		return
+	}
 	code := randHex(10)
-	s.oauthCodes[code] = oauthCode{login: s.webUser, redirectURI: redirect.String(), expires: time.Now().Add(10 * time.Minute)}
+	s.oauthCodes[code] = oauthCode{login: s.webUser, redirectURI: redirect.String(), expires: time.Now().Add(10 * time.Minute), challenge: challenge}
 	v := redirect.Query()
 	v.Set("code", code)
 	if st := q.Get("state"); st != "" {
@@ -185,9 +202,52 @@ func (s *Server) oauthAccessToken(w http.ResponseWriter, r *http.Request) {
 		fail("redirect_uri_mismatch", "The redirect_uri MUST match the registered callback URL for this application.")
 		return
 	}
+	if c.challenge != "" && !verifierMatches(r.Form.Get("code_verifier"), c.challenge) {
+		// The code was bound to another client's verifier: redeeming it
+		// without that verifier fails like a wrong code.
+		fail("bad_verification_code", "The code passed is incorrect or expired.")
+		return
+	}
 	delete(s.oauthCodes, r.Form.Get("code"))
 	u := s.userByLoginLocked(c.login)
 	reply(url.Values{"access_token": {u.token}, "token_type": {"bearer"}, "scope": {""}})
+}
+
+// validChallenge reports whether c looks like an S256 code challenge:
+// 32 bytes, base64url without padding.
+func validChallenge(c string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	return err == nil && len(b) == sha256.Size
+}
+
+// verifierMatches checks a PKCE code_verifier (43 to 128 unreserved
+// characters, RFC 7636 §4.1) against an S256 challenge.
+func verifierMatches(verifier, challenge string) bool {
+	if len(verifier) < 43 || len(verifier) > 128 {
+		return false
+	}
+	for _, c := range verifier {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("-._~", c)) {
+			return false
+		}
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	return subtle.ConstantTimeCompare([]byte(base64.RawURLEncoding.EncodeToString(sum[:])), []byte(challenge)) == 1
+}
+
+// RevokeUser stands for a user revoking the App's authorization on
+// GitHub: the user access token issued so far stops working (401 Bad
+// credentials); signing in again yields a new one.
+func (s *Server) RevokeUser(login string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.userByLoginLocked(login)
+	if u == nil {
+		return
+	}
+	delete(s.users, u.token)
+	u.token = "ghu_" + randAlnum(36)
+	s.users[u.token] = u
 }
 
 // ManifestCode issues a manifest conversion code as if a user had just
