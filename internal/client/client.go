@@ -242,3 +242,28 @@ func readError(resp *http.Response) *Error {
 	e.Message = text
 	return e
 }
+
+// CreateToken creates an API token named name acting as the caller; its
+// secret (Token) is in this answer only.
+func (c *Client) CreateToken(ctx context.Context, name string) (api.Token, error) {
+	body, err := json.Marshal(api.TokenRequest{Name: name})
+	if err != nil {
+		return api.Token{}, fmt.Errorf("encode token request: %w", err)
+	}
+	var out api.Token
+	err = c.do(ctx, http.MethodPost, "/tokens", bytes.NewReader(body), "application/json", &out)
+	return out, err
+}
+
+// Tokens lists the caller's API tokens (the admin's: everyone's), without
+// their secrets.
+func (c *Client) Tokens(ctx context.Context) ([]api.Token, error) {
+	var out []api.Token
+	err := c.do(ctx, http.MethodGet, "/tokens", nil, "", &out)
+	return out, err
+}
+
+// RevokeToken deletes the API token id; it stops working at once.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/tokens/"+url.PathEscape(id), nil, "", nil)
+}

@@ -674,6 +674,26 @@ func testTokensAndSettings(t *testing.T, s *Store) {
 	_, err = s.TokenByHash(ctx, "h")
 	wantErr(t, "TokenByHash after delete", err, ErrNotFound)
 
+	// Listing and revoking by ID, scoped to a user.
+	hashA, hashB := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	must(t, s.PutToken(ctx, Token{Hash: hashA, Name: "laptop", User: "github:ann"}))
+	must(t, s.PutToken(ctx, Token{Hash: hashB, Name: "ci", User: "github:bob"}))
+	ann, err := s.Tokens(ctx, "github:ann")
+	must(t, err)
+	if len(ann) != 1 || ann[0].Name != "laptop" || ann[0].ID() != hashA[:TokenIDLen] {
+		t.Errorf("Tokens(ann) = %+v", ann)
+	}
+	if all, err := s.Tokens(ctx, ""); err != nil || len(all) != 2 {
+		t.Errorf("Tokens(all) = %+v, %v", all, err)
+	}
+	wantErr(t, "DeleteTokenByID(bob's, as ann)", s.DeleteTokenByID(ctx, hashB[:TokenIDLen], "github:ann"), ErrNotFound)
+	wantErr(t, "DeleteTokenByID(short id)", s.DeleteTokenByID(ctx, "b", ""), ErrNotFound)
+	must(t, s.DeleteTokenByID(ctx, hashB[:TokenIDLen], "github:bob"))
+	must(t, s.DeleteTokenByID(ctx, hashA[:TokenIDLen], ""))
+	if all, err := s.Tokens(ctx, ""); err != nil || len(all) != 0 {
+		t.Errorf("Tokens after revoking = %+v, %v", all, err)
+	}
+
 	_, err = s.Setting(ctx, "k")
 	wantErr(t, "Setting(missing)", err, ErrNotFound)
 	must(t, s.SetSetting(ctx, "k", "v1"))

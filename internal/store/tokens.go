@@ -48,6 +48,63 @@ func (s *Store) DeleteToken(ctx context.Context, hash string) error {
 	return nil
 }
 
+// TokenIDLen is the length of a token's ID: a prefix of its hash (64
+// bits), enough to name it among a user's tokens, useless as a credential
+// (the hash is of a 256-bit random secret).
+const TokenIDLen = 16
+
+// ID names the token in lists and revocations.
+func (t Token) ID() string {
+	if len(t.Hash) < TokenIDLen {
+		return t.Hash
+	}
+	return t.Hash[:TokenIDLen]
+}
+
+// MaxTokensPerUser bounds how many API tokens one user may hold.
+const MaxTokensPerUser = 100
+
+// Tokens lists the API tokens of user (every user's when user is ""),
+// oldest first.
+func (s *Store) Tokens(ctx context.Context, user string) ([]Token, error) {
+	rs, err := s.db.query(ctx, `SELECT hash, name, user_login, created_at FROM tokens
+		WHERE $1 = '' OR user_login = $1 ORDER BY created_at, hash`, user)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	defer rs.Close()
+	var out []Token
+	for rs.Next() {
+		var t Token
+		var created int64
+		if err := rs.Scan(&t.Hash, &t.Name, &t.User, &created); err != nil {
+			return nil, fmt.Errorf("tokens: %w", err)
+		}
+		t.CreatedAt = fromMicros(created)
+		out = append(out, t)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteTokenByID revokes the token whose ID is id and, unless user is "",
+// that belongs to user; ErrNotFound if there is none.
+func (s *Store) DeleteTokenByID(ctx context.Context, id, user string) error {
+	if len(id) != TokenIDLen {
+		return fmt.Errorf("delete token %s: %w", id, ErrNotFound)
+	}
+	n, err := s.db.exec(ctx, `DELETE FROM tokens WHERE substr(hash, 1, 16) = $1 AND ($2 = '' OR user_login = $2)`, id, user)
+	if err == nil && n == 0 {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("delete token %s: %w", id, err)
+	}
+	return nil
+}
+
 // SetSetting stores a small named value, replacing the previous one.
 func (s *Store) SetSetting(ctx context.Context, key, value string) error {
 	_, err := s.db.exec(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2)
