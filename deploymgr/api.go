@@ -22,6 +22,8 @@ func (m *Manager) Handler() http.Handler {
 	g.GET("/components", m.listComponents)
 	g.POST("/components", m.startComponent)
 	g.POST("/tokens", m.createToken)
+	g.GET("/tokens", m.listTokens)
+	g.DELETE("/tokens/:id", m.deleteToken)
 	g.GET("/components/:name", m.getComponent)
 	g.DELETE("/components/:name", m.deleteComponent)
 	g.POST("/components/:name/deployments", m.postDeployment)

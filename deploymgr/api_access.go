@@ -2,6 +2,7 @@ package deploymgr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -51,19 +52,57 @@ func (m *Manager) callerScope(c echo.Context) (scope, error) {
 		return s, nil
 	}
 	user, _ := c.Get(ctxUser).(string)
-	s := scope{all: true}
-	if user != AdminUser && m.access != nil {
-		all, repos, err := m.access.Repos(c.Request().Context(), user)
-		if err != nil {
-			return scope{}, fmt.Errorf("repositories of %s: %w", user, err)
-		}
-		s = scope{all: all, repos: make(map[string]bool, len(repos))}
-		for _, r := range repos {
-			s.repos[strings.ToLower(r)] = true
-		}
+	s, err := m.scopeOf(c.Request().Context(), user)
+	if err != nil {
+		return scope{}, err
 	}
 	c.Set(ctxScope, s)
 	return s, nil
+}
+
+// scopeOf asks what user may reach.
+func (m *Manager) scopeOf(ctx context.Context, user string) (scope, error) {
+	if user == AdminUser || m.access == nil {
+		return scope{all: true}, nil
+	}
+	all, repos, err := m.access.Repos(ctx, user)
+	if err != nil {
+		return scope{}, fmt.Errorf("repositories of %s: %w", user, err)
+	}
+	s := scope{all: all, repos: make(map[string]bool, len(repos))}
+	for _, r := range repos {
+		s.repos[strings.ToLower(r)] = true
+	}
+	return s, nil
+}
+
+// stillAllowed tells whether the request that opened a stream on comp may
+// still see it: its credential still stands for the same user (the session
+// was not ended, the token not revoked) and that user still reaches comp
+// (their GitHub access was not taken away, within Access's memory of it).
+func (m *Manager) stillAllowed(c echo.Context, comp store.Component) (bool, error) {
+	ctx := c.Request().Context()
+	user, err := m.authenticate(c.Request())
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if user != c.Get(ctxUser) {
+		return false, nil
+	}
+	s, err := m.scopeOf(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	cur, err := m.store.Component(ctx, comp.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return s.allows(cur), nil
 }
 
 // allowed reports whether the caller may reach comp.

@@ -33,24 +33,33 @@ const ctxUser = "velo.user"
 // caller an Authenticator recognizes.
 func (m *Manager) requireAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		r := c.Request()
-		if secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && secret != "" {
-			user, err := m.tokenUser(r, strings.TrimSpace(secret))
-			if err != nil {
-				return err
+		user, err := m.authenticate(c.Request())
+		if err != nil {
+			var he *echo.HTTPError
+			if errors.As(err, &he) && he.Code == http.StatusUnauthorized {
+				c.Response().Header().Set("WWW-Authenticate", `Bearer realm="velo"`)
 			}
-			c.Set(ctxUser, user)
-			return next(c)
+			return err
 		}
-		for _, a := range m.auth {
-			if user, ok := a(r); ok {
-				c.Set(ctxUser, user)
-				return next(c)
-			}
-		}
-		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="velo"`)
-		return echo.NewHTTPError(http.StatusUnauthorized, "missing API token: send Authorization: Bearer <token> (velo up writes one to .velo/admin.token)")
+		c.Set(ctxUser, user)
+		return next(c)
 	}
+}
+
+// authenticate returns the user r's credential stands for: a bearer token,
+// else what an Authenticator recognizes (the dashboard's session). It is
+// asked again while a log stream runs, so a revoked token or an ended
+// session stops it.
+func (m *Manager) authenticate(r *http.Request) (string, error) {
+	if secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && secret != "" {
+		return m.tokenUser(r, strings.TrimSpace(secret))
+	}
+	for _, a := range m.auth {
+		if user, ok := a(r); ok {
+			return user, nil
+		}
+	}
+	return "", echo.NewHTTPError(http.StatusUnauthorized, "missing API token: send Authorization: Bearer <token> (velo up writes one to .velo/admin.token)")
 }
 
 func (m *Manager) tokenUser(r *http.Request, secret string) (string, error) {

@@ -229,15 +229,10 @@ func (m *Manager) deleteComponent(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// StartRequest is the body of POST /api/v1/components.
-type StartRequest struct {
-	Repo string `json:"repo"`
-}
-
 // startComponent serves POST /api/v1/components: deploy the head of a
 // repository's default branch.
 func (m *Manager) startComponent(c echo.Context) error {
-	var req StartRequest
+	var req api.Start
 	if err := json.NewDecoder(io.LimitReader(c.Request().Body, 1<<16)).Decode(&req); err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, "body: want {\"repo\": \"owner/name\"}: "+err.Error())
 	}

@@ -1,6 +1,7 @@
 package deploymgr
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -97,6 +99,13 @@ func (m *Manager) getDeployment(c echo.Context) error {
 	ad := m.apiDeployment(d, comp)
 	if ad.BuildLog, err = m.store.BuildLog(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
+	}
+	var mf manifest.Manifest
+	if len(d.Manifest) > 0 {
+		if err := json.Unmarshal(d.Manifest, &mf); err != nil {
+			return fmt.Errorf("manifest of deployment %d: %w", id, err)
+		}
+		ad.Env = mf.Env
 	}
 	return c.JSON(http.StatusOK, ad)
 }

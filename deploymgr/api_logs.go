@@ -2,6 +2,7 @@ package deploymgr
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,9 @@ import (
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/store"
 )
+
+// errStreamEnded ends a log stream whose caller lost access.
+var errStreamEnded = errors.New("log stream ended: access gone")
 
 func apiLog(l store.LogLine) api.LogLine {
 	return api.LogLine{ID: l.ID, Time: l.Time, Deployment: l.Deployment, Stream: l.Stream, Line: l.Line}
@@ -41,13 +45,17 @@ func (m *Manager) logs(c echo.Context) error {
 		}
 		return c.JSON(http.StatusOK, out)
 	}
-	return m.followLogs(c, comp.Name, tail)
+	return m.followLogs(c, comp, tail)
 }
 
 // followLogs streams a component's log as Server-Sent Events until the
-// client goes away.
-func (m *Manager) followLogs(c echo.Context, name string, tail int) error {
+// client goes away, or the caller may no longer see it: before each batch
+// and every StreamRecheck it checks again that the caller's session or
+// token is still good and that they still reach the component, and ends
+// the stream when not (a reconnect then gets the API's 401 or 404).
+func (m *Manager) followLogs(c echo.Context, comp store.Component, tail int) error {
 	ctx := c.Request().Context()
+	name := comp.Name
 	changes, err := m.store.Listen(ctx, ChannelLogs)
 	if err != nil {
 		return err
@@ -76,7 +84,20 @@ func (m *Manager) followLogs(c echo.Context, name string, tail int) error {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	allowed := func() bool {
+		ok, err := m.stillAllowed(c, comp)
+		if err != nil {
+			// Unsure is no: the client reconnects and is asked afresh.
+			m.log.Warn("recheck log stream access failed; ending the stream", "component", name, "err", err)
+		} else if !ok {
+			m.log.Info("log stream ended: access gone", "component", name, "user", c.Get(ctxUser))
+		}
+		return ok
+	}
 	send := func(lines []store.LogLine) error {
+		if len(lines) > 0 && !allowed() {
+			return errStreamEnded
+		}
 		for _, l := range lines {
 			data, _ := json.Marshal(apiLog(l))
 			if _, err := fmt.Fprintf(w, "id: %d\ndata: %s\n\n", l.ID, data); err != nil {
@@ -94,10 +115,17 @@ func (m *Manager) followLogs(c echo.Context, name string, tail int) error {
 	defer keepalive.Stop()
 	poll := time.NewTicker(2 * time.Second)
 	defer poll.Stop()
+	recheck := time.NewTicker(m.cfg.StreamRecheck)
+	defer recheck.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-recheck.C:
+			if !allowed() {
+				return nil
+			}
+			continue
 		case <-keepalive.C:
 			if _, err := io.WriteString(w, ": keepalive\n\n"); err != nil {
 				return nil

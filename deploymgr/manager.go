@@ -51,6 +51,8 @@ type Store interface {
 
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	PutToken(ctx context.Context, t store.Token) error
+	Tokens(ctx context.Context, user string) ([]store.Token, error)
+	DeleteTokenByID(ctx context.Context, id, user string) error
 
 	Notify(ctx context.Context, channel, payload string) error
 	Listen(ctx context.Context, channel string) (<-chan string, error)
@@ -88,6 +90,10 @@ type Config struct {
 	// ScaleCooldown is the least time between two scaling changes of a
 	// component (default 30s).
 	ScaleCooldown time.Duration
+	// StreamRecheck is how often a log stream checks that its caller's
+	// session or token still holds and that they still reach the
+	// component (default 5s; also before each batch of lines).
+	StreamRecheck time.Duration
 	// Grace is how long an old deployment stays placed after a newer one
 	// went live, so that routers switch before it goes away (default 3s).
 	Grace time.Duration
@@ -130,6 +136,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DockerReplicas <= 0 {
 		c.DockerReplicas = 1
+	}
+	if c.StreamRecheck <= 0 {
+		c.StreamRecheck = 5 * time.Second
 	}
 	if c.ScaleCooldown <= 0 {
 		c.ScaleCooldown = 30 * time.Second
