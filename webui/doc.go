@@ -7,8 +7,6 @@
 // It owns no authorization: every read and every action goes through the
 // REST API (deploymgr), called in-process with the visitor's session cookie
 // and, for actions, the CSRF token from the submitted form, so the API's
-// per-user scoping and CSRF check decide for the dashboard too. It must not
-// read or change a component in the store without the API having first
-// answered for it (the live manifest's environment is read by the
-// deployment id the API returned).
+// per-user scoping and CSRF check decide for the dashboard too. It reads
+// nothing else: no store, so it cannot show what the API would not.
 package webui

@@ -1,7 +1,6 @@
 package webui
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/auth"
-	"github.com/velo-run/velo/internal/manifest"
 )
 
 // flashes are the messages an action's redirect may ask for (?done=…);
@@ -217,18 +215,17 @@ func (u *UI) component(w http.ResponseWriter, r *http.Request, v visitor) {
 		p.LastLog = p.Logs[n-1].ID
 	}
 	if p.C.Live != nil {
-		d, err := u.cfg.Store.Deployment(r.Context(), p.C.Live.ID)
-		if err != nil {
-			u.failAPI(w, r, fmt.Errorf("read live deployment %d: %w", p.C.Live.ID, err))
+		// The live deployment's manifest environment, shown as the API
+		// shows it.
+		var live api.Deployment
+		if err := u.call(r, http.MethodGet, "/api/v1/deployments/"+strconv.FormatInt(p.C.Live.ID, 10), "", nil, &live); err != nil {
+			u.failAPI(w, r, err)
 			return
 		}
-		var m manifest.Manifest
-		if err := json.Unmarshal(d.Manifest, &m); err == nil {
-			for k, val := range m.Env {
-				p.Env = append(p.Env, envVar{Key: k, Value: val})
-			}
-			slices.SortFunc(p.Env, func(a, b envVar) int { return strings.Compare(a.Key, b.Key) })
+		for k, val := range live.Env {
+			p.Env = append(p.Env, envVar{Key: k, Value: val})
 		}
+		slices.SortFunc(p.Env, func(a, b envVar) int { return strings.Compare(a.Key, b.Key) })
 	}
 	p.Snippet = u.snippet(v, name)
 	u.render(w, http.StatusOK, "component", p)
@@ -331,31 +328,16 @@ func (u *UI) start(w http.ResponseWriter, r *http.Request, v visitor) {
 		return
 	}
 	var d api.Deployment
-	if err := u.call(r, http.MethodPost, "/api/v1/components", csrf, startRequest{Repo: r.PostFormValue("repo")}, &d); err != nil {
+	if err := u.call(r, http.MethodPost, "/api/v1/components", csrf, api.Start{Repo: r.PostFormValue("repo")}, &d); err != nil {
 		u.failAPI(w, r, err)
 		return
 	}
 	http.Redirect(w, r, "/components/"+url.PathEscape(d.Component)+"?done=started", http.StatusSeeOther)
 }
 
-// The bodies of POST /api/v1/components and /api/v1/tokens.
-type (
-	startRequest struct {
-		Repo string `json:"repo"`
-	}
-	tokenRequest struct {
-		Name string `json:"name"`
-	}
-	tokenResponse struct {
-		Token string `json:"token"`
-		Name  string `json:"name"`
-		User  string `json:"user"`
-	}
-)
-
 type tokenPage struct {
 	base
-	Token   tokenResponse
+	Token   api.Token
 	Snippet string
 }
 
@@ -366,8 +348,8 @@ func (u *UI) token(w http.ResponseWriter, r *http.Request, v visitor) {
 		return
 	}
 	name := strings.TrimSpace(r.PostFormValue("name"))
-	var t tokenResponse
-	if err := u.call(r, http.MethodPost, "/api/v1/tokens", csrf, tokenRequest{Name: name}, &t); err != nil {
+	var t api.Token
+	if err := u.call(r, http.MethodPost, "/api/v1/tokens", csrf, api.TokenRequest{Name: name}, &t); err != nil {
 		u.failAPI(w, r, err)
 		return
 	}

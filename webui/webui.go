@@ -2,7 +2,6 @@ package webui
 
 import (
 	"bytes"
-	"context"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
-	"github.com/velo-run/velo/internal/store"
 )
 
 //go:embed templates/*.html
@@ -28,12 +26,6 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// Store is what the dashboard reads directly: the manifest of a deployment
-// the API has already shown the visitor.
-type Store interface {
-	Deployment(ctx context.Context, id int64) (store.Deployment, error)
-}
-
 // Config configures the dashboard.
 type Config struct {
 	// API is the REST API (deploymgr.Manager.Handler()), called in-process
@@ -41,8 +33,6 @@ type Config struct {
 	API http.Handler
 	// Sessions signs visitors in and tells who they are. Required.
 	Sessions *auth.Sessions
-	// Store reads live manifests (environment variables). Required.
-	Store Store
 	// GitHub lists the repositories where the App is installed for
 	// onboarding; nil when GitHub is not configured.
 	GitHub *github.App
@@ -66,8 +56,8 @@ type UI struct {
 
 // New returns the dashboard for cfg.
 func New(cfg Config) (*UI, error) {
-	if cfg.API == nil || cfg.Sessions == nil || cfg.Store == nil {
-		return nil, errors.New("webui: API, Sessions and Store are required")
+	if cfg.API == nil || cfg.Sessions == nil {
+		return nil, errors.New("webui: API and Sessions are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -235,7 +225,8 @@ func (u *UI) call(r *http.Request, method, path, csrf string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c, err := r.Cookie(auth.SessionCookie); err == nil {
+	req.TLS = r.TLS // the session cookie's name depends on it
+	if c, err := r.Cookie(u.cfg.Sessions.SessionCookieName(r)); err == nil {
 		req.AddCookie(c)
 	}
 	if csrf != "" {

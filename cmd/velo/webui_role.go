@@ -57,7 +57,7 @@ func dashboardMux(mux *http.ServeMux, st *store.Store, cfg webuiConfig, log *slo
 	if app != nil {
 		mgr.SetAccess(sessions.Access())
 	}
-	dash, err := webui.New(webui.Config{API: mgr.Handler(), Sessions: sessions, Store: st, GitHub: app, PublicURL: cfg.PublicURL, Logger: log})
+	dash, err := webui.New(webui.Config{API: mgr.Handler(), Sessions: sessions, GitHub: app, PublicURL: cfg.PublicURL, Logger: log})
 	if err != nil {
 		return err
 	}

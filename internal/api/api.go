@@ -32,21 +32,23 @@ type Instance struct {
 
 // Deployment is GET /api/v1/deployments/{id}.
 type Deployment struct {
-	ID        int64     `json:"id"`
-	Component string    `json:"component"`
-	Digest    string    `json:"digest"`
-	Runtime   string    `json:"runtime"`
-	Source    string    `json:"source"` // upload | github
-	Commit    string    `json:"commit,omitempty"`
-	Message   string    `json:"message,omitempty"`
-	Author    string    `json:"author,omitempty"`
-	Status    string    `json:"status"` // pending | preparing | ready | failed
-	Live      bool      `json:"live"`
-	Error     string    `json:"error,omitempty"`
-	BuildLog  string    `json:"build_log,omitempty"` // only on GET /deployments/{id}
-	URL       string    `json:"url,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	ID        int64  `json:"id"`
+	Component string `json:"component"`
+	Digest    string `json:"digest"`
+	Runtime   string `json:"runtime"`
+	Source    string `json:"source"` // upload | github
+	Commit    string `json:"commit,omitempty"`
+	Message   string `json:"message,omitempty"`
+	Author    string `json:"author,omitempty"`
+	Status    string `json:"status"` // pending | preparing | ready | failed
+	Live      bool   `json:"live"`
+	Error     string `json:"error,omitempty"`
+	BuildLog  string `json:"build_log,omitempty"` // only on GET /deployments/{id}
+	// Env is the manifest's [env]; only on GET /deployments/{id}.
+	Env       map[string]string `json:"env,omitempty"`
+	URL       string            `json:"url,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // Stats is GET /api/v1/components/{name}/stats?since=1h.
@@ -82,6 +84,30 @@ type LogLine struct {
 // deployment given, the one live before the current one.
 type Rollback struct {
 	Deployment int64 `json:"deployment,omitempty"`
+}
+
+// Start is the body of POST /api/v1/components: deploy the head of a
+// repository's default branch (GitHub App installed on it).
+type Start struct {
+	Repo string `json:"repo"` // owner/name
+}
+
+// TokenRequest is the body of POST /api/v1/tokens.
+type TokenRequest struct {
+	Name string `json:"name"` // default "cli"
+}
+
+// Token is an API token as GET /api/v1/tokens lists it. The secret
+// (Token) is in the answer of POST /api/v1/tokens only: Velo stores its
+// sha256 and can never show it again.
+type Token struct {
+	// ID names the token for DELETE /api/v1/tokens/{id}; it is not a
+	// credential.
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	User      string    `json:"user"`
+	CreatedAt time.Time `json:"created_at"`
+	Token     string    `json:"token,omitempty"`
 }
 
 // Error is every error response's body.
