@@ -20,6 +20,7 @@ var flashes = map[string]string{
 	"rollback": "Rollback started: the earlier deployment goes live once it is prepared.",
 	"deleted":  "Component deleted.",
 	"started":  "Deployment started: it goes live once it is built.",
+	"revoked":  "Token revoked: it no longer works, also for log streams it opened.",
 }
 
 type signinPage struct {
@@ -358,4 +359,33 @@ func (u *UI) token(w http.ResponseWriter, r *http.Request, v visitor) {
 		Token:   t,
 		Snippet: fmt.Sprintf("export VELO_SERVER=%s\nexport VELO_TOKEN=%s", u.cfg.PublicURL, t.Token),
 	})
+}
+
+type tokensPage struct {
+	base
+	Tokens []api.Token
+}
+
+// tokens lists the visitor's API tokens (the admin's: everyone's), with
+// Revoke buttons; never a secret.
+func (u *UI) tokens(w http.ResponseWriter, r *http.Request, v visitor) {
+	var ts []api.Token
+	if err := u.call(r, http.MethodGet, "/api/v1/tokens", "", nil, &ts); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	u.render(w, http.StatusOK, "tokens", tokensPage{base: base{Title: "API tokens", visitor: v, Flash: flashes[r.URL.Query().Get("done")]}, Tokens: ts})
+}
+
+// revokeToken serves the tokens page's Revoke buttons.
+func (u *UI) revokeToken(w http.ResponseWriter, r *http.Request, v visitor) {
+	csrf, ok := u.checkForm(w, r)
+	if !ok {
+		return
+	}
+	if err := u.call(r, http.MethodDelete, "/api/v1/tokens/"+url.PathEscape(r.PathValue("id")), csrf, nil, nil); err != nil {
+		u.failAPI(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/tokens?done=revoked", http.StatusSeeOther)
 }

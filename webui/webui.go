@@ -64,7 +64,7 @@ func New(cfg Config) (*UI, error) {
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	u := &UI{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{}}
-	for _, name := range []string{"signin", "list", "component", "deployment", "new", "token", "error"} {
+	for _, name := range []string{"signin", "list", "component", "deployment", "new", "token", "tokens", "error"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("webui: template %s: %w", name, err)
@@ -89,7 +89,9 @@ func (u *UI) Handler() http.Handler {
 	mux.HandleFunc("GET /components/{name}/deployments/{id}", u.signedIn(u.deployment))
 	mux.HandleFunc("POST /components/{name}/{action}", u.signedIn(u.act))
 	mux.HandleFunc("POST /start", u.signedIn(u.start))
+	mux.HandleFunc("GET /tokens", u.signedIn(u.tokens))
 	mux.HandleFunc("POST /tokens", u.signedIn(u.token))
+	mux.HandleFunc("POST /tokens/{id}/revoke", u.signedIn(u.revokeToken))
 	mux.HandleFunc("GET /static/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		u.static.ServeHTTP(w, r)
