@@ -321,8 +321,14 @@ func TestStatsMetricsHealth(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if _, body := e.do("GET", "/metrics", "", nil); !strings.Contains(body, `velo_router_requests_total{component="echo"} 6`) {
+	if _, body := e.do("GET", "/metrics", e.n.Token, nil); !strings.Contains(body, `velo_router_requests_total{component="echo"} 6`) {
 		t.Fatalf("/metrics lacks the request counter:\n%.2000s", body)
+	}
+	// /metrics names every component: not for anyone who reaches the port.
+	for _, token := range []string{"", "wrong"} {
+		if res, body := e.do("GET", "/metrics", token, nil); res.StatusCode != http.StatusUnauthorized || strings.Contains(body, "echo") {
+			t.Errorf("/metrics with token %q = %d, want 401 and no component names:\n%.300s", token, res.StatusCode, body)
+		}
 	}
 	if res, body := e.do("GET", "/healthz", "", nil); res.StatusCode != 200 || !strings.Contains(body, "ok") {
 		t.Fatalf("/healthz = %d %s", res.StatusCode, body)

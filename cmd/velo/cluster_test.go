@@ -117,6 +117,7 @@ func newCluster(t *testing.T, env ...string) *cluster {
 		"VELO_DATABASE_URL=" + c.db,
 		"VELO_CLUSTER_TOKEN=" + c.token,
 		"VELO_ADMIN_TOKEN=" + c.admin,
+		"VELO_METRICS_TOKEN=" + testMetricsToken,
 		"VELO_LOG_LEVEL=info",
 	}, env...)
 	t.Cleanup(func() {
@@ -637,10 +638,18 @@ func TestClusterTwoDeploymgrs(t *testing.T) {
 	t.Logf("two deploymgrs: one leader; after kill -9 of the leader the standby led within %v and deployed %d (after %d)", took.Round(100*time.Millisecond), v2, v1)
 }
 
+// testMetricsToken is what the cluster's Prometheus would send to /metrics.
+const testMetricsToken = "metrics-test-token"
+
 // leaderGauge reads velo_deploymgr_leader from a deploymgr's /metrics; -1
 // when it cannot.
 func leaderGauge(p *proc) int {
-	res, err := http.Get(p.url + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, p.url+"/metrics", nil)
+	if err != nil {
+		return -1
+	}
+	req.Header.Set("Authorization", "Bearer "+testMetricsToken)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1
 	}

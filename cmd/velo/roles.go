@@ -226,7 +226,8 @@ func (r *role) serve(ctx context.Context, addr string, handler http.Handler, loo
 	return failed
 }
 
-// base adds /healthz and /metrics to mux.
+// base adds /healthz and /metrics to mux; /metrics answers only with
+// VELO_METRICS_TOKEN (or VELO_ADMIN_TOKEN) as a bearer token.
 func (r *role) base(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
@@ -241,7 +242,8 @@ func (r *role) base(mux *http.ServeMux) {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", auth.RequireMetricsToken(promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{}),
+		os.Getenv(auth.MetricsTokenEnv), os.Getenv(envAdminToken)))
 }
 
 func deploymgrCmd() *cobra.Command {

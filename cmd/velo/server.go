@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/secrets"
@@ -72,8 +73,10 @@ func upCmd() *cobra.Command {
 				PublicURL:      getenv("VELO_PUBLIC_URL"),
 				Domain:         os.Getenv("VELO_DOMAIN"),
 				SecretsKey:     os.Getenv(secrets.EnvKey),
-				Docker:         newDockerRuntime,
-				Logger:         log,
+				// /metrics also takes the admin token.
+				MetricsToken: os.Getenv(auth.MetricsTokenEnv),
+				Docker:       newDockerRuntime,
+				Logger:       log,
 			}
 			if ghOn {
 				cfg.GitHub = &ghCfg

@@ -52,6 +52,9 @@ type Config struct {
 	// AdminToken is the API token; empty means the one in
 	// <DataDir>/admin.token, created on first start.
 	AdminToken string
+	// MetricsToken is the bearer token /metrics wants besides the admin
+	// token (VELO_METRICS_TOKEN); /metrics names every component.
+	MetricsToken string
 	// Docker makes the docker runtime; nil or an error disables docker
 	// components with that error as the reason.
 	Docker func(ctx context.Context, owner string, log *slog.Logger) (worker.Runtime, error)
@@ -219,7 +222,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	mux.Handle(router.Prefix, rt)
 	mux.Handle("/api/", api)
 	mux.Handle("/healthz", api)
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", auth.RequireMetricsToken(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), cfg.MetricsToken, token))
 	mux.Handle(auth.LoginPath, sessions.Handler())
 	mux.Handle("/auth/", sessions.Handler())
 	if gh != nil {
