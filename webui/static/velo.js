@@ -21,7 +21,11 @@ function tailLogs() {
   let last = Number(list.dataset.last || 0);
   const es = new EventSource(list.dataset.stream);
   es.onopen = () => { state.textContent = "live"; };
-  es.onerror = () => { state.textContent = "reconnecting…"; };
+  // The server ends the stream when the session ends or access is gone;
+  // the reconnect is then refused and the browser gives up (CLOSED).
+  es.onerror = () => {
+    state.textContent = es.readyState === EventSource.CLOSED ? "stopped: reload the page" : "reconnecting…";
+  };
   es.onmessage = (ev) => {
     let line;
     try { line = JSON.parse(ev.data); } catch { return; }

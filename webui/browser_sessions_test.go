@@ -1,0 +1,75 @@
+package webui_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+)
+
+// Sessions in a real Chromium: signing out ends the live log tail of a
+// page still open (the server ends the stream, the browser's reconnect is
+// refused), and the tokens page creates, lists and revokes API tokens.
+func TestSessionsInChromium(t *testing.T) {
+	v := startVelo(t, nil)
+	b := newTab(t, v)
+	v.deploy("echo", echoFiles(nil))
+	b.do(chromedp.EmulateViewport(1280, 900))
+	b.do(chromedp.Navigate(v.n.LoginURL), chromedp.WaitVisible(chromedp.CSS(".comps")))
+
+	// The tokens page: create one, see its secret once, find it listed
+	// without the secret, revoke it.
+	b.open("/tokens")
+	if got := b.text("#no-tokens"); !strings.Contains(got, "No API tokens") {
+		t.Errorf("tokens page before any: %q", got)
+	}
+	if bad := b.eval(unlabelled); bad != "" {
+		t.Errorf("/tokens: controls without a label:\n%s", bad)
+	}
+	b.do(chromedp.SetValue(chromedp.CSS("#token-name"), "laptop"), chromedp.Click(chromedp.CSS(`form[action="/tokens"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(".snippet")))
+	snippet := b.text(".snippet")
+	secret := snippet[strings.Index(snippet, "VELO_TOKEN=")+len("VELO_TOKEN="):]
+	if !strings.HasPrefix(secret, "velo_") {
+		t.Fatalf("token page snippet: %q", snippet)
+	}
+	b.shot("token-created")
+	b.do(chromedp.Click(chromedp.CSS(`a[href="/tokens"]`)), chromedp.WaitVisible(chromedp.CSS("#tokens")))
+	if body := b.eval(`document.body.innerText`); !strings.Contains(body, "laptop") || strings.Contains(body, secret) {
+		t.Errorf("tokens page: the token missing, or its secret shown:\n%s", body)
+	}
+	b.shot("tokens")
+	b.do(chromedp.Click(chromedp.CSS(`button[aria-label^="Revoke token laptop"]`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := b.text(".flash"); !strings.Contains(got, "revoked") {
+		t.Errorf("after revoke: %q", got)
+	}
+	if n := b.eval(`String(document.querySelectorAll("#tokens tbody tr").length)`); n != "0" {
+		t.Errorf("%s tokens listed after revoking the only one", n)
+	}
+
+	// A component page with its log tail live.
+	b.open("/components/echo")
+	b.waitFor("the log tail to connect", `document.getElementById("log-state").textContent === "live"`)
+	if code, _ := v.get("/fn/echo/stderr"); code != 200 {
+		t.Fatalf("GET /fn/echo/stderr = %d", code)
+	}
+	b.waitFor("the stderr line in the live tail", `[...document.querySelectorAll("#log li.log-stderr .line")].some(l => l.textContent === "first line")`)
+
+	// Sign out from this page without leaving it (as another tab would):
+	// the server ends the stream within its recheck, and the browser's
+	// reconnect is refused.
+	b.eval(`(() => { fetch("/auth/logout", {method: "POST", headers: {"X-CSRF-Token": document.querySelector("input[name=csrf]").value}, redirect: "manual"}); return ""; })()`)
+	b.waitFor("the log tail to stop after sign-out", `document.getElementById("log-state").textContent.startsWith("stopped")`)
+	before := b.eval(`String(document.querySelectorAll("#log li.log-stderr").length)`)
+	if code, _ := v.get("/fn/echo/stderr"); code != 200 {
+		t.Fatalf("GET /fn/echo/stderr = %d", code)
+	}
+	if after := b.eval(`String(document.querySelectorAll("#log li.log-stderr").length)`); after != before {
+		t.Errorf("lines arrived after sign-out: %s → %s", before, after)
+	}
+	b.shot("stream-stopped")
+	b.open("/")
+	if body := b.eval(`document.body.innerText`); !strings.Contains(body, "Sign in to Velo") {
+		t.Errorf("after sign-out the dashboard still shows:\n%s", body)
+	}
+}
