@@ -73,3 +73,41 @@ func TestSessionsInChromium(t *testing.T) {
 		t.Errorf("after sign-out the dashboard still shows:\n%s", body)
 	}
 }
+
+// A component under /fn/NAME/ shares the dashboard's origin, yet cannot
+// read a signed-in visitor's session: the router keeps Velo's cookies
+// from it (the visitor's other cookies pass), and the session cookie is
+// HttpOnly, out of its pages' scripts.
+func TestComponentCannotReadSessionInChromium(t *testing.T) {
+	v := startVelo(t, nil)
+	b := newTab(t, v)
+	v.deploy("echo", echoFiles(nil))
+	b.do(chromedp.Navigate(v.n.LoginURL), chromedp.WaitVisible(chromedp.CSS(".comps")))
+	// A cookie of the visitor's own, set on the shared origin.
+	b.eval(`(() => { document.cookie = "theme=dark; path=/"; return ""; })()`)
+
+	b.open("/fn/echo/env")
+	env := b.eval(`document.body.innerText`)
+	cookieLine := ""
+	for _, l := range strings.Split(env, "\n") {
+		if strings.HasPrefix(l, "HTTP_COOKIE=") {
+			cookieLine = l
+		}
+	}
+	if !strings.Contains(cookieLine, "theme=dark") {
+		t.Fatalf("the visitor's own cookie did not reach the component (so this test shows nothing):\n%s", env)
+	}
+	if strings.Contains(env, "velo_") {
+		t.Errorf("the component saw one of Velo's cookies:\n%s", env)
+	}
+	// Its page runs sandboxed (an opaque origin: document.cookie throws);
+	// were it not, the HttpOnly session would still not show.
+	if got := b.eval(`(() => { try { return document.cookie; } catch (e) { return "blocked: " + e.name; } })()`); strings.Contains(got, "velo_") {
+		t.Errorf("a component page's script reads %q", got)
+	}
+	// The visitor is still signed in on the dashboard.
+	b.open("/")
+	if n := b.eval(`String(document.querySelectorAll(".comp").length)`); n != "1" {
+		t.Errorf("dashboard after visiting the component lists %s components", n)
+	}
+}
