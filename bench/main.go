@@ -42,6 +42,7 @@ var sections = []section{
 	{name: "docker", run: dockerSection},
 	{name: "webhook", run: webhookSection},
 	{name: "router", run: routerSection},
+	{name: "files", run: filesSection},
 }
 
 func main() {

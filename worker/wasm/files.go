@@ -31,6 +31,8 @@ import (
 // "/". It is immutable after newFilesFS and safe for concurrent use.
 type filesFS struct {
 	root  *os.Root
+	dir   *os.File // the artifact directory, for openBeneath
+	dirfd int      // dir's descriptor, or -1
 	files map[string]string        // fs.FS path ("static/x.css") → path in the artifact
 	dirs  map[string][]fs.DirEntry // fs.FS path ("." for "/") → entries, sorted
 }
@@ -45,7 +47,10 @@ func newFilesFS(dir string, mounts []manifest.FileMount) (*filesFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: %w", err)
 	}
-	f := &filesFS{root: root, files: make(map[string]string, len(list)), dirs: map[string][]fs.DirEntry{".": nil}}
+	f := &filesFS{root: root, dirfd: -1, files: make(map[string]string, len(list)), dirs: map[string][]fs.DirEntry{".": nil}}
+	if d, err := os.Open(dir); err == nil {
+		f.dir, f.dirfd = d, int(d.Fd())
+	}
 	for _, mf := range list {
 		name := strings.TrimPrefix(mf.Guest, "/")
 		f.files[name] = mf.Path
@@ -90,7 +95,12 @@ func (r readOnlyFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileM
 	return r.FS.OpenFile(p, flag, perm)
 }
 
-func (f *filesFS) close() error { return f.root.Close() }
+func (f *filesFS) close() error {
+	if f.dir != nil {
+		_ = f.dir.Close()
+	}
+	return f.root.Close()
+}
 
 // Open implements fs.FS.
 func (f *filesFS) Open(name string) (fs.File, error) {
@@ -98,7 +108,7 @@ func (f *filesFS) Open(name string) (fs.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
 	}
 	if p, ok := f.files[name]; ok {
-		file, err := f.root.Open(p)
+		file, err := openBeneath(f.root, f.dirfd, p)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: unwrapPathError(err)}
 		}

@@ -195,7 +195,7 @@ func loadRoutes(ctx context.Context, c *compiled, timeout time.Duration, buildLo
 	defer cancel()
 	out := &boundedBuffer{max: maxRoutesOutput}
 	stderr := &prefixWriter{w: buildLog, prefix: "_routes stderr: "}
-	cfg := wazero.NewModuleConfig().WithName("").WithStdout(out).WithStderr(stderr).WithArgs("_routes")
+	cfg := wazero.NewModuleConfig().WithName("").WithStdout(out).WithStderr(stderr) // as in WAGI: no args, no env, no files
 	err := runEntry(ctx, c, "_routes", cfg)
 	stderr.flush()
 	switch {

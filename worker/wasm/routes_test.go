@@ -297,7 +297,9 @@ func TestParseRoutes(t *testing.T) {
 }
 
 // copyModule copies a test module into dir.
-func copyModule(t *testing.T, dir, module string) {
+func copyModule(t *testing.T, dir, module string) { copyModuleTB(t, dir, module) }
+
+func copyModuleTB(t testing.TB, dir, module string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("testdata", module))
 	if err != nil {
@@ -323,4 +325,12 @@ func TestLenientHeaders(t *testing.T) {
 	if !logs.has(worker.System, `GET /fn/r/lenient: skipped CGI header line "this is no header"`) {
 		t.Errorf("no log line for the skipped header: %q", logs.all())
 	}
+}
+
+func writeTestFile(dir, name, body string) error {
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(p, []byte(body), 0o644)
 }

@@ -58,7 +58,7 @@ int main(void) {
 	const char *type = guess(path);
 	printf("Content-Type: %s\nCache-Control: %s\n\n", type, cache_control(type));
 	fflush(stdout);
-	static char buf[64 << 10];
+	static char buf[16 << 10];
 	ssize_t n;
 	while ((n = read(fd, buf, sizeof buf)) > 0) {
 		if (write(1, buf, n) != n) return 1;
