@@ -22,17 +22,17 @@ import (
 // moved to another guest path), and the module must see exactly those,
 // never the rest of the artifact (its velo.toml, its source, the module
 // itself) nor anything else of the host. So Prepare resolves the manifest's
-// entries once into a fixed map of guest paths, and every open goes through
-// an os.Root on the artifact directory, which refuses to leave it whatever
-// a symlink says. wazero mounts the tree read-only (sysfs.ReadFS): a module
+// entries once into a fixed map of guest paths, and every open is held
+// below the artifact directory by the kernel (openat2 RESOLVE_BENEATH, else
+// an os.Root), whatever a symlink says. wazero mounts the tree read-only (sysfs.ReadFS): a module
 // that opens a file for writing gets EROFS.
 
 // filesFS is a component's mounted files as an fs.FS, rooted at the guest's
 // "/". It is immutable after newFilesFS and safe for concurrent use.
 type filesFS struct {
 	root  *os.Root
-	dir   *os.File // the artifact directory, for openBeneath
-	dirfd int      // dir's descriptor, or -1
+	dir   *os.File                 // the artifact directory, for openBeneath
+	dirfd int                      // dir's descriptor, or -1
 	files map[string]string        // fs.FS path ("static/x.css") → path in the artifact
 	dirs  map[string][]fs.DirEntry // fs.FS path ("." for "/") → entries, sorted
 }

@@ -98,7 +98,7 @@ func TestFileServer(t *testing.T) {
 			t.Errorf("%s: body %q, want %q", tt.path, w.Body, tt.body)
 		}
 	}
-	if !logs.has(worker.Stderr, "Fileserver: Loading file static/app.css") {
+	if !logs.has(worker.Stderr, "Fileserver: cannot open secret.txt") {
 		t.Errorf("the module's stderr is not in the logs: %q", logs.all())
 	}
 

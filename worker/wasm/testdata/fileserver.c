@@ -3,8 +3,9 @@
 // behind PATH_PREFIX when that is set, names a file under the first
 // preopened directory; the answer carries a media type guessed from the
 // extension and Cache-Control from CACHE_CONTROL (or the type's own
-// variable), and "Status: 404" when the file cannot be opened. Rebuild with
-// build.sh.
+// variable), and "Status: 404" when the file cannot be opened. It logs the
+// files it cannot open to stderr; wagi-fileserver logs every file it loads,
+// but a line per request is a log write per request. Rebuild with build.sh.
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,10 +49,9 @@ int main(void) {
 	if (*info == '/') info++;
 	char path[1024];
 	snprintf(path, sizeof path, "%s%s", env("PATH_PREFIX", ""), info);
-	fprintf(stderr, "Fileserver: Loading file %s\n", path);
-
 	int fd = open(path, O_RDONLY);
 	if (fd < 0) {
+		fprintf(stderr, "Fileserver: cannot open %s\n", path);
 		fputs("Status: 404\n\nNot Found", stdout);
 		return 0;
 	}
