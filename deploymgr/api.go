@@ -22,6 +22,7 @@ func (m *Manager) Handler() http.Handler {
 	g.GET("/components", m.listComponents)
 	g.POST("/components", m.startComponent)
 	g.POST("/tokens", m.createToken)
+	g.GET("/repos", m.listRepos)
 	g.GET("/tokens", m.listTokens)
 	g.DELETE("/tokens/:id", m.deleteToken)
 	g.GET("/components/:name", m.getComponent)

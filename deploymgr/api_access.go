@@ -31,6 +31,7 @@ func (m *Manager) SetAccess(a Access) { m.access = a }
 type scope struct {
 	all   bool
 	repos map[string]bool // lower-case owner/name
+	names []string        // the same, as GitHub spells them
 }
 
 // allows reports whether the caller may see and control comp. Components
@@ -69,7 +70,7 @@ func (m *Manager) scopeOf(ctx context.Context, user string) (scope, error) {
 	if err != nil {
 		return scope{}, fmt.Errorf("repositories of %s: %w", user, err)
 	}
-	s := scope{all: all, repos: make(map[string]bool, len(repos))}
+	s := scope{all: all, repos: make(map[string]bool, len(repos)), names: repos}
 	for _, r := range repos {
 		s.repos[strings.ToLower(r)] = true
 	}

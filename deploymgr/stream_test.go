@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,9 @@ func startStreams(t *testing.T) *streamEnv {
 	}
 	mgr.AddAuthenticator(sessions.Authenticator())
 	mgr.SetAccess(sessions.Access())
+	if _, err := mgr.EnableGitHub(deploymgr.GitHubConfig{App: app, Store: st}); err != nil {
+		t.Fatal(err)
+	}
 	mux.Handle("/api/", mgr.Handler())
 	mux.Handle("/auth/", sessions.Handler())
 
@@ -259,4 +263,25 @@ func TestLogStreamRechecksAccess(t *testing.T) {
 		res.Body.Close()
 		e.ends(lines, "after token revocation")
 	})
+}
+
+// GET /api/v1/repos lists the repositories a user reaches through the
+// App, with the component deployed from each: the dashboard's onboarding
+// reads it there rather than asking GitHub itself.
+func TestReposThroughAPI(t *testing.T) {
+	e := startStreams(t)
+	e.gh.AddRepo("alice", "blog", "main", 1)
+	e.gh.AddRepo("bob", "site", "main", 2)
+	c := e.signIn()
+	res, err := c.Get(e.srv.URL + "/api/v1/repos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var repos []api.Repo
+	err = json.NewDecoder(res.Body).Decode(&repos)
+	res.Body.Close()
+	want := []api.Repo{{FullName: "alice/blog"}, {FullName: "alice/site", Component: "site"}}
+	if err != nil || res.StatusCode != http.StatusOK || !slices.Equal(repos, want) {
+		t.Errorf("alice's GET /api/v1/repos = %d %+v %v, want %+v", res.StatusCode, repos, err, want)
+	}
 }

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -83,7 +84,7 @@ func (u *UI) list(w http.ResponseWriter, r *http.Request, v visitor) {
 		p.Components = append(p.Components, listItem{Component: c, Hits: st.Hits, Spark: sparkline(st.Buckets)})
 	}
 	if len(comps) == 0 {
-		p.Onboard = u.onboard(r, v, comps)
+		p.Onboard = u.onboard(r, v)
 	}
 	u.render(w, http.StatusOK, "list", p)
 }
@@ -92,66 +93,30 @@ func (u *UI) list(w http.ResponseWriter, r *http.Request, v visitor) {
 type onboard struct {
 	CSRF     string
 	GitHub   bool
-	Repos    []repo
+	Repos    []api.Repo
 	RepoErr  string
 	Server   string
 	Admin    bool
 	TokenCmd string
 }
 
-type repo struct {
-	FullName  string
-	Component string // the component already deployed from it, if any
-}
-
-func (u *UI) onboard(r *http.Request, v visitor, comps []api.Component) onboard {
-	o := onboard{CSRF: v.CSRF, GitHub: u.cfg.GitHub != nil, Server: u.cfg.PublicURL, Admin: v.User == auth.AdminUser}
+// onboard lists what the visitor can start: GET /api/v1/repos, 404 when
+// GitHub is not configured.
+func (u *UI) onboard(r *http.Request, v visitor) onboard {
+	o := onboard{CSRF: v.CSRF, GitHub: true, Server: u.cfg.PublicURL, Admin: v.User == auth.AdminUser}
 	if u.cfg.TokenFile != "" {
 		o.TokenCmd = "export VELO_TOKEN=$(cat " + u.cfg.TokenFile + ")"
 	}
-	if !o.GitHub {
-		return o
-	}
-	names, err := u.repos(r, v)
-	if err != nil {
+	err := u.call(r, http.MethodGet, "/api/v1/repos", "", nil, &o.Repos)
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
+		o.GitHub = false
+	case err != nil:
 		u.log.Warn("list repositories for onboarding failed", "user", v.User, "err", err)
 		o.RepoErr = "GitHub did not answer; reload in a moment."
 	}
-	byRepo := map[string]string{}
-	for _, c := range comps {
-		if c.Repo != "" {
-			byRepo[strings.ToLower(c.Repo)] = c.Name
-		}
-	}
-	for _, n := range names {
-		o.Repos = append(o.Repos, repo{FullName: n, Component: byRepo[strings.ToLower(n)]})
-	}
 	return o
-}
-
-// repos lists the repositories the App is installed on that v reaches.
-func (u *UI) repos(r *http.Request, v visitor) ([]string, error) {
-	ctx := r.Context()
-	all, names, err := u.cfg.Sessions.Access().Repos(ctx, v.User)
-	if err != nil || !all {
-		slices.Sort(names)
-		return names, err
-	}
-	ins, err := u.cfg.GitHub.Installations(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, in := range ins {
-		rs, err := u.cfg.GitHub.InstallationRepos(ctx, in.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, rp := range rs {
-			names = append(names, rp.FullName)
-		}
-	}
-	slices.Sort(names)
-	return names, nil
 }
 
 type newPage struct {
@@ -160,12 +125,7 @@ type newPage struct {
 }
 
 func (u *UI) onboarding(w http.ResponseWriter, r *http.Request, v visitor) {
-	var comps []api.Component
-	if err := u.call(r, http.MethodGet, "/api/v1/components", "", nil, &comps); err != nil {
-		u.failAPI(w, r, err)
-		return
-	}
-	u.render(w, http.StatusOK, "new", newPage{base: base{Title: "Add a component", visitor: v}, Onboard: u.onboard(r, v, comps)})
+	u.render(w, http.StatusOK, "new", newPage{base: base{Title: "Add a component", visitor: v}, Onboard: u.onboard(r, v)})
 }
 
 // envVar is one variable of the live manifest's [env].

@@ -17,7 +17,6 @@ import (
 
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/auth"
-	"github.com/velo-run/velo/internal/github"
 )
 
 //go:embed templates/*.html
@@ -33,9 +32,6 @@ type Config struct {
 	API http.Handler
 	// Sessions signs visitors in and tells who they are. Required.
 	Sessions *auth.Sessions
-	// GitHub lists the repositories where the App is installed for
-	// onboarding; nil when GitHub is not configured.
-	GitHub *github.App
 	// PublicURL is where users reach Velo (for the `velo deploy` snippet).
 	PublicURL string
 	// OneClick says the process printed a one-click sign-in link (velo up).

@@ -56,8 +56,14 @@ func dashboardMux(mux *http.ServeMux, st *store.Store, cfg webuiConfig, log *slo
 	mgr.AddAuthenticator(sessions.Authenticator())
 	if app != nil {
 		mgr.SetAccess(sessions.Access())
+		// The API's GET /repos and POST /components (onboarding's
+		// Start) need the App; the jobs Start queues are run and
+		// reported by the deploymgr leader.
+		if _, err := mgr.EnableGitHub(deploymgr.GitHubConfig{App: app, Store: st}); err != nil {
+			return fmt.Errorf("webui: %w", err)
+		}
 	}
-	dash, err := webui.New(webui.Config{API: mgr.Handler(), Sessions: sessions, GitHub: app, PublicURL: cfg.PublicURL, Logger: log})
+	dash, err := webui.New(webui.Config{API: mgr.Handler(), Sessions: sessions, PublicURL: cfg.PublicURL, Logger: log})
 	if err != nil {
 		return err
 	}

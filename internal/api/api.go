@@ -92,6 +92,14 @@ type Start struct {
 	Repo string `json:"repo"` // owner/name
 }
 
+// Repo is one entry of GET /api/v1/repos: a repository where the GitHub
+// App is installed that the caller reaches, and the component deployed
+// from it, if any.
+type Repo struct {
+	FullName  string `json:"full_name"` // owner/name
+	Component string `json:"component,omitempty"`
+}
+
 // TokenRequest is the body of POST /api/v1/tokens.
 type TokenRequest struct {
 	Name string `json:"name"` // default "cli"

@@ -229,7 +229,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		mux.Handle(github.WebhookPath, gh.Handler())
 	}
 	dash, err := webui.New(webui.Config{
-		API: api, Sessions: sessions, GitHub: app, PublicURL: publicURL,
+		API: api, Sessions: sessions, PublicURL: publicURL,
 		OneClick: true, TokenFile: filepath.Join(cfg.DataDir, "admin.token"), Logger: log,
 	})
 	if err != nil {
