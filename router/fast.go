@@ -393,6 +393,7 @@ func (p *prefixReader) Read(b []byte) (int, error) {
 type screenedConn struct {
 	net.Conn
 	in    []byte // read, not yet passed on
+	buf   []byte // what in reads into
 	out   []byte // to pass on
 	left  int64  // body bytes of the current request still to pass
 	err   error  // the read error to return once in is passed on
@@ -446,7 +447,11 @@ func (sc *screenedConn) Read(p []byte) (int, error) {
 			case sc.err != nil:
 				sc.out, sc.in = sc.in, nil // the start of a head, then the error
 			default:
+				if len(sc.in) == 0 { // all passed on: read into buf again
+					sc.in = sc.buf[:0]
+				}
 				sc.in = slices.Grow(sc.in, 4<<10)
+				sc.buf = sc.in[:0:min(cap(sc.in), 16<<10)]
 				n, err = sc.Conn.Read(sc.in[len(sc.in):cap(sc.in)])
 				sc.in = sc.in[:len(sc.in)+n]
 				var ne net.Error

@@ -96,7 +96,7 @@ type Node struct {
 	LoginURL string
 
 	log    *slog.Logger
-	srv    *http.Server
+	srv    *router.FastServer
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
 	errc   chan error
@@ -245,8 +245,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		log:  log,
 		stop: stop,
 		errc: make(chan error, 4),
-		srv: &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
+		// Through FastServer, without event loops: every request head
+		// passes the router's parser before net/http frames it.
+		srv: &router.FastServer{Router: rt, Loops: -1, Fallback: &http.Server{Handler: handler,
+			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}},
 	}
 	runs := []func(context.Context) error{wk.Run, rt.Run, mgr.Run}
 	if gh != nil {
