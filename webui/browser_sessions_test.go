@@ -1,10 +1,18 @@
 package webui_test
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/node"
 )
 
 // Sessions in a real Chromium: signing out ends the live log tail of a
@@ -109,5 +117,58 @@ func TestComponentCannotReadSessionInChromium(t *testing.T) {
 	b.open("/")
 	if n := b.eval(`String(document.querySelectorAll(".comp").length)`); n != "1" {
 		t.Errorf("dashboard after visiting the component lists %s components", n)
+	}
+}
+
+// Behind a TLS-terminating proxy (VELO_PUBLIC_URL https), Chromium keeps
+// the dashboard's __Host- session cookie (it refuses one that breaks the
+// prefix's rules: not Secure, a Domain, a Path other than /) and sends it
+// back: the sign-in holds.
+func TestHostCookieOverHTTPSInChromium(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		names   = map[string]bool{}
+		backend *url.URL
+	)
+	proxy := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		for _, c := range r.Cookies() {
+			names[c.Name] = true
+		}
+		target := backend
+		mu.Unlock()
+		httputil.NewSingleHostReverseProxy(target).ServeHTTP(w, r)
+	}))
+	proxy.StartTLS()
+	t.Cleanup(proxy.Close)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), PublicURL: proxy.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	mu.Lock()
+	backend, _ = url.Parse(n.URL)
+	mu.Unlock()
+	v := &velo{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}
+	v.deploy("echo", echoFiles(nil))
+
+	b := newTab(t, v, chromedp.Flag("ignore-certificate-errors", true))
+	b.base = proxy.URL
+	b.do(chromedp.Navigate(n.LoginURL), chromedp.WaitVisible(chromedp.CSS(".comps")))
+	if got := b.text(".comp .c-name"); got != "echo" {
+		t.Fatalf("signed in over HTTPS, the list shows %q", got)
+	}
+	b.open("/components/echo")
+	b.waitFor("the log tail to connect", `document.getElementById("log-state").textContent === "live"`)
+	mu.Lock()
+	defer mu.Unlock()
+	if !names["__Host-velo_session"] || names["velo_session"] {
+		t.Errorf("cookies Chromium sent over HTTPS: %v, want __Host-velo_session and no plain velo_session", names)
+	}
+	if got := b.eval(`document.cookie`); strings.Contains(got, "velo_") {
+		t.Errorf("the page's script reads %q", got)
 	}
 }

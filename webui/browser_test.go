@@ -41,9 +41,12 @@ type tab struct {
 	v   *velo
 	ctx context.Context
 	dir string
+	// base is where the tab reaches Velo, when not at its own address
+	// (behind a TLS-terminating proxy).
+	base string
 }
 
-func newTab(t *testing.T, v *velo) *tab {
+func newTab(t *testing.T, v *velo, extra ...chromedp.ExecAllocatorOption) *tab {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
@@ -51,6 +54,7 @@ func newTab(t *testing.T, v *velo) *tab {
 		chromedp.Flag("disable-gpu", true),
 		chromedp.WindowSize(1280, 900),
 	)
+	opts = append(opts, extra...)
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	ctx, cancel := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
@@ -85,7 +89,11 @@ func run[T any](b *tab, a chromedp.Action[T]) T {
 
 func (b *tab) open(path string) {
 	b.t.Helper()
-	b.do(chromedp.Navigate(b.v.n.URL+path), chromedp.WaitReady(chromedp.CSS("body")))
+	base := b.v.n.URL
+	if b.base != "" {
+		base = b.base
+	}
+	b.do(chromedp.Navigate(base+path), chromedp.WaitReady(chromedp.CSS("body")))
 }
 
 func (b *tab) text(sel string) string {
