@@ -27,9 +27,11 @@ type Bench struct {
 	Root string
 	// Tmp is a scratch directory removed at the end.
 	Tmp string
-	// Baseline is a checkout of an older commit whose velo the wasm
-	// section measures this one against (-wasm-baseline); "" skips that.
-	Baseline string
+	// Baseline is a checkout of an older commit whose velo the wasmlimits
+	// section measures against (-wasm-baseline); "" skips that part.
+	// Candidate is the checkout measured against it (-wasm-candidate);
+	// "" means this one.
+	Baseline, Candidate string
 
 	log     io.Writer
 	started time.Time

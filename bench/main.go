@@ -39,6 +39,7 @@ type section struct {
 // RESULTS.md.
 var sections = []section{
 	{name: "wasm", run: wasmSection},
+	{name: "wasmlimits", run: wasmLimitsSection},
 	{name: "docker", run: dockerSection},
 	{name: "webhook", run: webhookSection},
 	{name: "router", run: routerSection},
@@ -58,7 +59,8 @@ func doMain(args []string, stderr io.Writer) int {
 	out := fs.String("out", "bench/RESULTS.md", "results file; the sections run are replaced in place")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (in-process measurements) to this file")
 	keep := fs.Bool("keep", false, "keep the scratch directory (binaries, data dirs, server logs)")
-	baseline := fs.String("wasm-baseline", "", "a checkout of an older commit (git worktree add /tmp/velo-old COMMIT) whose velo the wasm section measures this one against")
+	baseline := fs.String("wasm-baseline", "", "a checkout of an older commit (git worktree add --detach /tmp/velo-old COMMIT) whose velo the wasmlimits section measures against")
+	candidate := fs.String("wasm-candidate", "", "a checkout whose velo the wasmlimits section measures against -wasm-baseline (default: this one)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -82,7 +84,7 @@ func doMain(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer b.close(*keep)
-	b.Baseline = *baseline
+	b.Baseline, b.Candidate = *baseline, *candidate
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)

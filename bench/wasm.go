@@ -74,32 +74,7 @@ func wasmSection(ctx context.Context, b *Bench) (string, error) {
 	if err := wasmThroughput(ctx, b, modules, results); err != nil {
 		return "", err
 	}
-	var base *baselineResult
-	var oldFlood *floodResult
-	if b.Baseline != "" {
-		var err error
-		if base, err = wasmBaseline(ctx, b, modules[0]); err != nil {
-			return "", err
-		}
-	}
-	bin, err := b.GoBuild(ctx, "./cmd/velo")
-	if err != nil {
-		return "", err
-	}
-	flood, err := wasmFlood(ctx, b, "velo-up-flood", bin, floodBudget)
-	if err != nil {
-		return "", err
-	}
-	if b.Baseline != "" {
-		oldBin, _, err := b.buildBaseline(ctx)
-		if err != nil {
-			return "", err
-		}
-		if oldFlood, err = wasmFlood(ctx, b, "velo-up-flood-baseline", oldBin, 0); err != nil {
-			return "", err
-		}
-	}
-	return wasmReport(b, modules, results) + wasmLimitsReport(b, base, flood, oldFlood), nil
+	return wasmReport(b, modules, results), nil
 }
 
 // wasmLatency runs parts 1 and 2 against a Velo in this process.

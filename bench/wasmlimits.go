@@ -16,9 +16,50 @@ import (
 	"time"
 )
 
-// Parts 4 and 5 of the wasm section (bench/README.md): Velo's WASM throughput
-// against an older commit of Velo in the same run, and a worker's memory
-// under a flood of large calls.
+// The wasmlimits section (bench/README.md): Velo's WASM throughput against
+// an older commit of Velo in the same run, and a worker's memory under a
+// flood of large calls.
+
+// wasmLimitsSection runs both parts.
+func wasmLimitsSection(ctx context.Context, b *Bench) (string, error) {
+	c := &wasmModule{label: "C", component: "hello-c", path: filepath.Join(b.Root, "bench", "testdata", "hello.wasm")}
+	bin, label, err := b.candidate(ctx)
+	if err != nil {
+		return "", err
+	}
+	var base *baselineResult
+	var oldFlood *floodResult
+	if b.Baseline != "" {
+		if base, err = wasmBaseline(ctx, b, c, bin); err != nil {
+			return "", err
+		}
+	}
+	flood, err := wasmFlood(ctx, b, "velo-up-flood", bin, floodBudget)
+	if err != nil {
+		return "", err
+	}
+	if b.Baseline != "" {
+		oldBin, _, err := b.buildCheckout(ctx, b.Baseline)
+		if err != nil {
+			return "", err
+		}
+		if oldFlood, err = wasmFlood(ctx, b, "velo-up-flood-baseline", oldBin, 0); err != nil {
+			return "", err
+		}
+	}
+	return wasmLimitsReport(b, label, base, flood, oldFlood), nil
+}
+
+// candidate builds the velo measured: -wasm-candidate's, else this
+// checkout's. label names it for the report.
+func (b *Bench) candidate(ctx context.Context) (bin, label string, err error) {
+	if b.Candidate == "" {
+		bin, err = b.GoBuild(ctx, "./cmd/velo")
+		return bin, "this checkout", err
+	}
+	bin, commit, err := b.buildCheckout(ctx, b.Candidate)
+	return bin, "commit " + commit, err
+}
 
 // baselineResult is part 4: C-module throughput of this checkout's velo up
 // and of the baseline's, per round.
@@ -46,23 +87,22 @@ const (
 	floodBudget = 512 << 20
 )
 
-// buildBaseline builds the velo of the checkout at b.Baseline, once per
-// run.
-func (b *Bench) buildBaseline(ctx context.Context) (bin, commit string, err error) {
-	out, err := exec.CommandContext(ctx, "git", "-C", b.Baseline, "rev-parse", "--short", "HEAD").Output()
+// buildCheckout builds the velo of the checkout in dir, once per run.
+func (b *Bench) buildCheckout(ctx context.Context, dir string) (bin, commit string, err error) {
+	out, err := exec.CommandContext(ctx, "git", "-C", dir, "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
-		return "", "", fmt.Errorf("-wasm-baseline %s: not a git checkout: %v", b.Baseline, err)
+		return "", "", fmt.Errorf("%s: not a git checkout: %v", dir, err)
 	}
 	commit = strings.TrimSpace(string(out))
 	bin = filepath.Join(b.Tmp, "bin", "velo-"+commit)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, commit, nil
 	}
-	b.logf("building velo of the baseline %s (%s)", commit, b.Baseline)
+	b.logf("building velo of %s (%s)", commit, dir)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/velo")
-	cmd.Dir = b.Baseline
+	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("build the baseline's velo: %v\n%s", err, out)
+		return "", "", fmt.Errorf("build the velo of %s: %v\n%s", dir, err, out)
 	}
 	return bin, commit, nil
 }
@@ -85,12 +125,8 @@ func (b *Bench) startUpProc(ctx context.Context, name, bin string, env ...string
 // wasmBaseline measures part 4: the C module through this checkout's
 // `velo up` and through the baseline's, back to back in every round, the
 // order alternating.
-func wasmBaseline(ctx context.Context, b *Bench, c *wasmModule) (*baselineResult, error) {
-	oldBin, commit, err := b.buildBaseline(ctx)
-	if err != nil {
-		return nil, err
-	}
-	newBin, err := b.GoBuild(ctx, "./cmd/velo")
+func wasmBaseline(ctx context.Context, b *Bench, c *wasmModule, newBin string) (*baselineResult, error) {
+	oldBin, commit, err := b.buildCheckout(ctx, b.Baseline)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +154,7 @@ func wasmBaseline(ctx context.Context, b *Bench, c *wasmModule) (*baselineResult
 			return nil, err
 		}
 	}
-	rounds := max(b.Rounds, 5)
+	rounds := max(b.Rounds, 7)
 	for r := range rounds {
 		order := []int{0, 1}
 		if r%2 == 1 {
@@ -289,7 +325,7 @@ func vmStatus(pid int, field string) int64 {
 }
 
 // wasmLimitsReport writes parts 4 and 5.
-func wasmLimitsReport(b *Bench, base *baselineResult, flood, oldFlood *floodResult) string {
+func wasmLimitsReport(b *Bench, label string, base *baselineResult, flood, oldFlood *floodResult) string {
 	var s strings.Builder
 	t := &table{}
 	if base != nil {
@@ -330,16 +366,18 @@ func wasmLimitsReport(b *Bench, base *baselineResult, flood, oldFlood *floodResu
 		t.add("… another component's calls answered meanwhile", fmt.Sprintf("%d of %d", flood.otherOK, flood.otherOK+flood.otherNo), peer,
 			"", "all", verdict(flood.otherNo == 0 && flood.otherOK > 0))
 	}
-	fmt.Fprintf(&s, "### Limits: against the previous commit, and memory under a flood\n\n")
+	fmt.Fprintf(&s, "## wasmlimits — streaming and admission: throughput against an older commit, memory under a flood\n\n")
+	fmt.Fprintf(&s, "%s Velo measured: %s.\n\n", b.Stamp(), label)
 	if base != nil {
-		fmt.Fprintf(&s, "4. **Throughput vs the previous commit** — this checkout's `velo up` and the one built from `-wasm-baseline` "+
-			"(commit %s, before calls streamed and were admitted against a budget), both fresh processes with hit recording on, each "+
-			"serving the C module with the same manifest; `wrk -t2 -c32 -d%s` against each, back to back in every one of %d rounds, "+
-			"the order alternating; the ratio is the median of the per-round ratios.\n",
+		fmt.Fprintf(&s, "1. **Throughput vs an older commit** — the `velo up` measured and the one built from `-wasm-baseline` "+
+			"(commit %s), both fresh processes with hit recording on, each serving the C module `bench/testdata/hello.wasm` "+
+			"with the wasm section's manifest; `wrk -t2 -c32 -d%s` against each, back to back in every one of %d rounds, "+
+			"the order alternating; the ratio is the median of the per-round ratios. Server CPU time per request (from /proc) "+
+			"is less disturbed by the other processes on the machine than req/s.\n",
 			base.commit, b.Duration, len(base.ratio))
 	}
 	if flood != nil {
-		fmt.Fprintf(&s, "5. **Memory under a flood** — a fresh `velo up` with `VELO_WORKER_MEMORY=%dMiB`; component *flood* runs "+
+		fmt.Fprintf(&s, "2. **Memory under a flood** — a fresh `velo up` with `VELO_WORKER_MEMORY=%dMiB`; component *flood* runs "+
 			"`worker/wasm/testdata/stream.wasm` (its `/echo` sends the body back as it reads it) with `memory = \"16MiB\"`, component "+
 			"*other* the same module. %d clients POST %d MiB each to `/fn/flood/echo` at once (bodies generated, answers counted, "+
 			"nothing held whole by the bench) while one client calls `/fn/other/` every 20 ms; then the process's `VmHWM` "+
@@ -353,7 +391,8 @@ func wasmLimitsReport(b *Bench, base *baselineResult, flood, oldFlood *floodResu
 	}
 	fmt.Fprintf(&s, "\n%s\n", t)
 	if base != nil {
-		fmt.Fprintf(&s, "Per round — this checkout/baseline req/s: %s.\n\n", fmtRatios(base.veloRPS, base.oldRPS))
+		fmt.Fprintf(&s, "Per round — measured/baseline req/s: %s; CPU µs per request: %s.\n\n",
+			fmtRatios(base.veloRPS, base.oldRPS), fmtRatios(base.veloCPU, base.oldCPU))
 	}
 	return s.String()
 }

@@ -4,6 +4,10 @@
 // requests. It declares Runtime, the contract the wasm and docker packages
 // implement; it never imports them.
 //
+// Every call passes its admission first (admission.go): calls at once per
+// component and per worker, and each call's memory reserved against the
+// worker's budget, so that no load takes the worker past its memory.
+//
 // The worker never decides what runs where: deploymgr writes placements and
 // the worker converges on them, so a restarted or new worker catches up by
 // itself.

@@ -1,6 +1,9 @@
 package worker
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestEscapeControls(t *testing.T) {
 	tests := []struct{ in, want, multi string }{
@@ -53,4 +56,17 @@ func FuzzEscapeControls(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLogSinkEscapes checks the one place every runtime's lines pass: the
+// sink the worker hands to Prepare (WASM stderr and Docker stdout/stderr
+// alike) stores them escaped.
+func TestLogSinkEscapes(t *testing.T) {
+	b := newLogBatcher(nil, nil)
+	s := logSink{b: b, component: "c", deployment: 1}
+	s.Log(Stderr, time.Now(), "\x1b[2J\x1b[31mred")
+	s.Log(Stdout, time.Now(), "plain")
+	if len(b.pending) != 2 || b.pending[0].Line != `\x1b[2J\x1b[31mred` || b.pending[1].Line != "plain" {
+		t.Errorf("stored %+v", b.pending)
+	}
 }

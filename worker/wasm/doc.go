@@ -1,7 +1,10 @@
 // Package wasm runs WebAssembly components on wazero, speaking WAGI: every
 // request gets a fresh instance of the component's compiled WASI command
 // module, with the request's CGI variables in its environment and its body on
-// stdin, and the module answers with a CGI response on stdout.
+// stdin, and the module answers with a CGI response on stdout. Both stream
+// (call.go), so what a call holds in memory is bounded by its linear memory
+// cap and a constant, which the worker's admission reserves
+// (Instance.CallMemory).
 //
 // It owns compilation (once per artifact digest, shared by every deployment
 // of that digest, persisted in a disk-backed cache so a restart does not
