@@ -361,3 +361,24 @@ func TestLimitRefusesWhatCannotFit(t *testing.T) {
 		t.Errorf("cost %d, limit %d; want %d and %d", l.cost, l.limit, callFootprint, manifest.DefaultConcurrency)
 	}
 }
+
+// BenchmarkAdmission is what admission adds to a call: admit and done on
+// one component from every core at once.
+func BenchmarkAdmission(b *testing.B) {
+	l, err := Limits{Memory: 8 << 30}.withDefaults()
+	if err != nil {
+		b.Fatal(err)
+	}
+	a := newAdmission(l)
+	ctx := context.Background()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			g, err := a.admit(ctx, "c", 129<<20, 32)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			a.done(g)
+		}
+	})
+}
