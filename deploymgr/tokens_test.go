@@ -2,6 +2,7 @@ package deploymgr_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -102,5 +103,20 @@ func TestDeploymentShowsEnv(t *testing.T) {
 	ds, err := e.c.Deployments(e.ctx, "echo")
 	if err != nil || len(ds) != 1 || ds[0].Env != nil {
 		t.Errorf("the deployments list carries env (only GET /deployments/{id} should): %+v %v", ds, err)
+	}
+}
+
+// One user holds at most store.MaxTokensPerUser tokens: the table does not
+// grow without bound on one account's requests.
+func TestTokensBounded(t *testing.T) {
+	e := start(t)
+	for i := range store.MaxTokensPerUser {
+		if err := e.n.Store.PutToken(e.ctx, store.Token{Hash: deploymgr.HashToken(fmt.Sprint("s", i)), Name: "t", User: "admin"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, body := e.do(http.MethodPost, "/api/v1/tokens", e.n.Token, nil)
+	if res.StatusCode != http.StatusConflict || !strings.Contains(body, "revoke") {
+		t.Errorf("token number %d = %d %s, want 409 saying to revoke some", store.MaxTokensPerUser+1, res.StatusCode, body)
 	}
 }
