@@ -26,8 +26,9 @@ import (
 // afresh for every request.
 type instance struct {
 	rt          *Runtime
-	c           *compiled
-	key         moduleKey
+	mod         *module
+	path        string // the module's file, to load it again after an unload
+	digest      string
 	logs        worker.LogSink
 	timeout     time.Duration
 	base        wazero.ModuleConfig // what every request's config starts from
@@ -44,7 +45,11 @@ type instance struct {
 
 type envVar struct{ name, value string }
 
-func newInstance(rt *Runtime, c *compiled, key moduleKey, spec worker.Spec, timeout time.Duration) (*instance, error) {
+// route caches the CGI variables derived from a mount, which is the same on
+// every request of one deployment.
+type route struct{ mount, matched string }
+
+func newInstance(rt *Runtime, mod *module, path string, spec worker.Spec, timeout time.Duration) (*instance, error) {
 	env := make([]envVar, 0, len(spec.Manifest.Env))
 	for k, v := range spec.Manifest.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) {
@@ -75,8 +80,9 @@ func newInstance(rt *Runtime, c *compiled, key moduleKey, spec worker.Spec, time
 	}
 	return &instance{
 		rt:      rt,
-		c:       c,
-		key:     key,
+		mod:     mod,
+		path:    path,
+		digest:  spec.Digest,
 		logs:    logs,
 		timeout: timeout,
 		// Real clocks and a real random source: wazero's defaults are
@@ -204,7 +210,7 @@ const callOverhead = 1 << 20
 // worker's memory, its linear memory cap and its buffers, which the
 // worker's admission reserves while the call runs.
 func (in *instance) CallMemory() int64 {
-	return int64(in.key.pages)*pageSize + callOverhead
+	return int64(in.mod.key.pages)*pageSize + callOverhead
 }
 
 // moduleConfig builds the request's WASI configuration: stdio and WAGI's
@@ -360,7 +366,7 @@ func (in *instance) leave() {
 func (in *instance) drain() {
 	in.drainOnce.Do(func() {
 		in.wagi.close()
-		in.rt.release(in.key, in.c)
+		in.rt.drop(in.mod, in.digest)
 		close(in.drained)
 	})
 }

@@ -131,20 +131,26 @@ func (in *instance) routesFor(mount string) *dispatch {
 	return d
 }
 
-// run runs entry in a fresh instance of the module configured by cfg.
+// run runs entry in a fresh instance of the module configured by cfg,
+// loading the module's code first if it was unloaded.
 func (in *instance) run(ctx context.Context, entry string, cfg wazero.ModuleConfig) error {
-	return runEntry(ctx, in.c, entry, cfg)
+	c, _, err := in.mod.acquire(ctx, in.rt, in.path, nil)
+	if err != nil {
+		return err
+	}
+	defer c.unpin()
+	return runEntry(ctx, in.mod.rt, c.mod, entry, cfg)
 }
 
-func runEntry(ctx context.Context, c *compiled, entry string, cfg wazero.ModuleConfig) error {
+func runEntry(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, entry string, cfg wazero.ModuleConfig) error {
 	if entry == startEntry {
-		mod, err := c.rt.InstantiateModule(ctx, c.mod, cfg)
+		mod, err := rt.InstantiateModule(ctx, cm, cfg)
 		if mod != nil {
 			_ = mod.Close(ctx)
 		}
 		return err
 	}
-	mod, err := c.rt.InstantiateModule(ctx, c.mod, cfg.WithStartFunctions("_initialize"))
+	mod, err := rt.InstantiateModule(ctx, cm, cfg.WithStartFunctions("_initialize"))
 	if err != nil {
 		if mod != nil {
 			_ = mod.Close(ctx)
@@ -187,8 +193,8 @@ func exportsRoutes(mod wazero.CompiledModule) bool {
 
 // loadRoutes calls the module's _routes and parses what it prints. Its
 // stderr goes to the build log.
-func loadRoutes(ctx context.Context, c *compiled, timeout time.Duration, buildLog io.Writer) ([]wagiRoute, error) {
-	if err := checkEntry(c.mod, "_routes"); err != nil {
+func loadRoutes(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, timeout time.Duration, buildLog io.Writer) ([]wagiRoute, error) {
+	if err := checkEntry(cm, "_routes"); err != nil {
 		return nil, fmt.Errorf("_routes: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(timeout, routesTimeout))
@@ -196,7 +202,7 @@ func loadRoutes(ctx context.Context, c *compiled, timeout time.Duration, buildLo
 	out := &boundedBuffer{max: maxRoutesOutput}
 	stderr := &prefixWriter{w: buildLog, prefix: "_routes stderr: "}
 	cfg := wazero.NewModuleConfig().WithName("").WithStdout(out).WithStderr(stderr) // as in WAGI: no args, no env, no files
-	err := runEntry(ctx, c, "_routes", cfg)
+	err := runEntry(ctx, rt, cm, "_routes", cfg)
 	stderr.flush()
 	switch {
 	case ctx.Err() != nil:
@@ -215,7 +221,7 @@ func loadRoutes(ctx context.Context, c *compiled, timeout time.Duration, buildLo
 		return nil, fmt.Errorf("_routes: %w", err)
 	}
 	for _, r := range routes {
-		if err := checkEntry(c.mod, r.entry); err != nil {
+		if err := checkEntry(cm, r.entry); err != nil {
 			return nil, fmt.Errorf("_routes: route %s: %w", r.declared, err)
 		}
 	}
@@ -358,20 +364,20 @@ type wagiSetup struct {
 
 // prepareWAGI checks the entry point, asks the module for its routes and
 // opens its files, reporting each step in the build log.
-func prepareWAGI(ctx context.Context, c *compiled, spec worker.Spec, timeout time.Duration, buildLog io.Writer) (*wagiSetup, error) {
+func prepareWAGI(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, spec worker.Spec, timeout time.Duration, buildLog io.Writer) (*wagiSetup, error) {
 	m := spec.Manifest
 	w := &wagiSetup{entry: startEntry}
 	if m.Entrypoint != "" {
 		w.entry = m.Entrypoint
 	}
-	if err := checkEntry(c.mod, w.entry); err != nil {
+	if err := checkEntry(cm, w.entry); err != nil {
 		return nil, fmt.Errorf("module %s: %w", m.Module, err)
 	}
 	if w.entry != startEntry {
 		fmt.Fprintf(buildLog, "entrypoint: %s\n", w.entry)
 	}
-	if exportsRoutes(c.mod) {
-		routes, err := loadRoutes(ctx, c, timeout, buildLog)
+	if exportsRoutes(cm) {
+		routes, err := loadRoutes(ctx, rt, cm, timeout, buildLog)
 		if err != nil {
 			return nil, fmt.Errorf("module %s: %w", m.Module, err)
 		}

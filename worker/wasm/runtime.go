@@ -3,7 +3,6 @@ package wasm
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +24,8 @@ import (
 const (
 	DefaultMaxResponse = 32 << 20
 	DefaultMaxRequest  = 32 << 20
+	DefaultMaxLoaded   = 256
+	DefaultIdleUnload  = time.Minute
 )
 
 // pageSize is the size of a WebAssembly memory page.
@@ -58,51 +59,119 @@ type Config struct {
 	// 64 KiB while their call runs, as unlinked temporary files. Default
 	// os.TempDir().
 	SpoolDir string
+	// MaxLoaded bounds the modules whose compiled code is kept in memory;
+	// beyond it the least recently used are unloaded, to be loaded again
+	// from the disk cache by their next request. Default DefaultMaxLoaded.
+	MaxLoaded int
+	// IdleUnload is how long compiled code no request uses stays loaded
+	// (between one and two of it). Default DefaultIdleUnload.
+	IdleUnload time.Duration
 }
 
 // Runtime runs WAGI modules on wazero. It is safe for concurrent use.
 //
 // It keeps one wazero runtime per distinct memory limit (wazero's limit is
-// per runtime), all sharing one compilation cache, and one compiled module
-// per (memory limit, artifact digest, module path), shared by every Instance
-// that needs it and released when the last of them closes.
+// per runtime), all sharing one compilation cache, and one module per
+// (memory limit, module binary), shared by every Instance that runs that
+// binary and dropped when the last of them closes.
+//
+// A module's compiled code is loaded only while it is used: at most
+// MaxLoaded modules keep theirs in memory, and code no request used for
+// IdleUnload is closed; the next request loads it again from the disk
+// cache (compiling it afresh without one). So ten thousand idle components
+// cost their bookkeeping, not their machine code.
+//
+// Retire removes the disk cache files of an artifact no instance runs any
+// more, unless another artifact still runs the same binary.
 type Runtime struct {
 	cfg   Config
 	log   *slog.Logger
 	cache wazero.CompilationCache
+	disk  *diskCache // nil: cache files are not collected
 	pools pools
 	mem   memoryPool
 	// headerNames maps common canonical header keys to their CGI names (""
 	// for those never passed); read-only after New.
 	headerNames map[string]string
 
-	mu       sync.Mutex
-	closed   bool
-	runtimes map[uint32]wazero.Runtime // by memory limit in pages
-	modules  map[moduleKey]*compiled
+	stop chan struct{} // closed by Close: ends the idle sweep
+	done chan struct{} // closed when the idle sweep has ended
 
-	compiles atomic.Int64 // modules compiled (cache misses of this process), for tests
+	mu        sync.Mutex
+	closed    bool
+	runtimes  map[uint32]wazero.Runtime // by memory limit in pages
+	modules   map[moduleKey]*module
+	binaries  map[[32]byte]*binaryUse // by sha256 of the module binary
+	artifacts map[string]*artifactUse // by artifact digest
+	// loaded holds the modules whose code is in memory, in no particular
+	// order; hand is where the next eviction sweep looks first.
+	loaded []*module
+	hand   int
+
+	compiles atomic.Int64 // modules compiled or loaded (this process), for tests
 }
 
 var (
 	_ worker.Runtime   = (*Runtime)(nil)
+	_ worker.Retirer   = (*Runtime)(nil)
 	_ worker.Footprint = (*instance)(nil)
 )
 
-// moduleKey names one compiled module.
+// moduleKey names one module: its binary at one memory limit.
 type moduleKey struct {
-	pages  uint32
-	digest string
-	module string
+	pages uint32
+	hash  [32]byte // sha256 of the binary
 }
 
-// compiled is a module compiled once and shared by reference count.
-type compiled struct {
-	ready chan struct{} // closed when mod or err is set
-	mod   wazero.CompiledModule
-	rt    wazero.Runtime
-	err   error
-	refs  int // guarded by Runtime.mu
+// module is one binary compiled for one memory limit, shared by every
+// instance that runs it. refs and slot are guarded by Runtime.mu.
+type module struct {
+	key  moduleKey
+	name string // the manifest's module path, for messages
+	rt   wazero.Runtime
+	refs int // instances and Prepares holding it
+	slot int // index in Runtime.loaded, -1 when not loaded
+
+	loadMu sync.Mutex            // one load at a time
+	code   atomic.Pointer[code] // nil while not loaded; stored under Runtime.mu
+}
+
+// code is a module's compiled code while it is loaded. pins counts the
+// calls using it; an eviction swaps 0 for -1, after which no one may pin it.
+type code struct {
+	mod  wazero.CompiledModule
+	pins atomic.Int64
+	used atomic.Bool // set by each use, cleared by each sweep
+}
+
+func (c *code) pin() bool {
+	for {
+		n := c.pins.Load()
+		if n < 0 {
+			return false
+		}
+		if c.pins.CompareAndSwap(n, n+1) {
+			c.used.Store(true)
+			return true
+		}
+	}
+}
+
+func (c *code) unpin() { c.pins.Add(-1) }
+
+// binaryUse counts the modules of one binary, across memory limits.
+type binaryUse struct {
+	refs int    // instances and Prepares, summed over its modules
+	file string // its disk cache file, "" when unknown
+}
+
+// artifactUse says what binaries one artifact's instances run.
+type artifactUse struct {
+	instances int
+	binaries  map[[32]byte]string // hash → disk cache file
+	// retired is set when Retire came while instances still ran (one
+	// outlived its close deadline): the last of them retires it.
+	retired bool
 }
 
 // New returns a Runtime configured by cfg.
@@ -110,8 +179,8 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.MaxResponse < 0 || cfg.MaxRequest < 0 {
-		return nil, errors.New("wasm config: MaxResponse and MaxRequest must not be negative")
+	if cfg.MaxResponse < 0 || cfg.MaxRequest < 0 || cfg.MaxLoaded < 0 || cfg.IdleUnload < 0 {
+		return nil, errors.New("wasm config: MaxResponse, MaxRequest, MaxLoaded and IdleUnload must not be negative")
 	}
 	if cfg.MaxResponse == 0 {
 		cfg.MaxResponse = DefaultMaxResponse
@@ -122,7 +191,14 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = os.TempDir()
 	}
+	if cfg.MaxLoaded == 0 {
+		cfg.MaxLoaded = DefaultMaxLoaded
+	}
+	if cfg.IdleUnload == 0 {
+		cfg.IdleUnload = DefaultIdleUnload
+	}
 	var cache wazero.CompilationCache
+	var disk *diskCache
 	if cfg.CacheDir != "" {
 		if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("wasm cache dir: %w", err)
@@ -132,23 +208,35 @@ func New(cfg Config) (*Runtime, error) {
 			return nil, fmt.Errorf("wasm cache dir %s: %w", cfg.CacheDir, err)
 		}
 		cache = c
+		if disk, err = probeDiskCache(context.Background(), cfg.CacheDir); err != nil {
+			cfg.Logger.Warn("compiled modules of retired deployments will stay on disk", "err", err)
+		} else if err := disk.sweepVersions(cfg.CacheDir); err != nil {
+			cfg.Logger.Warn("remove stale wasm cache", "err", err)
+		}
 	} else {
 		cache = wazero.NewCompilationCache()
 	}
-	return &Runtime{
+	rt := &Runtime{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		cache:       cache,
+		disk:        disk,
 		headerNames: commonHeaders(),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 		runtimes:    make(map[uint32]wazero.Runtime),
-		modules:     make(map[moduleKey]*compiled),
-	}, nil
+		modules:     make(map[moduleKey]*module),
+		binaries:    make(map[[32]byte]*binaryUse),
+		artifacts:   make(map[string]*artifactUse),
+	}
+	go rt.sweepIdle()
+	return rt, nil
 }
 
 // Name returns "wasm", the manifest runtime this implements.
 func (rt *Runtime) Name() string { return manifest.WASM }
 
-// Prepare compiles spec's module (or reuses it when the same artifact was
+// Prepare compiles spec's module (or reuses it when the same binary was
 // prepared before) and returns an Instance that serves it.
 func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instance, error) {
 	m := spec.Manifest
@@ -162,7 +250,6 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 	if memory <= 0 {
 		memory = manifest.DefaultMemory
 	}
-	pages := memoryPages(memory)
 	timeout := m.Timeout
 	if timeout <= 0 {
 		timeout = manifest.DefaultTimeout
@@ -173,108 +260,276 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 	}
 
 	path := filepath.Join(spec.Dir, m.Module)
-	key := moduleKey{pages: pages, digest: spec.Digest, module: m.Module}
-	var bin []byte
-	if key.digest == "" {
-		// Without an artifact digest the module's own bytes name it.
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("module %s: %w", m.Module, err)
-		}
-		sum := sha256.Sum256(b)
-		key.digest, bin = "module:"+hex.EncodeToString(sum[:]), b
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("module %s: %w", m.Module, err)
 	}
-
-	c, err := rt.compile(ctx, key, path, bin, buildLog, spec.Component)
+	key := moduleKey{pages: memoryPages(memory), hash: sha256.Sum256(bin)}
+	mod, err := rt.hold(ctx, key, m.Module, bin, spec.Digest)
 	if err != nil {
 		return nil, err
 	}
-	w, err := prepareWAGI(ctx, c, spec, timeout, buildLog)
+	c, loaded, err := mod.acquire(ctx, rt, path, bin)
 	if err != nil {
-		rt.release(key, c)
+		rt.drop(mod, spec.Digest)
 		return nil, err
 	}
-	in, err := newInstance(rt, c, key, spec, timeout)
+	if loaded {
+		fmt.Fprintf(buildLog, "module %s: compiled %d bytes, memory limit %d MiB\n",
+			m.Module, len(bin), int64(key.pages)*pageSize>>20)
+	} else {
+		fmt.Fprintf(buildLog, "module %s: already compiled\n", m.Module)
+	}
+	w, err := prepareWAGI(ctx, mod.rt, c.mod, spec, timeout, buildLog)
+	c.unpin()
+	if err != nil {
+		rt.drop(mod, spec.Digest)
+		return nil, err
+	}
+	in, err := newInstance(rt, mod, path, spec, timeout)
 	if err != nil {
 		w.close()
-		rt.release(key, c)
+		rt.drop(mod, spec.Digest)
 		return nil, err
 	}
 	in.attach(w)
 	return in, nil
 }
 
-// compile returns the compiled module for key, compiling it if no one has,
-// and takes a reference on it. Concurrent calls for one key compile once.
-func (rt *Runtime) compile(ctx context.Context, key moduleKey, path string, bin []byte, buildLog io.Writer, component string) (*compiled, error) {
+// hold takes a reference on the module for key, creating it (not yet
+// loaded) if no one holds it, and counts it as used by artifact digest.
+func (rt *Runtime) hold(ctx context.Context, key moduleKey, name string, bin []byte, digest string) (*module, error) {
 	rt.mu.Lock()
+	defer rt.mu.Unlock()
 	if rt.closed {
-		rt.mu.Unlock()
 		return nil, errors.New("wasm runtime closed")
 	}
-	if c, ok := rt.modules[key]; ok {
-		c.refs++
-		rt.mu.Unlock()
-		select {
-		case <-c.ready:
-		case <-ctx.Done():
-			rt.release(key, c)
-			return nil, ctx.Err()
+	m, ok := rt.modules[key]
+	if !ok {
+		wrt, err := rt.runtimeLocked(ctx, key.pages)
+		if err != nil {
+			return nil, err
 		}
-		if c.err != nil {
-			return nil, c.err
+		m = &module{key: key, name: name, rt: wrt, slot: -1}
+		rt.modules[key] = m
+	}
+	m.refs++
+	b := rt.binaries[key.hash]
+	if b == nil {
+		b = &binaryUse{}
+		if rt.disk != nil {
+			b.file = rt.disk.path(bin)
 		}
-		fmt.Fprintf(buildLog, "module %s: already compiled\n", key.module)
-		return c, nil
+		rt.binaries[key.hash] = b
 	}
-	c := &compiled{ready: make(chan struct{}), refs: 1}
-	rt.modules[key] = c
-	wrt, err := rt.runtimeLocked(ctx, key.pages)
-	rt.mu.Unlock()
-
-	if err == nil {
-		c.rt = wrt
-		c.mod, err = rt.compileModule(ctx, wrt, key, path, bin, buildLog, component)
+	b.refs++
+	if digest != "" {
+		a := rt.artifacts[digest]
+		if a == nil {
+			a = &artifactUse{binaries: map[[32]byte]string{}}
+			rt.artifacts[digest] = a
+		}
+		a.instances++
+		a.retired = false
+		a.binaries[key.hash] = b.file
 	}
-	if err != nil {
-		c.err = err
-		rt.mu.Lock()
-		delete(rt.modules, key) // a later Prepare may try again
-		rt.mu.Unlock()
-	}
-	close(c.ready)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+	return m, nil
 }
 
-// compileModule reads, compiles and checks one module.
-func (rt *Runtime) compileModule(ctx context.Context, wrt wazero.Runtime, key moduleKey, path string, bin []byte, buildLog io.Writer, component string) (wazero.CompiledModule, error) {
-	if bin == nil {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("module %s: %w", key.module, err)
-		}
-		bin = b
+// drop gives back a reference hold took. The last one closes the module's
+// code; if the artifact was retired meanwhile, the last of its instances
+// removes its cache files.
+func (rt *Runtime) drop(m *module, digest string) {
+	var closing *code
+	var err error
+	rt.mu.Lock()
+	m.refs--
+	if m.refs == 0 && rt.modules[m.key] == m {
+		delete(rt.modules, m.key)
+		closing = rt.unloadLocked(m)
 	}
-	fmt.Fprintf(buildLog, "module %s: compiling %d bytes, memory limit %d MiB\n",
-		key.module, len(bin), int64(key.pages)*pageSize>>20)
+	if b := rt.binaries[m.key.hash]; b != nil {
+		if b.refs--; b.refs == 0 {
+			delete(rt.binaries, m.key.hash)
+		}
+	}
+	if a := rt.artifacts[digest]; a != nil && digest != "" {
+		if a.instances--; a.instances == 0 && a.retired {
+			delete(rt.artifacts, digest)
+			err = rt.removeUnusedLocked(a)
+		}
+	}
+	rt.mu.Unlock()
+	if closing != nil {
+		_ = closing.mod.Close(context.Background())
+	}
+	if err != nil {
+		rt.log.Warn("retire wasm artifact", "digest", digest, "err", err)
+	}
+}
+
+// Retire implements worker.Retirer: once no instance runs artifact digest,
+// the disk cache files of its binaries that no other instance runs are
+// removed. A Prepare of the same binary meanwhile holds it (see hold) and
+// keeps its file; one after the removal compiles it again.
+func (rt *Runtime) Retire(_ context.Context, _, digest string) error {
+	rt.mu.Lock()
+	a := rt.artifacts[digest]
+	if a == nil {
+		rt.mu.Unlock()
+		return nil
+	}
+	if a.instances > 0 {
+		a.retired = true
+		rt.mu.Unlock()
+		return nil
+	}
+	delete(rt.artifacts, digest)
+	err := rt.removeUnusedLocked(a)
+	rt.mu.Unlock()
+	return err
+}
+
+// removeUnusedLocked removes the disk cache files of a's binaries that no
+// one holds. It runs under rt.mu so that it cannot race a Prepare of the
+// same binary: one that held it first keeps its file, one after compiles
+// and writes it again.
+func (rt *Runtime) removeUnusedLocked(a *artifactUse) error {
+	var errs []error
+	for h, f := range a.binaries {
+		if _, held := rt.binaries[h]; held || f == "" {
+			continue
+		}
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove compiled module: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acquire returns m's code pinned for one use, loading it first when it
+// is not in memory (bin, when given, is the binary; else it is read from
+// path and must still hash to m's key). loaded reports whether this call
+// loaded it.
+func (m *module) acquire(ctx context.Context, rt *Runtime, path string, bin []byte) (c *code, loaded bool, err error) {
+	if c := m.code.Load(); c != nil && c.pin() {
+		return c, false, nil
+	}
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	if c := m.code.Load(); c != nil && c.pin() {
+		return c, false, nil
+	}
+	if bin == nil {
+		if bin, err = os.ReadFile(path); err != nil {
+			return nil, false, fmt.Errorf("module %s: %w", m.name, err)
+		}
+		if sha256.Sum256(bin) != m.key.hash {
+			return nil, false, fmt.Errorf("module %s: changed on disk since it was prepared", m.name)
+		}
+	}
 	start := time.Now()
 	rt.compiles.Add(1)
-	mod, err := wrt.CompileModule(ctx, bin)
+	mod, err := m.rt.CompileModule(ctx, bin)
 	if err != nil {
-		return nil, fmt.Errorf("module %s: %w", key.module, err)
+		return nil, false, fmt.Errorf("module %s: %w", m.name, err)
 	}
 	if err := checkWAGI(mod); err != nil {
 		_ = mod.Close(ctx)
-		return nil, fmt.Errorf("module %s: %w", key.module, err)
+		return nil, false, fmt.Errorf("module %s: %w", m.name, err)
 	}
-	elapsed := time.Since(start)
-	fmt.Fprintf(buildLog, "module %s: compiled in %s\n", key.module, elapsed.Round(time.Microsecond))
-	rt.log.Debug("compiled module", attrComponent, component, attrModule, key.module,
-		attrElapsed, elapsed, attrMemory, int64(key.pages)*pageSize)
-	return mod, nil
+	rt.log.Debug("loaded module", attrModule, m.name, attrElapsed, time.Since(start),
+		attrMemory, int64(m.key.pages)*pageSize)
+	c = &code{mod: mod}
+	c.pins.Store(1)
+	c.used.Store(true)
+	evicted := rt.loadedLocked(m, c)
+	for _, e := range evicted {
+		_ = e.mod.Close(context.Background())
+	}
+	return c, true, nil
+}
+
+// loadedLocked makes c m's code and unloads the least recently used
+// others beyond MaxLoaded, returning the code to close.
+func (rt *Runtime) loadedLocked(m *module, c *code) []*code {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	m.code.Store(c)
+	if m.slot < 0 {
+		m.slot = len(rt.loaded)
+		rt.loaded = append(rt.loaded, m)
+	}
+	var out []*code
+	// A clock sweep: a module used since the hand last passed gets a
+	// second chance, a pinned one is skipped; two turns at most.
+	for tries := 2 * len(rt.loaded); len(rt.loaded) > rt.cfg.MaxLoaded && tries > 0; tries-- {
+		if rt.hand >= len(rt.loaded) {
+			rt.hand = 0
+		}
+		v := rt.loaded[rt.hand]
+		if vc := v.code.Load(); v != m && vc != nil && !vc.used.Swap(false) {
+			if e := rt.unloadLocked(v); e != nil {
+				out = append(out, e)
+				continue // the slot now holds another module
+			}
+		}
+		rt.hand++
+	}
+	return out
+}
+
+// unloadLocked takes m's code out of memory unless a call is using it, and
+// returns the code to close (nil if none). rt.mu must be held.
+func (rt *Runtime) unloadLocked(m *module) *code {
+	c := m.code.Load()
+	if c == nil || !c.pins.CompareAndSwap(0, -1) {
+		return nil
+	}
+	m.code.Store(nil)
+	if i := m.slot; i >= 0 {
+		last := len(rt.loaded) - 1
+		rt.loaded[i] = rt.loaded[last]
+		rt.loaded[i].slot = i
+		rt.loaded[last] = nil
+		rt.loaded = rt.loaded[:last]
+		m.slot = -1
+	}
+	return c
+}
+
+// sweepIdle unloads, every IdleUnload, the code no call used since the
+// previous sweep.
+func (rt *Runtime) sweepIdle() {
+	defer close(rt.done)
+	t := time.NewTicker(rt.cfg.IdleUnload)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.stop:
+			return
+		case <-t.C:
+		}
+		var out []*code
+		rt.mu.Lock()
+		for i := 0; i < len(rt.loaded); {
+			m := rt.loaded[i]
+			if c := m.code.Load(); c != nil && !c.used.Swap(false) {
+				if e := rt.unloadLocked(m); e != nil {
+					out = append(out, e)
+					continue // slot i now holds another module
+				}
+			}
+			i++
+		}
+		rt.mu.Unlock()
+		for _, c := range out {
+			_ = c.mod.Close(context.Background())
+		}
+		if len(out) > 0 {
+			rt.log.Debug("unloaded idle modules", "count", len(out))
+		}
+	}
 }
 
 // checkWAGI reports why mod cannot run as a WAGI module, if it cannot. Its
@@ -292,17 +547,22 @@ func checkWAGI(mod wazero.CompiledModule) error {
 	return nil
 }
 
+// runtimeConfig is the wazero configuration of every runtime: the shared
+// cache, the memory limit, and modules closed when their context is done.
+func runtimeConfig(cache wazero.CompilationCache, pages uint32) wazero.RuntimeConfig {
+	return wazero.NewRuntimeConfig().
+		WithCompilationCache(cache).
+		WithMemoryLimitPages(pages).
+		WithCloseOnContextDone(true)
+}
+
 // runtimeLocked returns the wazero runtime for a memory limit, creating it
 // with WASI on first use. rt.mu must be held.
 func (rt *Runtime) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runtime, error) {
 	if r, ok := rt.runtimes[pages]; ok {
 		return r, nil
 	}
-	cfg := wazero.NewRuntimeConfig().
-		WithCompilationCache(rt.cache).
-		WithMemoryLimitPages(pages).
-		WithCloseOnContextDone(true)
-	r := wazero.NewRuntimeWithConfig(ctx, cfg)
+	r := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(rt.cache, pages))
 	if err := instantiateWASI(ctx, r); err != nil {
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("instantiate wasi: %w", err)
@@ -311,25 +571,9 @@ func (rt *Runtime) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runt
 	return r, nil
 }
 
-// release drops a reference on c, closing its compiled code after the last.
-func (rt *Runtime) release(key moduleKey, c *compiled) {
-	rt.mu.Lock()
-	c.refs--
-	last := c.refs == 0 && rt.modules[key] == c
-	if last {
-		delete(rt.modules, key)
-	}
-	rt.mu.Unlock()
-	if last {
-		<-c.ready
-		if c.mod != nil {
-			_ = c.mod.Close(context.Background())
-		}
-	}
-}
-
-// Close closes every wazero runtime, which stops any module still running,
-// and the compilation cache. The disk cache stays on disk.
+// Close stops the idle sweep, closes every wazero runtime, which stops any
+// module still running, and the compilation cache. The disk cache stays on
+// disk.
 func (rt *Runtime) Close(ctx context.Context) error {
 	rt.mu.Lock()
 	if rt.closed {
@@ -339,8 +583,10 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	rt.closed = true
 	runtimes := rt.runtimes
 	rt.runtimes = nil
-	rt.modules = nil
+	rt.modules = map[moduleKey]*module{}
 	rt.mu.Unlock()
+	close(rt.stop)
+	<-rt.done
 
 	var errs []error
 	for _, r := range runtimes {
