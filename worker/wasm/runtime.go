@@ -132,7 +132,7 @@ type module struct {
 	refs int // instances and Prepares holding it
 	slot int // index in Runtime.loaded, -1 when not loaded
 
-	loadMu sync.Mutex            // one load at a time
+	loadMu sync.Mutex           // one load at a time
 	code   atomic.Pointer[code] // nil while not loaded; stored under Runtime.mu
 }
 
