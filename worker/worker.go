@@ -116,8 +116,11 @@ type Worker struct {
 	// the latest one checks its component's secrets again once it is done.
 	secretEvents uint64
 	reloading    map[string]*reloadState
-	sem          chan struct{}
-	wg           sync.WaitGroup
+	// trees counts, per artifact digest, the loads and instances using its
+	// unpacked tree; the last to go removes it.
+	trees map[string]int
+	sem   chan struct{}
+	wg    sync.WaitGroup
 }
 
 // New returns a worker serving with the given runtimes.
@@ -141,6 +144,7 @@ func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
 		sums:      map[int64][32]byte{},
 		restarts:  map[int64]int{},
 		reloading: map[string]*reloadState{},
+		trees:     map[string]int{},
 		sem:       make(chan struct{}, cfg.Parallel),
 		adm:       newAdmission(cfg.Limits),
 	}
@@ -188,6 +192,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("reset placements of %s: %w", w.cfg.Name, err)
 	}
 	_ = w.store.Notify(ctx, ChannelRoutes, "")
+	w.sweepTrees(ctx)
 	events, err := w.store.Listen(ctx, ChannelPlacements)
 	if err != nil {
 		return fmt.Errorf("listen for placements: %w", err)
@@ -318,7 +323,11 @@ func (w *Worker) close(inst Instance, spec loadedSpec, retire bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := inst.Close(ctx); err != nil {
+		// A request still runs and may read the tree (files): it stays
+		// until the next start sweeps it.
 		w.cfg.Logger.Warn("close instance failed", "component", spec.component, "err", err)
+	} else {
+		w.dropTree(spec.digest)
 	}
 	if retire {
 		w.retire(spec)
@@ -440,8 +449,13 @@ func (w *Worker) load(ctx context.Context, d int64, restart int, set *secretSet)
 		}
 		return nil, spec, fmt.Errorf("worker %s has no %s runtime", w.cfg.Name, m.Runtime)
 	}
+	if !validDigest(dep.Digest) {
+		return nil, spec, fmt.Errorf("bad artifact digest %q", dep.Digest)
+	}
+	w.useTree(dep.Digest)
 	dir, err := w.unpack(ctx, dep.Digest)
 	if err != nil {
+		w.dropTree(dep.Digest)
 		return nil, spec, err
 	}
 	var blog io.Writer = io.Discard
@@ -465,12 +479,14 @@ func (w *Worker) load(ctx context.Context, d int64, restart int, set *secretSet)
 	})
 	if err != nil {
 		fmt.Fprintf(blog, "worker %s: failed: %v\n", w.cfg.Name, err)
+		w.dropTree(dep.Digest)
 		return nil, spec, err
 	}
 	lim, err := w.limit(inst, dep.Component, m)
 	if err != nil {
 		fmt.Fprintf(blog, "worker %s: failed: %v\n", w.cfg.Name, err)
 		_ = inst.Close(ctx)
+		w.dropTree(dep.Digest)
 		return nil, spec, err
 	}
 	fmt.Fprintf(blog, "worker %s: ready in %s\n", w.cfg.Name, time.Since(start).Round(time.Millisecond))
@@ -498,13 +514,86 @@ func (w *Worker) limit(inst Instance, component string, m manifest.Manifest) (*l
 // mib writes a byte count in MiB, rounded up, for messages.
 func mib(n int64) string { return strconv.FormatInt((n+1<<20-1)>>20, 10) + " MiB" }
 
+// useTree counts one more user of digest's unpacked tree.
+func (w *Worker) useTree(digest string) {
+	w.mu.Lock()
+	w.trees[digest]++
+	w.mu.Unlock()
+}
+
+// dropTree counts one user of digest's unpacked tree less and removes the
+// tree after the last. The tree is first renamed out of the way under the
+// lock, so that a load starting meanwhile unpacks it afresh instead of
+// finding it half removed.
+func (w *Worker) dropTree(digest string) {
+	w.mu.Lock()
+	w.trees[digest]--
+	if w.trees[digest] > 0 {
+		w.mu.Unlock()
+		return
+	}
+	delete(w.trees, digest)
+	dir := filepath.Join(w.cfg.DataDir, "artifacts", digest)
+	gone := filepath.Join(w.cfg.DataDir, "artifacts", ".gone-"+digest+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	err := os.Rename(dir, gone)
+	w.mu.Unlock()
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			w.cfg.Logger.Warn("remove unpacked artifact failed", "digest", digest, "err", err)
+		}
+		return
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		w.cfg.Logger.Warn("remove unpacked artifact failed", "digest", digest, "err", err)
+	}
+}
+
+// sweepTrees removes, at start, the unpacked trees of artifacts no
+// placement of this worker needs (left by retirements cut short, or by
+// versions that went away while it was down).
+func (w *Worker) sweepTrees(ctx context.Context) {
+	root := filepath.Join(w.cfg.DataDir, "artifacts")
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return // nothing unpacked yet
+	}
+	placements, err := w.store.WorkerPlacements(ctx, w.cfg.Name)
+	if err != nil {
+		w.cfg.Logger.Warn("sweep unpacked artifacts: read placements failed", "err", err)
+		return
+	}
+	keep := map[string]bool{}
+	for _, p := range placements {
+		d, err := w.store.Deployment(ctx, p.Deployment)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			w.cfg.Logger.Warn("sweep unpacked artifacts: read deployment failed", "deployment", p.Deployment, "err", err)
+			return
+		}
+		keep[d.Digest] = true
+	}
+	removed := 0
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+			w.cfg.Logger.Warn("sweep unpacked artifacts failed", "entry", e.Name(), "err", err)
+			continue
+		}
+		removed++
+	}
+	if removed > 0 {
+		w.cfg.Logger.Info("removed unpacked artifacts no placement needs", "count", removed)
+	}
+}
+
 // unpack makes sure the artifact with digest is unpacked under the data
 // dir and returns its directory. Artifacts are immutable, so an existing
 // directory is reused.
 func (w *Worker) unpack(ctx context.Context, digest string) (string, error) {
-	if !validDigest(digest) {
-		return "", fmt.Errorf("bad artifact digest %q", digest)
-	}
 	dir := filepath.Join(w.cfg.DataDir, "artifacts", digest)
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
