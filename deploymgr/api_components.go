@@ -170,7 +170,7 @@ func (m *Manager) rollback(c echo.Context) error {
 }
 
 // Rollback makes deployment id of comp (0: the newest ready one older than
-// the live one) the target again; the scheduler re-places it and promotes
+// the live one whose artifact is kept) the target again; the scheduler re-places it and promotes
 // it once prepared, exactly as a new deployment.
 func (m *Manager) Rollback(ctx context.Context, comp store.Component, id int64) (store.Deployment, error) {
 	if id == 0 {
@@ -180,8 +180,12 @@ func (m *Manager) Rollback(ctx context.Context, comp store.Component, id int64) 
 		}
 		for _, d := range ds {
 			if d.ID < comp.Live && d.Status == store.StatusReady {
-				id = d.ID
-				break
+				if ok, err := m.store.HasArtifact(ctx, d.Digest); err != nil {
+					return store.Deployment{}, err
+				} else if ok {
+					id = d.ID
+					break
+				}
 			}
 		}
 		if id == 0 {
@@ -199,6 +203,13 @@ func (m *Manager) Rollback(ctx context.Context, comp store.Component, id int64) 
 	}
 	if id == comp.Live && comp.Target == comp.Live {
 		return d, nil // already live
+	}
+	if ok, err := m.store.HasArtifact(ctx, d.Digest); err != nil {
+		return store.Deployment{}, err
+	} else if !ok {
+		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf(
+			"deployment %d is older than the %d newest that are kept for rollback (VELO_KEEP_DEPLOYMENTS); its artifact was removed: deploy that version again",
+			id, m.cfg.KeepDeployments)}
 	}
 	if err := m.store.SetDeploymentStatus(ctx, id, store.StatusPending, ""); err != nil {
 		return store.Deployment{}, err

@@ -33,6 +33,8 @@ type Store interface {
 	BuildLog(ctx context.Context, id int64) (string, error)
 
 	PutArtifact(ctx context.Context, digest string, data []byte) error
+	HasArtifact(ctx context.Context, digest string) (bool, error)
+	DropArtifacts(ctx context.Context, component string, keep int, storedBefore time.Time) (int64, error)
 
 	Workers(ctx context.Context) ([]store.Worker, error)
 	PutPlacement(ctx context.Context, p store.Placement) error
@@ -57,6 +59,10 @@ type Store interface {
 	Notify(ctx context.Context, channel, payload string) error
 	Listen(ctx context.Context, channel string) (<-chan string, error)
 }
+
+// DefaultKeepDeployments is how many deployments of a component keep their
+// artifact when Config.KeepDeployments is not set.
+const DefaultKeepDeployments = 10
 
 // Config configures a Manager.
 type Config struct {
@@ -97,6 +103,11 @@ type Config struct {
 	// Grace is how long an old deployment stays placed after a newer one
 	// went live, so that routers switch before it goes away (default 3s).
 	Grace time.Duration
+	// KeepDeployments is how many of each component's newest deployments
+	// keep their artifact for rollback (default DefaultKeepDeployments);
+	// older ones keep their record and build log, and a rollback to one
+	// of them is refused.
+	KeepDeployments int
 	// Retention is how long hit buckets and finished GitHub jobs are kept
 	// (default 30 days); the scheduler prunes older ones at start and then
 	// hourly.
@@ -146,6 +157,9 @@ func (c Config) withDefaults() Config {
 	if c.Grace <= 0 {
 		c.Grace = 3 * time.Second
 	}
+	if c.KeepDeployments <= 0 {
+		c.KeepDeployments = DefaultKeepDeployments
+	}
 	if c.Retention <= 0 {
 		c.Retention = 30 * 24 * time.Hour
 	}
@@ -173,6 +187,12 @@ type Manager struct {
 	// scaled is when the autoscaler last changed each component's
 	// replicas; only Run's goroutine uses it.
 	scaled map[string]time.Time
+	// superseded is when the scheduler first saw each placed deployment
+	// neither live nor rolling out; only Run's goroutine uses it.
+	superseded map[int64]time.Time
+	// redrop holds the components whose old artifacts dropLater looks at
+	// again; only Run's goroutine uses it.
+	redrop map[string]time.Time
 }
 
 // New returns a Manager.

@@ -47,6 +47,7 @@ func (m *Manager) schedule(ctx context.Context) error {
 	if err := m.rebalance(ctx, workers); err != nil {
 		return err
 	}
+	m.dropLater(ctx)
 	return m.retire(ctx)
 }
 
@@ -113,13 +114,18 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 			}
 		}
 	}
-	if len(ps) == 0 {
-		// Its placements vanished (workers removed): place it again.
-		return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPending, "")
-	}
 	comp, err := m.store.Component(ctx, d.Component)
 	if err != nil {
 		return err
+	}
+	if len(ps) == 0 {
+		if d.ID != comp.Target && d.ID != comp.Live {
+			// Retired (see retire) before any worker was done with it.
+			return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusFailed,
+				fmt.Sprintf("superseded by deployment %d before it was ready", comp.Target))
+		}
+		// Its placements vanished (workers removed): place it again.
+		return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPending, "")
 	}
 	if ready == 0 {
 		m.log.Warn("deployment failed", "component", d.Component, "deployment", d.ID, "reason", failed)
@@ -142,7 +148,22 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 		}
 		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
 	}
-	return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, "")
+	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, ""); err != nil {
+		return err
+	}
+	m.dropOldArtifacts(ctx, d.Component)
+	return nil
+}
+
+// dropLater runs dropOldArtifacts again for each component a Grace after
+// its last deployment settled, for the artifacts that were too fresh then.
+func (m *Manager) dropLater(ctx context.Context) {
+	for c, at := range m.redrop {
+		if time.Since(at) >= m.cfg.Grace {
+			delete(m.redrop, c)
+			m.dropArtifacts(ctx, c)
+		}
+	}
 }
 
 // routesChanged tells routers that what component serves has changed.
@@ -157,33 +178,76 @@ func (m *Manager) routesChanged(ctx context.Context, component string) error {
 }
 
 // retire removes the placements of deployments that are neither live nor
-// being rolled out, once routers have had the grace period to switch.
+// being rolled out, a Grace after the scheduler first saw them so, which
+// gives routers the time to switch. The clock runs per deployment: a
+// component redeployed more often than every Grace still sees its old
+// versions go.
 func (m *Manager) retire(ctx context.Context) error {
 	comps, err := m.store.Components(ctx)
 	if err != nil {
 		return fmt.Errorf("read components: %w", err)
 	}
-	removed := false
+	all, err := m.store.AllPlacements(ctx)
+	if err != nil {
+		return fmt.Errorf("read placements: %w", err)
+	}
+	current := make(map[int64]bool, 2*len(comps))
 	for _, c := range comps {
-		if time.Since(c.UpdatedAt) < m.cfg.Grace {
+		current[c.Live], current[c.Target] = true, true
+	}
+	if m.superseded == nil {
+		m.superseded = map[int64]time.Time{}
+	}
+	now := time.Now()
+	seen := make(map[int64]bool)
+	removed := false
+	for _, p := range all {
+		if current[p.Deployment] {
 			continue
 		}
-		ps, err := m.store.ComponentPlacements(ctx, c.Name)
-		if err != nil {
+		seen[p.Deployment] = true
+		since, ok := m.superseded[p.Deployment]
+		if !ok {
+			m.superseded[p.Deployment] = now
+			continue
+		}
+		if now.Sub(since) < m.cfg.Grace {
+			continue
+		}
+		if err := m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil && !isNotFound(err) {
 			return err
 		}
-		for _, p := range ps {
-			if p.Deployment == c.Live || p.Deployment == c.Target {
-				continue
-			}
-			if err := m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil {
-				return err
-			}
-			removed = true
+		removed = true
+	}
+	for d := range m.superseded {
+		if !seen[d] {
+			delete(m.superseded, d) // gone, or current again (a rollback)
 		}
 	}
 	if removed {
 		return m.store.Notify(ctx, ChannelPlacements, "")
 	}
 	return nil
+}
+
+// dropOldArtifacts removes the artifacts of component's deployments older
+// than its newest KeepDeployments, unless a deployment kept (of any
+// component, or live, or rolling out) has the same digest or the artifact
+// was stored within the last Grace (an upload of it may be under way).
+func (m *Manager) dropOldArtifacts(ctx context.Context, component string) {
+	if m.redrop == nil {
+		m.redrop = map[string]time.Time{}
+	}
+	m.redrop[component] = time.Now()
+	m.dropArtifacts(ctx, component)
+}
+
+func (m *Manager) dropArtifacts(ctx context.Context, component string) {
+	n, err := m.store.DropArtifacts(ctx, component, m.cfg.KeepDeployments, time.Now().Add(-m.cfg.Grace))
+	switch {
+	case err != nil && ctx.Err() == nil:
+		m.log.Warn("drop old artifacts failed", "component", component, "err", err)
+	case n > 0:
+		m.log.Info("dropped artifacts of old deployments", "component", component, "count", n, "kept", m.cfg.KeepDeployments)
+	}
 }

@@ -49,6 +49,7 @@ const (
 	envDockerReplicas = "VELO_DOCKER_REPLICAS"
 	envMaxInflight    = "VELO_WORKER_MAX_INFLIGHT"
 	envWorkerMemory   = "VELO_WORKER_MEMORY"
+	envKeep           = "VELO_KEEP_DEPLOYMENTS"
 )
 
 // roleConfig is what every role needs.
@@ -100,6 +101,16 @@ func floatEnv(key string) (float64, error) {
 		return 0, fmt.Errorf("%s=%q: want a number ≥ 0", key, v)
 	}
 	return f, nil
+}
+
+// keepDeployments reads VELO_KEEP_DEPLOYMENTS: how many of each
+// component's newest deployments keep their artifact for rollback.
+func keepDeployments() (int, error) {
+	n, err := intEnv(envKeep, deploymgr.DefaultKeepDeployments)
+	if err == nil && n < 1 {
+		err = fmt.Errorf("%s=%d: want at least 1 (the live deployment)", envKeep, n)
+	}
+	return n, err
 }
 
 func intEnv(key string, def int) (int, error) {
@@ -269,6 +280,8 @@ bootstrapping), VELO_PUBLIC_URL (where users reach the routers),
 VELO_DOMAIN, VELO_WORKER_TIMEOUT (default 10s: a worker silent that long
 loses its placements), VELO_WASM_REPLICAS (0 = every worker),
 VELO_DOCKER_REPLICAS (default 1; the floor when autoscaling),
+VELO_KEEP_DEPLOYMENTS (default 10: each component's newest deployments whose
+artifacts are kept for rollback; older ones are removed),
 VELO_DOCKER_TARGET_RPS (autoscale Docker components across workers to about
 this many requests/s per replica; off when unset), VELO_SCALE_COOLDOWN
 (default 30s between two scaling changes of a component).`,
@@ -293,6 +306,10 @@ this many requests/s per replica; off when unset), VELO_SCALE_COOLDOWN
 				return err
 			}
 			cooldown, err := durationEnv("VELO_SCALE_COOLDOWN", 30*time.Second)
+			if err != nil {
+				return err
+			}
+			keep, err := keepDeployments()
 			if err != nil {
 				return err
 			}
@@ -322,6 +339,7 @@ this many requests/s per replica; off when unset), VELO_SCALE_COOLDOWN
 				DockerTargetRPS: targetRPS,
 				ScaleCooldown:   cooldown,
 				Secrets:         r.keys,
+				KeepDeployments: keep,
 				Logger:          r.log,
 			}, r.store)
 			if err != nil {

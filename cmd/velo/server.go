@@ -64,15 +64,20 @@ func upCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("VELO_TRUSTED_PROXIES: %w", err)
 			}
+			keep, err := keepDeployments()
+			if err != nil {
+				return err
+			}
 			cfg := node.Config{
-				WorkerLimits:   limits,
-				TrustedProxies: trusted,
-				Addr:           addr,
-				DataDir:        data,
-				DatabaseURL:    os.Getenv("VELO_DATABASE_URL"),
-				PublicURL:      getenv("VELO_PUBLIC_URL"),
-				Domain:         os.Getenv("VELO_DOMAIN"),
-				SecretsKey:     os.Getenv(secrets.EnvKey),
+				WorkerLimits:    limits,
+				TrustedProxies:  trusted,
+				KeepDeployments: keep,
+				Addr:            addr,
+				DataDir:         data,
+				DatabaseURL:     os.Getenv("VELO_DATABASE_URL"),
+				PublicURL:       getenv("VELO_PUBLIC_URL"),
+				Domain:          os.Getenv("VELO_DOMAIN"),
+				SecretsKey:      os.Getenv(secrets.EnvKey),
 				// /metrics also takes the admin token.
 				MetricsToken: os.Getenv(auth.MetricsTokenEnv),
 				Docker:       newDockerRuntime,

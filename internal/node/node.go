@@ -60,6 +60,12 @@ type Config struct {
 	Docker func(ctx context.Context, owner string, log *slog.Logger) (worker.Runtime, error)
 	// WorkerLimits bound the calls the node's worker serves at once.
 	WorkerLimits worker.Limits
+	// KeepDeployments is how many of each component's newest deployments
+	// keep their artifact for rollback (0: deploymgr's default).
+	KeepDeployments int
+	// Grace is how long a replaced deployment stays placed (0: deploymgr's
+	// default); tests shorten it.
+	Grace time.Duration
 	// NoHits turns hit recording off (benchmarks).
 	NoHits bool
 	// SecretsKey is the secrets keyring (VELO_SECRETS_KEY's value); empty
@@ -185,12 +191,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Backend:        func(store.Worker) router.Backend { return router.InProcess(wk) },
 	}, st)
 	mgr, err := deploymgr.New(deploymgr.Config{
-		PublicURL:     publicURL,
-		Domain:        cfg.Domain,
-		AdminToken:    token,
-		RoutesChanged: rt.Refresh,
-		Secrets:       keys,
-		Logger:        log,
+		PublicURL:       publicURL,
+		Domain:          cfg.Domain,
+		AdminToken:      token,
+		RoutesChanged:   rt.Refresh,
+		Secrets:         keys,
+		KeepDeployments: cfg.KeepDeployments,
+		Grace:           cfg.Grace,
+		Logger:          log,
 	}, st)
 	if err != nil {
 		return nil, err

@@ -3,16 +3,18 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // PutArtifact stores data under its digest. Artifacts are content-addressed,
-// so storing a digest again is a no-op.
+// so storing a digest again only renews its time (which DropArtifacts
+// honours, so an upload under way does not lose its artifact).
 func (s *Store) PutArtifact(ctx context.Context, digest string, data []byte) error {
 	if data == nil {
 		data = []byte{} // NULL is not an empty artifact
 	}
 	_, err := s.db.exec(ctx, `INSERT INTO artifacts (digest, data, created_at) VALUES ($1, $2, $3)
-		ON CONFLICT (digest) DO NOTHING`, digest, data, micros(now()))
+		ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at`, digest, data, micros(now()))
 	if err != nil {
 		return fmt.Errorf("put artifact %s: %w", digest, err)
 	}
@@ -38,4 +40,28 @@ func (s *Store) HasArtifact(ctx context.Context, digest string) (bool, error) {
 		return false, fmt.Errorf("has artifact %s: %w", digest, err)
 	}
 	return n > 0, nil
+}
+
+// DropArtifacts deletes the artifacts of component's deployments older than
+// its newest keep, except those a kept deployment of any component also
+// uses (one of the newest keep of its component, or live, or rolling out)
+// and those stored since storedBefore. The deployments stay, with their
+// build logs; it returns how many artifacts went.
+func (s *Store) DropArtifacts(ctx context.Context, component string, keep int, storedBefore time.Time) (int64, error) {
+	if keep < 1 {
+		return 0, fmt.Errorf("drop artifacts of %s: keep must be at least 1", component)
+	}
+	n, err := s.db.exec(ctx, `DELETE FROM artifacts
+		WHERE created_at < $3
+		AND digest IN (SELECT d.digest FROM deployments d WHERE d.component = $1
+			AND d.id < (SELECT n.id FROM deployments n WHERE n.component = $1 ORDER BY n.id DESC LIMIT 1 OFFSET $2 - 1))
+		AND NOT EXISTS (SELECT 1 FROM deployments k WHERE k.digest = artifacts.digest AND (
+			k.id IN (SELECT c.live FROM components c WHERE c.name = k.component)
+			OR k.id IN (SELECT c.target FROM components c WHERE c.name = k.component)
+			OR (SELECT count(*) FROM deployments n WHERE n.component = k.component AND n.id > k.id) < $2))`,
+		component, keep, micros(storedBefore))
+	if err != nil {
+		return 0, fmt.Errorf("drop artifacts of %s: %w", component, err)
+	}
+	return n, nil
 }

@@ -37,6 +37,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"TargetAndPromote", testTargetAndPromote},
 		{"BuildLog", testBuildLog},
 		{"Artifacts", testArtifacts},
+		{"DropArtifacts", testDropArtifacts},
 		{"DeleteComponent", testDeleteComponent},
 		{"Workers", testWorkers},
 		{"Placements", testPlacements},
@@ -911,5 +912,59 @@ func testPrune(t *testing.T, s *Store) {
 		if kept := err == nil; kept != want {
 			t.Errorf("%s job kept = %v (%v), want %v", st, kept, err, want)
 		}
+	}
+}
+
+// testDropArtifacts: the artifacts of a component's deployments beyond its
+// newest keep go, except those still used by a kept deployment (its own,
+// another component's, the live one) or stored too recently.
+func testDropArtifacts(t *testing.T, s *Store) {
+	ctx := context.Background()
+	mkComponent(t, s, "app")
+	mkComponent(t, s, "other")
+	for _, d := range []string{"a1", "a2", "a3", "shared", "a5", "a6"} {
+		must(t, s.PutArtifact(ctx, d, []byte(d)))
+	}
+	must(t, s.PutArtifact(ctx, "live", []byte("live")))
+	// app: live, a1, a2, a3, shared, a2 again (same digest), a5, a6 — oldest first.
+	live := mkDeployment(t, s, "app", "live", "wasm")
+	must(t, s.SetTarget(ctx, "app", live.ID))
+	must(t, s.Promote(ctx, "app", live.ID))
+	for _, d := range []string{"a1", "a2", "a3", "shared", "a2", "a5", "a6"} {
+		mkDeployment(t, s, "app", d, "wasm")
+	}
+	mkDeployment(t, s, "other", "shared", "wasm") // other's newest
+
+	if _, err := s.DropArtifacts(ctx, "app", 0, time.Now()); err == nil {
+		t.Error("DropArtifacts with keep 0: no error")
+	}
+	// Stored after storedBefore: nothing may go yet.
+	if n, err := s.DropArtifacts(ctx, "app", 3, time.Now().Add(-time.Hour)); err != nil || n != 0 {
+		t.Fatalf("DropArtifacts of fresh artifacts = %d, %v; want 0", n, err)
+	}
+	// Storing an artifact again renews it (an upload of it under way).
+	time.Sleep(2 * time.Millisecond)
+	mid := time.Now()
+	time.Sleep(2 * time.Millisecond)
+	must(t, s.PutArtifact(ctx, "a3", []byte("a3")))
+	if n, err := s.DropArtifacts(ctx, "app", 3, mid); err != nil || n != 1 {
+		t.Errorf("DropArtifacts before a3 was stored again = %d, %v; want 1 (a1)", n, err)
+	}
+	n, err := s.DropArtifacts(ctx, "app", 3, time.Now().Add(time.Second))
+	must(t, err)
+	// Kept: a2, a5, a6 (newest 3), live (live), shared (other's newest).
+	// Gone: a1 (above), a3.
+	if n != 1 {
+		t.Errorf("DropArtifacts = %d, want 1 (a3)", n)
+	}
+	for d, want := range map[string]bool{"a1": false, "a3": false, "a2": true, "shared": true, "a5": true, "a6": true, "live": true} {
+		if ok, err := s.HasArtifact(ctx, d); err != nil || ok != want {
+			t.Errorf("HasArtifact(%s) = %v, %v; want %v", d, ok, err, want)
+		}
+	}
+	ds, err := s.Deployments(ctx, "app", 100)
+	must(t, err)
+	if len(ds) != 8 {
+		t.Errorf("%d deployments of app after dropping artifacts, want all 8", len(ds))
 	}
 }
