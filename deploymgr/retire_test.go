@@ -49,7 +49,9 @@ func TestOldVersionsGoAway(t *testing.T) {
 	}
 
 	// Deploy back to back until the first version is retired; with a
-	// grace counted from the component's last change it never would be.
+	// grace counted from the component's last change it never would be
+	// while each deploy takes less than the grace. (On a machine so loaded
+	// that a deploy takes longer, it is retired either way.)
 	var deps []api.Deployment
 	start := time.Now()
 	for i := 0; ; i++ {
@@ -65,11 +67,8 @@ func TestOldVersionsGoAway(t *testing.T) {
 		if len(ps) == 0 && i >= 2 {
 			break
 		}
-		if time.Since(start) > 20*grace {
+		if i == 40 {
 			t.Fatalf("after %d deploys in %s (grace %s) the first version is still placed", i+1, time.Since(start).Round(time.Millisecond), grace)
-		}
-		if i > 0 && time.Since(deps[i-1].UpdatedAt) > grace {
-			t.Logf("deploy %d took longer than the grace; the check is weaker", i)
 		}
 	}
 	// A few more, so that some fall out of the kept ones.
