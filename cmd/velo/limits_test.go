@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -342,5 +343,31 @@ func TestLogsEscaped(t *testing.T) {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("velo logs lacks %q:\n%s", w, out.String())
 		}
+	}
+}
+
+// TestSlowClientsThroughVeloUp checks, through velo up's real serving path
+// (router, in-process worker), that a client sending its body slowly gets a
+// 504 at the component's timeout rather than holding the call: the body
+// read is held to the call's deadline on the client's connection.
+func TestSlowClientsThroughVeloUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts velo up; skipped with -short")
+	}
+	u := startUp(t)
+	u.deployStream(t, "slow", "timeout = \"1s\"\n")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(u.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /fn/slow/count HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nonly a few bytes")
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body stalls: %v", err)
+	}
+	if res.StatusCode != 504 {
+		t.Errorf("status %d, want 504", res.StatusCode)
 	}
 }
