@@ -150,7 +150,7 @@ func TestParseTrustedProxies(t *testing.T) {
 }
 
 // exchange writes raw on a new connection and returns everything the
-// router sent until it closed the connection or 2s passed, and whether it
+// router sent until it closed the connection or 10s passed, and whether it
 // closed it.
 func exchange(t *testing.T, addr, raw string) (string, bool) {
 	t.Helper()
@@ -159,7 +159,7 @@ func exchange(t *testing.T, addr, raw string) (string, bool) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, raw)
 	var out bytes.Buffer
 	_, err = io.Copy(&out, c)
@@ -261,11 +261,12 @@ func testAnswerFraming(t *testing.T, loops int) {
 		fast := fastServer(t, rawRouter(t, addr), loops)
 		for _, raw := range []string{"POST /fn/hello/ HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
 			handOff("POST /fn/hello/ HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")} {
-			start := time.Now()
+			// At once: rawExchange gives up after 10s, the router's
+			// ResponseTimeout is 5 minutes.
 			res := rawExchange(t, fast, raw, 1)[0]
 			body := readBody(res)
-			if res.StatusCode != 502 || strings.Contains(body, "127.0.0.1") || strings.Contains(body, "ok") || time.Since(start) > time.Second {
-				t.Errorf("%s: %d %q after %v, want 502 at once, naming no address", tc.name, res.StatusCode, body, time.Since(start))
+			if res.StatusCode != 502 || strings.Contains(body, "127.0.0.1") || strings.Contains(body, "ok") {
+				t.Errorf("%s: %d %q, want 502, naming no address", tc.name, res.StatusCode, body)
 			}
 		}
 	}

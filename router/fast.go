@@ -75,8 +75,10 @@ func (s *FastServer) Serve(ln net.Listener) error {
 		h = http.DefaultServeMux
 	}
 	s.Fallback.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if sc, _ := r.Context().Value(screenKey{}).(*screenedConn); sc != nil && sc.blind.Load() {
-			w.Header().Set("Connection", "close")
+		if sc, _ := r.Context().Value(screenKey{}).(*screenedConn); sc != nil {
+			if n, b := sc.served.Add(1), sc.blindAt.Load(); b != 0 && n >= b {
+				w.Header().Set("Connection", "close")
+			}
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -398,7 +400,10 @@ type screenedConn struct {
 	left  int64  // body bytes of the current request still to pass
 	err   error  // the read error to return once in is passed on
 	req   fastReq
-	blind atomic.Bool
+	heads int64 // heads passed on
+	// blindAt is the number of the head after which the screen went
+	// blind (0: not), served the number of requests net/http began.
+	blindAt, served atomic.Int64
 }
 
 // maxScreenedHead is as net/http's DefaultMaxHeaderBytes.
@@ -415,7 +420,7 @@ func (s *FastServer) screen(c net.Conn, pre []byte) *screenedConn {
 
 func (sc *screenedConn) Read(p []byte) (int, error) {
 	for len(sc.out) == 0 {
-		blind := sc.blind.Load()
+		blind := sc.blindAt.Load() != 0
 		switch n, err := 0, error(nil); {
 		case sc.err != nil && len(sc.in) == 0:
 			return 0, sc.err
@@ -437,12 +442,11 @@ func (sc *screenedConn) Read(p []byte) (int, error) {
 			n, err = parseRequestHead(&sc.req, sc.in)
 			switch {
 			case err != nil || len(sc.in) > maxScreenedHead:
-				sc.out, sc.in = refusedHead, nil
-				sc.blind.Store(true)
+				sc.out, sc.in, sc.err = refusedHead, nil, io.EOF
 			case n > 0:
 				sc.out, sc.in, sc.left = sc.in[:n], sc.in[n:], max(sc.req.length, 0)
-				if sc.req.chunked || sc.req.upgrade || bytes.Equal(sc.req.method, []byte("CONNECT")) {
-					sc.blind.Store(true)
+				if sc.heads++; sc.req.chunked || sc.req.upgrade || bytes.Equal(sc.req.method, []byte("CONNECT")) {
+					sc.blindAt.Store(sc.heads)
 				}
 			case sc.err != nil:
 				sc.out, sc.in = sc.in, nil // the start of a head, then the error
