@@ -2,6 +2,7 @@ package wasm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -274,4 +275,77 @@ func TestCallMemory(t *testing.T) {
 		t.Errorf("CallMemory %d, want %d", got, want)
 	}
 	_ = context.Background
+}
+
+// FuzzCGIWriter feeds a module's output to cgiWriter in arbitrary chunks
+// and checks it against parseCGI on the whole output: the same status,
+// headers and body, or an error exactly when parseCGI errs or the head
+// does not fit in the buffer.
+func FuzzCGIWriter(f *testing.F) {
+	f.Add([]byte("Content-Type: text/plain\n\nhello"), []byte{3, 7})
+	f.Add([]byte("Status: 404 Not Found\r\nX-A: 1\r\n\r\nno"), []byte{1})
+	f.Add([]byte("Location: /x\n\n"), []byte{})
+	f.Add([]byte("garbage without a head"), []byte{5})
+	f.Add([]byte("X: 1\n\n"+strings.Repeat("b", outBuffer+10)), []byte{200, 0, 255})
+	f.Add([]byte(strings.Repeat("X-Long: aaaaaaaaaaaaaaaaaaaa\n", 3000)+"\nbody"), []byte{9})
+	f.Fuzz(func(t *testing.T, out, cuts []byte) {
+		rec := httptest.NewRecorder()
+		stopped := false
+		var o cgiWriter
+		o.start(rec, 1<<30, time.Time{}, func() { stopped = true })
+		rest := out
+		var werr error
+		for i := 0; len(rest) > 0 && werr == nil; i++ {
+			n := len(rest)
+			if i < len(cuts) {
+				n = min(n, int(cuts[i])*37+1)
+			}
+			var w int
+			w, werr = o.Write(rest[:n])
+			if werr == nil && w != n {
+				t.Fatalf("short write %d of %d without an error", w, n)
+			}
+			rest = rest[n:]
+		}
+		inWrite := werr != nil
+		if werr == nil {
+			werr = o.finish()
+		}
+
+		h := http.Header{}
+		status, body, err := parseCGI(out, h, nil)
+		headEnd := len(out) - len(body)
+		switch {
+		case err != nil || headEnd > outBuffer:
+			if werr == nil {
+				t.Fatalf("output %q: cgiWriter accepted what parseCGI refuses (%v) or a head of %d bytes", clip(out), err, headEnd)
+			}
+			if !o.sent && (len(rec.Header()) > 0 || rec.Body.Len() > 0) {
+				t.Fatalf("refused, yet something was sent: %v %q", rec.Header(), rec.Body)
+			}
+			if inWrite && !stopped {
+				t.Fatal("a write refused, yet the module was not stopped")
+			}
+			return
+		case werr != nil:
+			t.Fatalf("output %q: cgiWriter refused (%v) what parseCGI accepts", clip(out), werr)
+		}
+		if rec.Code != status {
+			t.Errorf("status %d, parseCGI says %d", rec.Code, status)
+		}
+		got := rec.Header().Clone()
+		got.Del("Content-Length")
+		if fmt.Sprint(got) != fmt.Sprint(h) {
+			t.Errorf("headers %v, parseCGI says %v", got, h)
+		}
+		if !bodyAllowed(status) {
+			body = nil
+		}
+		if !bytes.Equal(rec.Body.Bytes(), body) {
+			t.Errorf("body of %d bytes, parseCGI says %d", rec.Body.Len(), len(body))
+		}
+		if cl := rec.Header().Get("Content-Length"); len(out) <= outBuffer && bodyAllowed(status) && cl != fmt.Sprint(len(body)) {
+			t.Errorf("Content-Length %q for a whole answer of %d bytes", cl, len(body))
+		}
+	})
 }
