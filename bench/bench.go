@@ -32,6 +32,8 @@ type Bench struct {
 	// Candidate is the checkout measured against it (-wasm-candidate);
 	// "" means this one.
 	Baseline, Candidate string
+	// ScaleComponents is how many components the scale section deploys.
+	ScaleComponents int
 
 	log     io.Writer
 	started time.Time

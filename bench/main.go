@@ -43,6 +43,7 @@ var sections = []section{
 	{name: "docker", run: dockerSection},
 	{name: "webhook", run: webhookSection},
 	{name: "router", run: routerSection},
+	{name: "scale", run: scaleSection},
 	{name: "files", run: filesSection},
 }
 
@@ -61,6 +62,7 @@ func doMain(args []string, stderr io.Writer) int {
 	keep := fs.Bool("keep", false, "keep the scratch directory (binaries, data dirs, server logs)")
 	baseline := fs.String("wasm-baseline", "", "a checkout of an older commit (git worktree add --detach /tmp/velo-old COMMIT) whose velo the wasmlimits section measures against")
 	candidate := fs.String("wasm-candidate", "", "a checkout whose velo the wasmlimits section measures against -wasm-baseline (default: this one)")
+	scaleN := fs.Int("scale-components", 1000, "components the scale section deploys (1000 to 10000)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -85,6 +87,7 @@ func doMain(args []string, stderr io.Writer) int {
 	}
 	defer b.close(*keep)
 	b.Baseline, b.Candidate = *baseline, *candidate
+	b.ScaleComponents = min(max(*scaleN, 10), 10000)
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
