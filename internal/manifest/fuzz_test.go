@@ -29,6 +29,9 @@ func FuzzParse(f *testing.F) {
 		"[[files]]\nsource = \"a\"\ndestination = \"/\"",
 		`volumes = { "/data" = "data" }`,
 		`files = [{ source = "../a", destination = "a" }, 3]`,
+		`allowed_hosts = ["https://API.example.com:443/", "http://127.0.0.1:9000", "http://[::ffff:10.0.0.1]:81"]`,
+		`allowed_hosts = ["http://[fe80::1%25eth0]", "http://127.1", "insecure:allow-all"]`,
+		"runtime = \"docker\"\nallowed_hosts = [\"https://a.example\"]\nhttp_max_concurrency = 3",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))

@@ -32,6 +32,12 @@ type Manifest struct {
 	// mounted read-only for the module. See wagi.go.
 	Entrypoint string      `json:"entrypoint,omitempty"`
 	Files      []FileMount `json:"files,omitempty"`
+
+	// Outbound HTTP (wasm): the origins a module may call through
+	// wasi_experimental_http, and how many responses it may hold open at
+	// once. Nothing is allowed when AllowedHosts is empty.
+	AllowedHosts       []string `json:"allowed_hosts,omitempty"`        // "scheme://host[:port]", normalized
+	HTTPMaxConcurrency int      `json:"http_max_concurrency,omitempty"` // 0: the runtime's default
 }
 
 // Scale bounds a docker component's instance count.

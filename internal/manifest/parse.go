@@ -26,7 +26,8 @@ const (
 )
 
 // topKeys are the keys velo.toml may hold at its top level.
-var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "concurrency", "env", "scale"}
+var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "concurrency", "env", "scale",
+	"allowed_hosts", "http_max_concurrency"}
 
 // scaleKeys are the keys the [scale] table may hold.
 var scaleKeys = []string{"min", "max"}
@@ -152,6 +153,9 @@ func Parse(data []byte) (Manifest, error) {
 	if err := parseWAGI(raw, &m); err != nil {
 		return Manifest{}, err
 	}
+	if err := parseOutbound(raw, &m); err != nil {
+		return Manifest{}, err
+	}
 	return m, nil
 }
 
@@ -202,7 +206,10 @@ func (m Manifest) Validate() error {
 			return keyErr("env", "%q is not a valid variable name (want [A-Za-z_][A-Za-z0-9_]*)", k)
 		}
 	}
-	return checkScale(m.Scale, true, true)
+	if err := checkScale(m.Scale, true, true); err != nil {
+		return err
+	}
+	return m.validateOutbound()
 }
 
 // ValidName reports whether name is a valid component name: a DNS label of
