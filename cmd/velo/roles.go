@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -443,11 +444,13 @@ admitted against, like 2GiB; default half the machine's or cgroup's memory).`,
 				r.store.Close()
 				return fmt.Errorf("worker: data dir: %w", err)
 			}
-			wasmRT, err := wasm.New(wasm.Config{CacheDir: filepath.Join(data, "wasm-cache"), Logger: r.log})
+			wasmRT, err := wasm.New(wasm.Config{CacheDir: filepath.Join(data, "wasm-cache"), Logger: r.log,
+				OutboundForbidden: clusterAddrs(ctx, adv, cfg.DatabaseURL)})
 			if err != nil {
 				r.store.Close()
 				return fmt.Errorf("worker: wasm runtime: %w", err)
 			}
+			r.reg.MustRegister(wasm.Collector(wasmRT))
 			runtimes, unavailable := []worker.Runtime{wasmRT}, map[string]error{}
 			if rt, err := newDockerRuntime(ctx, name, r.log); err == nil {
 				runtimes = append(runtimes, rt)
@@ -490,6 +493,26 @@ admitted against, like 2GiB; default half the machine's or cgroup's memory).`,
 
 // advertiseURL is the URL a worker registers: adv when given, else
 // http://<addr>, which must then name a host routers can reach.
+// clusterAddrs are the addresses of the cluster a worker knows at start
+// (its own advertised one and the database's), which no outbound call of
+// a WASM component may reach through a host name.
+func clusterAddrs(ctx context.Context, urls ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range urls {
+		u, err := url.Parse(s)
+		if err != nil || u.Hostname() == "" {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ips, _ := net.DefaultResolver.LookupNetIP(lctx, "ip", u.Hostname())
+		cancel()
+		for _, ip := range ips {
+			out = append(out, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+		}
+	}
+	return out
+}
+
 func advertiseURL(adv, addr string) (string, error) {
 	if adv == "" {
 		host, _, err := net.SplitHostPort(addr)

@@ -224,7 +224,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), router.Collector(rt))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), router.Collector(rt), wasm.Collector(wasmRT))
 	api := mgr.Handler()
 	mux := http.NewServeMux()
 	mux.Handle(router.Prefix, rt)

@@ -99,7 +99,7 @@ func TestPrepareRejectsNonWAGI(t *testing.T) {
 		bin  []byte
 		want string
 	}{
-		{"foreign import", tinyModule("env", true, 16), "imports env.environ_sizes_get: only wasi_snapshot_preview1 is provided"},
+		{"foreign import", tinyModule("env", true, 16), "imports env.environ_sizes_get: only wasi_snapshot_preview1 and wasi_experimental_http are provided"},
 		{"no _start", tinyModule("wasi_snapshot_preview1", false, 16), "exports no _start"},
 	} {
 		_, err := prepareBytes(t, rt, tt.bin, nil)

@@ -34,6 +34,7 @@ type instance struct {
 	base        wazero.ModuleConfig // what every request's config starts from
 	env         []envVar            // the manifest's [env], sorted by name
 	timeoutBody string
+	http        *outboundPolicy // nil unless the module imports wasi_experimental_http
 
 	wagi *wagiSetup // entry point, sub-routes, files (routes.go)
 
@@ -148,6 +149,7 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 	c.stderr.reset(in.logs)
 	cfg, entry := in.moduleConfig(c, r, mount)
 	runCtx := experimental.WithMemoryAllocator(context.WithValue(ctx, environKey{}, &c.env), &in.rt.mem)
+	runCtx = in.withOutbound(runCtx, r)
 	err := in.run(runCtx, entry, cfg)
 	c.stderr.flush()
 	out := &c.stdout

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -66,6 +67,14 @@ type Config struct {
 	// IdleUnload is how long compiled code no request uses stays loaded
 	// (between one and two of it). Default DefaultIdleUnload.
 	IdleUnload time.Duration
+	// OutboundMaxResponse caps the bytes of answers to outbound HTTP calls
+	// one request may hold at once. Default DefaultOutboundMaxResponse.
+	OutboundMaxResponse int64
+	// OutboundForbidden are addresses of the cluster (the router's,
+	// deploymgr's, the database's) that no outbound call may reach through
+	// a host name, besides the special ranges and this machine's own
+	// addresses, which are always refused.
+	OutboundForbidden []netip.Prefix
 }
 
 // Runtime runs WAGI modules on wazero. It is safe for concurrent use.
@@ -90,6 +99,7 @@ type Runtime struct {
 	disk  *diskCache // nil: cache files are not collected
 	pools pools
 	mem   memoryPool
+	out   *outbound // wasi_experimental_http's client and counters
 	// headerNames maps common canonical header keys to their CGI names (""
 	// for those never passed); read-only after New.
 	headerNames map[string]string
@@ -179,8 +189,11 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.MaxResponse < 0 || cfg.MaxRequest < 0 || cfg.MaxLoaded < 0 || cfg.IdleUnload < 0 {
-		return nil, errors.New("wasm config: MaxResponse, MaxRequest, MaxLoaded and IdleUnload must not be negative")
+	if cfg.MaxResponse < 0 || cfg.MaxRequest < 0 || cfg.MaxLoaded < 0 || cfg.IdleUnload < 0 || cfg.OutboundMaxResponse < 0 {
+		return nil, errors.New("wasm config: MaxResponse, MaxRequest, MaxLoaded, IdleUnload and OutboundMaxResponse must not be negative")
+	}
+	if cfg.OutboundMaxResponse == 0 {
+		cfg.OutboundMaxResponse = DefaultOutboundMaxResponse
 	}
 	if cfg.MaxResponse == 0 {
 		cfg.MaxResponse = DefaultMaxResponse
@@ -224,6 +237,7 @@ func New(cfg Config) (*Runtime, error) {
 		headerNames: commonHeaders(),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
+		out:         newOutbound(cfg),
 		runtimes:    make(map[uint32]wazero.Runtime),
 		modules:     make(map[moduleKey]*module),
 		binaries:    make(map[[32]byte]*binaryUse),
@@ -281,6 +295,13 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 		fmt.Fprintf(buildLog, "module %s: already compiled\n", m.Module)
 	}
 	w, err := prepareWAGI(ctx, mod.rt, c.mod, spec, timeout, buildLog)
+	var httpPolicy *outboundPolicy
+	if err == nil {
+		httpPolicy, err = newOutboundPolicy(rt, c.mod, spec, timeout)
+		if err != nil {
+			w.close()
+		}
+	}
 	c.unpin()
 	if err != nil {
 		rt.drop(mod, spec.Digest)
@@ -293,6 +314,7 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 		return nil, err
 	}
 	in.attach(w)
+	in.http = httpPolicy
 	return in, nil
 }
 
@@ -536,8 +558,14 @@ func (rt *Runtime) sweepIdle() {
 // entry point is checked by Prepare, which knows the manifest's.
 func checkWAGI(mod wazero.CompiledModule) error {
 	for _, f := range mod.ImportedFunctions() {
-		if m, name, _ := f.Import(); m != wasi_snapshot_preview1.ModuleName {
-			return fmt.Errorf("imports %s.%s: only %s is provided", m, name, wasi_snapshot_preview1.ModuleName)
+		switch m, name, _ := f.Import(); m {
+		case wasi_snapshot_preview1.ModuleName:
+		case outboundModule:
+			if err := checkOutboundImport(f); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("imports %s.%s: only %s and %s are provided", m, name, wasi_snapshot_preview1.ModuleName, outboundModule)
 		}
 	}
 	for _, mem := range mod.ImportedMemories() {
@@ -567,6 +595,10 @@ func (rt *Runtime) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runt
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("instantiate wasi: %w", err)
 	}
+	if err := rt.out.instantiate(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, fmt.Errorf("instantiate %s: %w", outboundModule, err)
+	}
 	rt.runtimes[pages] = r
 	return r, nil
 }
@@ -594,6 +626,7 @@ func (rt *Runtime) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close wazero runtime: %w", err))
 		}
 	}
+	rt.out.close()
 	if err := rt.cache.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
 	}

@@ -28,3 +28,7 @@ done
 "$RUSTC" --target wasm32-wasi -O -C strip=symbols -o routes_rs.wasm routes.rs
 (cd gowagi && GOOS=wasip1 GOARCH=wasm "$GO" build -buildmode=c-shared -trimpath \
 	-ldflags='-s -w' -o ../routes_go.wasm .)
+cc -o outbound-c.wasm outbound.c
+"$RUSTC" --target wasm32-wasi -O -C strip=symbols -o outbound-rust.wasm outbound.rs
+(cd outbound-go && GOOS=wasip1 GOARCH=wasm "$GO" build -trimpath \
+	-ldflags='-s -w' -o ../outbound-go.wasm .)
