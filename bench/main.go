@@ -45,6 +45,7 @@ var sections = []section{
 	{name: "router", run: routerSection},
 	{name: "scale", run: scaleSection},
 	{name: "files", run: filesSection},
+	{name: "outbound", run: outboundSection},
 }
 
 func main() {
