@@ -1,4 +1,6 @@
-package main
+// Package examples tests the example components that need Velo around
+// them to run (examples/hello-docker tests itself).
+package examples
 
 import (
 	"bytes"
@@ -22,7 +24,7 @@ import (
 	"github.com/velo-run/velo/internal/node"
 )
 
-// TestNotify builds the example as its velo.toml says, deploys it into a
+// TestNotify builds the example as its velo.toml says (clang and wasi-libc), deploys it into a
 // whole Velo in this process (velo up) with allowed_hosts and WEBHOOK_URL
 // pointed at a local webhook, and sends a message through it.
 func TestNotify(t *testing.T) {
@@ -50,7 +52,7 @@ func TestNotify(t *testing.T) {
 	}))
 	defer hook.Close()
 
-	toml, err := os.ReadFile(manifest.FileName)
+	toml, err := os.ReadFile(filepath.Join("notify", manifest.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,13 +60,21 @@ func TestNotify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wasm := filepath.Join(t.TempDir(), m.Module)
-	build := exec.Command("go", "build", "-o", wasm, ".")
-	build.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+	// Built as velo.toml says, in a copy of the source.
+	src, err := os.ReadFile(filepath.Join("notify", "notify.c"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	bin, err := os.ReadFile(wasm)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "notify.c"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("sh", "-c", m.Build)
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build (%s): %v\n%s", m.Build, err, out)
+	}
+	bin, err := os.ReadFile(filepath.Join(dir, m.Module))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +97,14 @@ func TestNotify(t *testing.T) {
 			t.Fatal(err)
 		}
 		for {
-			comp, err := c.Component(ctx, m.Name)
-			if err == nil && comp.Live != nil && comp.Live.ID == d.ID {
+			dep, err := c.Deployment(ctx, d.ID)
+			switch {
+			case err == nil && dep.Live:
 				return
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("deployment %d never went live", d.ID)
+			case err == nil && dep.Status == "failed":
+				t.Fatalf("deployment %d failed: %s\n%s", d.ID, dep.Error, dep.BuildLog)
+			case ctx.Err() != nil:
+				t.Fatalf("deployment %d never went live: %+v", d.ID, dep)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
