@@ -59,7 +59,7 @@ func TestParseOutboundBad(t *testing.T) {
 }
 
 func TestValidateOutbound(t *testing.T) {
-	base := Manifest{Name: "a", Runtime: WASM, Module: "m.wasm", Timeout: DefaultTimeout, Memory: DefaultMemory, Scale: Scale{Max: 1}}
+	base := Manifest{Name: "a", Runtime: WASM, Module: "m.wasm", Timeout: DefaultTimeout, Memory: DefaultMemory, Concurrency: DefaultConcurrency, Scale: Scale{Max: 1}}
 	ok := base
 	ok.AllowedHosts = []string{"https://api.example.com", "http://127.0.0.1:9000"}
 	ok.HTTPMaxConcurrency = 4
