@@ -16,12 +16,14 @@ import (
 // flashes are the messages an action's redirect may ask for (?done=…);
 // fixed, so a link cannot make the page say anything else.
 var flashes = map[string]string{
-	"paused":   "Paused: its URL answers 503 until you resume it.",
-	"resumed":  "Resumed: it serves requests again.",
-	"rollback": "Rollback started: the earlier deployment goes live once it is prepared.",
-	"deleted":  "Component deleted.",
-	"started":  "Deployment started: it goes live once it is built.",
-	"revoked":  "Token revoked: it no longer works, also for log streams it opened.",
+	"paused":         "Paused: its URL answers 503 until you resume it.",
+	"resumed":        "Resumed: it serves requests again.",
+	"rollback":       "Rollback started: the earlier deployment goes live once it is prepared.",
+	"deleted":        "Component deleted.",
+	"started":        "Deployment started: it goes live once it is built.",
+	"revoked":        "Token revoked: it no longer works, also for log streams it opened.",
+	"secret-set":     "Secret set: the component's instances restart with it within seconds.",
+	"secret-removed": "Secret removed: the component's instances restart without it within seconds.",
 }
 
 type signinPage struct {
@@ -142,6 +144,7 @@ type componentPage struct {
 	Logs        []api.LogLine
 	LastLog     int64
 	Env         []envVar
+	Secrets     []api.Secret // names and times only: the API never gives values
 	Snippet     string
 }
 
@@ -165,6 +168,7 @@ func (u *UI) component(w http.ResponseWriter, r *http.Request, v visitor) {
 		{componentPath(name, "/deployments?limit=50"), &p.Deployments},
 		{componentPath(name, "/stats?since="+since), &p.Stats},
 		{componentPath(name, "/logs?tail=100"), &p.Logs},
+		{componentPath(name, "/secrets"), &p.Secrets},
 	} {
 		if err := u.call(r, http.MethodGet, step.path, "", nil, step.out); err != nil {
 			u.failAPI(w, r, err)
@@ -264,6 +268,15 @@ func (u *UI) act(w http.ResponseWriter, r *http.Request, v visitor) {
 			}
 		}
 		err = u.call(r, http.MethodPost, componentPath(name, "/rollback"), csrf, req, nil)
+	case "set-secret":
+		// The value goes to the API as the request body, as is; it is
+		// never put in a redirect, a flash or the page.
+		key := r.PostFormValue("key")
+		err = u.call(r, http.MethodPut, componentPath(name, "/secrets/"+url.PathEscape(key)), csrf, rawBody(r.PostFormValue("value")), nil)
+		action = "secret-set"
+	case "remove-secret":
+		err = u.call(r, http.MethodDelete, componentPath(name, "/secrets/"+url.PathEscape(r.PostFormValue("key"))), csrf, nil, nil)
+		action = "secret-removed"
 	case "delete":
 		if r.PostFormValue("confirm") != name {
 			u.fail(w, r, http.StatusBadRequest, fmt.Sprintf("Not deleted: type the component's name, %s, to confirm.", name))

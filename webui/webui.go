@@ -206,7 +206,10 @@ func (e *apiError) Error() string { return fmt.Sprintf("API %d: %s", e.Status, e
 // decides what they may see and do.
 func (u *UI) call(r *http.Request, method, path, csrf string, body, out any) error {
 	var rd io.Reader
-	if body != nil {
+	contentType := "application/json"
+	if raw, ok := body.(rawBody); ok {
+		rd, contentType = strings.NewReader(string(raw)), "text/plain; charset=utf-8"
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
@@ -221,7 +224,7 @@ func (u *UI) call(r *http.Request, method, path, csrf string, body, out any) err
 	req.Host = r.Host
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	req.TLS = r.TLS // the session cookie's name depends on it
 	if c, err := r.Cookie(u.cfg.Sessions.SessionCookieName(r)); err == nil {
@@ -246,6 +249,9 @@ func (u *UI) call(r *http.Request, method, path, csrf string, body, out any) err
 	}
 	return nil
 }
+
+// rawBody is a call's body sent as it is, not as JSON (a secret's value).
+type rawBody string
 
 // recorder captures an in-process API response.
 type recorder struct {
