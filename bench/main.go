@@ -46,6 +46,7 @@ var sections = []section{
 	{name: "scale", run: scaleSection},
 	{name: "files", run: filesSection},
 	{name: "outbound", run: outboundSection},
+	{name: "secrets", run: secretsSection},
 }
 
 func main() {
