@@ -56,6 +56,10 @@ func (w *Worker) openSecrets(ctx context.Context, component string) (secretSet, 
 	return set, nil
 }
 
+// reloadGrace is how long an instance replaced for changed secrets keeps
+// taking requests after the switch, for those already on their way to it.
+const reloadGrace = 2 * time.Second
+
 // reloadState is a component whose instances are being restarted with
 // changed secrets; again says another change came in meanwhile.
 type reloadState struct{ again bool }
@@ -172,7 +176,19 @@ func (w *Worker) reload(ctx context.Context, component string) {
 		w.loaded[d] = spec
 		w.sums[d], w.restarts[d] = set.sum, restart
 		w.wg.Add(1)
-		go func() { defer w.wg.Done(); w.close(old, spec, false) }()
+		go func() {
+			defer w.wg.Done()
+			// A request that read the old instance from the map just
+			// before the switch has yet to enter it: closing at once
+			// would turn it away. Give such stragglers a moment.
+			t := time.NewTimer(reloadGrace)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			w.close(old, spec, false)
+		}()
 		w.mu.Unlock()
 		event("secrets changed: deployment %d runs with them now (%d set)", d, len(set.values))
 	}
