@@ -26,7 +26,8 @@ import (
 
 // TestNotify builds the example as its velo.toml says (clang and wasi-libc), deploys it into a
 // whole Velo in this process (velo up) with allowed_hosts and WEBHOOK_URL
-// pointed at a local webhook, and sends a message through it.
+// pointed at a local webhook and its key set as a secret, and sends a
+// message through it.
 func TestNotify(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -80,7 +81,6 @@ func TestNotify(t *testing.T) {
 	}
 	// The example's own manifest, its webhook moved to the local one.
 	local := strings.ReplaceAll(string(toml), "https://hooks.example.com", hook.URL)
-	local += fmt.Sprintf("NOTIFY_TOKEN = %q\n", token)
 
 	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir()})
 	if err != nil {
@@ -121,8 +121,22 @@ func TestNotify(t *testing.T) {
 	}
 
 	deploy(local)
-	if code, body := post("deploy of shop finished"); code != 200 || body != "sent (the webhook answered 200)\n" {
-		t.Fatalf("POST = %d %q", code, body)
+	if code, body := post("too early"); code != 500 || !strings.Contains(body, "set WEBHOOK_URL and NOTIFY_TOKEN") {
+		t.Fatalf("POST before the secret is set = %d %q", code, body)
+	}
+	// The key is a secret, set after the deploy: the next request has it.
+	if _, err := c.SetSecret(ctx, m.Name, "NOTIFY_TOKEN", token); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		code, body := post("deploy of shop finished")
+		if code == 200 && body == "sent (the webhook answered 200)\n" {
+			break
+		}
+		if code != 500 || ctx.Err() != nil {
+			t.Fatalf("POST = %d %q", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	mu.Lock()
 	if len(got) != 1 || got[0] != "deploy of shop finished" {
