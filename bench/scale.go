@@ -83,6 +83,11 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 		"≤ 1.5× what N versions need", verdict(float64(atK.rss) <= 1.5*float64(atN.rss)))
 	t.add("… data dir (store, unpacked trees, compiled modules)", mib(atK.data), mib(atN.data)+fmt.Sprintf(" after %d", churnKeep),
 		fmt.Sprintf("%.2f×", float64(atK.data)/float64(atN.data)), "≤ 1.5×", verdict(float64(atK.data) <= 1.5*float64(atN.data)))
+	t.add("… of which the store (velo.db and its WAL: deployment records, build logs, kept artifacts)", mib(atK.store), mib(atN.store),
+		fmt.Sprintf("%.2f×", float64(atK.store)/float64(atN.store)), "", info)
+	t.add("… the rest (unpacked trees, compiled modules, keys)", mib(atK.data-atK.store), mib(atN.data-atN.store),
+		fmt.Sprintf("%.2f×", float64(atK.data-atK.store)/float64(atN.data-atN.store)), "≤ 1.5×",
+		verdict(float64(atK.data-atK.store) <= 1.5*float64(atN.data-atN.store)))
 	t.add("… unpacked trees / compiled modules on disk", fmt.Sprintf("%d / %d", atK.trees, atK.modules),
 		fmt.Sprintf("%d / %d", atN.trees, atN.modules), "", "the live version's", verdict(atK.trees <= 2 && atK.modules <= 2))
 	notes = append(notes, fmt.Sprintf("Churn: %d deploys in %s (each waited until live; p50 %s, p99 %s per deploy).",
@@ -182,12 +187,13 @@ func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // footprint is what a velo up holds at one moment.
 type footprint struct {
-	rss, data      int64
+	rss, data      int64 // data: the whole data dir
+	store          int64 // of which the SQLite files (velo.db, its WAL)
 	trees, modules int
 }
 
 func (f footprint) String() string {
-	return fmt.Sprintf("RSS %s, data dir %s, %d unpacked trees, %d compiled modules", mib(f.rss), mib(f.data), f.trees, f.modules)
+	return fmt.Sprintf("RSS %s, data dir %s (store %s), %d unpacked trees, %d compiled modules", mib(f.rss), mib(f.data), mib(f.store), f.trees, f.modules)
 }
 
 func measure(pid int, data string) footprint {
@@ -198,6 +204,9 @@ func measure(pid int, data string) footprint {
 		}
 		if fi, err := d.Info(); err == nil {
 			f.data += fi.Size()
+			if strings.HasPrefix(d.Name(), "velo.db") {
+				f.store += fi.Size()
+			}
 		}
 		if strings.Contains(p, string(filepath.Separator)+"wasm-cache"+string(filepath.Separator)) {
 			f.modules++
