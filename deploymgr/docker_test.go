@@ -14,10 +14,10 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	dockerclient "github.com/docker/docker/client"
 
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/testsupport"
 	"github.com/velo-run/velo/worker"
 	"github.com/velo-run/velo/worker/docker"
 	"github.com/velo-run/velo/worker/docker/dockertest"
@@ -28,16 +28,7 @@ import (
 // (the old image goes), a failing build that leaves the live version
 // serving, and delete (its containers go).
 func TestDockerComponent(t *testing.T) {
-	cli, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
-	if err == nil {
-		_, err = cli.Ping(context.Background())
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("docker engine not reachable (CI needs one): %v", err)
-		}
-		t.Skipf("docker engine not reachable: %v", err)
-	}
+	cli := dockertest.Engine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	owner := fmt.Sprintf("velotest-%d", os.Getpid())
@@ -136,16 +127,10 @@ func TestDockerComponent(t *testing.T) {
 		t.Fatalf("answers during the redeploy: %v, want both versions", seen)
 	}
 	oldTag := fmt.Sprintf("velo/%s:%.12s-%s", name, one.Digest, owner)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := cli.ImageInspect(ctx, oldTag); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("image %s of the replaced deployment is still there", oldTag)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testsupport.Eventually(t, 30*time.Second, "image "+oldTag+" of the replaced deployment to go", func() bool {
+		_, err := cli.ImageInspect(ctx, oldTag)
+		return err != nil
+	})
 
 	// A build that fails leaves version two serving.
 	bad := files("three")
@@ -167,36 +152,19 @@ func TestDockerComponent(t *testing.T) {
 
 	// The image that never got ready is not left behind.
 	failedTag := fmt.Sprintf("velo/%s:%.12s-%s", name, failed.Digest, owner)
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		if _, err := cli.ImageInspect(ctx, failedTag); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("image %s of the failed deployment is still there", failedTag)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testsupport.Eventually(t, 30*time.Second, "image "+failedTag+" of the failed deployment to go", func() bool {
+		_, err := cli.ImageInspect(ctx, failedTag)
+		return err != nil
+	})
 
 	// Delete: its containers and images go.
 	if err := e.c.Delete(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for containers() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d containers of %s left after delete", containers(), name)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testsupport.Eventually(t, 30*time.Second, "the containers of "+name+" to go after delete", func() bool { return containers() == 0 })
 	twoTag := fmt.Sprintf("velo/%s:%.12s-%s", name, two.Digest, owner)
-	for {
-		if _, err := cli.ImageInspect(ctx, twoTag); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("image %s left after delete", twoTag)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testsupport.Eventually(t, 30*time.Second, "image "+twoTag+" to go after delete", func() bool {
+		_, err := cli.ImageInspect(ctx, twoTag)
+		return err != nil
+	})
 }

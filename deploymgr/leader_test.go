@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // flipElector grants leadership on every other try, through a real store
@@ -57,22 +58,12 @@ func TestElectionRunsLeaderLoopsOnlyWhileLeading(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- el.Run(ctx, m, f) }()
 
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	waitFor("leading", func() bool { return el.Leading() && running.Load() == 1 })
+	testsupport.Eventually(t, 5*time.Second, "leading", func() bool { return el.Leading() && running.Load() == 1 })
 	// Lose the lease: the loops stop, then leadership comes back.
 	f.mu.Lock()
 	f.lease.Release()
 	f.mu.Unlock()
-	waitFor("second term", func() bool { return starts.Load() == 2 && el.Leading() })
+	testsupport.Eventually(t, 5*time.Second, "second term", func() bool { return starts.Load() == 2 && el.Leading() })
 	if running.Load() != 1 {
 		t.Fatalf("%d leader loops running, want 1", running.Load())
 	}

@@ -2,6 +2,7 @@ package webui_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // The dashboard in a real headless Chromium (Debian's chromium), driven
@@ -28,10 +31,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed: the dashboard's browser tests need it (apt-get install chromium)")
-	}
-	t.Skip("chromium is not installed: skipping the dashboard's browser tests (apt-get install chromium)")
+	testsupport.Need(t, "Chromium", errors.New("none of chromium, chromium-browser, google-chrome is on PATH (apt-get install chromium)"))
 	return ""
 }
 
@@ -302,11 +302,11 @@ func TestDashboardInChromium(t *testing.T) {
 	b.open("/components/echo")
 	sel := fmt.Sprintf(`button[aria-label="Roll back to deployment %d"]`, first.ID)
 	b.do(chromedp.Click(chromedp.CSS(sel)), chromedp.WaitVisible(chromedp.CSS(".flash")))
-	eventually(t, "the rollback to go live", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the rollback to go live", func() bool {
 		c, err := v.c.Component(v.ctx, "echo")
 		return err == nil && c.Live != nil && c.Live.ID == first.ID
 	})
-	eventually(t, "the first version to serve", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "the first version to serve", func() bool {
 		_, body := v.get("/fn/echo/env")
 		return strings.Contains(body, "GREETING=hello")
 	})

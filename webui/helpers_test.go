@@ -100,18 +100,6 @@ func (v *velo) get(path string) (int, string) {
 	return res.StatusCode, string(b)
 }
 
-// eventually polls cond for up to 15s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // browser is an HTTP client with a cookie jar that does not follow
 // redirects, standing for a browser in httptest-level tests.
 type browser struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github/githubtest"
 	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // Signed out, every page is the sign-in page and nothing about any
@@ -258,7 +259,7 @@ func TestTwoGitHubUsers(t *testing.T) {
 			t.Fatalf("push %s: %v %v", r.FullName(), res, err)
 		}
 		name := r.Owner + "-site"
-		eventually(t, name+" live", func() bool {
+		testsupport.Eventually(t, 15*time.Second, name+" live", func() bool {
 			c, err := v.c.Component(v.ctx, name)
 			return err == nil && c.Status == "live"
 		})
@@ -341,7 +342,7 @@ func TestTwoGitHubUsers(t *testing.T) {
 	if res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(res.Header.Get("Location"), "/components/alice-blog") {
 		t.Fatalf("Start alice/blog: %d to %q", res.StatusCode, res.Header.Get("Location"))
 	}
-	eventually(t, "alice-blog live", func() bool {
+	testsupport.Eventually(t, 15*time.Second, "alice-blog live", func() bool {
 		c, err := v.c.Component(v.ctx, "alice-blog")
 		return err == nil && c.Status == "live"
 	})

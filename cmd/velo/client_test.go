@@ -24,6 +24,7 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 const testToken = "t0ken"
@@ -681,15 +682,12 @@ func TestLogs(t *testing.T) {
 
 func TestLogsFollow(t *testing.T) {
 	newFakeVelo(t)
-	var out syncBuffer
+	var out testsupport.SyncBuffer
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int)
 	go func() { done <- run(ctx, []string{"logs", "-f", "web"}, &out, io.Discard) }()
 	want := "2025-03-04 10:00:00.000 #3 stdout hello\n2025-03-04 10:00:01.000 #3 stderr oops\n"
-	deadline := time.Now().Add(5 * time.Second)
-	for out.String() != want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsupport.Eventually(t, 5*time.Second, "the two log lines", func() bool { return out.String() == want })
 	cancel() // Ctrl-C
 	if code := <-done; code != 0 {
 		t.Errorf("exit %d after interrupt, want 0", code)
@@ -697,24 +695,6 @@ func TestLogsFollow(t *testing.T) {
 	if out.String() != want {
 		t.Errorf("stdout %q, want %q", out.String(), want)
 	}
-}
-
-// syncBuffer is a strings.Builder safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestStats(t *testing.T) {

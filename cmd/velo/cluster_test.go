@@ -21,6 +21,7 @@ import (
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/pgtest"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // The cluster tests run Velo's roles as separate OS processes of the velo
@@ -82,25 +83,8 @@ type proc struct {
 	name string
 	url  string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testsupport.SyncBuffer
 	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func newCluster(t *testing.T, env ...string) *cluster {
@@ -175,7 +159,7 @@ func (c *cluster) startAt(name, addr, role string, args ...string) *proc {
 	argv := append([]string{role, "--addr", addr}, args...)
 	cmd := exec.Command(veloBinary(c.t), argv...)
 	cmd.Env = append(os.Environ(), c.env...)
-	p := &proc{name: name, url: "http://" + addr, cmd: cmd, out: new(lockedBuffer), done: make(chan struct{})}
+	p := &proc{name: name, url: "http://" + addr, cmd: cmd, out: new(testsupport.SyncBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
@@ -252,21 +236,10 @@ func (c *cluster) deploy(dm *proc, greeting string) int64 {
 
 func (c *cluster) waitLive(dm *proc, id int64) {
 	c.t.Helper()
-	c.eventually(30*time.Second, fmt.Sprintf("deployment %d live", id), func() bool {
+	testsupport.Eventually(c.t, 30*time.Second, fmt.Sprintf("deployment %d live", id), func() bool {
 		comp, err := c.client(dm).Component(c.ctx, "hello")
 		return err == nil && comp.Live != nil && comp.Live.ID == id
 	})
-}
-
-func (c *cluster) eventually(d time.Duration, what string, cond func() bool) {
-	c.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // readyWorkers returns the workers with a ready placement of the live
@@ -387,12 +360,12 @@ func TestClusterRoundRobinFailover(t *testing.T) {
 	rt := c.start("router", "router")
 
 	id := c.deploy(dm, "hi")
-	c.eventually(20*time.Second, "placements ready on a and b", func() bool {
+	testsupport.Eventually(c.t, 20*time.Second, "placements ready on a and b", func() bool {
 		return strings.Join(c.readyWorkers(dm), ",") == "a,b"
 	})
 	// Placed on two workers (VELO_WASM_REPLICAS=2) and routed round-robin.
 	url := rt.url + "/fn/hello/x"
-	c.eventually(10*time.Second, "router serving from both workers", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "router serving from both workers", func() bool {
 		seen := map[string]bool{}
 		for _, cl := range load(url, 1, 4, 5*time.Second, nil) {
 			if cl.status == 200 {
@@ -422,11 +395,11 @@ func TestClusterRoundRobinFailover(t *testing.T) {
 	wa.kill()
 	killed := time.Now() // the process is gone: whatever starts now is new
 	// Placement moves off a once its heartbeat is older than 3s.
-	c.eventually(20*time.Second, "placement moved from a to c", func() bool {
+	testsupport.Eventually(c.t, 20*time.Second, "placement moved from a to c", func() bool {
 		return strings.Join(c.readyWorkers(dm), ",") == "b,c"
 	})
 	moved := time.Now()
-	c.eventually(10*time.Second, "traffic on c", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "traffic on c", func() bool {
 		for _, cl := range load(url, 1, 4, 5*time.Second, nil) {
 			if cl.worker == "c" {
 				return true
@@ -481,12 +454,12 @@ func TestClusterPostgresRestart(t *testing.T) {
 	rt := c.start("router", "router")
 	c.deploy(dm, "hi")
 	url := rt.url + "/fn/hello/"
-	c.eventually(10*time.Second, "router serving", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "router serving", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && cl[0].status == 200
 	})
 	// Let the warm-up hits reach the store, then count from there.
-	c.eventually(10*time.Second, "warm-up hits flushed", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "warm-up hits flushed", func() bool {
 		st, err := c.client(dm).Stats(c.ctx, "hello", "1h")
 		return err == nil && st.Hits > 0
 	})
@@ -522,7 +495,7 @@ func TestClusterPostgresRestart(t *testing.T) {
 	}
 	want := before.Hits + int64(len(calls))
 	var got int64
-	c.eventually(20*time.Second, fmt.Sprintf("%d hits in stats", want), func() bool {
+	testsupport.Eventually(c.t, 20*time.Second, fmt.Sprintf("%d hits in stats", want), func() bool {
 		st, err := c.client(dm).Stats(c.ctx, "hello", "1h")
 		if err != nil {
 			return false
@@ -546,9 +519,9 @@ func TestClusterRedeployRollback(t *testing.T) {
 	c.start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
 	rt := c.start("router", "router")
 	v1 := c.deploy(dm, "hi")
-	c.eventually(20*time.Second, "v1 ready on a and b", func() bool { return len(c.readyWorkers(dm)) == 2 })
+	testsupport.Eventually(c.t, 20*time.Second, "v1 ready on a and b", func() bool { return len(c.readyWorkers(dm)) == 2 })
 	url := rt.url + "/fn/hello/"
-	c.eventually(10*time.Second, "router serving v1", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "router serving v1", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && cl[0].status == 200
 	})
@@ -558,7 +531,7 @@ func TestClusterRedeployRollback(t *testing.T) {
 	go func() { done <- load(url, 8, 200000, 60*time.Second, stop) }()
 	time.Sleep(500 * time.Millisecond)
 	v2 := c.deploy(dm, "v2")
-	c.eventually(10*time.Second, "router serving v2", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "router serving v2", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "v2 from Velo!")
 	})
@@ -567,7 +540,7 @@ func TestClusterRedeployRollback(t *testing.T) {
 		t.Fatalf("rollback: %v", err)
 	}
 	c.waitLive(dm, v1)
-	c.eventually(10*time.Second, "router serving v1 again", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "router serving v1 again", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "hi from Velo!")
 	})
@@ -597,7 +570,7 @@ func TestClusterTwoDeploymgrs(t *testing.T) {
 	rt := c.start("router", "router")
 
 	var leader, standby *proc
-	c.eventually(10*time.Second, "exactly one leader", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "exactly one leader", func() bool {
 		l1, l2 := leaderGauge(dm1), leaderGauge(dm2)
 		switch {
 		case l1 == 1 && l2 == 0:
@@ -613,7 +586,7 @@ func TestClusterTwoDeploymgrs(t *testing.T) {
 	v1 := c.deploy(standby, "hi")
 	// The processes' output comes through pipes: give the leader's log line
 	// a moment to arrive before judging who scheduled.
-	c.eventually(5*time.Second, "the leader's log of the deployment", func() bool {
+	testsupport.Eventually(c.t, 5*time.Second, "the leader's log of the deployment", func() bool {
 		return strings.Contains(leader.out.String(), "deployment live")
 	})
 	if !strings.Contains(leader.out.String(), "deployment live") || strings.Contains(standby.out.String(), "deployment live") {
@@ -627,11 +600,11 @@ func TestClusterTwoDeploymgrs(t *testing.T) {
 
 	killed := time.Now()
 	leader.kill()
-	c.eventually(15*time.Second, "standby takes over", func() bool { return leaderGauge(standby) == 1 })
+	testsupport.Eventually(c.t, 15*time.Second, "standby takes over", func() bool { return leaderGauge(standby) == 1 })
 	took := time.Since(killed)
 	v2 := c.deploy(standby, "v2")
 	url := rt.url + "/fn/hello/"
-	c.eventually(10*time.Second, "v2 served", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "v2 served", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && cl[0].deployment == strconv.FormatInt(v2, 10)
 	})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
+	"github.com/velo-run/velo/internal/testsupport"
 	"github.com/velo-run/velo/worker/docker/dockertest"
 )
 
@@ -30,7 +31,7 @@ import (
 // addresses on the private network. Without a Docker engine the test is
 // skipped, or fails under CI=true.
 func TestClusterDockerWorkers(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	c := newCluster(t, "VELO_WORKER_TIMEOUT=3s")
 	suffix := randomHex(t)
 
@@ -101,16 +102,16 @@ func TestClusterDockerWorkers(t *testing.T) {
 	rt := c.start("router", "router")
 	// The host reaches the containers on the private network.
 	for _, w := range workers {
-		c.eventually(30*time.Second, "worker "+w.name+" healthy", func() bool {
+		testsupport.Eventually(c.t, 30*time.Second, "worker "+w.name+" healthy", func() bool {
 			return exec.Command(veloBinary(t), "healthcheck", "http://"+w.ip+":8082/healthz").Run() == nil
 		})
 	}
 	id := c.deploy(dm, "hi")
-	c.eventually(30*time.Second, "hello ready in both containers", func() bool {
+	testsupport.Eventually(c.t, 30*time.Second, "hello ready in both containers", func() bool {
 		return strings.Join(c.readyWorkers(dm), ",") == "da,db"
 	})
 	u := rt.url + "/fn/hello/"
-	c.eventually(10*time.Second, "router serving from both containers", func() bool {
+	testsupport.Eventually(c.t, 10*time.Second, "router serving from both containers", func() bool {
 		seen := map[string]bool{}
 		for _, cl := range load(u, 1, 4, 5*time.Second, nil) {
 			if cl.status == 200 && strings.HasPrefix(cl.body, "hi from Velo!") {
@@ -277,24 +278,13 @@ func startRelay(t *testing.T, listen, target string) string {
 	return ln.Addr().String()
 }
 
-// requireDocker skips the test without a Docker engine, and fails it in CI.
-func requireDocker(t *testing.T) {
-	t.Helper()
-	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Docker engine required in CI: %v: %s", err, out)
-		}
-		t.Skipf("no Docker engine: %v", err)
-	}
-}
-
 // TestClusterDockerAutoscale: a Docker component busier than
 // VELO_DOCKER_TARGET_RPS per replica gets a second replica on the other
 // worker, and the router then serves it from both. The two workers run on
 // the host and share its Docker engine, each with its own containers and
 // image; deleting the component leaves nothing of either behind.
 func TestClusterDockerAutoscale(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	suffix := randomHex(t)
 	wa, wb := "dka-"+suffix, "dkb-"+suffix
 	// owned lists the containers and images the two workers have on the
@@ -346,7 +336,7 @@ func TestClusterDockerAutoscale(t *testing.T) {
 
 	// The router learns of the new route through Postgres: wait for it.
 	u := rt.url + "/fn/hello/"
-	c.eventually(20*time.Second, "router serving hello", func() bool {
+	testsupport.Eventually(c.t, 20*time.Second, "router serving hello", func() bool {
 		calls := load(u, 1, 1, 10*time.Second, nil)
 		return len(calls) == 1 && calls[0].status == 200
 	})
@@ -357,10 +347,10 @@ func TestClusterDockerAutoscale(t *testing.T) {
 			t.Fatalf("call under load: %d %q", cl.status, cl.body)
 		}
 	}
-	c.eventually(60*time.Second, "a second replica", func() bool {
+	testsupport.Eventually(c.t, 60*time.Second, "a second replica", func() bool {
 		return strings.Join(c.readyWorkers(dm), ",") == wa+","+wb
 	})
-	c.eventually(20*time.Second, "router serving from both workers", func() bool {
+	testsupport.Eventually(c.t, 20*time.Second, "router serving from both workers", func() bool {
 		seen := map[string]bool{}
 		for _, cl := range load(u, 1, 6, 10*time.Second, nil) {
 			if cl.status == 200 && cl.body == "hello docker\n" {
@@ -372,7 +362,7 @@ func TestClusterDockerAutoscale(t *testing.T) {
 
 	// Delete: both workers remove their containers and images.
 	must(t, c.client(dm).Delete(c.ctx, "hello"))
-	c.eventually(60*time.Second, "nothing of the component left on the engine", func() bool {
+	testsupport.Eventually(c.t, 60*time.Second, "nothing of the component left on the engine", func() bool {
 		return len(owned("ps"))+len(owned("images")) == 0
 	})
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // echoWasm is the C WAGI test module of package wasm; GET /env answers
@@ -67,18 +68,6 @@ func (v *ghVelo) start() {
 }
 
 func (v *ghVelo) hook() string { return v.n.URL + github.WebhookPath }
-
-// eventually polls cond for up to 20s.
-func (v *ghVelo) eventually(what string, cond func() bool) {
-	v.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			v.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
 
 // answer reads a webhook response, checks its status and returns the
 // delivery ID.
@@ -142,7 +131,7 @@ func (v *ghVelo) component(name string) store.Component {
 func (v *ghVelo) job(delivery string) store.GitHubJob {
 	v.t.Helper()
 	var j store.GitHubJob
-	v.eventually("job "+delivery+" to end", func() bool {
+	testsupport.Eventually(v.t, 20*time.Second, "job "+delivery+" to end", func() bool {
 		var err error
 		j, err = v.n.Store.GitHubJob(v.ctx, delivery)
 		return err == nil && (j.State == store.JobDone || j.State == store.JobFailed)
@@ -167,7 +156,7 @@ func states(d githubtest.Deployment) []string {
 func (v *ghVelo) settledOn(repo *githubtest.Repo, sha string) githubtest.Deployment {
 	v.t.Helper()
 	var got githubtest.Deployment
-	v.eventually("a final GitHub status for "+sha, func() bool {
+	testsupport.Eventually(v.t, 20*time.Second, "a final GitHub status for "+sha, func() bool {
 		for _, d := range v.ghDeployments(repo) {
 			if d.SHA == sha && len(d.Statuses) >= 2 {
 				got = d
@@ -258,7 +247,7 @@ func testGitHubPush(t *testing.T, db string) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("webhook answered after %s, want under a second", d)
 	}
-	v.eventually("v1 served", v.serves("hello", "VERSION=v1"))
+	testsupport.Eventually(v.t, 20*time.Second, "v1 served", v.serves("hello", "VERSION=v1"))
 	d1 := v.settledOn(repo, sha1)
 	if got := states(d1); !slices.Equal(got, []string{"in_progress", "success"}) {
 		t.Fatalf("statuses of %s = %v, want in_progress then success", sha1, got)
@@ -297,7 +286,7 @@ func testGitHubPush(t *testing.T, db string) {
 	// 2. A second push replaces it.
 	sha2 := repo.Commit(files("v2"), "second version")
 	first := v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "trunk", "", ""))
-	v.eventually("v2 served", v.serves("hello", "VERSION=v2"))
+	testsupport.Eventually(v.t, 20*time.Second, "v2 served", v.serves("hello", "VERSION=v2"))
 	v.settledOn(repo, sha2)
 	_ = first
 
@@ -422,7 +411,7 @@ func testGitHubPush(t *testing.T, db string) {
 	}
 	st.Close()
 	v.start()
-	v.eventually("v3 served after restart", v.serves("hello", "VERSION=v3"))
+	testsupport.Eventually(v.t, 20*time.Second, "v3 served after restart", v.serves("hello", "VERSION=v3"))
 	if j := v.job("crashed-1"); j.State != store.JobDone {
 		t.Errorf("resumed job = %s %q", j.State, j.Note)
 	}
@@ -442,7 +431,7 @@ func testGitHubPush(t *testing.T, db string) {
 		"repositories_removed": []any{},
 		"sender":               map[string]any{"login": "octo", "id": 1},
 	}))
-	v.eventually("octo/Other.Thing recorded", func() bool {
+	testsupport.Eventually(v.t, 20*time.Second, "octo/Other.Thing recorded", func() bool {
 		_, err := v.n.Store.GitHubRepo(ctx, "octo/other.thing")
 		return err == nil
 	})
@@ -454,7 +443,7 @@ func testGitHubPush(t *testing.T, db string) {
 	if err := json.Unmarshal(b, &started); err != nil || started.Component != "other-thing" || started.Commit != otherSHA {
 		t.Fatalf("started deployment = %+v (%v)", started, err)
 	}
-	v.eventually("other-thing served", v.serves("other-thing", "PATH_INFO=/env"))
+	testsupport.Eventually(v.t, 20*time.Second, "other-thing served", v.serves("other-thing", "PATH_INFO=/env"))
 	if got := states(v.settledOn(other, otherSHA)); !slices.Equal(got, []string{"in_progress", "success"}) {
 		t.Errorf("statuses of start = %v", got)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // streamModule is worker/wasm's streaming test module: /echo sends the body
@@ -49,7 +50,7 @@ func startUp(t *testing.T, env ...string) *upProc {
 	addr := freeLoopbackAddr(t)
 	cmd := exec.Command(veloBinary(t), "up", "--addr", addr, "--data", data)
 	cmd.Env = append(os.Environ(), append([]string{"VELO_LOG_LEVEL=warn"}, env...)...)
-	p := &proc{name: "velo up", url: "http://" + addr, cmd: cmd, out: new(lockedBuffer), done: make(chan struct{})}
+	p := &proc{name: "velo up", url: "http://" + addr, cmd: cmd, out: new(testsupport.SyncBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

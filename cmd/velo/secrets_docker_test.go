@@ -21,6 +21,7 @@ import (
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/testsupport"
 	"github.com/velo-run/velo/worker"
 	"github.com/velo-run/velo/worker/docker"
 	"github.com/velo-run/velo/worker/docker/dockertest"
@@ -31,7 +32,7 @@ import (
 // component's containers while clients keep calling it — not one call
 // fails — and a value the container prints is redacted from its logs.
 func TestSecretsDocker(t *testing.T) {
-	requireDocker(t)
+	dockertest.Engine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	owner := fmt.Sprintf("velosecrets-%d", os.Getpid())
@@ -59,7 +60,7 @@ func TestSecretsDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("the docker deployment live", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the docker deployment live", func() bool {
 		got, err := c.Deployment(ctx, d.ID)
 		if err == nil && got.Status == "failed" {
 			t.Fatalf("deployment failed: %s\n%s", got.Error, got.BuildLog)
@@ -104,11 +105,11 @@ func TestSecretsDocker(t *testing.T) {
 	if _, err := c.SetSecret(ctx, name, "DB_PASSWORD", v1); err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("the secret in the container", func() bool { return value() == v1 })
+	testsupport.Eventually(s.t, 15*time.Second, "the secret in the container", func() bool { return value() == v1 })
 	if _, err := c.SetSecret(ctx, name, "DB_PASSWORD", v2); err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("the changed secret in the container", func() bool { return value() == v2 })
+	testsupport.Eventually(s.t, 15*time.Second, "the changed secret in the container", func() bool { return value() == v2 })
 	time.Sleep(200 * time.Millisecond) // traffic past the switch
 	stop.Store(true)
 	wg.Wait()
@@ -125,7 +126,7 @@ func TestSecretsDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	s.eventually("the old containers removed", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the old containers removed", func() bool {
 		list, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
 			filters.Arg("label", docker.LabelComponent+"="+name), filters.Arg("label", docker.LabelOwner+"="+owner))})
 		return err == nil && len(list) == 1
@@ -135,7 +136,7 @@ func TestSecretsDocker(t *testing.T) {
 	if _, b := s.get("/fn/" + name + "/getenv?name=DB_PASSWORD&print=1"); b != v2 {
 		t.Fatalf("print answered %q", b)
 	}
-	s.eventually("the printed secret in the logs", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the printed secret in the logs", func() bool {
 		lines, err := c.Logs(ctx, name, 1000)
 		if err != nil {
 			return false
@@ -155,6 +156,6 @@ func TestSecretsDocker(t *testing.T) {
 	if err := c.DeleteSecret(ctx, name, "DB_PASSWORD"); err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("the secret gone from the container", func() bool { return value() == "(unset)" })
+	testsupport.Eventually(s.t, 15*time.Second, "the secret gone from the container", func() bool { return value() == "(unset)" })
 	t.Logf("%d calls during two restarts, none failed", calls.Load())
 }

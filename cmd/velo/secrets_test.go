@@ -23,6 +23,7 @@ import (
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/secrets"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // secretEnvWasm answers /get?NAME with NAME's value and prints it to
@@ -74,7 +75,7 @@ func testSecrets(t *testing.T, db string) {
 	if _, err := c.Deploy(ctx, "vault", bytes.NewReader(archivetest.TarGz(t, vaultFiles(vaultToml)))); err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("vault live", func() bool { res, _ := s.get("/fn/vault/get?PLAIN"); return res.StatusCode == 200 })
+	testsupport.Eventually(s.t, 15*time.Second, "vault live", func() bool { res, _ := s.get("/fn/vault/get?PLAIN"); return res.StatusCode == 200 })
 	if _, body := s.get("/fn/vault/get?API_KEY"); body != "(unset)" {
 		t.Fatalf("before any secret, API_KEY = %q", body)
 	}
@@ -89,7 +90,7 @@ func testSecrets(t *testing.T, db string) {
 	if !strings.Contains(out, "set API_KEY on vault") || !strings.Contains(out, "set TOKEN on vault") || strings.Contains(out, apiKeyValue) {
 		t.Fatalf("velo secrets set said:\n%s", out)
 	}
-	s.eventually("API_KEY in the instance's environment", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "API_KEY in the instance's environment", func() bool {
 		_, body := s.get("/fn/vault/get?API_KEY")
 		return body == apiKeyValue
 	})
@@ -111,7 +112,7 @@ func testSecrets(t *testing.T, db string) {
 	if _, body := s.get("/fn/vault/leak?API_KEY"); body != apiKeyValue {
 		t.Fatalf("leak answered %q", body)
 	}
-	s.eventually("the leak in the logs", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the leak in the logs", func() bool {
 		return strings.Contains(s.velo(0, "logs", "vault"), "the value of API_KEY is [secret API_KEY], oops")
 	})
 	if out := s.velo(0, "logs", "vault"); strings.Contains(out, apiKeyValue) {
@@ -157,7 +158,7 @@ func testSecrets(t *testing.T, db string) {
 
 	// Removal reaches the instance too.
 	s.velo(0, "secrets", "rm", "vault", "TOKEN")
-	s.eventually("TOKEN gone from the environment", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "TOKEN gone from the environment", func() bool {
 		_, body := s.get("/fn/vault/get?TOKEN")
 		return body == "(unset)"
 	})
@@ -185,7 +186,7 @@ func testSecrets(t *testing.T, db string) {
 	// A restart delivers the secrets again (with the rotated key file).
 	s.n.Close()
 	s.start()
-	s.eventually("API_KEY after a restart", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "API_KEY after a restart", func() bool {
 		_, body := s.get("/fn/vault/get?API_KEY")
 		return body == apiKeyValue
 	})
@@ -313,7 +314,7 @@ func TestSecretsRotateEnvKeys(t *testing.T) {
 
 	s.n.Close()
 	start(newKey + "," + oldKey)
-	s.eventually("the old value opens under new,old", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the old value opens under new,old", func() bool {
 		_, body := s.get("/fn/vault/get?API_KEY")
 		return body == apiKeyValue
 	})
@@ -324,7 +325,7 @@ func TestSecretsRotateEnvKeys(t *testing.T) {
 
 	s.n.Close()
 	start(newKey)
-	s.eventually("the value under the new key alone", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the value under the new key alone", func() bool {
 		_, body := s.get("/fn/vault/get?API_KEY")
 		return body == apiKeyValue
 	})
@@ -340,7 +341,7 @@ func TestSecretsRotateEnvKeys(t *testing.T) {
 	var dep struct {
 		Status, Error string
 	}
-	s.eventually("the deployment without the key fails", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the deployment without the key fails", func() bool {
 		got, err := client.New(s.n.URL, s.n.Token, nil).Deployment(ctx, d.ID)
 		dep.Status, dep.Error = got.Status, got.Error
 		return err == nil && got.Status == "failed"
@@ -365,7 +366,7 @@ func TestSecretsDuringTraffic(t *testing.T) {
 	if _, err := c.SetSecret(ctx, "vault", "ROTATING", "value-000"); err != nil {
 		t.Fatal(err)
 	}
-	s.eventually("the first value", func() bool { _, b := s.get("/fn/vault/get?ROTATING"); return b == "value-000" })
+	testsupport.Eventually(s.t, 15*time.Second, "the first value", func() bool { _, b := s.get("/fn/vault/get?ROTATING"); return b == "value-000" })
 
 	const changes = 40
 	var (
@@ -405,7 +406,7 @@ func TestSecretsDuringTraffic(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	s.eventually("the last value", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "the last value", func() bool {
 		_, b := s.get("/fn/vault/get?ROTATING")
 		return b == fmt.Sprintf("value-%03d", changes)
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 func TestMain(m *testing.M) { os.Exit(clusterMain(m)) }
@@ -71,18 +72,6 @@ func (s *spine) get(path string) (*http.Response, string) {
 	return res, string(b)
 }
 
-// eventually polls cond for up to 15s.
-func (s *spine) eventually(what string, cond func() bool) {
-	s.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			s.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func testSpine(t *testing.T, db string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -116,7 +105,7 @@ func testSpine(t *testing.T, db string) {
 	}
 
 	// Stats reach the store in batches.
-	s.eventually("hits in stats", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "hits in stats", func() bool {
 		st, err := client.New(s.n.URL, s.n.Token, nil).Stats(ctx, "hello", "1h")
 		return err == nil && st.Hits >= 2
 	})
@@ -176,7 +165,7 @@ func testSpine(t *testing.T, db string) {
 	// Restart with the same data dir: served again without a redeploy.
 	s.n.Close()
 	s.start()
-	s.eventually("hello after restart", func() bool {
+	testsupport.Eventually(s.t, 15*time.Second, "hello after restart", func() bool {
 		res, body := s.get("/fn/hello/")
 		return res.StatusCode == 200 && strings.HasPrefix(body, "hi from Velo!")
 	})
@@ -188,7 +177,7 @@ func testSpine(t *testing.T, db string) {
 	// Delete.
 	s.velo(0, "rm", "hello", "--yes")
 	if res, _ := s.get("/fn/hello/"); res.StatusCode != 404 {
-		s.eventually("404 after rm", func() bool { res, _ := s.get("/fn/hello/"); return res.StatusCode == 404 })
+		testsupport.Eventually(s.t, 15*time.Second, "404 after rm", func() bool { res, _ := s.get("/fn/hello/"); return res.StatusCode == 404 })
 	}
 	if out := s.velo(1, "status", "hello"); !strings.Contains(out, "no component named") {
 		t.Fatalf("velo status after rm: %s", out)

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // EnvURL names a Postgres server URL to create test databases in instead of
@@ -88,12 +90,7 @@ func ServerURL() (string, error) {
 func URL(t testing.TB) string {
 	t.Helper()
 	base, err := ServerURL()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("Postgres is required in CI: %v", err)
-		}
-		t.Skipf("no Postgres: %v", err)
-	}
+	testsupport.Need(t, "Postgres", err)
 	name := "velo_test_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

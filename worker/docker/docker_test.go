@@ -19,7 +19,9 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/testsupport"
 	"github.com/velo-run/velo/worker"
+	"github.com/velo-run/velo/worker/docker/dockertest"
 )
 
 func TestNewEngineUnreachable(t *testing.T) {
@@ -291,7 +293,7 @@ func TestIdleTimers(t *testing.T) {
 	warm := newSpec(t, "idle", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 1, Max: 2}})
 	prepare(t, r, warm)
 
-	eventually(t, 10*time.Second, "paused then stopped", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "paused then stopped", func() bool {
 		s := a.inst.Stats()
 		return s.Pauses == 1 && s.Stops == 1 && s.Count(Stopped) == 1
 	})
@@ -356,7 +358,7 @@ func TestScaleUp(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	eventually(t, 30*time.Second, "second container running", func() bool { return a.inst.Stats().Count(Running) == 2 })
+	testsupport.Eventually(t, 30*time.Second, "second container running", func() bool { return a.inst.Stats().Count(Running) == 2 })
 	if cs := containers(t, r, a.spec.Deployment); len(cs) != 2 {
 		t.Fatalf("%d containers, want scale.max 2", len(cs))
 	}
@@ -371,14 +373,14 @@ func TestCrashReplaced(t *testing.T) {
 	if code, _ := a.get("/crash"); code != http.StatusBadGateway {
 		t.Errorf("GET /crash = %d, want 502", code)
 	}
-	eventually(t, 20*time.Second, "replacement", func() bool {
+	testsupport.Eventually(t, 20*time.Second, "replacement", func() bool {
 		s := a.inst.Stats()
 		return s.Crashes == 1 && s.Count(Running) == 1 && s.Containers[0].Name != before
 	})
 	if code, _ := a.get("/"); code != 200 {
 		t.Errorf("GET after crash = %d", code)
 	}
-	eventually(t, 10*time.Second, "crashed container removed", func() bool {
+	testsupport.Eventually(t, 10*time.Second, "crashed container removed", func() bool {
 		return len(containers(t, r, a.spec.Deployment)) == 1
 	})
 	if !a.logs.has(worker.System, "crashed (exit code 1); replaced by") || !a.logs.has(worker.Stderr, "crashing on request") {
@@ -395,12 +397,12 @@ func TestCrashBackoff(t *testing.T) {
 	a := newSpec(t, "crashloop", dir, digest, manifest.Manifest{Scale: manifest.Scale{Min: 1, Max: 1}})
 	prepare(t, r, a)
 	a.get("/crash")
-	eventually(t, 20*time.Second, "the first crash replaced at once", func() bool {
+	testsupport.Eventually(t, 20*time.Second, "the first crash replaced at once", func() bool {
 		s := a.inst.Stats()
 		return s.Crashes == 1 && s.Count(Running) == 1
 	})
 	a.get("/crash")
-	eventually(t, 20*time.Second, "the second crash noticed", func() bool { return a.inst.Stats().Crashes == 2 })
+	testsupport.Eventually(t, 20*time.Second, "the second crash noticed", func() bool { return a.inst.Stats().Crashes == 2 })
 	w := httptest.NewRecorder()
 	a.inst.Serve(w, httptest.NewRequest(http.MethodGet, a.mount+"/", nil), a.mount)
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), "keeps crashing") {
@@ -409,7 +411,7 @@ func TestCrashBackoff(t *testing.T) {
 	if n := a.inst.Stats().Count(Running) + a.inst.Stats().Count(Starting); n != 0 {
 		t.Fatalf("%d containers running or starting during the hold", n)
 	}
-	eventually(t, 30*time.Second, "serving again after the hold", func() bool {
+	testsupport.Eventually(t, 30*time.Second, "serving again after the hold", func() bool {
 		code, _ := a.get("/")
 		return code == http.StatusOK
 	})
@@ -427,7 +429,7 @@ func TestLogs(t *testing.T) {
 	if code, _ := a.get("/log?msg=" + msg); code != 200 {
 		t.Fatalf("GET /log = %d", code)
 	}
-	eventually(t, 5*time.Second, "log lines", func() bool {
+	testsupport.Eventually(t, 5*time.Second, "log lines", func() bool {
 		return a.logs.has(worker.Stdout, "stdout "+msg) && a.logs.has(worker.Stderr, "stderr "+msg)
 	})
 	if a.logs.has(worker.Stdout, "stderr "+msg) || a.logs.has(worker.Stderr, "stdout "+msg) {
@@ -439,7 +441,7 @@ func TestLogs(t *testing.T) {
 	// After a stop and start the earlier lines are not repeated.
 	a.inst.Stop(context.Background())
 	a.get("/")
-	eventually(t, 5*time.Second, "second start logged", func() bool { return a.logs.has(worker.Stdout, "listening on") })
+	testsupport.Eventually(t, 5*time.Second, "second start logged", func() bool { return a.logs.has(worker.Stdout, "listening on") })
 	time.Sleep(200 * time.Millisecond)
 	a.logs.mu.Lock()
 	n := 0
@@ -473,7 +475,7 @@ func TestTimeout(t *testing.T) {
 }
 
 func TestAdoption(t *testing.T) {
-	cli := engine(t)
+	cli := dockertest.Engine(t)
 	owner := "velotest-adopt-" + randHex(4)
 	other := "velotest-other-" + randHex(4)
 	r := newRuntime(t, Config{})
@@ -580,7 +582,7 @@ func TestTwoOwnersShareEngine(t *testing.T) {
 	})
 	dir, digest := appDir(t, "")
 	a := newSpec(t, "shared", dir, digest, manifest.Manifest{})
-	b := &app{log: &syncBuffer{}, logs: &sink{}, mount: a.mount}
+	b := &app{log: &testsupport.SyncBuffer{}, logs: &sink{}, mount: a.mount}
 	b.spec = a.spec // the same component, deployment and artifact
 	b.spec.BuildLog, b.spec.Logs = b.log, b.logs
 	prepare(t, r1, a)

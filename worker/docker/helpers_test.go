@@ -1,7 +1,6 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -25,6 +24,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/testsupport"
 	"github.com/velo-run/velo/worker"
 	"github.com/velo-run/velo/worker/docker/dockertest"
 )
@@ -86,30 +86,10 @@ func sweep() error {
 	return nil
 }
 
-// engine returns a client to the local engine. Without one the test is
-// skipped, except under CI=true where it fails.
-func engine(t testing.TB) *client.Client {
-	t.Helper()
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = cli.Ping(ctx)
-		cancel()
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("docker engine not reachable under CI: %v", err)
-		}
-		t.Skipf("docker engine not reachable: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // newRuntime returns a runtime owned by the tests, closed at cleanup.
 func newRuntime(t testing.TB, cfg Config) *Runtime {
 	t.Helper()
-	engine(t)
+	dockertest.Engine(t)
 	if cfg.Owner == "" {
 		cfg.Owner = testOwner
 	}
@@ -141,24 +121,6 @@ func appDir(t testing.TB, extra string) (dir, digest string) {
 	h.Write([]byte(dockerfile))
 	h.Write(bin)
 	return dir, hex.EncodeToString(h.Sum(nil))
-}
-
-// syncBuffer is a build log safe to read while Prepare writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // sink records log lines.
@@ -199,7 +161,7 @@ func (s *sink) String() string {
 // app is one deployment under test.
 type app struct {
 	spec  worker.Spec
-	log   *syncBuffer
+	log   *testsupport.SyncBuffer
 	logs  *sink
 	inst  *Instance
 	mount string
@@ -216,7 +178,7 @@ func newSpec(t testing.TB, name, dir, digest string, m manifest.Manifest) *app {
 	if m.Scale.Max == 0 {
 		m.Scale.Max = 1
 	}
-	a := &app{log: &syncBuffer{}, logs: &sink{}, mount: "/fn/" + name}
+	a := &app{log: &testsupport.SyncBuffer{}, logs: &sink{}, mount: "/fn/" + name}
 	a.spec = worker.Spec{
 		Component:  name,
 		Deployment: nextDeployment,
@@ -266,16 +228,4 @@ func containers(t testing.TB, r *Runtime, d int64) []container.Summary {
 		t.Fatal(err)
 	}
 	return cs
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -1,9 +1,11 @@
-// Package dockertest gives tests the component the Docker tests run: the
-// static HTTP server in worker/docker/testdata/server, for an image built
-// FROM scratch (no registry needed).
+// Package dockertest gives tests the Docker engine (Engine) and the
+// component the Docker tests run: the static HTTP server in
+// worker/docker/testdata/server, for an image built FROM scratch (no
+// registry needed).
 package dockertest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,7 +13,31 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/velo-run/velo/internal/testsupport"
 )
+
+// Engine returns a client of the local Docker engine (from DOCKER_HOST and
+// the like), closed when t ends. Without a reachable engine it skips t, or
+// fails it under CI=true.
+func Engine(t testing.TB) *client.Client {
+	t.Helper()
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = cli.Ping(ctx)
+		cancel()
+		if err != nil {
+			cli.Close()
+		}
+	}
+	testsupport.Need(t, "Docker engine", err)
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
 
 // Dockerfile makes the image of the server: the binary, as file "server"
 // of the build context, alone FROM scratch.
