@@ -66,11 +66,8 @@ func (s *Store) Components(ctx context.Context) ([]Component, error) {
 
 // SetPaused pauses or resumes a component; ErrNotFound if there is none.
 func (s *Store) SetPaused(ctx context.Context, name string, paused bool) error {
-	n, err := s.db.exec(ctx, `UPDATE components SET paused = $2, updated_at = $3 WHERE name = $1`,
-		name, paused, micros(now()))
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	err := affected(s.db.exec(ctx, `UPDATE components SET paused = $2, updated_at = $3 WHERE name = $1`,
+		name, paused, micros(now())))
 	if err != nil {
 		return fmt.Errorf("set paused %s: %w", name, err)
 	}
@@ -83,24 +80,18 @@ func (s *Store) SetPaused(ctx context.Context, name string, paused bool) error {
 // the target (the first deployment of a component failed).
 func (s *Store) SetTarget(ctx context.Context, name string, deployment int64) error {
 	if deployment == 0 {
-		n, err := s.db.exec(ctx, `UPDATE components SET target = 0, updated_at = $2 WHERE name = $1`,
-			name, micros(now()))
-		if err == nil && n == 0 {
-			err = ErrNotFound
-		}
+		err := affected(s.db.exec(ctx, `UPDATE components SET target = 0, updated_at = $2 WHERE name = $1`,
+			name, micros(now())))
 		if err != nil {
 			return fmt.Errorf("clear target of %s: %w", name, err)
 		}
 		return nil
 	}
-	n, err := s.db.exec(ctx, `UPDATE components
+	err := affected(s.db.exec(ctx, `UPDATE components
 		SET target = d.id, runtime = d.runtime, updated_at = $3
 		FROM deployments d
 		WHERE components.name = $1 AND d.id = $2 AND d.component = components.name`,
-		name, deployment, micros(now()))
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+		name, deployment, micros(now())))
 	if err != nil {
 		return fmt.Errorf("set target %s to %d: %w", name, deployment, err)
 	}
@@ -113,7 +104,7 @@ func (s *Store) SetTarget(ctx context.Context, name string, deployment int64) er
 // unless the deployment exists and belongs to the component.
 func (s *Store) Promote(ctx context.Context, name string, deployment int64) error {
 	// Right-hand sides see the row as it was before the update.
-	n, err := s.db.exec(ctx, `UPDATE components
+	err := affected(s.db.exec(ctx, `UPDATE components
 		SET live = d.id,
 		    target = CASE WHEN components.target = components.live OR components.target = d.id
 		                  THEN d.id ELSE components.target END,
@@ -122,10 +113,7 @@ func (s *Store) Promote(ctx context.Context, name string, deployment int64) erro
 		    updated_at = $3
 		FROM deployments d
 		WHERE components.name = $1 AND d.id = $2 AND d.component = components.name`,
-		name, deployment, micros(now()))
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+		name, deployment, micros(now())))
 	if err != nil {
 		return fmt.Errorf("promote %s to %d: %w", name, deployment, err)
 	}
@@ -155,12 +143,8 @@ func (s *Store) DeleteComponent(ctx context.Context, name string) error {
 			return err
 		}
 		// Foreign keys cascade to everything of the component.
-		n, err := q.exec(ctx, `DELETE FROM components WHERE name = $1`, name)
-		if err != nil {
+		if err := affected(q.exec(ctx, `DELETE FROM components WHERE name = $1`, name)); err != nil {
 			return err
-		}
-		if n == 0 {
-			return ErrNotFound
 		}
 		for _, d := range digests {
 			if _, err := q.exec(ctx, `DELETE FROM artifacts WHERE digest = $1

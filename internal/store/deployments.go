@@ -114,11 +114,8 @@ func (s *Store) DeploymentsByStatus(ctx context.Context, statuses ...string) ([]
 // SetDeploymentStatus sets a deployment's status and error message;
 // ErrNotFound if there is no such deployment.
 func (s *Store) SetDeploymentStatus(ctx context.Context, id int64, status, errMsg string) error {
-	n, err := s.db.exec(ctx, `UPDATE deployments SET status = $2, error = $3, updated_at = $4 WHERE id = $1`,
-		id, status, cleanText(errMsg), micros(now()))
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	err := affected(s.db.exec(ctx, `UPDATE deployments SET status = $2, error = $3, updated_at = $4 WHERE id = $1`,
+		id, status, cleanText(errMsg), micros(now())))
 	if err != nil {
 		return fmt.Errorf("set status of deployment %d: %w", id, err)
 	}

@@ -124,12 +124,9 @@ func (s *Store) ClaimGitHubJob(ctx context.Context, delivery, from string) (bool
 // UpdateGitHubJob writes a job's State, Note, Deployment and
 // GitHubDeployment; ErrNotFound if there is no such job.
 func (s *Store) UpdateGitHubJob(ctx context.Context, j GitHubJob) error {
-	n, err := s.db.exec(ctx, `UPDATE github_jobs SET state = $2, note = $3, deployment = $4, gh_deployment = $5,
+	err := affected(s.db.exec(ctx, `UPDATE github_jobs SET state = $2, note = $3, deployment = $4, gh_deployment = $5,
 		updated_at = $6 WHERE delivery = $1`,
-		j.Delivery, j.State, cleanText(j.Note), j.Deployment, j.GitHubDeployment, micros(now()))
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+		j.Delivery, j.State, cleanText(j.Note), j.Deployment, j.GitHubDeployment, micros(now())))
 	if err != nil {
 		return fmt.Errorf("update github job %s: %w", j.Delivery, err)
 	}
@@ -174,11 +171,7 @@ func (s *Store) DeleteGitHubInstallation(ctx context.Context, id int64) error {
 		if _, err := q.exec(ctx, `DELETE FROM github_repos WHERE installation = $1`, id); err != nil {
 			return err
 		}
-		n, err := q.exec(ctx, `DELETE FROM github_installations WHERE id = $1`, id)
-		if err == nil && n == 0 {
-			err = ErrNotFound
-		}
-		return err
+		return affected(q.exec(ctx, `DELETE FROM github_installations WHERE id = $1`, id))
 	})
 	if err != nil {
 		return fmt.Errorf("delete github installation %d: %w", id, err)
@@ -251,10 +244,7 @@ func (s *Store) GitHubRepo(ctx context.Context, fullName string) (GitHubRepo, er
 // SetDeploymentCommitTime records when a deployment's commit was made.
 // ErrNotFound if there is no such deployment.
 func (s *Store) SetDeploymentCommitTime(ctx context.Context, id int64, t time.Time) error {
-	n, err := s.db.exec(ctx, `UPDATE deployments SET commit_time = $2 WHERE id = $1`, id, micros(t))
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	err := affected(s.db.exec(ctx, `UPDATE deployments SET commit_time = $2 WHERE id = $1`, id, micros(t)))
 	if err != nil {
 		return fmt.Errorf("set commit time of deployment %d: %w", id, err)
 	}

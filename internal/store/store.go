@@ -139,6 +139,15 @@ func (s *Store) tx(ctx context.Context, fn func(q querier) error) (err error) {
 
 // mapErr turns driver errors that callers must tell apart into ErrNotFound
 // (no row; a reference to a missing row) and ErrConflict (duplicate key).
+// affected is the error of an UPDATE or DELETE that had to touch a row:
+// ErrNotFound when it touched none.
+func affected(n int64, err error) error {
+	if err == nil && n == 0 {
+		return ErrNotFound
+	}
+	return err
+}
+
 // It is the only place that knows the drivers' error types.
 func mapErr(err error) error {
 	if err == nil {

@@ -38,10 +38,7 @@ func (s *Store) TokenByHash(ctx context.Context, hash string) (Token, error) {
 
 // DeleteToken revokes a token; ErrNotFound if there is none.
 func (s *Store) DeleteToken(ctx context.Context, hash string) error {
-	n, err := s.db.exec(ctx, `DELETE FROM tokens WHERE hash = $1`, hash)
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	err := affected(s.db.exec(ctx, `DELETE FROM tokens WHERE hash = $1`, hash))
 	if err != nil {
 		return fmt.Errorf("delete token: %w", err)
 	}

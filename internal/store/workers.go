@@ -28,10 +28,7 @@ func (s *Store) UpsertWorker(ctx context.Context, w Worker) error {
 // Heartbeat records that the worker was seen at at; ErrNotFound if it is
 // not registered.
 func (s *Store) Heartbeat(ctx context.Context, name string, at time.Time) error {
-	n, err := s.db.exec(ctx, `UPDATE workers SET seen_at = $2 WHERE name = $1`, name, micros(at))
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	err := affected(s.db.exec(ctx, `UPDATE workers SET seen_at = $2 WHERE name = $1`, name, micros(at)))
 	if err != nil {
 		return fmt.Errorf("heartbeat %s: %w", name, err)
 	}
@@ -64,10 +61,7 @@ func (s *Store) Workers(ctx context.Context) ([]Worker, error) {
 // DeleteWorker forgets a worker and its placements; ErrNotFound if it is
 // not registered.
 func (s *Store) DeleteWorker(ctx context.Context, name string) error {
-	n, err := s.db.exec(ctx, `DELETE FROM workers WHERE name = $1`, name)
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	err := affected(s.db.exec(ctx, `DELETE FROM workers WHERE name = $1`, name))
 	if err != nil {
 		return fmt.Errorf("delete worker %s: %w", name, err)
 	}
@@ -146,10 +140,7 @@ func (s *Store) ComponentPlacements(ctx context.Context, component string) ([]Pl
 
 // DeletePlacement removes a placement; ErrNotFound if there is none.
 func (s *Store) DeletePlacement(ctx context.Context, deployment int64, worker string) error {
-	n, err := s.db.exec(ctx, `DELETE FROM placements WHERE deployment = $1 AND worker = $2`, deployment, worker)
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	err := affected(s.db.exec(ctx, `DELETE FROM placements WHERE deployment = $1 AND worker = $2`, deployment, worker))
 	if err != nil {
 		return fmt.Errorf("delete placement of %d on %s: %w", deployment, worker, err)
 	}
