@@ -140,13 +140,18 @@ func (i *Instance) start(c *ctr) error {
 	exited := make(chan struct{})
 	c.exited = exited
 	c.addr = addr
-	c.proxy = i.newProxy(c, gen, addr)
+	if c.conns != nil {
+		c.conns.CloseIdleConnections() // an earlier run's, if it was not stopped cleanly
+	}
+	conns := newTransport()
+	c.conns = conns
+	c.proxy = i.newProxy(c, gen, addr, conns)
 	i.wg.Add(2)
 	i.mu.Unlock()
 	go i.watchExit(c, gen, id)
 	go i.follow(id, since)
 
-	if err := i.waitReady(ctx, addr, exited); err != nil {
+	if err := i.waitReady(ctx, addr, exited, conns); err != nil {
 		return i.startFailed(c, id, err)
 	}
 	return nil
@@ -200,8 +205,9 @@ func (i *Instance) lastLogs(ctx context.Context, id string) string {
 	return t.String()
 }
 
-// waitReady polls GET / on addr until it answers with any HTTP status.
-func (i *Instance) waitReady(ctx context.Context, addr string, exited <-chan struct{}) error {
+// waitReady polls GET / on addr through conns until it answers with any
+// HTTP status.
+func (i *Instance) waitReady(ctx context.Context, addr string, exited <-chan struct{}, conns *http.Transport) error {
 	start := time.Now()
 	deadline := start.Add(i.rt.cfg.ReadyTimeout)
 	backoff := time.Millisecond
@@ -210,7 +216,7 @@ func (i *Instance) waitReady(ctx context.Context, addr string, exited <-chan str
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		req, _ := http.NewRequestWithContext(pctx, http.MethodGet, url, nil)
 		req.Header.Set("User-Agent", "velo-ready-check")
-		resp, err := i.rt.transport.RoundTrip(req)
+		resp, err := conns.RoundTrip(req)
 		if err == nil {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
@@ -283,10 +289,11 @@ func (i *Instance) follow(id string, since time.Time) {
 	}
 }
 
-// newProxy returns the reverse proxy to one run of container c.
-func (i *Instance) newProxy(c *ctr, gen int, addr string) *httputil.ReverseProxy {
+// newProxy returns the reverse proxy to one run of container c, at addr
+// through conns.
+func (i *Instance) newProxy(c *ctr, gen int, addr string, conns *http.Transport) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Transport: i.rt.transport,
+		Transport: conns,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = addr

@@ -4,7 +4,8 @@
 // and the containers it starts, all labelled run.velo.* with the worker's name
 // as owner. It builds images through the Engine API from the component's
 // Dockerfile, starts containers with every privilege dropped, proxies requests
-// to them over one shared keep-alive transport, and scales each deployment
+// to them over keep-alive connections (one pool per container run, so that
+// stopping one container closes only its own), and scales each deployment
 // between scale.min and scale.max: idle containers are paused, then stopped,
 // and the next request wakes or starts one again.
 //

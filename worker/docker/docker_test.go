@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"slices"
 	"strings"
 	"sync"
@@ -257,6 +258,46 @@ func TestExitsAtStart(t *testing.T) {
 	}
 }
 
+// TestStopKeepsOthersConnections: stopping the container of one instance
+// leaves the keep-alive connections to another instance's container open:
+// its next request reuses one rather than dialing again.
+func TestStopKeepsOthersConnections(t *testing.T) {
+	r := newRuntime(t, Config{IdlePause: time.Hour})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "keepconn", dir, digest, manifest.Manifest{})
+	b := newSpec(t, "stopped", dir, digest, manifest.Manifest{})
+	prepare(t, r, a)
+	prepare(t, r, b)
+	// reused sends GET / to a and tells whether its proxy reused an idle
+	// connection to the container.
+	reused := func() bool {
+		t.Helper()
+		var got httptrace.GotConnInfo
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { got = info },
+		})
+		w := httptest.NewRecorder()
+		a.inst.Serve(w, httptest.NewRequest(http.MethodGet, a.mount+"/", nil).WithContext(ctx), a.mount)
+		if w.Code != 200 {
+			t.Fatalf("GET / = %d %q", w.Code, w.Body)
+		}
+		return got.Reused
+	}
+	reused() // a connection to a's container, idle once answered
+	if !reused() {
+		t.Fatal("a second request to the same container dialed again: keep-alive is off")
+	}
+	if code, _ := b.get("/"); code != 200 {
+		t.Fatalf("GET / on b = %d", code)
+	}
+	if err := b.inst.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !reused() {
+		t.Error("stopping b's container closed the idle connections to a's")
+	}
+}
+
 func TestPauseWake(t *testing.T) {
 	r := newRuntime(t, Config{IdlePause: time.Hour})
 	dir, digest := appDir(t, "")
@@ -438,11 +479,18 @@ func TestLogs(t *testing.T) {
 	if !a.logs.has(worker.System, "started") {
 		t.Errorf("no start event:\n%s", a.logs)
 	}
-	// After a stop and start the earlier lines are not repeated.
-	a.inst.Stop(context.Background())
-	a.get("/")
-	testsupport.Eventually(t, 5*time.Second, "second start logged", func() bool { return a.logs.has(worker.Stdout, "listening on") })
-	time.Sleep(200 * time.Millisecond)
+	// After a stop and start the earlier lines are not repeated. The
+	// engine streams a container's stdout in order, so once a line the
+	// second run wrote has arrived, a repeat of the first run's would have
+	// arrived before it.
+	if err := a.inst.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after := randHex(6)
+	if code, _ := a.get("/log?msg=" + after); code != 200 {
+		t.Fatalf("GET /log after the restart = %d", code)
+	}
+	testsupport.Eventually(t, 5*time.Second, "the second run's log line", func() bool { return a.logs.has(worker.Stdout, "stdout "+after) })
 	a.logs.mu.Lock()
 	n := 0
 	for _, l := range a.logs.lines {

@@ -51,11 +51,21 @@ type ctr struct {
 	exited   chan struct{}
 	addr     string
 	proxy    *httputil.ReverseProxy
+	conns    *http.Transport // this run's connections (newTransport); nil when stopped
 	inflight int
 	waiting  int
 	lastUsed time.Time
 	started  time.Time // when it last became ready
 	busy     *op       // the transition in progress, if any
+}
+
+// dropConns forgets the proxy of c's last run and closes its idle
+// connections: the published port they go to is gone.
+func (c *ctr) dropConns() {
+	if c.conns != nil {
+		c.conns.CloseIdleConnections()
+	}
+	c.proxy, c.conns = nil, nil
 }
 
 // op is a container transition (start, wake, pause, stop) that requests can
@@ -512,11 +522,9 @@ func (i *Instance) stopLocked(c *ctr, why string) *op {
 			return
 		}
 		c.state = Stopped
-		c.proxy = nil
+		c.dropConns()
 		i.stats.Stops++
 		i.event("container %s stopped (%s)", c.name, why)
-		// Its published port is gone; idle connections to it are dead.
-		i.rt.transport.CloseIdleConnections()
 	})
 }
 
@@ -528,7 +536,8 @@ func (i *Instance) dropLocked(c *ctr) {
 			break
 		}
 	}
-	c.state, c.proxy = Stopped, nil
+	c.state = Stopped
+	c.dropConns()
 	if c.id == "" || i.closed {
 		return // Close sweeps what is left
 	}
@@ -806,6 +815,9 @@ func (i *Instance) Close(ctx context.Context) error {
 		}
 	}
 	i.mu.Lock()
+	for _, c := range i.ctrs {
+		c.dropConns()
+	}
 	i.ctrs = nil
 	i.mu.Unlock()
 	i.rt.releaseImage(i.image)

@@ -119,9 +119,6 @@ type Runtime struct {
 	cli       *client.Client
 	ownClient bool
 	log       *slog.Logger
-	// transport is shared by every instance's proxy: keep-alive connections
-	// to the containers survive between requests.
-	transport *http.Transport
 
 	mu       sync.Mutex
 	inUse    map[string]int         // image tag → open instances using it
@@ -143,15 +140,6 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		log:      cfg.Logger.With("runtime", "docker", "owner", cfg.Owner),
 		inUse:    map[string]int{},
 		building: map[string]*sync.Mutex{},
-		transport: &http.Transport{
-			Proxy:                 nil, // containers are on loopback; never via an HTTP proxy
-			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256,
-			IdleConnTimeout:       90 * time.Second,
-			ExpectContinueTimeout: time.Second,
-			DisableCompression:    true,
-		},
 	}
 	if r.cli == nil {
 		r.cli, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -183,11 +171,26 @@ func (r *Runtime) Client() *client.Client { return r.cli }
 // Owner returns the owner label the runtime puts on what it creates.
 func (r *Runtime) Owner() string { return r.cfg.Owner }
 
-// Close releases the client and the proxy connections. Instances must be
-// closed first; images are kept so that a restart does not rebuild them.
+// Close releases the client. Instances must be closed first; images are
+// kept so that a restart does not rebuild them.
 func (r *Runtime) Close(ctx context.Context) error {
-	r.transport.CloseIdleConnections()
 	return r.closeClient()
+}
+
+// newTransport returns the transport of one run of a container: its proxy
+// and ready checks share it, so keep-alive connections to the container
+// survive between requests, and stopping the container closes its idle
+// connections (dead with its published port) and no one else's.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // containers are on loopback; never via an HTTP proxy
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
 }
 
 func (r *Runtime) closeClient() error {
