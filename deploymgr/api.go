@@ -56,7 +56,7 @@ func (m *Manager) errorHandler(err error, c echo.Context) {
 		status = he.Code
 		msg = fmt.Sprint(he.Message)
 	case errors.As(err, &ie):
-		status, msg = http.StatusBadRequest, ie.Msg
+		status, msg = http.StatusBadRequest, ie.Error()
 		if ie.TooLarge {
 			status = http.StatusRequestEntityTooLarge
 		}

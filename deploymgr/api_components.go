@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -133,7 +132,7 @@ func (m *Manager) pause(paused bool) echo.HandlerFunc {
 		if err := m.store.SetPaused(ctx, comp.Name, paused); err != nil {
 			return err
 		}
-		if err := m.routesChanged(ctx, comp.Name); err != nil {
+		if err := m.routesChanged(ctx); err != nil {
 			return err
 		}
 		m.log.Info("component paused", "component", comp.Name, "paused", paused, "by", c.Get(ctxUser))
@@ -218,7 +217,7 @@ func (m *Manager) Rollback(ctx context.Context, comp store.Component, id int64) 
 		return store.Deployment{}, err
 	}
 	_ = m.store.AppendBuildLog(ctx, id, fmt.Sprintf("rollback of %s to deployment %d requested\n", comp.Name, id))
-	_ = m.store.Notify(ctx, ChannelDeployments, strconv.FormatInt(id, 10))
+	m.notify(ctx, store.DeploymentChanged(id))
 	d.Status = store.StatusPending
 	return d, nil
 }
@@ -232,10 +231,10 @@ func (m *Manager) deleteComponent(c echo.Context) error {
 	if err := m.store.DeleteComponent(ctx, comp.Name); err != nil {
 		return err
 	}
-	if err := m.routesChanged(ctx, comp.Name); err != nil {
+	if err := m.routesChanged(ctx); err != nil {
 		return err
 	}
-	_ = m.store.Notify(ctx, ChannelPlacements, "")
+	m.notify(ctx, store.PlacementsChanged(0))
 	m.log.Info("component deleted", "component", comp.Name, "by", c.Get(ctxUser))
 	return c.NoContent(http.StatusNoContent)
 }

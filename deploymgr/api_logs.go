@@ -56,7 +56,7 @@ func (m *Manager) logs(c echo.Context) error {
 func (m *Manager) followLogs(c echo.Context, comp store.Component, tail int) error {
 	ctx := c.Request().Context()
 	name := comp.Name
-	changes, err := m.store.Listen(ctx, ChannelLogs)
+	changes, err := m.store.Listen(ctx, store.ChannelLogs)
 	if err != nil {
 		return err
 	}
@@ -132,8 +132,8 @@ func (m *Manager) followLogs(c echo.Context, comp store.Component, tail int) err
 			}
 			w.Flush()
 			continue
-		case who := <-changes:
-			if who != "" && who != name {
+		case n := <-changes:
+			if !n.Resync() && n.Component() != name {
 				continue
 			}
 		case <-poll.C:

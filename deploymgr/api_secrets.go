@@ -18,9 +18,6 @@ import (
 	"github.com/velo-run/velo/internal/store"
 )
 
-// ChannelSecrets carries the name of a component whose secrets changed.
-const ChannelSecrets = store.ChannelSecrets
-
 // secretStore is what the secrets API needs from the store. Values reach
 // it sealed only.
 type secretStore interface {
@@ -79,7 +76,7 @@ func (m *Manager) putSecret(c echo.Context) error {
 		return inputErr("secret %s: reading the value failed: %v", name, err)
 	}
 	if len(body) > secrets.MaxValue {
-		return &InputError{Msg: fmt.Sprintf("secret %s: value is larger than %d bytes", name, secrets.MaxValue), TooLarge: true}
+		return &InputError{Err: fmt.Errorf("secret %s: value is larger than %d bytes", name, secrets.MaxValue), TooLarge: true}
 	}
 	value := string(body)
 	if err := secrets.ValidValue(name, value); err != nil {
@@ -135,7 +132,7 @@ func (m *Manager) deleteSecret(c echo.Context) error {
 // secrets as they are now. A lost notification is made up for by the
 // workers' resync after a reconnect.
 func (m *Manager) secretsChanged(ctx context.Context, component string) {
-	if err := m.store.Notify(ctx, ChannelSecrets, component); err != nil {
+	if err := m.store.Notify(ctx, store.SecretsChanged(component)); err != nil {
 		m.log.Warn("notify secrets changed failed", "component", component, "err", err)
 	}
 }

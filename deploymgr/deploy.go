@@ -9,20 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"time"
 
 	"github.com/velo-run/velo/internal/archive"
 	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
-)
-
-// Notification channels deploymgr speaks on.
-const (
-	ChannelDeployments = "deployments"
-	ChannelPlacements  = "placements"
-	ChannelRoutes      = "routes"
-	ChannelLogs        = "logs"
 )
 
 // Sources of a deployment.
@@ -50,16 +41,22 @@ type DeployRequest struct {
 }
 
 // InputError is a problem with what the user sent; the API answers 400
-// with its message (413 when TooLarge).
+// with its message (413 when it is too large). It wraps its cause, so
+// errors.Is and errors.As see through it (archive.ErrTooLarge, a
+// manifest's error).
 type InputError struct {
-	Msg      string
+	Err error
+	// TooLarge says what was sent is over a size limit (an archive over
+	// archive.Limits, a secret's value).
 	TooLarge bool
 }
 
-func (e *InputError) Error() string { return e.Msg }
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
 
+// inputErr formats an InputError like fmt.Errorf (%w wraps).
 func inputErr(format string, args ...any) error {
-	return &InputError{Msg: fmt.Sprintf(format, args...)}
+	return &InputError{Err: fmt.Errorf(format, args...)}
 }
 
 // Deploy validates an archive and its manifest, stores the artifact and
@@ -69,7 +66,7 @@ func inputErr(format string, args ...any) error {
 func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployment, error) {
 	tree, err := archive.Read(req.Archive, m.cfg.Limits, req.StripTop)
 	if err != nil {
-		return store.Deployment{}, &InputError{Msg: err.Error(), TooLarge: errors.Is(err, archive.ErrTooLarge)}
+		return store.Deployment{}, &InputError{Err: err, TooLarge: errors.Is(err, archive.ErrTooLarge)}
 	}
 	defName := req.DefaultName
 	if req.Name != "" {
@@ -77,11 +74,11 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 	}
 	man, err := manifest.Load(tree, defName)
 	if err != nil {
-		return store.Deployment{}, &InputError{Msg: err.Error()}
+		return store.Deployment{}, &InputError{Err: err}
 	}
 	if req.Name != "" {
 		if err := manifest.ValidName(req.Name); err != nil {
-			return store.Deployment{}, inputErr("component name %q: %v", req.Name, err)
+			return store.Deployment{}, inputErr("component name %q: %w", req.Name, err)
 		}
 		man.Name = req.Name
 	}
@@ -144,7 +141,7 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 		dep.ID, man.Name, man.Runtime, digest, len(tree.Files()), buf.Len())
 	_ = m.store.AppendBuildLog(ctx, dep.ID, summary)
 	m.log.Info("deployment accepted", "component", man.Name, "deployment", dep.ID, "runtime", man.Runtime, "source", req.Source)
-	_ = m.store.Notify(ctx, ChannelDeployments, strconv.FormatInt(dep.ID, 10))
+	m.notify(ctx, store.DeploymentChanged(dep.ID))
 	return dep, nil
 }
 

@@ -41,7 +41,7 @@ func (g *GitHub) report(ctx context.Context, j *store.GitHubJob, p *github.Push)
 func (g *GitHub) waitSettled(ctx context.Context, id int64) (store.Deployment, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.SettleTimeout)
 	defer cancel()
-	changes, err := g.m.store.Listen(ctx, ChannelRoutes)
+	changes, err := g.m.store.Listen(ctx, store.ChannelRoutes)
 	if err != nil {
 		return store.Deployment{}, false, fmt.Errorf("listen for routes: %w", err)
 	}

@@ -56,8 +56,8 @@ type Store interface {
 	Tokens(ctx context.Context, user string) ([]store.Token, error)
 	DeleteTokenByID(ctx context.Context, id, user string) error
 
-	Notify(ctx context.Context, channel, payload string) error
-	Listen(ctx context.Context, channel string) (<-chan string, error)
+	Notify(ctx context.Context, n store.Note) error
+	Listen(ctx context.Context, channel store.Channel) (<-chan store.Note, error)
 }
 
 // DefaultKeepDeployments is how many deployments of a component keep their
@@ -220,11 +220,11 @@ func (m *Manager) ComponentURL(name string) string {
 // those no worker could prepare, and retires old placements.
 func (m *Manager) Run(ctx context.Context) error {
 	m.scheduling = time.Now()
-	deps, err := m.store.Listen(ctx, ChannelDeployments)
+	deps, err := m.store.Listen(ctx, store.ChannelDeployments)
 	if err != nil {
 		return fmt.Errorf("listen for deployments: %w", err)
 	}
-	places, err := m.store.Listen(ctx, ChannelPlacements)
+	places, err := m.store.Listen(ctx, store.ChannelPlacements)
 	if err != nil {
 		return fmt.Errorf("listen for placements: %w", err)
 	}
@@ -252,4 +252,13 @@ func (m *Manager) Run(ctx context.Context) error {
 // DeploymentURL is the dashboard's page of a deployment.
 func (m *Manager) DeploymentURL(component string, id int64) string {
 	return fmt.Sprintf("%s/components/%s/deployments/%d", m.cfg.PublicURL, component, id)
+}
+
+// notify sends n where the request or step it follows has already
+// succeeded and must not fail for it: the scheduler's next tick catches up
+// on a lost note, so a failure is logged, not returned.
+func (m *Manager) notify(ctx context.Context, n store.Note) {
+	if err := m.store.Notify(ctx, n); err != nil {
+		m.log.Warn("notify failed; the next resync catches up", "note", n, "err", err)
+	}
 }

@@ -150,10 +150,10 @@ func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
 		}
 	}
 	if changed {
-		if err := m.store.Notify(ctx, ChannelPlacements, ""); err != nil {
+		if err := m.store.Notify(ctx, store.PlacementsChanged(0)); err != nil {
 			return err
 		}
-		return m.store.Notify(ctx, ChannelRoutes, "")
+		return m.store.Notify(ctx, store.RoutesChanged())
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package deploymgr
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/velo-run/velo/internal/store"
@@ -81,7 +80,7 @@ func (m *Manager) place(ctx context.Context, d store.Deployment, workers []store
 	if err != nil || !ok {
 		return err
 	}
-	return m.store.Notify(ctx, ChannelPlacements, strconv.FormatInt(d.ID, 10))
+	return m.store.Notify(ctx, store.PlacementsChanged(d.ID))
 }
 
 // settle promotes a deployment once no live worker is still preparing it
@@ -137,13 +136,13 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 				return err
 			}
 		}
-		return m.routesChanged(ctx, d.Component)
+		return m.routesChanged(ctx)
 	}
 	if comp.Target == d.ID {
 		if err := m.store.Promote(ctx, d.Component, d.ID); err != nil {
 			return err
 		}
-		if err := m.routesChanged(ctx, d.Component); err != nil {
+		if err := m.routesChanged(ctx); err != nil {
 			return err
 		}
 		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
@@ -167,8 +166,8 @@ func (m *Manager) dropLater(ctx context.Context) {
 }
 
 // routesChanged tells routers that what component serves has changed.
-func (m *Manager) routesChanged(ctx context.Context, component string) error {
-	if err := m.store.Notify(ctx, ChannelRoutes, component); err != nil {
+func (m *Manager) routesChanged(ctx context.Context) error {
+	if err := m.store.Notify(ctx, store.RoutesChanged()); err != nil {
 		return err
 	}
 	if m.cfg.RoutesChanged != nil {
@@ -225,7 +224,7 @@ func (m *Manager) retire(ctx context.Context) error {
 		}
 	}
 	if removed {
-		return m.store.Notify(ctx, ChannelPlacements, "")
+		return m.store.Notify(ctx, store.PlacementsChanged(0))
 	}
 	return nil
 }

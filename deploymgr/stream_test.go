@@ -141,7 +141,7 @@ func (e *streamEnv) log(line string) {
 	if err := e.st.AppendLogs(e.ctx, []store.LogLine{{Component: "site", Stream: "stdout", Line: line, Time: time.Now()}}); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.st.Notify(e.ctx, deploymgr.ChannelLogs, "site"); err != nil {
+	if err := e.st.Notify(e.ctx, store.LogsWritten("site")); err != nil {
 		e.t.Fatal(err)
 	}
 }

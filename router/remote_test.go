@@ -81,8 +81,8 @@ func (s *tableStore) AddHits(_ context.Context, b []store.Hits) error {
 	return nil
 }
 
-func (s *tableStore) Listen(ctx context.Context, _ string) (<-chan string, error) {
-	return make(chan string), nil
+func (s *tableStore) Listen(ctx context.Context, _ store.Channel) (<-chan store.Note, error) {
+	return make(chan store.Note), nil
 }
 
 // remoteRouter routes component "hello" (deployment 7) to workers.

@@ -53,11 +53,8 @@ func (inProcess) Endpoint() *Endpoint { return nil }
 type Store interface {
 	Routes(ctx context.Context) ([]store.Route, error)
 	AddHits(ctx context.Context, batch []store.Hits) error
-	Listen(ctx context.Context, channel string) (<-chan string, error)
+	Listen(ctx context.Context, channel store.Channel) (<-chan store.Note, error)
 }
-
-// ChannelRoutes is the notification channel announcing route changes.
-const ChannelRoutes = "routes"
 
 // Config configures a Router.
 type Config struct {
@@ -168,7 +165,7 @@ func New(cfg Config, st Store) *Router {
 // Run keeps the table current and flushes hits until ctx is done, then
 // flushes once more.
 func (r *Router) Run(ctx context.Context) error {
-	changes, err := r.store.Listen(ctx, ChannelRoutes)
+	changes, err := r.store.Listen(ctx, store.ChannelRoutes)
 	if err != nil {
 		return fmt.Errorf("listen for route changes: %w", err)
 	}
@@ -206,7 +203,7 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 }
 
-func drain(c <-chan string) {
+func drain(c <-chan store.Note) {
 	for {
 		select {
 		case _, ok := <-c:

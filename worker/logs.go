@@ -22,7 +22,7 @@ const maxPendingLines = 20000
 // logStore is what the log batcher writes to.
 type logStore interface {
 	AppendLogs(ctx context.Context, lines []store.LogLine) error
-	Notify(ctx context.Context, channel, payload string) error
+	Notify(ctx context.Context, n store.Note) error
 }
 
 // logBatcher collects component log lines and writes them in batches.
@@ -87,7 +87,9 @@ func (b *logBatcher) flush(ctx context.Context) {
 	for _, l := range lines {
 		if !seen[l.Component] {
 			seen[l.Component] = true
-			_ = b.store.Notify(ctx, ChannelLogs, l.Component)
+			if err := b.store.Notify(ctx, store.LogsWritten(l.Component)); err != nil {
+				b.logger.Warn("notify failed; followers poll", "component", l.Component, "err", err)
+			}
 		}
 	}
 }

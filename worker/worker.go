@@ -34,8 +34,8 @@ type Store interface {
 	AppendBuildLog(ctx context.Context, id int64, text string) error
 	AppendLogs(ctx context.Context, lines []store.LogLine) error
 	Secrets(ctx context.Context, component string) ([]store.Secret, error)
-	Listen(ctx context.Context, channel string) (<-chan string, error)
-	Notify(ctx context.Context, channel, payload string) error
+	Listen(ctx context.Context, channel store.Channel) (<-chan store.Note, error)
+	Notify(ctx context.Context, n store.Note) error
 }
 
 // Config configures a Worker.
@@ -83,14 +83,6 @@ func (c Config) withDefaults() (Config, error) {
 	c.Limits, err = c.Limits.withDefaults()
 	return c, err
 }
-
-// Notification channels the worker speaks on.
-const (
-	ChannelPlacements = "placements"
-	ChannelRoutes     = "routes"
-	ChannelLogs       = "logs"
-	ChannelSecrets    = store.ChannelSecrets
-)
 
 // Worker prepares and serves the deployments placed on it.
 type Worker struct {
@@ -191,13 +183,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.store.ResetPlacements(ctx, w.cfg.Name); err != nil {
 		return fmt.Errorf("reset placements of %s: %w", w.cfg.Name, err)
 	}
-	_ = w.store.Notify(ctx, ChannelRoutes, "")
+	w.notify(ctx, store.RoutesChanged())
 	w.sweepTrees(ctx)
-	events, err := w.store.Listen(ctx, ChannelPlacements)
+	events, err := w.store.Listen(ctx, store.ChannelPlacements)
 	if err != nil {
 		return fmt.Errorf("listen for placements: %w", err)
 	}
-	secretEvents, err := w.store.Listen(ctx, ChannelSecrets)
+	secretEvents, err := w.store.Listen(ctx, store.ChannelSecrets)
 	if err != nil {
 		return fmt.Errorf("listen for secrets: %w", err)
 	}
@@ -219,14 +211,14 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.reconcile(ctx)
 		case <-resync.C:
 			w.reconcile(ctx)
-		case component, ok := <-secretEvents:
+		case n, ok := <-secretEvents:
 			switch {
 			case !ok:
 				secretEvents = nil // the store closed; ctx ends next
-			case component == "":
+			case n.Resync():
 				w.allSecretsChanged(ctx)
 			default:
-				w.secretsChanged(ctx, component)
+				w.secretsChanged(ctx, n.Component())
 			}
 		case t := <-heartbeat.C:
 			if err := w.store.Heartbeat(ctx, w.cfg.Name, t); err != nil && ctx.Err() == nil {
@@ -408,9 +400,16 @@ func (w *Worker) report(ctx context.Context, d int64, err error) {
 		w.cfg.Logger.Warn("report placement failed", "deployment", d, "err", perr)
 		return
 	}
-	payload := strconv.FormatInt(d, 10)
-	_ = w.store.Notify(ctx, ChannelPlacements, payload)
-	_ = w.store.Notify(ctx, ChannelRoutes, payload)
+	w.notify(ctx, store.PlacementsChanged(d))
+	w.notify(ctx, store.RoutesChanged())
+}
+
+// notify sends n, logging a failure: the listeners' periodic resync
+// catches up on a lost note, so it is no reason to stop.
+func (w *Worker) notify(ctx context.Context, n store.Note) {
+	if err := w.store.Notify(ctx, n); err != nil {
+		w.cfg.Logger.Warn("notify failed; the next resync catches up", "worker", w.cfg.Name, "note", n, "err", err)
+	}
 }
 
 // load fetches, unpacks and prepares deployment d with the component's

@@ -10,6 +10,7 @@ import (
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/secrets"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // TestClusterSecrets runs the roles as separate processes on Postgres with
@@ -26,7 +27,7 @@ func TestClusterSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.eventually(30*time.Second, "vault live on both workers", func() bool {
+	testsupport.Eventually(c.t, 30*time.Second, "vault live on both workers", func() bool {
 		comp, err := cl.Component(c.ctx, "vault")
 		if err != nil || comp.Live == nil || comp.Live.ID != d.ID {
 			return false
@@ -59,7 +60,7 @@ func TestClusterSecrets(t *testing.T) {
 		if _, err := cl.SetSecret(c.ctx, "vault", "API_KEY", value); err != nil {
 			t.Fatal(err)
 		}
-		c.eventually(20*time.Second, "both workers serving "+value, func() bool {
+		testsupport.Eventually(c.t, 20*time.Second, "both workers serving "+value, func() bool {
 			by := seen(value)
 			return by["a"] && by["b"]
 		})
@@ -67,7 +68,7 @@ func TestClusterSecrets(t *testing.T) {
 	if err := cl.DeleteSecret(c.ctx, "vault", "API_KEY"); err != nil {
 		t.Fatal(err)
 	}
-	c.eventually(20*time.Second, "both workers without the secret", func() bool {
+	testsupport.Eventually(c.t, 20*time.Second, "both workers without the secret", func() bool {
 		by := seen("(unset)")
 		return by["a"] && by["b"]
 	})

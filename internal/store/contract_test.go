@@ -705,11 +705,11 @@ func testTokensAndSettings(t *testing.T, s *Store) {
 }
 
 // recv returns the next payload on ch, failing after a timeout.
-func recv(t *testing.T, ch <-chan string) (string, bool) {
+func recv(t *testing.T, ch <-chan Note) (string, bool) {
 	t.Helper()
 	select {
-	case p, ok := <-ch:
-		return p, ok
+	case n, ok := <-ch:
+		return n.payload, ok
 	case <-time.After(10 * time.Second):
 		t.Fatal("no notification within 10s")
 		return "", false
@@ -722,30 +722,30 @@ func testListenNotify(t *testing.T, s *Store) {
 	if _, err := s.Listen(ctx, ""); err == nil {
 		t.Error("Listen on an empty channel name succeeded")
 	}
-	a, err := s.Listen(ctx, ChannelRoutes)
+	a, err := s.Listen(ctx, ChannelDeployments)
 	must(t, err)
 	bctx, bcancel := context.WithCancel(ctx)
-	b, err := s.Listen(bctx, ChannelRoutes)
+	b, err := s.Listen(bctx, ChannelDeployments)
 	must(t, err)
 	other, err := s.Listen(ctx, ChannelLogs)
 	must(t, err)
 
-	must(t, s.Notify(ctx, ChannelRoutes, "r1"))
-	must(t, s.Notify(ctx, ChannelRoutes, "r2"))
-	for _, ch := range []<-chan string{a, b} {
-		for _, want := range []string{"r1", "r2"} {
+	must(t, s.Notify(ctx, DeploymentChanged(1)))
+	must(t, s.Notify(ctx, DeploymentChanged(2)))
+	for _, ch := range []<-chan Note{a, b} {
+		for _, want := range []string{"1", "2"} {
 			if p, ok := recv(t, ch); !ok || p != want {
 				t.Errorf("got %q, %v; want %q", p, ok, want)
 			}
 		}
 	}
-	must(t, s.Notify(ctx, ChannelLogs, "l1"))
-	if p, _ := recv(t, other); p != "l1" {
-		t.Errorf("logs listener got %q, want l1", p)
+	must(t, s.Notify(ctx, LogsWritten("web")))
+	if p, _ := recv(t, other); p != "web" {
+		t.Errorf("logs listener got %q, want web", p)
 	}
 	select {
-	case p := <-a:
-		t.Errorf("routes listener got %q sent on logs", p)
+	case n := <-a:
+		t.Errorf("deployments listener got %s sent on logs", n)
 	default:
 	}
 
@@ -756,14 +756,14 @@ func testListenNotify(t *testing.T, s *Store) {
 			break
 		}
 	}
-	must(t, s.Notify(ctx, ChannelRoutes, "r3"))
-	if p, _ := recv(t, a); p != "r3" {
-		t.Errorf("after cancelling b, a got %q, want r3", p)
+	must(t, s.Notify(ctx, DeploymentChanged(3)))
+	if p, _ := recv(t, a); p != "3" {
+		t.Errorf("after cancelling b, a got %q, want 3", p)
 	}
 
 	// Closing the store ends every listener.
 	s.Close()
-	for _, ch := range []<-chan string{a, other} {
+	for _, ch := range []<-chan Note{a, other} {
 		for {
 			if _, ok := recv(t, ch); !ok {
 				break
@@ -781,10 +781,10 @@ func testSlowListener(t *testing.T, s *Store) {
 	// The fast listener reads each payload before the next is sent; the
 	// slow one reads nothing and must not hold it up.
 	const n = 3 * listenBuffer
-	for i := range n {
-		must(t, s.Notify(ctx, ChannelDeployments, fmt.Sprint(i)))
-		if p, ok := recv(t, fast); !ok || p != fmt.Sprint(i) {
-			t.Fatalf("fast listener got %q, %v; want %d", p, ok, i)
+	for i := range int64(n) {
+		must(t, s.Notify(ctx, DeploymentChanged(i+1)))
+		if p, ok := recv(t, fast); !ok || p != fmt.Sprint(i+1) {
+			t.Fatalf("fast listener got %q, %v; want %d", p, ok, i+1)
 		}
 	}
 	// The slow one lost payloads and was told to resync; its newest

@@ -4,47 +4,120 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 )
 
-// Notification channels the roles use.
+// Channel names a notification channel. Each carries one kind of payload,
+// declared with it; a Note of a channel is made only by that channel's
+// constructor, so every sender agrees on what the payload is.
+type Channel string
+
 const (
-	ChannelRoutes      = "routes"
-	ChannelPlacements  = "placements"
-	ChannelDeployments = "deployments"
-	ChannelLogs        = "logs"
-	// ChannelSecrets carries the name of a component whose secrets
-	// changed; workers restart its instances with them.
-	ChannelSecrets = "secrets"
+	// ChannelRoutes: the route table may have changed (a deployment went
+	// live, a placement became ready or went away, a worker restarted).
+	// No payload: a router reloads the whole table. Made by RoutesChanged.
+	ChannelRoutes Channel = "routes"
+	// ChannelPlacements: placements were made, prepared, failed or
+	// retired. Payload: the deployment's ID, or none when the change
+	// concerns more than one. Made by PlacementsChanged.
+	ChannelPlacements Channel = "placements"
+	// ChannelDeployments: a deployment was recorded or is wanted live.
+	// Payload: its ID. Made by DeploymentChanged.
+	ChannelDeployments Channel = "deployments"
+	// ChannelLogs: a component wrote log lines. Payload: its name. Made by
+	// LogsWritten.
+	ChannelLogs Channel = "logs"
+	// ChannelSecrets: a component's secrets changed; workers restart its
+	// instances with them. Payload: its name. Made by SecretsChanged.
+	ChannelSecrets Channel = "secrets"
 )
 
-// listenBuffer is how many payloads a slow listener may fall behind before
+// Note is one notification: a channel and a payload of that channel's
+// kind. The zero payload, on every channel, means "resync": the listener
+// may have missed something.
+type Note struct {
+	channel Channel
+	payload string
+}
+
+// RoutesChanged is the Note on ChannelRoutes.
+func RoutesChanged() Note { return Note{channel: ChannelRoutes} }
+
+// PlacementsChanged is the Note on ChannelPlacements for deployment d; d 0
+// means more than one (or unknown).
+func PlacementsChanged(d int64) Note {
+	return Note{channel: ChannelPlacements, payload: idPayload(d)}
+}
+
+// DeploymentChanged is the Note on ChannelDeployments for deployment d.
+func DeploymentChanged(d int64) Note {
+	return Note{channel: ChannelDeployments, payload: idPayload(d)}
+}
+
+// LogsWritten is the Note on ChannelLogs for component.
+func LogsWritten(component string) Note { return Note{channel: ChannelLogs, payload: component} }
+
+// SecretsChanged is the Note on ChannelSecrets for component.
+func SecretsChanged(component string) Note { return Note{channel: ChannelSecrets, payload: component} }
+
+func idPayload(id int64) string {
+	if id == 0 {
+		return ""
+	}
+	return strconv.FormatInt(id, 10)
+}
+
+// Channel is the channel the note goes on.
+func (n Note) Channel() Channel { return n.channel }
+
+// Resync reports whether the note says only "you may have missed
+// something": every listener gets one after the Postgres connection
+// carrying notifications came back from a drop, and when it fell too far
+// behind.
+func (n Note) Resync() bool { return n.payload == "" }
+
+// Component is the component a ChannelLogs or ChannelSecrets note names
+// ("" on a resync or another channel's note).
+func (n Note) Component() string {
+	if n.channel != ChannelLogs && n.channel != ChannelSecrets {
+		return ""
+	}
+	return n.payload
+}
+
+// String is the note as psql's LISTEN shows it: channel and payload.
+func (n Note) String() string { return string(n.channel) + " " + strconv.Quote(n.payload) }
+
+// listenBuffer is how many notes a slow listener may fall behind before
 // the hub starts dropping its oldest ones.
 const listenBuffer = 64
 
-// Notify sends payload to every Listen on channel, in this process and, on
-// Postgres, in every other process using the database (pg_notify; payloads
-// must stay under 8000 bytes there). An empty payload means "resync".
-func (s *Store) Notify(ctx context.Context, channel, payload string) error {
-	if err := s.db.notify(ctx, channel, payload); err != nil {
-		return fmt.Errorf("notify %s: %w", channel, err)
+// Notify sends n to every Listen on its channel, in this process and, on
+// Postgres, in every other process using the database (pg_notify).
+func (s *Store) Notify(ctx context.Context, n Note) error {
+	if n.channel == "" {
+		return errors.New("notify: a note without a channel")
+	}
+	if err := s.db.notify(ctx, string(n.channel), n.payload); err != nil {
+		return fmt.Errorf("notify %s: %w", n.channel, err)
 	}
 	return nil
 }
 
-// Listen delivers the payloads sent on channel from now on, until ctx is
-// done or the Store closes; then the channel is closed.
+// Listen delivers the notes sent on channel from now on, until ctx is done
+// or the Store closes; then the channel is closed.
 //
-// An empty payload means "you may have missed something, resync": it is
-// sent after the Postgres connection carrying notifications came back from
-// a drop, and when the listener fell more than a small buffer behind (the
-// hub then drops the oldest payloads rather than block everyone else).
-func (s *Store) Listen(ctx context.Context, channel string) (<-chan string, error) {
+// A listener also gets resync notes (Note.Resync): after the Postgres
+// connection carrying notifications came back from a drop, and when the
+// listener fell more than a small buffer behind (the hub then drops the
+// oldest notes rather than block everyone else).
+func (s *Store) Listen(ctx context.Context, channel Channel) (<-chan Note, error) {
 	if channel == "" {
 		return nil, errors.New("listen: empty channel name")
 	}
-	sub := s.hub.subscribe(channel)
-	if err := s.db.listen(ctx, channel); err != nil {
+	sub := s.hub.subscribe(string(channel))
+	if err := s.db.listen(ctx, string(channel)); err != nil {
 		s.hub.unsubscribe(sub)
 		return nil, fmt.Errorf("listen %s: %w", channel, err)
 	}
@@ -67,7 +140,7 @@ type hub struct {
 
 type subscriber struct {
 	channel string
-	ch      chan string
+	ch      chan Note
 	gone    chan struct{} // closed with ch, when unsubscribed
 }
 
@@ -76,7 +149,7 @@ func newHub() *hub {
 }
 
 func (h *hub) subscribe(channel string) *subscriber {
-	sub := &subscriber{channel: channel, ch: make(chan string, listenBuffer), gone: make(chan struct{})}
+	sub := &subscriber{channel: channel, ch: make(chan Note, listenBuffer), gone: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -106,14 +179,15 @@ func (h *hub) unsubscribe(sub *subscriber) {
 }
 
 // publish delivers payload to every subscriber of channel without blocking.
-// A subscriber whose buffer is full loses its oldest payload and gets ""
-// appended, so it knows to resync.
+// A subscriber whose buffer is full loses its oldest note and gets a resync
+// note appended.
 func (h *hub) publish(channel, payload string) {
+	n := Note{channel: Channel(channel), payload: payload}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for sub := range h.subs[channel] {
 		select {
-		case sub.ch <- payload:
+		case sub.ch <- n:
 			continue
 		default:
 		}
@@ -122,7 +196,7 @@ func (h *hub) publish(channel, payload string) {
 		default:
 		}
 		select {
-		case sub.ch <- "":
+		case sub.ch <- Note{channel: n.channel}:
 		default:
 		}
 	}

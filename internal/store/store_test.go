@@ -83,9 +83,9 @@ func TestPostgresListenReconnect(t *testing.T) {
 	s := openStore(t, url)
 	ch, err := s.Listen(ctx, ChannelPlacements)
 	must(t, err)
-	must(t, s.Notify(ctx, ChannelPlacements, "before"))
-	if p, _ := recv(t, ch); p != "before" {
-		t.Fatalf("got %q, want before", p)
+	must(t, s.Notify(ctx, PlacementsChanged(1)))
+	if p, _ := recv(t, ch); p != "1" {
+		t.Fatalf("got %q, want 1", p)
 	}
 	n, err := s.db.exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE application_name = $1 AND datname = current_database()`, listenAppName)
@@ -101,17 +101,17 @@ func TestPostgresListenReconnect(t *testing.T) {
 	must(t, err)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		must(t, s.Notify(ctx, ChannelPlacements, "after"))
+		must(t, s.Notify(ctx, PlacementsChanged(2)))
 		p, _ := recv(t, ch)
-		if p == "after" {
+		if p == "2" {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no notification after reconnect, last %q", p)
 		}
 	}
-	must(t, s.Notify(ctx, ChannelLogs, "l"))
-	if p, _ := recv(t, ch2); p != "l" {
+	must(t, s.Notify(ctx, LogsWritten("web")))
+	if p, _ := recv(t, ch2); p != "web" {
 		t.Errorf("new channel after reconnect got %q", p)
 	}
 }
@@ -178,5 +178,32 @@ func TestListenAfterClose(t *testing.T) {
 				t.Errorf("%s: Listen after Close delivered a payload", engine)
 			}
 		}
+	}
+}
+
+// TestNotes: each channel's constructor makes notes of that channel with
+// its payload, and only a note of ChannelLogs names a component.
+func TestNotes(t *testing.T) {
+	for _, tc := range []struct {
+		n         Note
+		channel   Channel
+		resync    bool
+		component string
+	}{
+		{RoutesChanged(), ChannelRoutes, true, ""},
+		{PlacementsChanged(7), ChannelPlacements, false, ""},
+		{PlacementsChanged(0), ChannelPlacements, true, ""},
+		{DeploymentChanged(7), ChannelDeployments, false, ""},
+		{LogsWritten("web"), ChannelLogs, false, "web"},
+		{SecretsChanged("web"), ChannelSecrets, false, "web"},
+	} {
+		if tc.n.Channel() != tc.channel || tc.n.Resync() != tc.resync || tc.n.Component() != tc.component {
+			t.Errorf("%s: channel %s, resync %v, component %q; want %s, %v, %q",
+				tc.n, tc.n.Channel(), tc.n.Resync(), tc.n.Component(), tc.channel, tc.resync, tc.component)
+		}
+	}
+	s := openStore(t, "sqlite://"+t.TempDir()+"/notes.db")
+	if err := s.Notify(context.Background(), Note{}); err == nil {
+		t.Error("Notify of a note without a channel succeeded")
 	}
 }
