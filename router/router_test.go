@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // backend is a worker stand-in: it answers with its name, or refuses.
@@ -393,6 +396,20 @@ func (s *gatedStore) Routes(ctx context.Context) ([]store.Route, error) {
 	return routes, err
 }
 
+// waitingForLock reports whether some goroutine is blocked on a
+// sync.Mutex inside function fn (as runtime.Stack names it).
+func waitingForLock(fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		head, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(head, "[sync.Mutex.Lock") && strings.Contains(g, fn+"(") {
+			return true
+		}
+	}
+	return false
+}
+
 // TestRefreshesApplyInOrder: a refresh that read the store earlier never
 // replaces the table of one that read it later (a promotion's refresh
 // racing the notification's one left the old deployment routed).
@@ -408,10 +425,13 @@ func TestRefreshesApplyInOrder(t *testing.T) {
 	st.routes = []store.Route{{Component: "app", Deployment: 2}}
 	st.mu.Unlock()
 	second := make(chan error, 1)
-	go func() { second <- r.Refresh(ctx) }()
-	// Give the second refresh time to finish, as it could if refreshes
-	// overlapped; it must wait for the first instead.
-	time.Sleep(200 * time.Millisecond)
+	var secondDone atomic.Bool
+	go func() { err := r.Refresh(ctx); secondDone.Store(true); second <- err }()
+	// Let the second refresh get as far as it can while the first is held:
+	// to its end if refreshes overlapped, or into waiting for the first.
+	testsupport.Eventually(t, 5*time.Second, "the second refresh to finish or wait for the first", func() bool {
+		return secondDone.Load() || waitingForLock("router.(*Router).Refresh")
+	})
 	close(st.gate)
 	for _, done := range []chan error{first, second} {
 		select {

@@ -11,13 +11,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/pgtest"
@@ -226,7 +229,14 @@ func helloArchive(t testing.TB, greeting string) []byte {
 // is live.
 func (c *cluster) deploy(dm *proc, greeting string) int64 {
 	c.t.Helper()
-	d, err := c.client(dm).Deploy(c.ctx, "hello", bytes.NewReader(helloArchive(c.t, greeting)))
+	return c.deployArchive(dm, helloArchive(c.t, greeting))
+}
+
+// deployArchive uploads archive as component hello and waits until it is
+// live, returning the deployment's ID.
+func (c *cluster) deployArchive(dm *proc, archive []byte) int64 {
+	c.t.Helper()
+	d, err := c.client(dm).Deploy(c.ctx, "hello", bytes.NewReader(archive))
 	if err != nil {
 		c.t.Fatalf("deploy: %v", err)
 	}
@@ -258,6 +268,15 @@ func (c *cluster) readyWorkers(dm *proc) []string {
 	return ws
 }
 
+// retired waits until deployment id has no placement left.
+func (c *cluster) retired(dm *proc, id int64) {
+	c.t.Helper()
+	testsupport.Eventually(c.t, 20*time.Second, fmt.Sprintf("the placements of deployment %d to be retired", id), func() bool {
+		comp, err := c.client(dm).Component(c.ctx, "hello")
+		return err == nil && !slices.ContainsFunc(comp.Instances, func(in api.Instance) bool { return in.Deployment == id })
+	})
+}
+
 // call is one request's outcome.
 type call struct {
 	start, end time.Time
@@ -277,6 +296,12 @@ func loadClient() *http.Client {
 // max requests and at most limit long (every load loop is bounded), and
 // returns every outcome.
 func load(url string, conc, max int, limit time.Duration, stop <-chan struct{}) []call {
+	return loadCounting(url, conc, max, limit, stop, new(atomic.Int64))
+}
+
+// loadCounting is load that counts the answered calls in answered as they
+// come, for a test to wait until traffic flows.
+func loadCounting(url string, conc, max int, limit time.Duration, stop <-chan struct{}, answered *atomic.Int64) []call {
 	hc := loadClient()
 	defer hc.CloseIdleConnections()
 	var (
@@ -318,6 +343,7 @@ func load(url string, conc, max int, limit time.Duration, stop <-chan struct{}) 
 				mu.Lock()
 				calls = append(calls, cl)
 				mu.Unlock()
+				answered.Add(1)
 			}
 		}()
 	}
@@ -526,16 +552,22 @@ func TestClusterRedeployRollback(t *testing.T) {
 		return len(cl) == 1 && cl[0].status == 200
 	})
 
+	// Built before the traffic starts, so that the load's time bound
+	// covers the redeploy and not the module's compilation.
+	v2Archive := helloArchive(c.t, "v2")
 	stop := make(chan struct{})
 	done := make(chan []call)
-	go func() { done <- load(url, 8, 200000, 60*time.Second, stop) }()
-	time.Sleep(500 * time.Millisecond)
-	v2 := c.deploy(dm, "v2")
+	var answered atomic.Int64
+	go func() { done <- loadCounting(url, 8, 200000, 60*time.Second, stop, &answered) }()
+	testsupport.Eventually(c.t, 10*time.Second, "traffic on v1", func() bool { return answered.Load() >= 50 })
+	v2 := c.deployArchive(dm, v2Archive)
 	testsupport.Eventually(c.t, 10*time.Second, "router serving v2", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "v2 from Velo!")
 	})
-	time.Sleep(4 * time.Second) // past the grace period: v1's placements are retired
+	// Past the grace period v1's placements are retired: the rollback
+	// places it again.
+	c.retired(dm, v1)
 	if _, err := c.client(dm).Rollback(c.ctx, "hello", 0); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
@@ -544,7 +576,7 @@ func TestClusterRedeployRollback(t *testing.T) {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "hi from Velo!")
 	})
-	time.Sleep(4 * time.Second)
+	c.retired(dm, v2) // the load runs on while v2's placements go
 	close(stop)
 	calls := <-done
 	if bad := failed(calls); len(bad) > 0 {

@@ -343,7 +343,23 @@ func testGitHubPush(t *testing.T, db string) {
 	// Other events are acknowledged.
 	v.answer(http.StatusOK)(gh.Deliver(ctx, v.hook(), "issues", map[string]any{"action": "opened"}))
 	v.answer(http.StatusOK)(gh.Deliver(ctx, v.hook(), "ping", map[string]any{"zen": "Keep it logically awesome.", "hook_id": 1}))
-	time.Sleep(300 * time.Millisecond) // room for anything wrongly queued to act
+	// What a delivery queues is recorded before it is answered: once no job
+	// is left to run, whatever the deliveries set going has acted, and only
+	// the stale push may have run (the others were recorded as ignored).
+	testsupport.Eventually(t, 20*time.Second, "every GitHub job to end", func() bool {
+		open, err := v.n.Store.GitHubJobs(ctx, store.JobQueued, store.JobRunning)
+		return err == nil && len(open) == 0
+	})
+	jobsAfter, err := v.n.Store.GitHubJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobsAfter {
+		if !slices.ContainsFunc(jobsBefore, func(b store.GitHubJob) bool { return b.Delivery == j.Delivery }) &&
+			j.Delivery != staleID && !strings.HasPrefix(j.Note, "ignored: ") {
+			t.Errorf("delivery %s (%s) was acted on: %s %q", j.Delivery, j.Kind, j.State, j.Note)
+		}
+	}
 	if got := len(v.deployments("hello")); got != nDeps {
 		t.Errorf("ignored deliveries changed deployments: %d → %d", nDeps, got)
 	}

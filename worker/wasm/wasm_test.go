@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/testsupport"
 	"github.com/velo-run/velo/worker"
 )
 
@@ -408,7 +409,7 @@ func TestTimeout(t *testing.T) {
 	go func() { loopDone <- serve(in, "GET", "/fn/echo/loop", nil) }()
 
 	// While the loop spins, the same instance answers other requests.
-	time.Sleep(50 * time.Millisecond)
+	testsupport.Eventually(t, 5*time.Second, "the looping request to run", func() bool { return in.(*instance).inflight.Load() == 1 })
 	if res := serve(in, "GET", "/fn/echo", nil); res.StatusCode != 200 {
 		t.Errorf("concurrent request: status %d", res.StatusCode)
 	}
