@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"io"
@@ -10,15 +10,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Every role's /metrics (deploymgr, worker, router, webui: all through
-// role.base) answers only with VELO_METRICS_TOKEN or VELO_ADMIN_TOKEN as
-// a bearer token, and is off without either.
+// Every role's /metrics (deploymgr, worker, router, webui: all opened by
+// openRole, and velo up's) answers only with VELO_METRICS_TOKEN or
+// VELO_ADMIN_TOKEN as a bearer token, and is off without either.
 func TestRoleMetricsNeedToken(t *testing.T) {
-	serve := func() *httptest.Server {
+	serve := func(metricsToken, adminToken string) *httptest.Server {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "velo_test_component_hits", Help: "stands for per-component series"}))
 		mux := http.NewServeMux()
-		(&role{reg: reg}).base(mux)
+		mux.Handle("GET /metrics", metrics(reg, metricsToken, adminToken))
 		srv := httptest.NewServer(mux)
 		t.Cleanup(srv.Close)
 		return srv
@@ -39,16 +39,12 @@ func TestRoleMetricsNeedToken(t *testing.T) {
 		return res.StatusCode, b.String()
 	}
 
-	t.Setenv("VELO_METRICS_TOKEN", "")
-	t.Setenv(envAdminToken, "")
-	off := serve()
+	off := serve("", "")
 	if code, body := get(off, ""); code != http.StatusForbidden || !strings.Contains(body, "VELO_METRICS_TOKEN") {
 		t.Errorf("/metrics with no token configured = %d %q, want 403 naming VELO_METRICS_TOKEN", code, body)
 	}
 
-	t.Setenv("VELO_METRICS_TOKEN", "prom-secret")
-	t.Setenv(envAdminToken, "admin-secret")
-	on := serve()
+	on := serve("prom-secret", "admin-secret")
 	for _, tc := range []struct {
 		token string
 		want  int

@@ -1,0 +1,82 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/velo-run/velo/router"
+)
+
+// RouterConfig configures `velo router`: it forwards /fn/NAME/… to the
+// workers serving NAME.
+type RouterConfig struct {
+	Cluster
+	// ClusterToken authenticates the router to the workers
+	// (VELO_CLUSTER_TOKEN). Required.
+	ClusterToken string
+	// Domain also routes NAME.<Domain> to component NAME (VELO_DOMAIN,
+	// --domain).
+	Domain string
+	// WorkerTimeout: workers silent that long leave the route table
+	// (VELO_WORKER_TIMEOUT, default DefaultWorkerTimeout).
+	WorkerTimeout time.Duration
+	// TrustedProxies are the load balancers in front whose forwarding
+	// headers the router keeps (VELO_TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
+	// NoHits turns hit recording off (--no-hits, to measure its cost).
+	NoHits bool
+	// NoFastPath serves every request through net/http instead of the
+	// router's lean HTTP/1.1 path (--no-fast-path, to compare them).
+	NoFastPath bool
+}
+
+func (c RouterConfig) withDefaults() RouterConfig {
+	if c.WorkerTimeout == 0 {
+		c.WorkerTimeout = DefaultWorkerTimeout
+	}
+	return c
+}
+
+func (c RouterConfig) validate() error {
+	if c.ClusterToken == "" {
+		return errors.New("router: VELO_CLUSTER_TOKEN is not set: routers and workers share it to authenticate internal calls")
+	}
+	return nil
+}
+
+// NewRouter builds the router role: the route table kept in memory and
+// current through notifications, calls forwarded to the workers over
+// pooled keep-alive connections with the cluster token, /healthz and
+// /metrics (with the router's counters).
+func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	r, err := openRole(ctx, "router", cfg.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	remote := router.NewRemote(router.RemoteConfig{Token: cfg.ClusterToken, Logger: r.log})
+	rt := router.New(router.Config{
+		Domain:         cfg.Domain,
+		Backend:        remote.Backend,
+		NoHits:         cfg.NoHits,
+		WorkerTimeout:  cfg.WorkerTimeout,
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         r.log,
+	}, r.store)
+	r.reg.MustRegister(router.Collector(rt))
+	if !cfg.NoFastPath {
+		r.fast = rt
+	}
+	r.mux.Handle(router.Prefix, rt)
+	r.handler = rt.Hosts(r.mux)
+	r.loops = append(r.loops, func(ctx context.Context) error {
+		defer remote.Close()
+		return rt.Run(ctx)
+	})
+	return r, nil
+}
