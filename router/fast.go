@@ -253,17 +253,7 @@ func (r *Router) componentOf(host, path []byte) (name, mount []byte, ok bool) {
 
 // count records a call's answer in its component's counters.
 func (s *FastServer) count(rt *route, status int, start time.Time) {
-	if s.Router.cfg.NoHits {
-		return
-	}
-	c := rt.stats
-	c.hits.Add(1)
-	c.totalHits.Add(1)
-	if status >= 500 {
-		c.errors.Add(1)
-		c.totalErrors.Add(1)
-	}
-	c.latency.Record(time.Since(start))
+	s.Router.count(rt, status, start)
 }
 
 // appendNoInstance appends the answer when no worker could be reached.

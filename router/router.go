@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/hist"
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -98,7 +100,11 @@ type Router struct {
 	backends   map[string]cachedBackend
 	counters   map[string]*counters
 	pending    map[hitKey]*store.Hits // hits not yet written (store down)
-	sw         sync.Pool
+	// unrouted counts calls for names that are no component: they have
+	// no statistics of their own (a name per call would grow without
+	// bound), so /metrics counts them together.
+	unrouted atomic.Int64
+	sw       sync.Pool
 }
 
 type cachedBackend struct {
@@ -116,9 +122,15 @@ type route struct {
 	depID     int64
 	depHeader []string
 	targets   []target
-	fast      bool // every target has an Endpoint: FastServer takes it
-	next      atomic.Uint64
-	stats     *counters
+	// warming are the workers still preparing the deployment. When no
+	// target is ready, a call goes to them and waits there, up to wait
+	// (the component's timeout), instead of failing: right after a
+	// worker restarts, every placement on it is being prepared again.
+	warming []target
+	wait    time.Duration
+	fast    bool // every target has an Endpoint: FastServer takes it
+	next    atomic.Uint64
+	stats   *counters
 }
 
 type target struct {
@@ -203,6 +215,29 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 }
 
+// Load reads the first route table, retrying a failed read until within
+// has passed. Servers call it before they accept: until the table is
+// loaded, a call for a component that exists would be answered 404. On
+// failure the caller serves anyway (Run keeps trying) rather than not at
+// all.
+func (r *Router) Load(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	retry := time.NewTicker(100 * time.Millisecond)
+	defer retry.Stop()
+	for {
+		err := r.Refresh(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("load the first route table: %w", err)
+		case <-retry.C:
+		}
+	}
+}
+
 func drain(c <-chan store.Note) {
 	for {
 		select {
@@ -250,13 +285,18 @@ func (r *Router) Refresh(ctx context.Context) error {
 			if w.SeenAt.Before(cutoff) {
 				continue
 			}
-			usedBackends[w.Name] = true
-			cb, ok := r.backends[w.Name]
-			if !ok || cb.addr != w.Addr {
-				cb = cachedBackend{addr: w.Addr, b: r.cfg.Backend(w)}
-				r.backends[w.Name] = cb
+			nr.targets = append(nr.targets, r.target(w, usedBackends))
+		}
+		if len(nr.targets) == 0 {
+			for _, w := range rt.Preparing {
+				if w.SeenAt.Before(cutoff) {
+					continue
+				}
+				nr.warming = append(nr.warming, r.target(w, usedBackends))
 			}
-			nr.targets = append(nr.targets, target{worker: []string{w.Name}, b: cb.b, ep: cb.b.Endpoint()})
+			if len(nr.warming) > 0 {
+				nr.wait = timeoutOf(rt.Manifest)
+			}
 		}
 		nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
 			!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil })
@@ -274,6 +314,30 @@ func (r *Router) Refresh(ctx context.Context) error {
 	return nil
 }
 
+// target returns how to reach worker w, from the cache when its address
+// is unchanged; r.mu must be held.
+func (r *Router) target(w store.Worker, used map[string]bool) target {
+	used[w.Name] = true
+	cb, ok := r.backends[w.Name]
+	if !ok || cb.addr != w.Addr {
+		cb = cachedBackend{addr: w.Addr, b: r.cfg.Backend(w)}
+		r.backends[w.Name] = cb
+	}
+	return target{worker: []string{w.Name}, b: cb.b, ep: cb.b.Endpoint()}
+}
+
+// timeoutOf is the per-request timeout in a deployment's manifest, or
+// the default when it cannot be read.
+func timeoutOf(raw []byte) time.Duration {
+	var m struct {
+		Timeout time.Duration `json:"timeout"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil || m.Timeout <= 0 {
+		return manifest.DefaultTimeout
+	}
+	return m.Timeout
+}
+
 // ServeHTTP routes one component call.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	name, mount, ok := r.component(req)
@@ -281,29 +345,41 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		plain(w, http.StatusNotFound, "not found: component calls are served under "+Prefix+"NAME/")
 		return
 	}
+	start := time.Now()
 	rt := r.table.Load().routes[name]
 	switch {
 	case rt == nil:
+		r.unrouted.Add(1)
 		plain(w, http.StatusNotFound, fmt.Sprintf("no component named %q", name))
 		return
 	case rt.paused:
 		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("component %q is paused", name))
+		r.count(rt, http.StatusServiceUnavailable, start)
 		return
-	case rt.depID == 0 || len(rt.targets) == 0:
+	case rt.depID == 0 || len(rt.targets) == 0 && len(rt.warming) == 0:
 		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("component %q has no healthy instance", name))
+		r.count(rt, http.StatusServiceUnavailable, start)
 		return
 	}
 	r.prepare(req)
-	start := time.Now()
 	sw := r.sw.Get().(*statusWriter)
 	sw.ResponseWriter, sw.status, sw.sandbox = w, 0, mount != ""
 	h := w.Header()
 	h["X-Velo-Deployment"] = rt.depHeader
-	n := uint64(len(rt.targets))
+	targets := rt.targets
+	if len(targets) == 0 {
+		// Only workers preparing it: the call waits there for the
+		// preparation, up to the component's timeout.
+		targets = rt.warming
+		ctx, cancel := context.WithTimeout(req.Context(), rt.wait)
+		defer cancel()
+		req = req.WithContext(ctx)
+	}
+	n := uint64(len(targets))
 	first := rt.next.Add(1)
 	served := false
 	for i := uint64(0); i < n && !served; i++ {
-		t := rt.targets[(first+i)%n]
+		t := targets[(first+i)%n]
 		h["X-Velo-Worker"] = t.worker
 		served = t.b.Serve(sw, req, rt.depID, mount)
 	}
@@ -314,6 +390,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	status := sw.status
 	sw.ResponseWriter = nil
 	r.sw.Put(sw)
+	r.count(rt, status, start)
+}
+
+// count records a call's answer in its component's counters: every
+// answer, the router's own 503s included.
+func (r *Router) count(rt *route, status int, start time.Time) {
 	if r.cfg.NoHits {
 		return
 	}

@@ -26,8 +26,9 @@ const (
 // request; the client's address travels in X-Velo-Remote-Addr and becomes
 // r.RemoteAddr.
 //
-// When the worker does not serve the deployment (not prepared yet, or
-// already retired), it answers 421 with an X-Velo-Not-Served header without
+// A call for a deployment being prepared here waits for it (until the
+// router's deadline). When the worker does not serve the deployment (its
+// preparation failed, or it is already retired), it answers 421 with an X-Velo-Not-Served header without
 // reading the body, so the router may send the request to another worker.
 //
 // An empty token refuses every call.
@@ -55,7 +56,7 @@ func (w *Worker) Handler(token string) http.Handler {
 		if m := h[headerInvokeMount]; len(m) > 0 {
 			mount = m[0]
 		}
-		inst, ok := (*w.serving.Load())[d]
+		inst, ok := w.instance(r.Context(), d)
 		if !ok {
 			rw.Header()[headerNotServed] = deps
 			http.Error(rw, "deployment "+deps[0]+" is not served by worker "+w.cfg.Name, http.StatusMisdirectedRequest)

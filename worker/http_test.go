@@ -36,7 +36,8 @@ func (t *trackingBody) Read(p []byte) (int, error) { t.read = true; return t.Rea
 func (t *trackingBody) Close() error               { return nil }
 
 func TestHandler(t *testing.T) {
-	w := &Worker{cfg: Config{Name: "w1"}}
+	w := &Worker{cfg: Config{Name: "w1"}, started: make(chan struct{})}
+	w.markStarted()
 	serving := map[int64]Instance{7: echoInstance{}}
 	w.serving.Store(&serving)
 	h := w.Handler("s3cret")

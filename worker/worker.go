@@ -96,8 +96,14 @@ type Worker struct {
 	// the request path reads it without a lock.
 	serving atomic.Pointer[map[int64]Instance]
 	mu      sync.Mutex // guards serving writes and preparing
-	// preparing holds deployments whose Prepare is under way.
-	preparing map[int64]bool
+	// preparing holds deployments whose Prepare is under way, each with
+	// a channel closed when it ends: calls for them wait (see instance).
+	preparing map[int64]chan struct{}
+	// started is closed once Run has read its placements and started
+	// preparing them (or has given up): until then a call for any
+	// deployment waits, since it may be one of them.
+	started     chan struct{}
+	startedOnce sync.Once
 	// loaded says what each served instance runs, for retiring.
 	loaded map[int64]loadedSpec
 	// sums fingerprints the secrets each served deployment runs with, and
@@ -131,7 +137,8 @@ func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
 		cfg:       cfg,
 		store:     st,
 		runtimes:  map[string]Runtime{},
-		preparing: map[int64]bool{},
+		preparing: map[int64]chan struct{}{},
+		started:   make(chan struct{}),
 		loaded:    map[int64]loadedSpec{},
 		sums:      map[int64][32]byte{},
 		restarts:  map[int64]int{},
@@ -153,16 +160,59 @@ func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
 func (w *Worker) Name() string { return w.cfg.Name }
 
 // Serve hands a request to the instance of deployment d. It returns false,
-// having written nothing, when this worker does not serve d (yet, or any
-// more): the caller may try another worker.
+// having written nothing, when this worker does not serve d (any more, or
+// its preparation failed): the caller may try another worker. A call for
+// a deployment being prepared here waits for it (see instance).
 func (w *Worker) Serve(rw http.ResponseWriter, r *http.Request, d int64, mount string) bool {
-	inst, ok := (*w.serving.Load())[d]
+	inst, ok := w.instance(r.Context(), d)
 	if !ok {
 		return false
 	}
 	inst.Serve(rw, r, mount)
 	return true
 }
+
+// maxPrepareWait bounds how long a call waits for a preparation when its
+// context has no earlier deadline (routers give it the component's
+// timeout).
+const maxPrepareWait = 15 * time.Minute
+
+// instance returns the instance serving deployment d. When d is being
+// prepared here — right after the worker starts, every placement is, and
+// the first calls would otherwise fail until the module is prepared again
+// from the cache — it waits for that preparation, until ctx is done: a
+// preparation that fails, or a deployment not placed here, answers at
+// once.
+func (w *Worker) instance(ctx context.Context, d int64) (Instance, bool) {
+	if inst, ok := (*w.serving.Load())[d]; ok {
+		return inst, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, maxPrepareWait)
+	defer cancel()
+	select {
+	case <-w.started:
+	case <-ctx.Done():
+		return nil, false
+	}
+	w.mu.Lock()
+	inst, ok := (*w.serving.Load())[d]
+	done := w.preparing[d]
+	w.mu.Unlock()
+	if ok || done == nil {
+		return inst, ok
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, false
+	}
+	inst, ok = (*w.serving.Load())[d]
+	return inst, ok
+}
+
+// markStarted releases the calls waiting for Run's first look at its
+// placements.
+func (w *Worker) markStarted() { w.startedOnce.Do(func() { close(w.started) }) }
 
 // Serves reports whether deployment d is ready on this worker.
 func (w *Worker) Serves(d int64) bool {
@@ -174,6 +224,7 @@ func (w *Worker) Serves(d int64) bool {
 // done; then it closes every instance, waiting up to 10s for requests in
 // flight, and returns.
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.markStarted()
 	now := time.Now()
 	if err := w.store.UpsertWorker(ctx, store.Worker{Name: w.cfg.Name, Addr: w.cfg.Addr, StartedAt: now, SeenAt: now}); err != nil {
 		return fmt.Errorf("register worker %s: %w", w.cfg.Name, err)
@@ -201,6 +252,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	resync := time.NewTicker(w.cfg.Resync)
 	defer resync.Stop()
 	w.reconcile(ctx)
+	w.markStarted()
 	for {
 		select {
 		case <-ctx.Done():
@@ -280,10 +332,10 @@ func (w *Worker) reconcile(ctx context.Context) {
 			}
 			continue
 		}
-		if w.preparing[d] {
+		if w.preparing[d] != nil {
 			continue
 		}
-		w.preparing[d] = true
+		w.preparing[d] = make(chan struct{})
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
@@ -345,6 +397,7 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 	case w.sem <- struct{}{}:
 		defer func() { <-w.sem }()
 	case <-ctx.Done():
+		w.prepared(d)
 		return
 	}
 	w.mu.Lock()
@@ -354,9 +407,11 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 	if err == nil && ctx.Err() != nil {
 		// Shutting down: not registered, so shutdown does not close it again.
 		_ = inst.Close(context.Background())
+		w.prepared(d)
 		return
 	}
 	w.mu.Lock()
+	done := w.preparing[d]
 	delete(w.preparing, d)
 	if err != nil && spec.runtime != "" && !w.usesArtifact(spec) {
 		// A failed Prepare may have left something behind (a built image
@@ -380,6 +435,7 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 		next[d] = inst
 		w.serving.Store(&next)
 	}
+	close(done) // the calls waiting for d go on: served, or refused at once
 	w.mu.Unlock()
 	if ctx.Err() != nil {
 		return
@@ -387,6 +443,17 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 	w.report(ctx, d, err)
 	if recheck {
 		w.secretsChanged(ctx, spec.component) // they changed while it was prepared
+	}
+}
+
+// prepared ends d's preparation, releasing the calls waiting for it; they
+// find its instance in serving if it succeeded.
+func (w *Worker) prepared(d int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if done := w.preparing[d]; done != nil {
+		close(done)
+		delete(w.preparing, d)
 	}
 }
 

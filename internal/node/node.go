@@ -230,7 +230,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		URL: url, Token: token, Store: st, Router: rt, Manager: mgr, Worker: wk,
 		GitHub: gh, LoginURL: c.sessions.LoginURL(),
 		log:  log,
-		proc: start(ln, srv, runs),
+		proc: start(ln, srv, runs, firstRoutes(rt, log)),
 	}, nil
 }
 

@@ -84,8 +84,11 @@ type Role struct {
 	handler http.Handler // default mux
 	// fast, when set, serves the listener through the router's fast
 	// path, with the handler as its fallback.
-	fast  *router.Router
-	loops []func(context.Context) error
+	fast *router.Router
+	// routes, when set, has its first route table loaded before the
+	// listener serves (see firstRoutes).
+	routes *router.Router
+	loops  []func(context.Context) error
 }
 
 // openRole opens the role's store and gives it /healthz and /metrics.
@@ -164,7 +167,11 @@ func (r *Role) Run(ctx context.Context) error {
 	if r.fast != nil {
 		s = &router.FastServer{Router: r.fast, Fallback: srv}
 	}
-	p := start(ln, s, r.loops)
+	var ready func()
+	if r.routes != nil {
+		ready = firstRoutes(r.routes, r.log)
+	}
+	p := start(ln, s, r.loops, ready)
 	r.log.Info("listening", "addr", ln.Addr().String())
 	var failed error
 	select {
@@ -190,9 +197,21 @@ type process struct {
 	errc   chan error // a loop's or the server's failure
 }
 
-// start serves ln with srv and runs each loop in its own goroutine until
-// stop.
-func start(ln net.Listener, srv server, loops []func(context.Context) error) *process {
+// firstRoutes returns what loads rt's first route table, so that nothing
+// is served before it: a call arriving in the first milliseconds would be
+// answered 404 for a component that exists. After 10s of failed reads it
+// serves anyway (the router's Run keeps trying).
+func firstRoutes(rt *router.Router, log *slog.Logger) func() {
+	return func() {
+		if err := rt.Load(context.Background(), 10*time.Second); err != nil {
+			log.Warn("serving before the route table is loaded", "err", err)
+		}
+	}
+}
+
+// start runs each loop in its own goroutine and, once ready (if given)
+// has returned, serves ln with srv, until stop.
+func start(ln net.Listener, srv server, loops []func(context.Context) error, ready func()) *process {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &process{srv: srv, cancel: cancel, errc: make(chan error, len(loops)+1)}
 	for _, loop := range loops {
@@ -201,6 +220,9 @@ func start(ln net.Listener, srv server, loops []func(context.Context) error) *pr
 				p.errc <- err
 			}
 		})
+	}
+	if ready != nil {
+		ready()
 	}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

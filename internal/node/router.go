@@ -69,6 +69,7 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		Logger:         r.log,
 	}, r.store)
 	r.reg.MustRegister(router.Collector(rt))
+	r.routes = rt
 	if !cfg.NoFastPath {
 		r.fast = rt
 	}

@@ -89,6 +89,11 @@ type Route struct {
 	// Workers are the workers with a ready placement of the live
 	// deployment, with their addresses, ordered by name.
 	Workers []Worker
+	// Preparing are the workers with a pending placement of it, ordered
+	// by name: a router holds a call for them when no worker is ready
+	// (right after a worker restarts, its placements are pending until
+	// the module is prepared again).
+	Preparing []Worker
 }
 
 // Hits is a batch of request counts for one component and one minute.

@@ -7,7 +7,8 @@ import (
 
 // Routes returns what the router needs for every component, ordered by
 // name: paused, live deployment with its runtime and manifest, and the
-// workers holding a ready placement of it, ordered by name.
+// workers holding a ready placement of it and those still preparing it
+// (pending), each ordered by name.
 //
 // It is one statement, so it reads one snapshot on either engine: read in
 // two, a promotion landing between them paired the old live deployment
@@ -15,12 +16,12 @@ import (
 // serving.
 func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 	rs, err := s.db.query(ctx, `SELECT c.name, c.paused, c.live, COALESCE(d.runtime, ''), COALESCE(d.manifest, ''),
-			COALESCE(w.name, ''), COALESCE(w.addr, ''), COALESCE(w.started_at, 0), COALESCE(w.seen_at, 0)
+			COALESCE(w.name, ''), COALESCE(w.addr, ''), COALESCE(w.started_at, 0), COALESCE(w.seen_at, 0), COALESCE(p.state, '')
 		FROM components c
 		LEFT JOIN deployments d ON d.id = c.live AND d.component = c.name
-		LEFT JOIN placements p ON p.deployment = c.live AND p.state = $1
+		LEFT JOIN placements p ON p.deployment = c.live AND p.state IN ($1, $2)
 		LEFT JOIN workers w ON w.name = p.worker
-		ORDER BY c.name, w.name`, PlacementReady)
+		ORDER BY c.name, w.name`, PlacementReady, PlacementPending)
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
@@ -31,8 +32,9 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 		var manifest string
 		var w Worker
 		var started, seen int64
+		var state string
 		if err := rs.Scan(&r.Component, &r.Paused, &r.Deployment, &r.Runtime, &manifest,
-			&w.Name, &w.Addr, &started, &seen); err != nil {
+			&w.Name, &w.Addr, &started, &seen, &state); err != nil {
 			return nil, fmt.Errorf("routes: %w", err)
 		}
 		if n := len(out); n == 0 || out[n-1].Component != r.Component {
@@ -44,7 +46,11 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 		if w.Name != "" {
 			w.StartedAt, w.SeenAt = fromMicros(started), fromMicros(seen)
 			last := &out[len(out)-1]
-			last.Workers = append(last.Workers, w)
+			if state == PlacementReady {
+				last.Workers = append(last.Workers, w)
+			} else {
+				last.Preparing = append(last.Preparing, w)
+			}
 		}
 	}
 	if err := rs.Err(); err != nil {
