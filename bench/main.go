@@ -47,6 +47,7 @@ var sections = []section{
 	{name: "files", run: filesSection},
 	{name: "outbound", run: outboundSection},
 	{name: "secrets", run: secretsSection},
+	{name: "restart", run: restartSection},
 }
 
 func main() {
