@@ -121,3 +121,40 @@ func TestCallsWaitForPreparingWorkers(t *testing.T) {
 		t.Errorf("hello's stored stats: %d hits, %d errors; want 7 and 2", hits, errs)
 	}
 }
+
+// TestHeartbeatsAfterStoreOutage: a worker whose heartbeat is older than
+// WorkerTimeout is left out only when others beat since; after an outage of
+// the store, when every heartbeat is that old, none is.
+func TestHeartbeatsAfterStoreOutage(t *testing.T) {
+	f := newFixture(t, Config{WorkerTimeout: 10 * time.Second})
+	ctx := context.Background()
+	f.deploy("hello", "w1", "w2")
+	stale := time.Now().Add(-30 * time.Second)
+	for _, w := range []string{"w1", "w2"} {
+		if err := f.st.Heartbeat(ctx, w, stale); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.refresh()
+	seen := map[string]bool{}
+	for range 4 {
+		res := f.get("/fn/hello/")
+		if res.StatusCode != 200 {
+			t.Fatalf("after a 30s outage of the store: %d", res.StatusCode)
+		}
+		seen[res.Header.Get("X-Velo-Worker")] = true
+	}
+	if !seen["w1"] || !seen["w2"] {
+		t.Fatalf("after an outage, served by %v; want both workers", seen)
+	}
+	// w1 beats again, w2 does not: w2 is dead.
+	if err := f.st.Heartbeat(ctx, "w1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	f.refresh()
+	for range 4 {
+		if res := f.get("/fn/hello/"); res.StatusCode != 200 || res.Header.Get("X-Velo-Worker") != "w1" {
+			t.Fatalf("with w2's heartbeat 30s behind w1's: %d from %q", res.StatusCode, res.Header.Get("X-Velo-Worker"))
+		}
+	}
+}

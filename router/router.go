@@ -266,7 +266,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 	usedBackends := map[string]bool{}
 	var cutoff time.Time
 	if r.cfg.WorkerTimeout > 0 {
-		cutoff = time.Now().Add(-r.cfg.WorkerTimeout)
+		cutoff = heartbeatCutoff(routes, time.Now(), r.cfg.WorkerTimeout)
 	}
 	for _, rt := range routes {
 		c := r.counters[rt.Component]
@@ -312,6 +312,31 @@ func (r *Router) Refresh(ctx context.Context) error {
 	}
 	r.table.Store(t)
 	return nil
+}
+
+// heartbeatCutoff is the heartbeat older than which a worker counts as
+// dead: timeout before the freshest heartbeat in the table, not before
+// now. While the store is down no worker can write one, so once it is
+// back every heartbeat is as old as the outage; judged by the clock alone,
+// every healthy worker would look dead until its next beat. A worker that
+// really died falls behind the others' beats; when none beats at all,
+// nothing is left out (a dead worker then refuses or times out calls, and
+// the router tries the next).
+func heartbeatCutoff(routes []store.Route, now time.Time, timeout time.Duration) time.Time {
+	var freshest time.Time
+	for _, rt := range routes {
+		for _, ws := range [][]store.Worker{rt.Workers, rt.Preparing} {
+			for _, w := range ws {
+				if w.SeenAt.After(freshest) {
+					freshest = w.SeenAt
+				}
+			}
+		}
+	}
+	if freshest.After(now) {
+		freshest = now
+	}
+	return freshest.Add(-timeout)
 }
 
 // target returns how to reach worker w, from the cache when its address
