@@ -98,13 +98,30 @@ func (s *Store) SetTarget(ctx context.Context, name string, deployment int64) er
 	return nil
 }
 
-// Promote makes deployment live. Target follows it only when the component
-// was settled (Target == Live, as for a rollback) or Target already is the
-// deployment; a newer rollout in progress keeps its Target. ErrNotFound
-// unless the deployment exists and belongs to the component.
+// Promote makes deployment live and ready, in one transaction: no reader
+// sees it live while its status still says it is being prepared. Target
+// follows it only when the component was settled (Target == Live, as for a
+// rollback) or Target already is the deployment; a newer rollout in
+// progress keeps its Target. ErrNotFound unless the deployment exists and
+// belongs to the component.
 func (s *Store) Promote(ctx context.Context, name string, deployment int64) error {
+	err := s.tx(ctx, func(q querier) error {
+		if err := promote(ctx, q, name, deployment); err != nil {
+			return err
+		}
+		_, err := q.exec(ctx, `UPDATE deployments SET status = $2, error = '', updated_at = $3 WHERE id = $1`,
+			deployment, StatusReady, micros(now()))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("promote %s to %d: %w", name, deployment, err)
+	}
+	return nil
+}
+
+func promote(ctx context.Context, q querier, name string, deployment int64) error {
 	// Right-hand sides see the row as it was before the update.
-	err := affected(s.db.exec(ctx, `UPDATE components
+	return affected(q.exec(ctx, `UPDATE components
 		SET live = d.id,
 		    target = CASE WHEN components.target = components.live OR components.target = d.id
 		                  THEN d.id ELSE components.target END,
@@ -114,10 +131,6 @@ func (s *Store) Promote(ctx context.Context, name string, deployment int64) erro
 		FROM deployments d
 		WHERE components.name = $1 AND d.id = $2 AND d.component = components.name`,
 		name, deployment, micros(now())))
-	if err != nil {
-		return fmt.Errorf("promote %s to %d: %w", name, deployment, err)
-	}
-	return nil
 }
 
 // DeleteComponent deletes the component with its deployments, placements,

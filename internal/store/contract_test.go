@@ -240,8 +240,16 @@ func testTargetAndPromote(t *testing.T, s *Store) {
 	wantErr(t, "clear target of missing component", s.SetTarget(ctx, "ghost", 0), ErrNotFound)
 	must(t, s.SetTarget(ctx, "app", d1.ID))
 	check("target d1", 0, d1.ID, "wasm")
+	must(t, s.SetDeploymentStatus(ctx, d1.ID, StatusPending, ""))
 	must(t, s.Promote(ctx, "app", d1.ID))
 	check("promote d1", d1.ID, d1.ID, "wasm")
+	// Going live is one write: live and ready together.
+	if got, err := s.Deployment(ctx, d1.ID); err != nil || got.Status != StatusReady {
+		t.Errorf("promoted d1: status %q (%v), want %q", got.Status, err, StatusReady)
+	}
+	if got, err := s.Deployment(ctx, foreign.ID); err != nil || got.Status == StatusReady && foreign.Status != StatusReady {
+		t.Errorf("a refused Promote changed the foreign deployment's status to %q (%v)", got.Status, err)
+	}
 
 	// A rollout of d2 starts; d3 overtakes it before d2 is ready.
 	must(t, s.SetTarget(ctx, "app", d2.ID))
