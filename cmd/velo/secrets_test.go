@@ -90,13 +90,13 @@ func testSecrets(t *testing.T, db string) {
 	if !strings.Contains(out, "set API_KEY on vault") || !strings.Contains(out, "set TOKEN on vault") || strings.Contains(out, apiKeyValue) {
 		t.Fatalf("velo secrets set said:\n%s", out)
 	}
-	testsupport.Eventually(s.t, 15*time.Second, "API_KEY in the instance's environment", func() bool {
-		_, body := s.get("/fn/vault/get?API_KEY")
-		return body == apiKeyValue
+	// Each secret is its own PUT, so each reaches the instances on its
+	// own: wait for both (TOKEN's from stdin, one trailing newline dropped).
+	testsupport.Eventually(s.t, 15*time.Second, "API_KEY and TOKEN in the instance's environment", func() bool {
+		_, key := s.get("/fn/vault/get?API_KEY")
+		_, token := s.get("/fn/vault/get?TOKEN")
+		return key == apiKeyValue && token == tokenValue
 	})
-	if _, body := s.get("/fn/vault/get?TOKEN"); body != tokenValue {
-		t.Errorf("TOKEN from stdin = %q, want %q (one trailing newline dropped)", body, tokenValue)
-	}
 	if _, body := s.get("/fn/vault/get?PLAIN"); body != "plain-value" {
 		t.Errorf("[env] PLAIN = %q beside the secrets", body)
 	}
