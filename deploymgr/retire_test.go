@@ -12,6 +12,7 @@ import (
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // variantWasm is echo.wasm with a custom section holding n appended: the
@@ -93,7 +94,7 @@ func TestOldVersionsGoAway(t *testing.T) {
 		es, _ := os.ReadDir(filepath.Join(data, "artifacts"))
 		return len(es)
 	}
-	eventually(t, "old versions retired on the worker", func() bool {
+	testsupport.EventuallyShow(t, 15*time.Second, "old versions retired on the worker", func() bool {
 		all, err := n.Store.AllPlacements(ctx)
 		return err == nil && len(all) == 1 && trees() == 1 && countDir(filepath.Join(data, "wasm-cache")) == 1
 	}, func() string {
@@ -113,7 +114,7 @@ func TestOldVersionsGoAway(t *testing.T) {
 		}
 		return b.String()
 	}
-	eventually(t, "only the newest artifacts kept", func() bool { return kept() == "" }, kept)
+	testsupport.EventuallyShow(t, 15*time.Second, "only the newest artifacts kept", func() bool { return kept() == "" }, kept)
 
 	// Rollback to the oldest kept one works, and serves it.
 	oldest := deps[len(deps)-keep]
@@ -121,7 +122,7 @@ func TestOldVersionsGoAway(t *testing.T) {
 		t.Fatalf("rollback to kept deployment %d: %v", oldest.ID, err)
 	}
 	want := fmt.Sprintf("GREETING=v%d", len(deps)-keep)
-	eventually(t, "the rolled-back version serving", func() bool {
+	testsupport.EventuallyShow(t, 15*time.Second, "the rolled-back version serving", func() bool {
 		res, body := e.do("GET", "/fn/churn/env", "", nil)
 		return res.StatusCode == 200 && strings.Contains(body, want)
 	}, func() string { _, body := e.do("GET", "/fn/churn/env", "", nil); return body })
@@ -135,20 +136,8 @@ func TestOldVersionsGoAway(t *testing.T) {
 	if _, err := e.c.Rollback(ctx, "churn", last.ID); err != nil {
 		t.Errorf("rollback to the newest deployment: %v", err)
 	}
-	eventually(t, "the newest version serving again", func() bool {
+	testsupport.EventuallyShow(t, 15*time.Second, "the newest version serving again", func() bool {
 		res, body := e.do("GET", "/fn/churn/env", "", nil)
 		return res.StatusCode == 200 && strings.Contains(body, fmt.Sprintf("GREETING=v%d\n", len(deps)-1))
 	}, func() string { _, body := e.do("GET", "/fn/churn/env", "", nil); return body })
-}
-
-// eventually polls cond for up to 15s, failing with state() when it never holds.
-func eventually(t *testing.T, what string, cond func() bool, state func() string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %s", what, state())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -24,9 +24,19 @@ const poll = 20 * time.Millisecond
 // a slow machine or wastes time on a fast one.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	EventuallyShow(t, d, what, cond, nil)
+}
+
+// EventuallyShow is Eventually that, when it fails, also says what state
+// reports (what was seen instead of what was waited for).
+func EventuallyShow(t testing.TB, d time.Duration, what string, cond func() bool, state func() string) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
+			if state != nil {
+				t.Fatalf("timed out after %s waiting for %s: %s", d, what, state())
+			}
 			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(poll)
