@@ -149,6 +149,10 @@ func parseRequestHead(r *fastReq, buf []byte) (int, error) {
 			r.length = n
 			continue
 		case is(name, "Transfer-Encoding"):
+			if r.http10 {
+				// Whatever its value (net/http ignores it there).
+				return 0, errors.New("Transfer-Encoding in an HTTP/1.0 request")
+			}
 			if tes++; tes > 1 || !bytes.EqualFold(value, []byte("chunked")) {
 				return 0, fmt.Errorf("unsupported Transfer-Encoding %q", value)
 			}
@@ -200,8 +204,6 @@ func parseRequestHead(r *fastReq, buf []byte) (int, error) {
 	switch {
 	case r.chunked && r.length >= 0:
 		return 0, errors.New("both Content-Length and Transfer-Encoding")
-	case r.chunked && r.http10:
-		return 0, errors.New("Transfer-Encoding in an HTTP/1.0 request")
 	case hosts > 1, hosts == 0 && !r.http10:
 		return 0, errors.New("a request needs one Host header")
 	case hosts == 1 && !httpguts.ValidHostHeader(string(r.host)):
