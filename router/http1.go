@@ -301,8 +301,9 @@ type answer struct {
 //
 // Stricter than net/http's ReadResponse: a bare LF, versions other than
 // HTTP/1.0 and 1.1, Content-Length with Transfer-Encoding (net/http frames
-// by TE), transfer codings other than chunked, and Velo's own cookies in
-// Set-Cookie are refused or dropped.
+// by TE), transfer codings other than chunked, Transfer-Encoding in an
+// HTTP/1.0 answer, and Velo's own cookies in Set-Cookie are refused or
+// dropped.
 func (a *answer) parse(buf, method []byte) (done, interim bool, err error) {
 	line, rest, ok, err := nextLine(buf)
 	if !ok {
@@ -356,6 +357,10 @@ func (a *answer) parse(buf, method []byte) (done, interim bool, err error) {
 			res.length = n
 			continue
 		case is(name, "Transfer-Encoding"):
+			if buf[7] == '0' {
+				// HTTP/1.0, whatever its value (net/http ignores it there).
+				return false, false, errors.New("Transfer-Encoding in an HTTP/1.0 answer")
+			}
 			if res.chunked || !bytes.EqualFold(value, []byte("chunked")) {
 				return false, false, fmt.Errorf("unsupported Transfer-Encoding %q", value)
 			}
