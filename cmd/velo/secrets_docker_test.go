@@ -16,6 +16,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	dockerclient "github.com/docker/docker/client"
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
@@ -32,7 +33,7 @@ import (
 // component's containers while clients keep calling it — not one call
 // fails — and a value the container prints is redacted from its logs.
 func TestSecretsDocker(t *testing.T) {
-	dockertest.Engine(t)
+	engine := dockertest.Engine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	owner := fmt.Sprintf("velosecrets-%d", os.Getpid())
@@ -51,6 +52,15 @@ func TestSecretsDocker(t *testing.T) {
 	c := client.New(n.URL, n.Token, nil)
 	name := fmt.Sprintf("vaultd%d", os.Getpid())
 	defer func() { _ = c.Delete(context.Background(), name) }()
+	// Velo removes the component's images as it retires them; one still
+	// being removed when the node shuts down is left, so the test removes
+	// what is left of its own (Cleanup runs after the defers).
+	t.Cleanup(func() {
+		imgs, _ := engine.ImageList(context.Background(), image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", "velo/"+name))})
+		for _, img := range imgs {
+			_, _ = engine.ImageRemove(context.Background(), img.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		}
+	})
 	files := map[string][]byte{
 		"Dockerfile": []byte(dockertest.Dockerfile),
 		"server":     dockertest.Server(t),
