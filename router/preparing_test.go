@@ -64,8 +64,11 @@ func TestCallsWaitForPreparingWorkers(t *testing.T) {
 	if got := body(t, res); res.StatusCode != 200 || got != "prepared" || res.Header.Get("X-Velo-Worker") != "w1" {
 		t.Fatalf("preparing on w1 only: %d %q from %q", res.StatusCode, got, res.Header.Get("X-Velo-Worker"))
 	}
-	if left := <-prep.left; left <= 2*time.Second || left > 3*time.Second {
-		t.Errorf("the call waited with %v left, want the component's 3s timeout", left)
+	// The wait is bounded by the component's timeout (3s here), not the
+	// default 10s or none; how much of it is left depends on the machine's
+	// speed, so only the bound is checked.
+	if left := <-prep.left; left <= 0 || left > 3*time.Second {
+		t.Errorf("the call waited with %v left, want at most the component's 3s timeout", left)
 	}
 
 	// Ready on w2: only w2 serves.
