@@ -114,7 +114,10 @@ func (m *Manager) apiDeployment(d store.Deployment, comp store.Component) api.De
 		Message:   d.Message,
 		Author:    d.Author,
 		Status:    d.Status,
-		Live:      comp.Live == d.ID,
+		// Live once the routers were told: the store names it live a
+		// moment before (see settle), and a client that then called it
+		// could still be answered by the one before.
+		Live:      comp.Live == d.ID && d.Status == store.StatusReady,
 		Error:     d.Error,
 		URL:       m.ComponentURL(d.Component),
 		CreatedAt: d.CreatedAt,

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -347,5 +348,35 @@ func TestDockerUnavailable(t *testing.T) {
 	d := e.deploy("web", map[string][]byte{"Dockerfile": []byte("FROM scratch\n")})
 	if d.Status != "failed" || !strings.Contains(d.Error, "docker runtime unavailable on worker local") {
 		t.Fatalf("docker component without docker: status %s, error %q", d.Status, d.Error)
+	}
+}
+
+// A deployment the API calls live is the one that answers: a client that
+// calls the component as soon as the API says so never reaches the one
+// before (the store promotes a moment before the routers are told).
+func TestLiveMeansServed(t *testing.T) {
+	e := start(t)
+	e.deploy("flip", echoFiles("v0"))
+	for i := 1; i <= 30; i++ {
+		d, err := e.c.Deploy(e.ctx, "flip", bytes.NewReader(archivetest.TarGz(t, echoFiles(fmt.Sprintf("v%d", i)))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			got, err := e.c.Deployment(e.ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status == "failed" {
+				t.Fatalf("deployment %d failed: %s", d.ID, got.Error)
+			}
+			if got.Live {
+				break
+			}
+		}
+		res, _ := e.do(http.MethodGet, "/fn/flip/", "", nil)
+		if served := res.Header.Get("X-Velo-Deployment"); served != strconv.FormatInt(d.ID, 10) {
+			t.Fatalf("the API said deployment %d is live; the call was answered by %q", d.ID, served)
+		}
 	}
 }

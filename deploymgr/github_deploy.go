@@ -215,6 +215,15 @@ func (g *GitHub) recordFailure(ctx context.Context, p *github.Push, cause error)
 func (g *GitHub) Start(ctx context.Context, fullName string) (store.Deployment, error) {
 	r, err := g.st.GitHubRepo(ctx, fullName)
 	if errors.Is(err, store.ErrNotFound) {
+		// Velo learns of repositories from webhooks and from the sync at
+		// start; one added since without its webhook reaching Velo is
+		// only known to GitHub: ask it before saying no.
+		if err := g.Sync(ctx); err != nil {
+			return store.Deployment{}, fmt.Errorf("list the App's installations on GitHub: %w", err)
+		}
+		r, err = g.st.GitHubRepo(ctx, fullName)
+	}
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Deployment{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("the GitHub App is not installed on %s", fullName))
 	} else if err != nil {
 		return store.Deployment{}, err

@@ -99,7 +99,7 @@ func TestNotify(t *testing.T) {
 		for {
 			dep, err := c.Deployment(ctx, d.ID)
 			switch {
-			case err == nil && dep.Live:
+			case err == nil && dep.Status == "ready" && dep.Live:
 				return
 			case err == nil && dep.Status == "failed":
 				t.Fatalf("deployment %d failed: %s\n%s", d.ID, dep.Error, dep.BuildLog)

@@ -467,6 +467,14 @@ func testGitHubPush(t *testing.T, db string) {
 	if code != http.StatusNotFound || !strings.Contains(string(b), "not installed") {
 		t.Errorf("start of an uninstalled repo = %d %s", code, b)
 	}
+	// A repository added to the installation while its webhook did not
+	// reach Velo (long after Velo's sync at start): Velo asks GitHub.
+	quiet := gh.AddRepo("octo", "quiet", "main", 42)
+	quiet.Commit(map[string]string{"velo.toml": "name = \"quiet\"\n", "echo.wasm": wasm}, "first")
+	if code, b := v.apiRequest(nil, http.MethodPost, "/api/v1/components", v.n.Token, map[string]string{"repo": "octo/quiet"}); code != http.StatusAccepted {
+		t.Fatalf("start of a repository Velo missed the webhook of = %d %s", code, b)
+	}
+	testsupport.Eventually(v.t, 20*time.Second, "quiet served", v.serves("quiet", "PATH_INFO=/env"))
 }
 
 // openStoreOf opens the store of a stopped node.
