@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Velo's whole test suite on a fresh machine with Go: installs what the
-# tests need (PostgreSQL, Chromium) from Debian's packages when missing,
-# checks the Docker engine, then vets and tests every package.
+# tests need (PostgreSQL, Chromium, clang for wasm32-wasi) from Debian's
+# packages when missing, checks the Docker engine, then vets and tests every
+# package.
 #
 # With CI=true a missing dependency fails the run; nothing is skipped.
 set -euo pipefail
@@ -12,6 +13,11 @@ say() { printf '==> %s\n' "$*"; }
 need=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || need+=(chromium)
+# examples/notify is built by its test as its velo.toml says: clang for wasm32-wasi.
+command -v clang >/dev/null || need+=(clang)
+[ -e /usr/include/wasm32-wasi/stdio.h ] || need+=(wasi-libc)
+compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/wasi' >/dev/null || need+=(libclang-rt-14-dev-wasm32)
+command -v wasm-ld >/dev/null || compgen -G '/usr/bin/wasm-ld*' >/dev/null || need+=(lld)
 if ((${#need[@]})); then
   say "installing ${need[*]}"
   sudo=""
