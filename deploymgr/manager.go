@@ -180,9 +180,11 @@ type Manager struct {
 	// github is set by EnableGitHub.
 	access Access
 	github *GitHub
-	// scheduling is when Run started: a worker is judged dead only a
-	// WorkerTimeout after it, so that workers starting alongside (velo up,
-	// a restarted cluster) have had the time to heartbeat.
+	// scheduling is when Run started or a scheduling round last failed
+	// to read the store: a worker is judged dead only a WorkerTimeout
+	// after it, so that workers starting alongside (velo up, a restarted
+	// cluster) or writing again after a store outage have had the time
+	// to heartbeat (see judging).
 	scheduling time.Time
 	// scaled is when the autoscaler last changed each component's
 	// replicas; only Run's goroutine uses it.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/velo-run/velo/internal/store"
 )
@@ -90,7 +89,7 @@ func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
 	load := make(map[string]int)
 	held := make(map[int64]map[string]bool) // deployment → live workers holding it
 	changed := false
-	judge := time.Since(m.scheduling) >= m.cfg.WorkerTimeout
+	judge := m.judging()
 	for _, p := range all {
 		if !live[p.Worker] {
 			if !judge {

@@ -2,6 +2,7 @@ package deploymgr
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -167,5 +168,98 @@ func TestRunPrunes(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// outageStore is a store that is away while down is set: the scheduler's
+// first read fails, as it does while Postgres restarts.
+type outageStore struct {
+	*store.Store
+	down bool
+}
+
+func (s *outageStore) DeploymentsByStatus(ctx context.Context, statuses ...string) ([]store.Deployment, error) {
+	if s.down {
+		return nil, errors.New("connection refused")
+	}
+	return s.Store.DeploymentsByStatus(ctx, statuses...)
+}
+
+// TestStoreOutageKeepsPlacements: after a store outage longer than the
+// worker timeout every heartbeat is that old, yet no worker is judged dead
+// and no placement removed until the store has been back a WorkerTimeout
+// (workers heartbeat again meanwhile); a worker still silent then loses
+// its placement.
+func TestStoreOutageKeepsPlacements(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	os := &outageStore{Store: st}
+	m, err := New(Config{PublicURL: "http://x", WorkerTimeout: 10 * time.Second}, os)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.scheduling = time.Now().Add(-time.Hour) // scheduling for long
+	beat := time.Now().Add(-20 * time.Second) // the last beats before a 20 s outage
+	for _, n := range []string{"a", "b"} {
+		if err := st.UpsertWorker(ctx, store.Worker{Name: n, Addr: "http://" + n, StartedAt: beat, SeenAt: beat}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.CreateComponent(ctx, store.Component{Name: "web", Runtime: "wasm"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := st.CreateDeployment(ctx, store.Deployment{Component: "web", Runtime: "wasm", Digest: strings.Repeat("a", 64), Manifest: []byte(`{}`), Status: store.StatusReady})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetTarget(ctx, "web", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Promote(ctx, "web", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if err := st.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: n, State: store.PlacementReady}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	placed := func() string {
+		ps, err := st.Placements(ctx, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ws []string
+		for _, p := range ps {
+			ws = append(ws, p.Worker)
+		}
+		return strings.Join(ws, ",")
+	}
+
+	os.down = true
+	if err := m.schedule(ctx); err == nil {
+		t.Fatal("schedule with the store away succeeded")
+	}
+	os.down = false
+	// Back: a beats again first, b's beat is still the old one.
+	if err := st.Heartbeat(ctx, "a", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.schedule(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := placed(); got != "a,b" {
+		t.Fatalf("placements right after the outage: %q, want a,b (no worker judged before it could beat)", got)
+	}
+	// A WorkerTimeout later b has still not beaten: it is dead.
+	m.scheduling = time.Now().Add(-11 * time.Second)
+	if err := m.schedule(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := placed(); got != "a" {
+		t.Fatalf("placements once the store was back a WorkerTimeout: %q, want a (b never beat again)", got)
 	}
 }

@@ -25,6 +25,11 @@ func (m *Manager) prune(ctx context.Context) {
 func (m *Manager) schedule(ctx context.Context) error {
 	deps, err := m.store.DeploymentsByStatus(ctx, store.StatusPending, store.StatusPreparing)
 	if err != nil {
+		// The store is away: no worker can heartbeat meanwhile, so no
+		// worker is judged dead until it has been back a WorkerTimeout
+		// (see judging). Judged at once, every worker would look dead
+		// after an outage longer than that, and lose its placements.
+		m.scheduling = time.Now()
 		return fmt.Errorf("read open deployments: %w", err)
 	}
 	workers, err := m.liveWorkers(ctx)
@@ -56,6 +61,19 @@ func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
 		return nil, fmt.Errorf("read workers: %w", err)
 	}
 	cutoff := time.Now().Add(-m.cfg.WorkerTimeout)
+	if !m.judging() {
+		// Right after a start or a store outage heartbeats are as old as
+		// the gap: as the router does, judge them against the freshest.
+		var freshest time.Time
+		for _, w := range all {
+			if w.SeenAt.After(freshest) {
+				freshest = w.SeenAt
+			}
+		}
+		if c := freshest.Add(-m.cfg.WorkerTimeout); c.Before(cutoff) {
+			cutoff = c
+		}
+	}
 	var live []store.Worker
 	for _, w := range all {
 		if w.SeenAt.After(cutoff) {
@@ -64,6 +82,12 @@ func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
 	}
 	return live, nil
 }
+
+// judging reports whether workers that missed their heartbeats are judged
+// dead: only once the scheduler has read the store for a WorkerTimeout
+// without a failure, since it started or since the store was last away, so
+// that every live worker has had the time to heartbeat.
+func (m *Manager) judging() bool { return time.Since(m.scheduling) >= m.cfg.WorkerTimeout }
 
 // place assigns a pending deployment to live workers (see pick), claiming
 // it so that a second scheduler cannot place it too.
@@ -98,7 +122,7 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	for _, p := range ps {
 		switch p.State {
 		case store.PlacementPending:
-			if live[p.Worker] {
+			if live[p.Worker] || !m.judging() {
 				return nil
 			}
 			// A worker that stopped heartbeating will not report back.
