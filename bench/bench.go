@@ -41,6 +41,7 @@ type Bench struct {
 
 	mu     sync.Mutex
 	builds map[string]string // package → binary
+	tables []*table          // of the section being run (newTable)
 }
 
 func newBench(d time.Duration, rounds int, log io.Writer) (*Bench, error) {

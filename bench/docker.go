@@ -608,7 +608,7 @@ func dockerReport(b *Bench, r *dockerResult, samples int) string {
 		"and `/unpause`; the peer's calls are timed around the same API calls. The rows *call alone* and *minus the call* split each figure into "+
 		"the engine's part and the rest (for Velo: inspect, readiness polling, proxying, the router; for the peer: inspect and polling).\n\n")
 
-	t := &table{}
+	t := b.newTable("")
 	vc, bc, hc := percentile(r.veloCold, 50), percentile(r.bareCold, 50), percentile(r.hardCold, 50)
 	ratio := float64(vc) / float64(bc)
 	t.add(fmt.Sprintf("cold start p50 (n=%d)", len(r.veloCold)), fmtDur(vc), fmtDur(bc), fmt.Sprintf("%.2f×", ratio), "≤ 1.1× bare", verdict(ratio <= 1.1))

@@ -121,7 +121,7 @@ func filesSection(ctx context.Context, b *Bench) (string, error) {
 		p99d = append(p99d, vl.p99[i]-ng.p99[i])
 	}
 	ratio := median(ratios)
-	var t table
+	t := b.newTable("")
 	t.add("throughput (req/s, 32 conns)", fmt.Sprintf("%.0f", median(vl.rps)), fmt.Sprintf("%.0f nginx", median(ng.rps)),
 		fmt.Sprintf("%.2f× (rounds %.2f–%.2f×)", ratio, minOf(ratios), maxOf(ratios)), "≥ 0.5× nginx", verdict(ratio >= 0.5))
 	t.add("p50 latency", fmtDur(median(vl.p50)), fmtDur(median(ng.p50)), fmtDiff(median(p50d)), "", info)

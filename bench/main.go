@@ -5,6 +5,7 @@
 //
 //	go run ./bench                      # every section
 //	go run ./bench -only wasm -rounds 5 # one section, the others kept
+//	go run ./bench -json bench/results.json # the figures also as JSON
 //
 // Adding an area is a new file bench/NAME.go with one function of type
 // func(context.Context, *Bench) (string, error), listed in sections below.
@@ -61,6 +62,7 @@ func doMain(args []string, stderr io.Writer) int {
 	duration := fs.Duration("duration", 5*time.Second, "length of each load run (wrk -d)")
 	rounds := fs.Int("rounds", 3, "rounds per measurement; the median is reported")
 	out := fs.String("out", "bench/RESULTS.md", "results file; the sections run are replaced in place")
+	jsonOut := fs.String("json", "", "also write every figure as JSON to this file (value, unit, peer, ratio, target, verdict); the sections run are replaced in place")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (in-process measurements) to this file")
 	keep := fs.Bool("keep", false, "keep the scratch directory (binaries, data dirs, server logs)")
 	baseline := fs.String("wasm-baseline", "", "a checkout of an older commit (git worktree add --detach /tmp/velo-old COMMIT) whose velo the wasmlimits section measures against")
@@ -108,14 +110,42 @@ func doMain(args []string, stderr io.Writer) int {
 		}()
 	}
 
+	bodies, figures, failed := b.runSections(ctx, selected)
+	if len(bodies) > 0 {
+		if err := writeResults(*out, b.header(), bodies, names()); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+		b.logf("wrote %s", *out)
+		if *jsonOut != "" {
+			if err := writeJSON(*jsonOut, figures, names()); err != nil {
+				fmt.Fprintln(stderr, "bench:", err)
+				return 1
+			}
+			b.logf("wrote %s", *jsonOut)
+		}
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// runSections runs the selected sections one after the other and returns
+// the Markdown of those that succeeded, their figures for -json, and
+// whether any failed. An interrupted run stops at the failing section.
+func (b *Bench) runSections(ctx context.Context, selected []section) (map[string]string, []jsonSection, bool) {
 	bodies := map[string]string{}
+	var figures []jsonSection
+	run := b.run()
 	failed := false
 	for _, s := range selected {
 		b.logf("== section %s", s.name)
 		start := time.Now()
 		body, err := s.run(ctx, b)
+		tables := b.takeTables()
 		if err != nil {
-			fmt.Fprintf(stderr, "bench: section %s: %v\n", s.name, err)
+			fmt.Fprintf(b.log, "bench: section %s: %v\n", s.name, err)
 			failed = true
 			if ctx.Err() != nil {
 				break
@@ -124,18 +154,9 @@ func doMain(args []string, stderr io.Writer) int {
 		}
 		b.logf("== section %s done in %s", s.name, time.Since(start).Round(time.Second))
 		bodies[s.name] = body
+		figures = append(figures, sectionJSON(s.name, run, tables))
 	}
-	if len(bodies) > 0 {
-		if err := writeResults(*out, b.header(), bodies, names()); err != nil {
-			fmt.Fprintln(stderr, "bench:", err)
-			return 1
-		}
-		b.logf("wrote %s", *out)
-	}
-	if failed {
-		return 1
-	}
-	return 0
+	return bodies, figures, failed
 }
 
 func names() string {

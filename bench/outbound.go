@@ -171,7 +171,7 @@ func outboundSection(ctx context.Context, b *Bench) (string, error) {
 		return fmtDiff(lo) + " to " + fmtDiff(hi)
 	}
 
-	var t table
+	t := b.newTable("")
 	natP50, natP99 := median(per(p(nat, 50))), median(per(p(nat, 99)))
 	t.add("call p50, timed in the module vs native", fmtDur(median(per(p(inMod, 50)))), fmtDur(natP50),
 		fmtDiff(median(added)), "≤ native + 100 µs", verdict(median(added) <= 100*time.Microsecond))

@@ -115,7 +115,7 @@ func restartSection(ctx context.Context, b *Bench) (string, error) {
 			what = append(what, fmt.Sprintf("%d × %s", n, s))
 		}
 	}
-	var t table
+	t := b.newTable("")
 	t.add("first calls not answered by their component (one per component, all at once)", fmt.Sprintf("%d of %d", total, calls), "—",
 		"", "0", verdict(total == 0))
 	t.add("of those after SIGKILL", fmt.Sprint(sigkillBad), "—", "", "0", verdict(sigkillBad == 0))

@@ -131,7 +131,7 @@ func routerSection(ctx context.Context, b *Bench) (string, error) {
 		return "", err
 	}
 
-	var t table
+	t := b.newTable("")
 	ratio := median(ratios)
 	t.add("throughput (req/s, 32 conns)", fmt.Sprintf("%.0f", median(vr.rps)), fmt.Sprintf("%.0f nginx", median(ng.rps)),
 		fmt.Sprintf("%.2f×", ratio), "≥ 1.0× nginx", verdict(ratio >= 1.0))

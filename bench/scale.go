@@ -48,7 +48,7 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	t := &table{}
+	t := b.newTable("")
 	var notes []string
 
 	// 1. Churn.

@@ -258,7 +258,7 @@ func secretsReport(b *Bench, inWith, inWithout, inEnv, inRatios []time.Duration,
 	// of each variant's blocks is the steadiest estimate of its own cost.
 	fastWith, fastWithout := lowDecile(inWith), lowDecile(inWithout)
 	cost := float64(fastWith)/float64(fastWithout) - 1
-	var t table
+	t := b.newTable("")
 	q1, q3 := quartiles(ratiosF)
 	t.add("CPU per request in process, fastest tenth of blocks", fmt.Sprintf("%s with %d secrets", fmtDur(fastWith), secretsCount),
 		fmt.Sprintf("%s without", fmtDur(fastWithout)), fmt.Sprintf("%.3f×", 1+cost), "≤ 1.02×", verdict(cost <= 0.02))

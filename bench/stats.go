@@ -54,7 +54,8 @@ func fmtDiff(d time.Duration) string {
 
 // table is a section's results table: one row per figure.
 type table struct {
-	rows [][6]string
+	label string // which table of its section, when it has several
+	rows  [][6]string
 }
 
 // Verdicts for table rows.

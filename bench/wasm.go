@@ -395,7 +395,7 @@ func wasmReport(b *Bench, modules []*wasmModule, results []*wasmResult) string {
 
 	for i, m := range modules {
 		r := results[i]
-		t := &table{}
+		t := b.newTable(m.label)
 		vp50, vp99 := median(r.veloP50), median(r.veloP99)
 		rp50, rp99 := median(r.rawP50), median(r.rawP99)
 		hp50, hp99 := median(r.peerP50), median(r.peerP99)

@@ -382,7 +382,7 @@ func vmStatus(pid int, field string) int64 {
 // wasmLimitsReport writes parts 4 and 5.
 func wasmLimitsReport(b *Bench, label string, base *baselineResult, flood, oldFlood *floodResult) string {
 	var s strings.Builder
-	t := &table{}
+	t := b.newTable("")
 	if base != nil {
 		ratio := median(base.ratio)
 		result := verdict(ratio >= 0.95)

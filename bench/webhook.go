@@ -240,7 +240,7 @@ func webhookReport(b *Bench, r *webhookResult) string {
 		"The peer, alternating with the pushes: the same files uploaded straight to the REST API as another component "+
 		"(`POST /api/v1/components/hello-upload/deployments`, what `velo deploy` does) and polled the same way — the floor of Velo's deploy path, "+
 		"so the difference is what the GitHub path adds. One warm-up push and upload, untimed, then %d of each.\n\n", len(r.push))
-	t := &table{}
+	t := b.newTable("")
 	p50, u50 := percentile(r.push, 50), percentile(r.upload, 50)
 	t.add(fmt.Sprintf("push webhook → new version serving p50 (n=%d)", len(r.push)), fmtDur(p50), fmtDur(u50), fmtDiff(p50-u50), "≤ 500 ms", verdict(p50 <= 500*time.Millisecond))
 	p99, u99 := percentile(r.push, 99), percentile(r.upload, 99)
