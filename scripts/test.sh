@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Velo's whole test suite on a fresh machine with Go: installs what the
-# tests need (PostgreSQL, Chromium, clang for wasm32-wasi) from Debian's
-# packages when missing, checks the Docker engine, then vets and tests every
-# package.
+# tests need (PostgreSQL, Chromium, clang for wasm32-wasi, debootstrap for
+# the Debian test hosts) from Debian's packages when missing, checks the
+# Docker engine, then vets and tests every package.
 #
 # With CI=true a missing dependency fails the run; nothing is skipped.
 set -euo pipefail
@@ -18,6 +18,8 @@ command -v clang >/dev/null || need+=(clang)
 [ -e /usr/include/wasm32-wasi/stdio.h ] || need+=(wasi-libc)
 compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/wasi' >/dev/null || need+=(libclang-rt-14-dev-wasm32)
 command -v wasm-ld >/dev/null || compgen -G '/usr/bin/wasm-ld*' >/dev/null || need+=(lld)
+# internal/debiantest builds the Debian hosts of the install and compose tests.
+command -v debootstrap >/dev/null || need+=(debootstrap)
 if ((${#need[@]})); then
   say "installing ${need[*]}"
   sudo=""
