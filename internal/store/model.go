@@ -94,6 +94,10 @@ type Route struct {
 	// (right after a worker restarts, its placements are pending until
 	// the module is prepared again).
 	Preparing []Worker
+	// Domains are the custom domains the component holds (see
+	// ClaimDomains), in order; the router serves those its live manifest
+	// lists.
+	Domains []string
 }
 
 // Hits is a batch of request counts for one component and one minute.

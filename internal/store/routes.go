@@ -56,5 +56,13 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
+	rs.Close()
+	domains, err := allDomains(ctx, s.db)
+	if err != nil {
+		return nil, fmt.Errorf("routes: domains: %w", err)
+	}
+	for i := range out {
+		out[i].Domains = domains[out[i].Component]
+	}
 	return out, nil
 }
