@@ -132,7 +132,11 @@ func (m *Manager) followLogs(c echo.Context, comp store.Component, tail int) err
 			}
 			w.Flush()
 			continue
-		case n := <-changes:
+		case n, ok := <-changes:
+			if !ok {
+				changes = nil // the store closed: polling goes on
+				continue
+			}
 			if !n.Resync() && n.Component() != name {
 				continue
 			}

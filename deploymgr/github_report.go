@@ -73,7 +73,10 @@ func (g *GitHub) waitSettled(ctx context.Context, id int64) (store.Deployment, b
 		select {
 		case <-ctx.Done():
 			return d, false, fmt.Errorf("deployment %d did not settle within %s", id, g.cfg.SettleTimeout)
-		case <-changes:
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil // the store closed: the tick goes on
+			}
 		case <-tick.C:
 		}
 	}

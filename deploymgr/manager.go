@@ -242,8 +242,14 @@ func (m *Manager) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-deps:
-		case <-places:
+		case _, ok := <-deps:
+			if !ok {
+				deps = nil // the store closed: the tick goes on
+			}
+		case _, ok := <-places:
+			if !ok {
+				places = nil
+			}
 		case <-tick.C:
 		case <-prune.C:
 			m.prune(ctx)

@@ -197,7 +197,11 @@ func (r *Router) Run(ctx context.Context) error {
 				r.cfg.Logger.Warn("final hit flush failed", "err", err)
 			}
 			return nil
-		case <-changes:
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil // the store closed: the resync goes on
+				continue
+			}
 			// Coalesce a burst of notifications into one reload.
 			drain(changes)
 			if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {

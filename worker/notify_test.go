@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,5 +52,47 @@ func TestFailedNotifyIsLogged(t *testing.T) {
 	}
 	if n := strings.Count(out.String(), "notify failed"); n != 3 || !strings.Contains(out.String(), "database gone") {
 		t.Errorf("%d failures logged, want 3 naming the cause:\n%s", n, out.String())
+	}
+}
+
+// listenEndsStore is a Store whose notification channels close at once (a
+// store closing under the worker) and that counts reads of placements.
+type listenEndsStore struct {
+	downStore
+	reads atomic.Int64
+}
+
+func (s *listenEndsStore) UpsertWorker(context.Context, store.Worker) error   { return nil }
+func (s *listenEndsStore) ResetPlacements(context.Context, string) error      { return nil }
+func (s *listenEndsStore) Heartbeat(context.Context, string, time.Time) error { return nil }
+func (s *listenEndsStore) Notify(context.Context, store.Note) error           { return nil }
+func (s *listenEndsStore) WorkerPlacements(context.Context, string) ([]store.Placement, error) {
+	s.reads.Add(1)
+	return nil, nil
+}
+func (s *listenEndsStore) Listen(context.Context, store.Channel) (<-chan store.Note, error) {
+	ch := make(chan store.Note)
+	close(ch)
+	return ch, nil
+}
+
+// TestRunSurvivesClosedNotifications: when the store's notification
+// channels close before the worker is stopped, Run waits for its context
+// instead of re-reading its placements in a busy loop.
+func TestRunSurvivesClosedNotifications(t *testing.T) {
+	st := &listenEndsStore{}
+	w, err := New(Config{Name: "w1", DataDir: t.TempDir(), Resync: time.Hour, Heartbeat: time.Hour,
+		Logger: slog.New(slog.DiscardHandler)}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := w.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// One read at start; a spinning loop makes thousands.
+	if n := st.reads.Load(); n > 2 {
+		t.Errorf("placements read %d times in 300ms with the notifications closed", n)
 	}
 }

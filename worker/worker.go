@@ -259,7 +259,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.shutdown()
 			<-logsDone
 			return nil
-		case <-events:
+		case _, ok := <-events:
+			if !ok {
+				events = nil // the store closed; ctx ends next
+				continue
+			}
 			w.reconcile(ctx)
 		case <-resync.C:
 			w.reconcile(ctx)
