@@ -121,6 +121,13 @@ func (g *GitHub) repoLock(repo string) *sync.Mutex {
 	return l
 }
 
+// previewSep separates a component's name from the number of the pull
+// request a preview deploys: NAME--pr-N.
+const previewSep = "--pr-"
+
+// isPreview reports whether name is the name of a preview.
+func isPreview(name string) bool { return strings.Contains(name, previewSep) }
+
 func short(sha string) string {
 	if len(sha) > 7 {
 		return sha[:7]

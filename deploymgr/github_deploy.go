@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/velo-run/velo/internal/github"
@@ -17,7 +16,11 @@ import (
 )
 
 // staleError is a push that must not replace what is live.
-type staleError struct{ msg string }
+type staleError struct {
+	msg string
+	// component is the component whose served commit is newer.
+	component string
+}
 
 func (e *staleError) Error() string { return e.msg }
 
@@ -55,6 +58,10 @@ func (g *GitHub) deployPush(ctx context.Context, j *store.GitHubJob, p *github.P
 
 	sha := p.After
 	existing, err := g.check(ctx, p)
+	var se *staleError
+	if errors.As(err, &se) {
+		g.skip(ctx, j, p, se)
+	}
 	if err != nil {
 		return store.Deployment{}, err
 	}
@@ -93,13 +100,22 @@ func (g *GitHub) deployPush(ctx context.Context, j *store.GitHubJob, p *github.P
 // check refuses a push older than what its repository's components serve
 // or are rolling out, and returns the deployment of the same commit when
 // one is already live or being rolled out.
+//
+// Age is judged by ancestry, never by clocks (a pusher's clock may be
+// off, and a force-push may move the branch back to an older commit): a
+// push whose before is a commit Velo serves, or that is forced, is the
+// branch's new head; otherwise GitHub's compare API says whether the
+// pushed commit descends from the served one. Only a commit that the
+// served one descends from (behind), or one that diverged from it and is
+// no longer on the branch, is stale.
 func (g *GitHub) check(ctx context.Context, p *github.Push) (store.Deployment, error) {
 	comps, err := g.m.store.Components(ctx)
 	if err != nil {
 		return store.Deployment{}, fmt.Errorf("read components: %w", err)
 	}
+	var served []store.Deployment
 	for _, c := range comps {
-		if !strings.EqualFold(c.Repo, p.FullName) {
+		if !strings.EqualFold(c.Repo, p.FullName) || isPreview(c.Name) {
 			continue
 		}
 		for _, id := range []int64{c.Live, c.Target} {
@@ -113,14 +129,99 @@ func (g *GitHub) check(ctx context.Context, p *github.Push) (store.Deployment, e
 			if d.Commit == p.After {
 				return d, nil
 			}
-			when := p.HeadCommit.Time
-			if !when.IsZero() && !d.CommitTime.IsZero() && when.Before(d.CommitTime) {
-				return store.Deployment{}, &staleError{msg: fmt.Sprintf("stale push ignored: commit %s (%s) is older than %s (%s) of deployment %d",
-					short(p.After), when.UTC().Format(time.RFC3339), short(d.Commit), d.CommitTime.UTC().Format(time.RFC3339), d.ID)}
+			if d.Commit != "" {
+				served = append(served, d)
 			}
 		}
 	}
+	if p.Forced {
+		return store.Deployment{}, nil
+	}
+	for _, d := range served {
+		if d.Commit == p.Before {
+			return store.Deployment{}, nil
+		}
+	}
+	seen := map[string]bool{}
+	for _, d := range served {
+		if seen[d.Commit] {
+			continue
+		}
+		seen[d.Commit] = true
+		if err := g.newer(ctx, p, d); err != nil {
+			return store.Deployment{}, err
+		}
+	}
 	return store.Deployment{}, nil
+}
+
+// newer returns nil when p.After may replace d's commit, a *staleError
+// when it is older, or why it could not tell.
+func (g *GitHub) newer(ctx context.Context, p *github.Push, d store.Deployment) error {
+	cmp, err := g.app.Compare(ctx, p.InstallationID, p.Owner, p.Repo, d.Commit, p.After)
+	status := cmp.Status
+	if errors.Is(err, github.ErrNotFound) {
+		// The served commit is gone from the repository (force-pushed
+		// away and collected) or shares no history with the push.
+		status = github.CompareDiverged
+	} else if err != nil {
+		return fmt.Errorf("compare %s with the served %s: %w", short(p.After), short(d.Commit), err)
+	}
+	switch status {
+	case github.CompareAhead, github.CompareIdentical:
+		return nil
+	case github.CompareBehind:
+		return &staleError{component: d.Component, msg: fmt.Sprintf("stale push ignored: commit %s is an ancestor of %s, which deployment %d of %s serves",
+			short(p.After), short(d.Commit), d.ID, d.Component)}
+	}
+	// Diverged: the push is the newer one only if it is still on the
+	// branch (what the branch points to now descends from it).
+	head, err := g.app.Commit(ctx, p.InstallationID, p.Owner, p.Repo, p.Ref)
+	if err != nil {
+		return fmt.Errorf("read the head of %s: %w", p.Ref, err)
+	}
+	if head.SHA == p.After {
+		return nil
+	}
+	onBranch, err := g.app.Compare(ctx, p.InstallationID, p.Owner, p.Repo, p.After, head.SHA)
+	if err == nil && (onBranch.Status == github.CompareAhead || onBranch.Status == github.CompareIdentical) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, github.ErrNotFound) {
+		return fmt.Errorf("compare %s with the head %s: %w", short(p.After), short(head.SHA), err)
+	}
+	return &staleError{component: d.Component, msg: fmt.Sprintf("stale push ignored: commit %s diverged from %s (deployment %d of %s) and is no longer on %s",
+		short(p.After), short(d.Commit), d.ID, d.Component, p.Branch())}
+}
+
+// skip records a stale push where people look: Velo's log, a skipped
+// deployment on the component (with the reason as its error), and an
+// inactive GitHub deployment of the commit that says why.
+func (g *GitHub) skip(ctx context.Context, j *store.GitHubJob, p *github.Push, se *staleError) {
+	g.log.Info("stale push skipped", "repo", p.FullName, "sha", p.After, "component", se.component, "reason", se.msg)
+	logURL := ""
+	if se.component != "" {
+		d, err := g.m.store.CreateDeployment(ctx, store.Deployment{
+			Component: se.component, Source: SourceGitHub, Commit: p.After, Message: p.HeadCommit.Message,
+			Author: p.HeadCommit.Author, CommitTime: p.HeadCommit.Time, Status: store.StatusSkipped, Error: se.msg,
+		})
+		if err != nil {
+			g.log.Warn("record skipped push failed", "repo", p.FullName, "err", err)
+		} else {
+			_ = g.m.store.AppendBuildLog(ctx, d.ID, se.msg+"\n")
+			logURL = g.m.DeploymentURL(se.component, d.ID)
+		}
+	}
+	if j.GitHubDeployment == 0 {
+		id, err := g.app.CreateDeployment(ctx, p.InstallationID, p.Owner, p.Repo, p.After, "production", "Velo skips "+short(p.After))
+		if err != nil {
+			g.log.Warn("create github deployment failed", "repo", p.FullName, "sha", p.After, "err", err)
+			return
+		}
+		j.GitHubDeployment = id
+		g.save(ctx, j)
+	}
+	g.status(ctx, j, p, github.StateInactive, se.msg, "", logURL)
 }
 
 // deployCommit fetches the pushed commit's tarball and deploys it.

@@ -30,7 +30,7 @@ func (g *GitHub) report(ctx context.Context, j *store.GitHubJob, p *github.Push)
 		g.status(ctx, j, p, github.StateFailure, d.Error, "", logURL)
 		return fmt.Errorf("deployment %d of %s failed: %s", d.ID, d.Component, d.Error)
 	default:
-		g.status(ctx, j, p, "inactive", "Superseded by a newer deployment", "", logURL)
+		g.status(ctx, j, p, github.StateInactive, "Superseded by a newer deployment", "", logURL)
 		j.Note = fmt.Sprintf("deployment %d of %s was superseded", d.ID, d.Component)
 	}
 	return nil

@@ -360,14 +360,21 @@ func testGitHubPush(t *testing.T, db string) {
 			t.Errorf("delivery %s (%s) was acted on: %s %q", j.Delivery, j.Kind, j.State, j.Note)
 		}
 	}
-	if got := len(v.deployments("hello")); got != nDeps {
-		t.Errorf("ignored deliveries changed deployments: %d → %d", nDeps, got)
+	// The stale push alone is recorded, as skipped, on the component and
+	// on GitHub (an inactive deployment saying why).
+	if got := len(v.deployments("hello")); got != nDeps+1 {
+		t.Errorf("ignored deliveries changed deployments: %d → %d, want one skipped more", nDeps, got)
+	}
+	if d := v.deployments("hello")[0]; d.Status != store.StatusSkipped || d.Commit != sha1 {
+		t.Errorf("stale push recorded as %+v", d)
 	}
 	if got := v.component("hello").Live; got != liveID {
 		t.Errorf("ignored deliveries changed the live deployment: %d → %d", liveID, got)
 	}
-	if got := len(v.ghDeployments(repo)); got != nGH {
-		t.Errorf("ignored deliveries created GitHub deployments: %d → %d", nGH, got)
+	if ds := v.ghDeployments(repo); len(ds) != nGH+1 {
+		t.Errorf("ignored deliveries created GitHub deployments: %d → %d, want one inactive more", nGH, len(ds))
+	} else if last := ds[len(ds)-1]; last.SHA != sha1 || !slices.Equal(states(last), []string{"inactive"}) {
+		t.Errorf("stale push on GitHub: %s %v", last.SHA, states(last))
 	}
 	if !v.serves("hello", "VERSION=v2")() {
 		t.Errorf("v2 no longer served after ignored deliveries")
@@ -774,3 +781,102 @@ func formField(t *testing.T, page, attr string) string {
 	rest := page[i+len(attr)+2:]
 	return html.UnescapeString(rest[:strings.IndexByte(rest, '"')])
 }
+
+// TestGitHubPushAncestry replays ordinary pushes that a clock-based stale
+// check drops: a fast-forward from a pusher whose clock is slow, and a
+// force-push back to an older commit. Pushes are judged by the before and
+// after chain and GitHub's compare API; only a delivery that really is
+// older than what is live is skipped, and the skip shows on the component
+// and on GitHub.
+func TestGitHubPushAncestry(t *testing.T) {
+	v := newGHVelo(t, "")
+	ctx, gh := v.ctx, v.gh
+	wasm := echoWasm(t)
+	files := func(version string) map[string]string {
+		return map[string]string{
+			"velo.toml": "name = \"anc\"\nmodule = \"echo.wasm\"\n[env]\nVERSION = \"" + version + "\"\n",
+			"echo.wasm": wasm,
+		}
+	}
+	repo := gh.AddRepo("octo", "anc", "main", 42)
+	a := repo.Commit(files("a"), "A")
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", "", ""))
+	testsupport.Eventually(t, 30*time.Second, "A served", v.serves("anc", "VERSION=a"))
+	v.settledOn(repo, a)
+
+	// A fast-forward whose before is the live commit, from a pusher whose
+	// clock is a minute slow: its commit looks older than the live one.
+	b := repo.Commit(files("b"), "B")
+	slow := gh.PushPayload(repo, "main", a, b)
+	slow["head_commit"].(map[string]any)["timestamp"] = time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	for _, c := range slow["commits"].([]any) {
+		c.(map[string]any)["timestamp"] = time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	}
+	v.answer(http.StatusAccepted)(gh.Deliver(ctx, v.hook(), "push", slow))
+	testsupport.Eventually(t, 30*time.Second, "B served (slow clock)", v.serves("anc", "VERSION=b"))
+	if got := states(v.settledOn(repo, b)); got[len(got)-1] != "success" {
+		t.Errorf("statuses of B = %v", got)
+	}
+
+	// git reset --hard HEAD~1 && git push --force: the branch goes back to
+	// A, whose deployment is no longer live.
+	repo.SetHead("main", a)
+	back := gh.PushPayload(repo, "main", b, a)
+	if back["forced"] != true {
+		t.Fatalf("the stand-in did not mark the reset forced")
+	}
+	backID := v.answer(http.StatusAccepted)(gh.Deliver(ctx, v.hook(), "push", back))
+	testsupport.Eventually(t, 30*time.Second, "A served again (force-push back)", v.serves("anc", "VERSION=a"))
+	if j := v.job(backID); j.State != store.JobDone || strings.Contains(j.Note, "stale") {
+		t.Errorf("force-push job = %s %q", j.State, j.Note)
+	}
+
+	// C0 and C on A go live in one push; then the delivery of an earlier
+	// push of C0 arrives late (C0 is an ancestor of C): skipped, and said
+	// so.
+	c0 := repo.Commit(files("c0"), "C0")
+	c := repo.Commit(files("c"), "C")
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", a, c))
+	testsupport.Eventually(t, 30*time.Second, "C served", v.serves("anc", "VERSION=c"))
+	v.settledOn(repo, c)
+	nGH := len(v.ghDeployments(repo))
+	late := gh.PushPayload(repo, "main", a, c0)
+	// An honest clock would not save it either: the commit time says
+	// newer, the ancestry says older.
+	late["head_commit"].(map[string]any)["timestamp"] = time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	lateID := v.answer(http.StatusAccepted)(gh.Deliver(ctx, v.hook(), "push", late))
+	j := v.job(lateID)
+	if j.State != store.JobDone || !strings.Contains(j.Note, "stale push ignored") || !strings.Contains(j.Note, "ancestor") {
+		t.Errorf("late push job = %s %q", j.State, j.Note)
+	}
+	ghds := v.ghDeployments(repo)
+	if len(ghds) != nGH+1 {
+		t.Fatalf("late push: %d GitHub deployments, want %d", len(ghds), nGH+1)
+	}
+	if d := ghds[len(ghds)-1]; d.SHA != c0 || !slices.Equal(states(d), []string{"inactive"}) || !strings.Contains(d.Statuses[0].Description, "stale push ignored") {
+		t.Errorf("late push on GitHub = %s %v %+v", short(d.SHA), states(d), d.Statuses)
+	}
+	if latest := v.deployments("anc")[0]; latest.Status != store.StatusSkipped || latest.Commit != c0 || !strings.Contains(latest.Error, "ancestor") {
+		t.Errorf("late push on the component = %+v", latest)
+	}
+	if !v.serves("anc", "VERSION=c")() {
+		t.Errorf("C no longer served after the late push")
+	}
+
+	// X diverged from C and was force-pushed away before its delivery
+	// came: stale. Y on X, whose forced push Velo missed, is the branch's
+	// head: deployed.
+	repo.SetHead("main", a)
+	x := repo.Commit(files("x"), "X")
+	repo.SetHead("main", c)
+	xID := v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", a, x))
+	if j := v.job(xID); !strings.Contains(j.Note, "no longer on main") {
+		t.Errorf("push of a commit force-pushed away = %s %q", j.State, j.Note)
+	}
+	repo.SetHead("main", x)
+	y := repo.Commit(files("y"), "Y")
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", x, y))
+	testsupport.Eventually(t, 30*time.Second, "Y served", v.serves("anc", "VERSION=y"))
+}
+
+func short(sha string) string { return sha[:min(len(sha), 7)] }

@@ -273,6 +273,9 @@ const (
 	StateSuccess    = "success"
 	StateFailure    = "failure"
 	StateError      = "error"
+	// StateInactive marks a deployment that no longer serves, or never
+	// did (a skipped push, a closed pull request's preview).
+	StateInactive = "inactive"
 )
 
 // maxDescription is GitHub's limit on deployment and status descriptions.

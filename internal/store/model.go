@@ -33,6 +33,9 @@ const (
 	StatusPreparing = "preparing" // workers compile/build it
 	StatusReady     = "ready"     // prepared; live when Component.Live points at it
 	StatusFailed    = "failed"    // Error says why
+	// StatusSkipped is a push Velo did not deploy because what is live is
+	// newer; Error says why. It has no artifact and never goes live.
+	StatusSkipped = "skipped"
 )
 
 // Deployment is one version of a component: an artifact plus its manifest.

@@ -159,12 +159,15 @@ func (s *Server) PushPayload(repo *Repo, ref, before, after string) map[string]a
 	var head any
 	commits := []any{}
 	if !deleted {
-		// Commits after before, oldest first, at most 20 as GitHub sends.
-		var chain []*commit
-		for c := repo.commits[after]; c != nil && c.sha != before && len(chain) < 20; c = repo.commits[c.parent] {
-			chain = append(chain, c)
+		// The commits of compare before...after (reachable from after,
+		// not from before), oldest first, at most MaxPushCommits: none
+		// for a force-push back to an older commit.
+		chain := repo.chainLocked(before, after)
+		limit := s.MaxPushCommits
+		if limit <= 0 {
+			limit = DefaultMaxPushCommits
 		}
-		slices.Reverse(chain)
+		chain = chain[:min(len(chain), limit)]
 		for _, c := range chain {
 			commits = append(commits, s.pushCommitLocked(repo, c))
 		}
@@ -174,6 +177,9 @@ func (s *Server) PushPayload(repo *Repo, ref, before, after string) map[string]a
 			head = s.pushCommitLocked(repo, &commit{sha: after, time: time.Now().UTC().Truncate(time.Second)})
 		}
 	}
+	// GitHub marks a push forced when the ref did not move forward: its
+	// old head is not an ancestor of the new one.
+	forced := !deleted && before != ZeroSHA && !repo.ancestorsLocked(after)[before]
 	in := s.installations[repo.InstallationID]
 	owner := s.ownerJSONLocked(repo)
 	owner["name"] = repo.Owner
@@ -205,7 +211,7 @@ func (s *Server) PushPayload(repo *Repo, ref, before, after string) map[string]a
 		"pusher":       map[string]any{"name": sender, "email": sender + "@users.noreply.github.com"},
 		"sender":       map[string]any{"login": sender, "id": 583231, "node_id": "MDQ6VXNlcjU4MzIzMQ==", "avatar_url": "https://avatars.githubusercontent.com/u/583231?v=4", "gravatar_id": "", "url": s.URL() + "users/" + sender, "html_url": s.WebURL() + "/" + sender, "type": "User", "site_admin": false},
 		"installation": map[string]any{"id": repo.InstallationID, "node_id": "I_" + strconv.FormatInt(repo.InstallationID, 10)},
-		"created":      before == ZeroSHA, "deleted": deleted, "forced": false, "base_ref": nil,
+		"created":      before == ZeroSHA, "deleted": deleted, "forced": forced, "base_ref": nil,
 		"compare": fmt.Sprintf("%s/%s/compare/%.12s...%.12s", s.WebURL(), repo.FullName(), before, after),
 		"commits": commits, "head_commit": head,
 	}

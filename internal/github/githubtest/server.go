@@ -26,6 +26,11 @@ import (
 // docsURL is the documentation_url GitHub puts in its error bodies.
 const docsURL = "https://docs.github.com/rest"
 
+// DefaultMaxPushCommits is the most commits GitHub lists in a push
+// webhook's commits array (the 20 of its documentation applies to timeline
+// events only).
+const DefaultMaxPushCommits = 2048
+
 // testKey is shared by every Server in the process: generating a 2048-bit
 // RSA key takes long enough to matter when each test starts a Server.
 // Servers still differ in App ID and secrets.
@@ -42,6 +47,10 @@ type Server struct {
 	WebhookSecret []byte
 	ClientID      string
 	ClientSecret  string
+	// MaxPushCommits caps the commits a push payload lists (0:
+	// DefaultMaxPushCommits, GitHub's); tests lower it to see Velo cope
+	// with a cut list.
+	MaxPushCommits int
 
 	t   testing.TB
 	srv *httptest.Server
@@ -217,6 +226,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /repos/{owner}/{repo}", s.repoAuth(s.getRepo))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/branches/{branch...}", s.repoAuth(s.getBranch))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/commits/{ref...}", s.repoAuth(s.getCommit))
+	mux.HandleFunc("GET /repos/{owner}/{repo}/compare/{basehead...}", s.repoAuth(s.compare))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/tarball", s.repoAuth(s.tarballLink))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/tarball/{ref...}", s.repoAuth(s.tarballLink))
 	mux.HandleFunc("POST /repos/{owner}/{repo}/deployments", s.repoAuth(s.createDeployment))
