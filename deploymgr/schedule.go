@@ -2,9 +2,11 @@ package deploymgr
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -150,7 +152,9 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 		// Its placements vanished (workers removed): place it again.
 		return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPending, "")
 	}
-	if ready == 0 {
+	if ready == 0 || failed != "" && healthGated(d) {
+		// A health-gated deployment goes live only where every worker
+		// it is placed on passed the check.
 		m.log.Warn("deployment failed", "component", d.Component, "deployment", d.ID, "reason", failed)
 		if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusFailed, failed); err != nil {
 			return err
@@ -176,6 +180,14 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	}
 	m.dropOldArtifacts(ctx, d.Component)
 	return nil
+}
+
+// healthGated reports whether d's manifest has a health check.
+func healthGated(d store.Deployment) bool {
+	var m struct {
+		Health *manifest.Health `json:"health"`
+	}
+	return json.Unmarshal(d.Manifest, &m) == nil && m.Health != nil
 }
 
 // dropLater runs dropOldArtifacts again for each component a Grace after

@@ -559,6 +559,15 @@ func (w *Worker) load(ctx context.Context, d int64, restart int, set *secretSet)
 		w.dropTree(dep.Digest)
 		return nil, spec, err
 	}
+	if m.Health != nil {
+		// Gated: the deployment goes live only once the check passes
+		// here (and on every other worker it is placed on).
+		if err := w.checkHealth(ctx, lim, *m.Health, blog); err != nil {
+			_ = inst.Close(ctx)
+			w.dropTree(dep.Digest)
+			return nil, spec, err
+		}
+	}
 	fmt.Fprintf(blog, "worker %s: ready in %s\n", w.cfg.Name, time.Since(start).Round(time.Millisecond))
 	return lim, spec, nil
 }

@@ -38,6 +38,12 @@ type Manifest struct {
 	// once. Nothing is allowed when AllowedHosts is empty.
 	AllowedHosts       []string `json:"allowed_hosts,omitempty"`        // "scheme://host[:port]", normalized
 	HTTPMaxConcurrency int      `json:"http_max_concurrency,omitempty"` // 0: the runtime's default
+
+	// Health, when set, gates promotion (and Docker readiness) on a
+	// health check; AutoRollback watches the deployment once live. See
+	// rollout.go.
+	Health       *Health      `json:"health,omitempty"`
+	AutoRollback AutoRollback `json:"auto_rollback,omitempty"`
 }
 
 // Scale bounds a docker component's instance count.

@@ -27,7 +27,7 @@ const (
 
 // topKeys are the keys velo.toml may hold at its top level.
 var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "concurrency", "env", "scale",
-	"allowed_hosts", "http_max_concurrency"}
+	"allowed_hosts", "http_max_concurrency", "health", "auto_rollback"}
 
 // scaleKeys are the keys the [scale] table may hold.
 var scaleKeys = []string{"min", "max"}
@@ -156,6 +156,9 @@ func Parse(data []byte) (Manifest, error) {
 	if err := parseOutbound(raw, &m); err != nil {
 		return Manifest{}, err
 	}
+	if err := parseRollout(raw, &m); err != nil {
+		return Manifest{}, err
+	}
 	return m, nil
 }
 
@@ -208,6 +211,11 @@ func (m Manifest) Validate() error {
 	}
 	if err := checkScale(m.Scale, true, true); err != nil {
 		return err
+	}
+	if m.Health != nil {
+		if err := m.Health.validate(); err != nil {
+			return err
+		}
 	}
 	return m.validateOutbound()
 }

@@ -206,25 +206,39 @@ func (i *Instance) lastLogs(ctx context.Context, id string) string {
 }
 
 // waitReady polls GET / on addr through conns until it answers with any
-// HTTP status.
+// HTTP status, or, when the manifest has a health check, GET of its path
+// until it answers a status the check expects: a container whose port is
+// open is not ready before its application says so.
 func (i *Instance) waitReady(ctx context.Context, addr string, exited <-chan struct{}, conns *http.Transport) error {
 	start := time.Now()
 	deadline := start.Add(i.rt.cfg.ReadyTimeout)
 	backoff := time.Millisecond
 	url := "http://" + addr + "/"
+	h := i.manifest.Health
+	if h != nil {
+		url = "http://" + addr + h.Path
+	}
+	last := ""
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		req, _ := http.NewRequestWithContext(pctx, http.MethodGet, url, nil)
 		req.Header.Set("User-Agent", "velo-ready-check")
 		resp, err := conns.RoundTrip(req)
 		if err == nil {
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			cancel()
-			return nil
+			if h == nil || h.Passes(resp.StatusCode) {
+				return nil
+			}
+			last = fmt.Sprintf("; it last answered %s with %d: %.200q", h.Path, resp.StatusCode, body)
+		} else {
+			cancel()
 		}
-		cancel()
 		if time.Now().After(deadline) {
+			if h != nil {
+				return fmt.Errorf("container did not pass its health check %s on port %d within %s%s", h, i.port, i.rt.cfg.ReadyTimeout, last)
+			}
 			return fmt.Errorf("container did not answer HTTP on port %d within %s", i.port, i.rt.cfg.ReadyTimeout)
 		}
 		t := time.NewTimer(backoff)

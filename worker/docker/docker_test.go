@@ -672,3 +672,83 @@ func TestTwoOwnersShareEngine(t *testing.T) {
 		t.Fatalf("second owner's image %s still there: %v", tag2, err)
 	}
 }
+
+// TestHealthReadiness: with a health check, a container is ready when its
+// health path passes, not when its port opens: right after Prepare the
+// check answers 200, although the server answered 503 for its first
+// second.
+func TestHealthReadiness(t *testing.T) {
+	r := newRuntime(t, Config{ReadyTimeout: 30 * time.Second})
+	dir, digest := appDir(t, "")
+	h := &manifest.Health{Path: "/healthz", Timeout: 30 * time.Second, Expect: manifest.DefaultExpect}
+	a := newSpec(t, "healthready", dir, digest, manifest.Manifest{Health: h, Env: map[string]string{"HEALTHY_AFTER": "1s"}})
+	prepare(t, r, a)
+	if code, body := a.get("/healthz"); code != 200 || body != "healthy\n" {
+		t.Fatalf("GET /healthz right after Prepare = %d %q, want 200: ready before its health check passed", code, body)
+	}
+}
+
+// TestHealthNeverPasses: a container whose health check never passes is
+// not ready; Prepare fails with the check's last answer and leaves no
+// container.
+func TestHealthNeverPasses(t *testing.T) {
+	r := newRuntime(t, Config{ReadyTimeout: 1500 * time.Millisecond})
+	dir, digest := appDir(t, "")
+	h := &manifest.Health{Path: "/healthz", Timeout: 30 * time.Second, Expect: manifest.DefaultExpect}
+	a := newSpec(t, "unhealthy", dir, digest, manifest.Manifest{Health: h, Env: map[string]string{"UNHEALTHY": "no database"}})
+	_, err := r.Prepare(context.Background(), a.spec)
+	if err == nil {
+		t.Fatal("Prepare succeeded")
+	}
+	for _, want := range []string{"did not pass its health check GET /healthz expecting 200-399", "with 500", "unhealthy: no database"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to hold %q", err, want)
+		}
+	}
+	if cs := containers(t, r, a.spec.Deployment); len(cs) != 0 {
+		t.Errorf("%d containers left", len(cs))
+	}
+}
+
+// TestCloseDrains: closing an instance (its deployment was replaced) lets
+// the requests in flight finish before the containers stop.
+func TestCloseDrains(t *testing.T) {
+	r := newRuntime(t, Config{})
+	dir, digest := appDir(t, "")
+	a := newSpec(t, "drain", dir, digest, manifest.Manifest{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	inst, err := r.prepare(ctx, a.spec)
+	if err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	a.inst = inst
+	type answer struct {
+		code int
+		body string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		code, body := a.get("/slow?d=2s")
+		got <- answer{code, body}
+	}()
+	testsupport.Eventually(t, 30*time.Second, "the slow call in flight", func() bool {
+		inst.mu.Lock()
+		defer inst.mu.Unlock()
+		return inst.inflight > 0
+	})
+	if err := inst.Close(ctx); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	select {
+	case a := <-got:
+		if a.code != 200 || a.body != "slept 2s" {
+			t.Fatalf("call in flight at close = %d %q, want 200 \"slept 2s\"", a.code, a.body)
+		}
+	default:
+		t.Fatal("Close returned before the call in flight was answered")
+	}
+	if cs := containers(t, r, a.spec.Deployment); len(cs) != 0 {
+		t.Errorf("%d containers left", len(cs))
+	}
+}

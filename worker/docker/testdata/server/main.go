@@ -22,7 +22,20 @@ func main() {
 			time.Sleep(time.Hour)
 		}
 	}
+	started := time.Now()
+	readyAfter, _ := time.ParseDuration(os.Getenv("HEALTHY_AFTER"))
 	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		// 503 while warming up (HEALTHY_AFTER), 500 for good with UNHEALTHY.
+		switch {
+		case os.Getenv("UNHEALTHY") != "":
+			http.Error(w, "unhealthy: "+os.Getenv("UNHEALTHY"), 500)
+		case time.Since(started) < readyAfter:
+			http.Error(w, "warming up", 503)
+		default:
+			fmt.Fprintln(w, "healthy")
+		}
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s\n", os.Getenv("GREETING"))
 	})
