@@ -81,7 +81,7 @@ func (m *Manager) apiComponent(ctx context.Context, comp store.Component, instan
 	switch {
 	case comp.Paused:
 		ac.Status = "paused"
-	case ac.Target != nil:
+	case ac.Target != nil || (comp.Live != 0 && !m.live(comp, comp.Live)):
 		ac.Status = "deploying"
 	case comp.Live != 0:
 		ac.Status = "live"
@@ -103,6 +103,16 @@ func (m *Manager) apiComponent(ctx context.Context, comp store.Component, instan
 	return ac, nil
 }
 
+// live tells whether deployment id of comp is live: the store names it
+// and, where this process promotes it, its routers were told (see settle).
+func (m *Manager) live(comp store.Component, id int64) bool {
+	if comp.Live != id {
+		return false
+	}
+	_, routing := m.routing.Load(id)
+	return !routing
+}
+
 func (m *Manager) apiDeployment(d store.Deployment, comp store.Component) api.Deployment {
 	return api.Deployment{
 		ID:        d.ID,
@@ -114,10 +124,7 @@ func (m *Manager) apiDeployment(d store.Deployment, comp store.Component) api.De
 		Message:   d.Message,
 		Author:    d.Author,
 		Status:    d.Status,
-		// Live once the routers were told: the store names it live a
-		// moment before (see settle), and a client that then called it
-		// could still be answered by the one before.
-		Live:      comp.Live == d.ID && d.Status == store.StatusReady,
+		Live:      m.live(comp, d.ID),
 		Error:     d.Error,
 		URL:       m.ComponentURL(d.Component),
 		CreatedAt: d.CreatedAt,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/velo-run/velo/internal/archive"
@@ -195,6 +196,11 @@ type Manager struct {
 	// redrop holds the components whose old artifacts dropLater looks at
 	// again; only Run's goroutine uses it.
 	redrop map[string]time.Time
+	// routing holds the deployments this process is promoting, from just
+	// before the store names one live until its routers were told: the
+	// API does not call them live in between (a client told "live" would
+	// still be answered by the version before).
+	routing sync.Map // int64 → struct{}
 }
 
 // New returns a Manager.

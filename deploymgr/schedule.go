@@ -167,10 +167,13 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 		return m.routesChanged(ctx)
 	}
 	if comp.Target == d.ID {
-		if err := m.store.Promote(ctx, d.Component, d.ID); err != nil {
-			return err
+		m.routing.Store(d.ID, struct{}{})
+		err := m.store.Promote(ctx, d.Component, d.ID)
+		if err == nil {
+			err = m.routesChanged(ctx)
 		}
-		if err := m.routesChanged(ctx); err != nil {
+		m.routing.Delete(d.ID)
+		if err != nil {
 			return err
 		}
 		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
