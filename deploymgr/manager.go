@@ -51,6 +51,7 @@ type Store interface {
 	TailLogs(ctx context.Context, component string, n int) ([]store.LogLine, error)
 
 	secretStore
+	gatewayStore
 
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	PutToken(ctx context.Context, t store.Token) error

@@ -141,9 +141,13 @@ type fastReq struct {
 	lines   [][]byte // header lines to forward as they are (without CRLF)
 	scratch []byte   // header lines rewritten (Cookie without Velo's own)
 	auth    []byte   // the caller's Authorization value
-	xff     []byte   // the X-Forwarded-For value received
-	xfp     []byte   // the X-Forwarded-Proto value received
-	fwd     []byte   // the forwarding header lines to send (see peer)
+	apiKey  []byte   // the caller's X-Api-Key value
+	adm     admission
+	gated   []byte // the gate's header lines: to the worker (identity), to the client (rate limit)
+	split   int    // gated[:split] goes to the worker, gated[split:] to the client
+	xff     []byte // the X-Forwarded-For value received
+	xfp     []byte // the X-Forwarded-Proto value received
+	fwd     []byte // the forwarding header lines to send (see peer)
 	body    []byte
 	length  int64
 	close   bool // the client asked to close after this request
@@ -212,6 +216,9 @@ func (s *FastServer) parseRequest(r *fastReq, buf []byte, size int, p *peer) (ve
 	r.fwd = p.fwd
 	if r.fwd == nil {
 		r.fwd = s.Router.forwardLines(p.addr, string(r.xff), string(r.xfp))
+	}
+	if rt.gate != nil {
+		s.admit(r, rt, p)
 	}
 	return takeFast, nil
 }
@@ -301,11 +308,18 @@ func appendUpstream(dst []byte, b *Endpoint, req *fastReq, rt *route) []byte {
 	dst = append(dst, rt.depHeader[0]...)
 	dst = append(dst, "\r\nX-Velo-Invoke-Mount: "...)
 	dst = append(dst, req.mount...)
-	if req.auth != nil {
+	private := rt.gate != nil && rt.gate.private
+	if req.auth != nil && !private {
 		dst = append(dst, "\r\nX-Velo-Client-Authorization: "...)
 		dst = append(dst, req.auth...)
 	}
 	dst = append(dst, "\r\n"...)
+	if req.apiKey != nil && !private {
+		dst = append(dst, HeaderAPIKey+": "...)
+		dst = append(dst, req.apiKey...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, req.gated[:req.split]...)
 	dst = append(dst, req.fwd...)
 	if req.length >= 0 {
 		dst = append(dst, "Content-Length: "...)
@@ -332,6 +346,7 @@ func appendAnswerHead(dst []byte, a *answer, rt *route, worker string, keep bool
 	dst = append(dst, "\r\nX-Velo-Worker: "...)
 	dst = append(dst, worker...)
 	dst = append(dst, "\r\n"...)
+	dst = append(dst, req.gated[req.split:]...)
 	if len(req.mount) > 0 {
 		// As ServeHTTP: a path-mounted component shares the host's origin.
 		dst = append(dst, "Content-Security-Policy: "+SandboxPolicy+"\r\n"...)
@@ -496,3 +511,22 @@ func (l *handoffListener) Close() error {
 }
 
 func (l *handoffListener) Addr() net.Addr { return l.addr }
+
+// admit runs the gate of a call on the fast path: the verdict in r.adm,
+// the header lines it adds in r.gated. Routes whose gates may block (JWTs)
+// never come here.
+func (s *FastServer) admit(r *fastReq, rt *route, p *peer) {
+	client := p.addr
+	if s.Router.trusted(client) {
+		_, _, client = s.Router.forwarded(client, string(r.xff), string(r.xfp), "http")
+	}
+	t := s.Router.table.Load()
+	r.adm = s.Router.admit(context.Background(), t, rt, credentials{authorization: r.auth, apiKey: r.apiKey}, client, time.Now())
+	if r.adm.status == 0 && rt.gate.private {
+		r.gated = appendIdentity(r.gated, &r.adm)
+	}
+	r.split = len(r.gated)
+	if r.adm.status == 0 && r.adm.limited {
+		r.gated = r.adm.rl.appendLines(r.gated)
+	}
+}

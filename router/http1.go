@@ -98,7 +98,7 @@ func parseRequestHead(r *fastReq, buf []byte) (int, error) {
 	if !ok {
 		return 0, err
 	}
-	*r = fastReq{length: -1, lines: r.lines[:0], scratch: r.scratch[:0]}
+	*r = fastReq{length: -1, lines: r.lines[:0], scratch: r.scratch[:0], gated: r.gated[:0]}
 	m, after, _ := bytes.Cut(line, []byte(" "))
 	uri, proto, _ := bytes.Cut(after, []byte(" "))
 	if !isToken(m) || len(uri) == 0 {
@@ -176,6 +176,12 @@ func parseRequestHead(r *fastReq, buf []byte) (int, error) {
 		case is(name, "Authorization"):
 			r.special = r.special || r.auth != nil
 			r.auth = value
+			continue
+		case is(name, HeaderAPIKey):
+			// Kept aside: a private component's gate takes it out, a
+			// public one gets it back (appendUpstream).
+			r.special = r.special || r.apiKey != nil
+			r.apiKey = value
 			continue
 		case is(name, "X-Forwarded-For"):
 			r.special = r.special || r.xff != nil

@@ -443,6 +443,10 @@ func (l *loop) serveClient(c *loopConn) {
 			switch v, err := l.s.parseRequest(&c.req, c.in[:c.n], len(c.in), &c.peer); v {
 			case takeFast:
 				c.headSince = time.Time{}
+				if c.req.adm.status != 0 {
+					l.refuseGate(c)
+					continue
+				}
 				l.startExchange(c)
 				continue
 			case leaveFast:
@@ -512,6 +516,17 @@ func (l *loop) startExchange(c *loopConn) {
 	c.tries, c.status = 0, 0
 	c.keep = !c.req.close && !l.stopping
 	l.nextTarget(c)
+}
+
+// refuseGate answers a call the gate refused.
+func (l *loop) refuseGate(c *loopConn) {
+	c.busy = true
+	c.start = l.now
+	c.rt = c.req.rt
+	c.keep = !c.req.close && !l.stopping
+	c.out = appendGateRefusal(c.out, &c.req.adm, c.keep)
+	c.status = c.req.adm.status
+	l.done(c)
 }
 
 // nextTarget sends the request to the next worker of the route that is

@@ -81,7 +81,17 @@ type Config struct {
 	// whose X-Forwarded-For and X-Forwarded-Proto are kept; from any
 	// other peer they are replaced (VELO_TRUSTED_PROXIES).
 	TrustedProxies []netip.Prefix
-	Logger         *slog.Logger
+	// MaxClients bounds the rate-limit buckets of one component
+	// (default DefaultMaxClients).
+	MaxClients int
+	// ShareLimits makes routers share what they admitted through the
+	// store, so that rate limits hold across routers (velo router; a
+	// lone router does not need it).
+	ShareLimits bool
+	// JWKSClient fetches the keys JWTs are checked with (default: a
+	// client with a 5s timeout).
+	JWKSClient *http.Client
+	Logger     *slog.Logger
 }
 
 // Prefix is the path prefix component calls are served under.
@@ -105,6 +115,8 @@ type Router struct {
 	// bound), so /metrics counts them together.
 	unrouted atomic.Int64
 	sw       sync.Pool
+	jwks     map[string]*jwks // guarded by mu
+	sync     limitSync        // used by Run's loop only
 }
 
 type cachedBackend struct {
@@ -114,6 +126,7 @@ type cachedBackend struct {
 
 type table struct {
 	routes map[string]*route
+	keys   map[[32]byte]apiKey // API keys by the sha256 of their secret
 }
 
 type route struct {
@@ -128,7 +141,8 @@ type route struct {
 	// worker restarts, every placement on it is being prepared again.
 	warming []target
 	wait    time.Duration
-	fast    bool // every target has an Endpoint: FastServer takes it
+	fast    bool  // every target has an Endpoint: FastServer takes it
+	gate    *gate // access and rate limit; nil: neither
 	next    atomic.Uint64
 	stats   *counters
 }
@@ -168,9 +182,11 @@ func New(cfg Config, st Store) *Router {
 		backends: map[string]cachedBackend{},
 		counters: map[string]*counters{},
 		pending:  map[hitKey]*store.Hits{},
+		jwks:     map[string]*jwks{},
+		sync:     limitSync{id: routerID(), seen: map[int64]time.Time{}},
 	}
 	r.sw.New = func() any { return new(statusWriter) }
-	r.table.Store(&table{routes: map[string]*route{}})
+	r.table.Store(&table{routes: map[string]*route{}, keys: map[[32]byte]apiKey{}})
 	return r
 }
 
@@ -188,6 +204,8 @@ func (r *Router) Run(ctx context.Context) error {
 	defer resync.Stop()
 	flush := time.NewTicker(r.cfg.Flush)
 	defer flush.Stop()
+	ls, share := r.store.(limitStore)
+	share = share && r.cfg.ShareLimits
 	for {
 		select {
 		case <-ctx.Done():
@@ -214,6 +232,11 @@ func (r *Router) Run(ctx context.Context) error {
 		case <-flush.C:
 			if err := r.FlushHits(ctx); err != nil && ctx.Err() == nil {
 				r.cfg.Logger.Warn("flush hits failed; kept for the next try", "err", err)
+			}
+			if share {
+				if err := r.syncLimits(ctx, ls); err != nil && ctx.Err() == nil {
+					r.cfg.Logger.Warn("share rate limits failed", "err", err)
+				}
 			}
 		}
 	}
@@ -263,10 +286,28 @@ func (r *Router) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read routes: %w", err)
 	}
+	keys, err := r.apiKeys(ctx)
+	if err != nil {
+		return err
+	}
+	// Gates first: jwksFor takes r.mu.
+	old := r.table.Load()
+	gates := map[string]*gate{}
+	validate := map[string]bool{}
+	for _, rt := range routes {
+		m := gateOf(rt.Manifest)
+		var prev *gate
+		if p := old.routes[rt.Component]; p != nil {
+			prev = p.gate
+		}
+		if g := r.newGate(rt.Component, m, prev); g != nil {
+			gates[rt.Component] = g
+		}
+		validate[rt.Component] = m.Validate
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := &table{routes: make(map[string]*route, len(routes))}
-	old := r.table.Load()
+	t := &table{routes: make(map[string]*route, len(routes)), keys: keys}
 	usedBackends := map[string]bool{}
 	var cutoff time.Time
 	if r.cfg.WorkerTimeout > 0 {
@@ -284,6 +325,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 			depID:     rt.Deployment,
 			depHeader: []string{strconv.FormatInt(rt.Deployment, 10)},
 			stats:     c,
+			gate:      gates[rt.Component],
 		}
 		for _, w := range rt.Workers {
 			if w.SeenAt.Before(cutoff) {
@@ -303,7 +345,8 @@ func (r *Router) Refresh(ctx context.Context) error {
 			}
 		}
 		nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
-			!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil })
+			!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
+			(nr.gate == nil || nr.gate.jwt == nil) && !validate[rt.Component] // JWTs and validation may block: net/http
 		if prev := old.routes[rt.Component]; prev != nil {
 			nr.next.Store(prev.next.Load())
 		}
@@ -375,7 +418,8 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	start := time.Now()
-	rt := r.table.Load().routes[name]
+	t := r.table.Load()
+	rt := t.routes[name]
 	switch {
 	case rt == nil:
 		r.unrouted.Add(1)
@@ -391,6 +435,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.prepare(req)
+	if !r.admitHTTP(w, req, rt, t, start) {
+		return
+	}
 	sw := r.sw.Get().(*statusWriter)
 	sw.ResponseWriter, sw.status, sw.sandbox = w, 0, mount != ""
 	h := w.Header()

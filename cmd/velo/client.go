@@ -37,6 +37,7 @@ func clientCommands() []*cobra.Command {
 		rollbackCommand(),
 		rmCommand(),
 		secretsCommand(),
+		keysCommand(),
 		tokensCommand(),
 	}
 }

@@ -130,6 +130,21 @@ type Secret struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
+// APIKey is one entry of GET /api/v1/components/{name}/keys: a private
+// component's API key, never its secret.
+type APIKey struct {
+	ID        string    `json:"id"`
+	Label     string    `json:"label"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// NewAPIKey is the answer to POST /api/v1/components/{name}/keys: the
+// key's secret, shown this once (only its hash is stored).
+type NewAPIKey struct {
+	APIKey
+	Key string `json:"key"`
+}
+
 // RotateKey is the answer to POST /api/v1/secrets/rotate-key.
 type RotateKey struct {
 	// Key is the id of the key every secret is now sealed under.

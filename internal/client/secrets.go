@@ -1,7 +1,9 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -33,4 +35,25 @@ func (c *Client) RotateKey(ctx context.Context) (api.RotateKey, error) {
 	var out api.RotateKey
 	err := c.do(ctx, http.MethodPost, "/secrets/rotate-key", nil, "", &out)
 	return out, err
+}
+
+// APIKeys lists a component's API keys (never their secrets).
+func (c *Client) APIKeys(ctx context.Context, name string) ([]api.APIKey, error) {
+	var out []api.APIKey
+	err := c.do(ctx, http.MethodGet, componentPath(name, "/keys"), nil, "", &out)
+	return out, err
+}
+
+// CreateAPIKey makes an API key for a component; the answer holds its
+// secret, which is never shown again.
+func (c *Client) CreateAPIKey(ctx context.Context, name, label string) (api.NewAPIKey, error) {
+	var out api.NewAPIKey
+	body, _ := json.Marshal(map[string]string{"label": label})
+	err := c.do(ctx, http.MethodPost, componentPath(name, "/keys"), bytes.NewReader(body), "application/json", &out)
+	return out, err
+}
+
+// DeleteAPIKey revokes a component's API key.
+func (c *Client) DeleteAPIKey(ctx context.Context, name, id string) error {
+	return c.do(ctx, http.MethodDelete, componentPath(name, "/keys/"+url.PathEscape(id)), nil, "", nil)
 }

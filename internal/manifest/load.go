@@ -49,6 +49,17 @@ func Load(fsys fs.FS, defaultName string) (Manifest, error) {
 			return Manifest{}, err
 		}
 	}
+	if m.OpenAPI != "" {
+		info, err := fs.Stat(fsys, m.OpenAPI)
+		switch {
+		case err != nil:
+			return Manifest{}, keyErr("openapi", "%q is not in the component", m.OpenAPI)
+		case !info.Mode().IsRegular():
+			return Manifest{}, keyErr("openapi", "%q is not a regular file", m.OpenAPI)
+		case info.Size() > MaxOpenAPI:
+			return Manifest{}, keyErr("openapi", "%q is larger than %d bytes", m.OpenAPI, MaxOpenAPI)
+		}
+	}
 	return m, nil
 }
 

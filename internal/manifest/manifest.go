@@ -44,6 +44,14 @@ type Manifest struct {
 	// rollout.go.
 	Health       *Health      `json:"health,omitempty"`
 	AutoRollback AutoRollback `json:"auto_rollback,omitempty"`
+
+	// The gateway (see gateway.go): who may call the component (nil:
+	// anyone), how often (nil: no limit), and its OpenAPI document, which
+	// the router checks calls against when ValidateCalls is set.
+	Access        *Access `json:"access,omitempty"`
+	Limits        *Limits `json:"limits,omitempty"`
+	OpenAPI       string  `json:"openapi,omitempty"`
+	ValidateCalls bool    `json:"validate,omitempty"`
 }
 
 // Scale bounds a docker component's instance count.

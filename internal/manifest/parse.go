@@ -159,6 +159,9 @@ func Parse(data []byte) (Manifest, error) {
 	if err := parseRollout(raw, &m); err != nil {
 		return Manifest{}, err
 	}
+	if err := parseGateway(raw, &m); err != nil {
+		return Manifest{}, err
+	}
 	return m, nil
 }
 
@@ -217,6 +220,9 @@ func (m Manifest) Validate() error {
 			return err
 		}
 	}
+	if err := m.validateGateway(); err != nil {
+		return err
+	}
 	return m.validateOutbound()
 }
 
@@ -251,6 +257,9 @@ func nameChar(r rune) bool {
 // Values under a known key of the wrong shape are reported by the type
 // checks, which say more than "unknown key" would.
 func knownKey(k toml.Key) bool {
+	if len(k) > 0 && slices.Contains(gatewayKeys, k[0]) {
+		return knownGatewayKey(k)
+	}
 	if len(k) == 0 || !slices.Contains(topKeys, k[0]) && !knownWAGIKey(k[0]) {
 		return false
 	}
@@ -262,10 +271,15 @@ func knownKey(k toml.Key) bool {
 
 func unknownKey(k toml.Key) error {
 	name := k.String()
-	candidates := append(slices.Clip(topKeys), wagiKeys...)
+	candidates := append(append(slices.Clip(topKeys), wagiKeys...), gatewayKeys...)
 	last := k[len(k)-1]
-	if len(k) == 2 && k[0] == "scale" {
+	switch {
+	case len(k) == 2 && k[0] == "scale":
 		candidates = scaleKeys
+	case len(k) == 2 && k[0] == "access":
+		candidates = accessKeys
+	case len(k) == 2 && k[0] == "limits":
+		candidates = limitsKeys
 	}
 	for _, c := range candidates {
 		if len(k) <= 2 && editDistance(last, c) <= 2 && len(c) > 2 {

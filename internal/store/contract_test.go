@@ -55,6 +55,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"TLS", testTLS},
 		{"TLSLocks", testTLSLocks},
 		{"Domains", testDomains},
+		{"Gateway", testGateway},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
