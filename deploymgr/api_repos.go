@@ -45,7 +45,7 @@ func (m *Manager) listRepos(c echo.Context) error {
 	}
 	byRepo := map[string]string{}
 	for _, comp := range comps {
-		if comp.Repo != "" && s.allows(comp) {
+		if comp.Repo != "" && !isPreview(comp.Name) && s.allows(comp) {
 			byRepo[strings.ToLower(comp.Repo)] = comp.Name
 		}
 	}

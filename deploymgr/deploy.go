@@ -28,6 +28,8 @@ type DeployRequest struct {
 	// used, else DefaultName.
 	Name        string
 	DefaultName string
+	// NameSuffix is appended to the name (a preview: "--pr-N").
+	NameSuffix string
 	// Archive is the .tar.gz of the component's tree.
 	Archive io.Reader
 	// StripTop removes the single top directory every entry sits in
@@ -81,6 +83,13 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 			return store.Deployment{}, inputErr("component name %q: %w", req.Name, err)
 		}
 		man.Name = req.Name
+	}
+	if req.NameSuffix != "" {
+		n := man.Name + req.NameSuffix
+		if err := manifest.ValidName(n); err != nil {
+			return store.Deployment{}, inputErr("component name %q: %w; shorten name in %s", n, err, manifest.FileName)
+		}
+		man.Name = n
 	}
 	if err := m.secretsClash(ctx, man); err != nil {
 		return store.Deployment{}, err

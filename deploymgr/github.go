@@ -17,6 +17,7 @@ const (
 	jobPush         = "push"
 	jobInstallation = "installation"
 	jobStart        = "start"
+	jobPullRequest  = "pull_request"
 )
 
 // GitHubStore is what the GitHub integration needs from the store besides
@@ -36,6 +37,9 @@ type GitHubStore interface {
 	GitHubRepo(ctx context.Context, fullName string) (store.GitHubRepo, error)
 
 	SetDeploymentCommitTime(ctx context.Context, id int64, t time.Time) error
+
+	GitHubPreview(ctx context.Context, repo string, number int) (store.GitHubPreview, error)
+	PutGitHubPreview(ctx context.Context, p store.GitHubPreview) error
 }
 
 // GitHubConfig configures the GitHub App integration.

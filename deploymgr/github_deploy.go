@@ -269,7 +269,7 @@ func (g *GitHub) recordFailure(ctx context.Context, p *github.Push, cause error)
 	}
 	name := ""
 	for _, c := range comps {
-		if strings.EqualFold(c.Repo, p.FullName) {
+		if strings.EqualFold(c.Repo, p.FullName) && !isPreview(c.Name) {
 			name = c.Name
 			break
 		}

@@ -88,6 +88,8 @@ func (g *GitHub) execute(ctx context.Context, j store.GitHubJob) {
 		err = g.runPush(ctx, &j)
 	case jobInstallation:
 		err = g.runInstallation(ctx, &j)
+	case jobPullRequest:
+		err = g.runPreview(ctx, &j)
 	default:
 		err = fmt.Errorf("unknown job kind %q", j.Kind)
 	}

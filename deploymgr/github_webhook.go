@@ -80,6 +80,16 @@ func (g *GitHub) accept(ctx context.Context, ev github.Event) (int, webhookReply
 		if j.Payload, err = json.Marshal(p); err != nil {
 			return 0, webhookReply{}, fmt.Errorf("encode push: %w", err)
 		}
+	case ev.PullRequest != nil:
+		pr := ev.PullRequest
+		j = store.GitHubJob{Delivery: ev.Delivery, Kind: jobPullRequest, Repo: pr.FullName}
+		if reason := ignorePullRequest(pr); reason != "" {
+			j.State, j.Note = store.JobDone, "ignored: "+reason
+		}
+		var err error
+		if j.Payload, err = json.Marshal(pr); err != nil {
+			return 0, webhookReply{}, fmt.Errorf("encode pull request: %w", err)
+		}
 	case ev.Installation != nil:
 		j = store.GitHubJob{Delivery: ev.Delivery, Kind: jobInstallation}
 		var err error
@@ -95,7 +105,7 @@ func (g *GitHub) accept(ctx context.Context, ev github.Event) (int, webhookReply
 		return 0, webhookReply{}, err
 	}
 	if j.State == store.JobDone {
-		g.log.Info("push ignored", "delivery", ev.Delivery, "repo", j.Repo, "reason", j.Note)
+		g.log.Info("delivery ignored", "delivery", ev.Delivery, "event", ev.Type, "repo", j.Repo, "reason", j.Note)
 		return http.StatusOK, webhookReply{Status: "ignored", Reason: strings.TrimPrefix(j.Note, "ignored: ")}, nil
 	}
 	g.poke()
@@ -113,6 +123,23 @@ func ignorePush(p *github.Push) string {
 		return "tag push " + p.Ref
 	case !p.IsDefaultBranch():
 		return fmt.Sprintf("%s is not the default branch %s", p.Ref, p.DefaultBranch)
+	}
+	return ""
+}
+
+// ignorePullRequest says why a pull_request delivery changes no preview,
+// or "" when it may.
+func ignorePullRequest(p *github.PullRequest) string {
+	switch {
+	case p.InstallationID == 0:
+		return "the pull request event does not come from an installation of the App"
+	case p.Action == "labeled" || p.Action == "unlabeled":
+		if !strings.EqualFold(p.Label, PreviewLabel) {
+			return fmt.Sprintf("label %q is not %s", p.Label, PreviewLabel)
+		}
+	case p.Action == "opened" || p.Action == "synchronize" || p.Action == "reopened" || p.Action == "closed":
+	default:
+		return "pull request action " + p.Action + " changes no preview"
 	}
 	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html"
 	"io"
@@ -880,3 +881,180 @@ func TestGitHubPushAncestry(t *testing.T) {
 }
 
 func short(sha string) string { return sha[:min(len(sha), 7)] }
+
+// TestGitHubPreview drives previews of pull requests end to end: opened,
+// synchronize, closed and reopened on a branch of the repository, and a
+// fork's pull request that deploys only once someone with write access
+// labels it velo-preview.
+func TestGitHubPreview(t *testing.T) {
+	v := newGHVelo(t, "")
+	ctx, gh := v.ctx, v.gh
+	wasm := echoWasm(t)
+	files := func(version string) map[string]string {
+		return map[string]string{
+			"velo.toml": "name = \"site\"\nmodule = \"echo.wasm\"\n[env]\nVERSION = \"" + version + "\"\n",
+			"echo.wasm": wasm,
+		}
+	}
+	repo := gh.AddRepo("octo", "site-repo", "main", 42)
+	repo.Commit(files("main"), "main")
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", "", ""))
+	testsupport.Eventually(t, 30*time.Second, "site served", v.serves("site", "VERSION=main"))
+
+	previews := func() []githubtest.Deployment {
+		var out []githubtest.Deployment
+		for _, d := range v.ghDeployments(repo) {
+			if d.Environment == "preview" {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	lastState := func(d githubtest.Deployment) string {
+		if len(d.Statuses) == 0 {
+			return ""
+		}
+		return d.Statuses[len(d.Statuses)-1].State
+	}
+	comment := func(n int) githubtest.Comment {
+		t.Helper()
+		cs := gh.Comments(repo.Owner, repo.Name, n)
+		if len(cs) != 1 {
+			t.Fatalf("pull request #%d has %d comments, want exactly one: %+v", n, len(cs), cs)
+		}
+		return cs[0]
+	}
+
+	// 1. Opened: the head deploys as site--pr-N; GitHub hears of a
+	// transient preview deployment; one comment has the URL.
+	pr := gh.OpenPullRequest(repo, "", "feature", "Shout")
+	name := fmt.Sprintf("site--pr-%d", pr.Number)
+	head1 := pr.Commit(files("pr-one"), "shout")
+	v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), pr, "opened", "", ""))
+	testsupport.Eventually(t, 30*time.Second, name+" served", v.serves(name, "VERSION=pr-one"))
+	testsupport.Eventually(t, 30*time.Second, "the preview reported live", func() bool {
+		ps := previews()
+		return len(ps) == 1 && lastState(ps[0]) == "success"
+	})
+	d1 := previews()[0]
+	wantURL := v.n.URL + "/fn/" + name + "/"
+	if d1.SHA != head1 || !d1.TransientEnvironment || d1.ProductionEnvironment || !slices.Equal(states(d1), []string{"in_progress", "success"}) ||
+		d1.Statuses[1].EnvironmentURL != wantURL {
+		t.Errorf("preview deployment = %+v", d1)
+	}
+	testsupport.Eventually(t, 30*time.Second, "the comment with the URL", func() bool {
+		cs := gh.Comments(repo.Owner, repo.Name, pr.Number)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, wantURL) && strings.Contains(cs[0].Body, head1[:7])
+	})
+	if !v.serves("site", "VERSION=main")() {
+		t.Errorf("the preview replaced the production component")
+	}
+	if c := v.component(name); c.Repo != repo.FullName() {
+		t.Errorf("preview component repo = %q", c.Repo)
+	}
+
+	// 2. Synchronize: the new head replaces the preview, the comment is
+	// edited (not a second one), the earlier GitHub deployment goes
+	// inactive.
+	head2 := pr.Commit(files("pr-two"), "louder")
+	v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), pr, "synchronize", "", ""))
+	testsupport.Eventually(t, 30*time.Second, name+" serves the new head", v.serves(name, "VERSION=pr-two"))
+	testsupport.Eventually(t, 30*time.Second, "the comment edited for the new head", func() bool {
+		cs := gh.Comments(repo.Owner, repo.Name, pr.Number)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, head2[:7]) && cs[0].Edits >= 1
+	})
+	testsupport.Eventually(t, 30*time.Second, "the first preview deployment inactive", func() bool {
+		ps := previews()
+		return len(ps) == 2 && lastState(ps[0]) == "inactive" && lastState(ps[1]) == "success"
+	})
+	// A late redelivery of the first head changes nothing.
+	late := gh.PullRequestPayload(pr, "synchronize", "", "")
+	late["pull_request"].(map[string]any)["head"].(map[string]any)["sha"] = head1
+	lateID := v.answer(http.StatusAccepted)(gh.Deliver(ctx, v.hook(), "pull_request", late))
+	if j := v.job(lateID); !strings.Contains(j.Note, "stale") {
+		t.Errorf("late synchronize = %s %q", j.State, j.Note)
+	}
+	if !v.serves(name, "VERSION=pr-two")() {
+		t.Errorf("a late synchronize replaced the preview")
+	}
+
+	// 3. Closed: the preview goes, GitHub's deployment goes inactive, the
+	// comment says so.
+	pr.Close(false)
+	closeID := v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), pr, "closed", "", ""))
+	if j := v.job(closeID); j.State != store.JobDone {
+		t.Fatalf("close job = %s %q", j.State, j.Note)
+	}
+	if _, err := v.n.Store.Component(ctx, name); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("preview component after close: %v", err)
+	}
+	testsupport.Eventually(t, 30*time.Second, name+" gone from the router", func() bool {
+		code, _ := v.body("/fn/" + name + "/env")
+		return code == http.StatusNotFound
+	})
+	if ps := previews(); lastState(ps[len(ps)-1]) != "inactive" {
+		t.Errorf("preview deployment after close: %v", states(ps[len(ps)-1]))
+	}
+	if c := comment(pr.Number); !strings.Contains(c.Body, "closed") {
+		t.Errorf("comment after close = %q", c.Body)
+	}
+	if !v.serves("site", "VERSION=main")() {
+		t.Errorf("closing the pull request touched the production component")
+	}
+
+	// 4. Reopened: deployed again, still one comment.
+	pr.Reopen()
+	v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), pr, "reopened", "", ""))
+	testsupport.Eventually(t, 30*time.Second, name+" served after reopen", v.serves(name, "VERSION=pr-two"))
+	testsupport.Eventually(t, 30*time.Second, "the comment back to live", func() bool {
+		cs := gh.Comments(repo.Owner, repo.Name, pr.Number)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, wantURL)
+	})
+
+	// 5. A fork's pull request: nothing runs until someone with write
+	// access adds velo-preview.
+	fork := gh.OpenPullRequest(repo, "mallory", "evil", "Totally harmless")
+	fname := fmt.Sprintf("site--pr-%d", fork.Number)
+	fork.Commit(files("fork-one"), "harmless")
+	notDeployed := func(delivery string) store.GitHubJob {
+		t.Helper()
+		j := v.job(delivery)
+		if _, err := v.n.Store.Component(ctx, fname); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("fork preview deployed after %q: %v", j.Note, err)
+		}
+		return j
+	}
+	j := notDeployed(v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fork, "opened", "", "")))
+	if !strings.Contains(j.Note, "waiting for someone with write access") {
+		t.Errorf("fork opened = %q", j.Note)
+	}
+	if c := comment(fork.Number); !strings.Contains(c.Body, "velo-preview") {
+		t.Errorf("fork comment = %q", c.Body)
+	}
+	// Someone who may label but not write (triage) adds it: not enough.
+	repo.SetPermission("tri", "triage")
+	fork.AddLabel("velo-preview")
+	j = notDeployed(v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fork, "labeled", "tri", "velo-preview")))
+	if !strings.Contains(j.Note, "no write access") {
+		t.Errorf("label by triage = %q", j.Note)
+	}
+	// The label alone, on the next push, is not an approval either.
+	fork.Commit(files("fork-two"), "more")
+	notDeployed(v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fork, "synchronize", "", "")))
+	// Other labels are ignored at the door.
+	v.answer(http.StatusOK)(gh.PullRequestEvent(ctx, v.hook(), fork, "labeled", "octo", "bug"))
+	// A maintainer's label deploys it.
+	repo.SetPermission("maint", "maintain")
+	v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fork, "labeled", "maint", "velo-preview"))
+	testsupport.Eventually(t, 30*time.Second, "fork preview served once approved", v.serves(fname, "VERSION=fork-two"))
+	// Removing the label withdraws the approval: later pushes wait.
+	fork.RemoveLabel("velo-preview")
+	v.job(v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fork, "unlabeled", "maint", "velo-preview")))
+	fork.Commit(files("fork-three"), "sneaky")
+	j = v.job(v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fork, "synchronize", "", "")))
+	if !strings.Contains(j.Note, "waiting") || !v.serves(fname, "VERSION=fork-two")() {
+		t.Errorf("fork push after the label was removed: %q", j.Note)
+	}
+	// Other actions are acknowledged and ignored.
+	v.answer(http.StatusOK)(gh.PullRequestEvent(ctx, v.hook(), fork, "assigned", "", ""))
+}

@@ -157,8 +157,9 @@ func TestAppManifest(t *testing.T) {
 		m.RedirectURL != "https://velo.example.com"+ManifestRedirectPath ||
 		len(m.CallbackURLs) != 1 || m.CallbackURLs[0] != "https://velo.example.com/auth/github/callback" ||
 		m.Public == nil || *m.Public ||
-		len(m.Permissions) != 3 || m.Permissions["contents"] != "read" || m.Permissions["deployments"] != "write" || m.Permissions["metadata"] != "read" ||
-		len(m.DefaultEvents) != 1 || m.DefaultEvents[0] != "push" {
+		len(m.Permissions) != 4 || m.Permissions["contents"] != "read" || m.Permissions["deployments"] != "write" || m.Permissions["metadata"] != "read" ||
+		m.Permissions["pull_requests"] != "write" ||
+		len(m.DefaultEvents) != 2 || m.DefaultEvents[0] != "push" || m.DefaultEvents[1] != "pull_request" {
 		t.Errorf("manifest %s", b)
 	}
 }

@@ -23,11 +23,14 @@ const (
 // posted as the "manifest" form field to WebURL/settings/apps/new (or
 // WebURL/organizations/ORG/settings/apps/new).
 //
-// Events: the App subscribes to "push" only. GitHub sends "installation"
+// Events: the App subscribes to "push" and "pull_request" (previews).
+// GitHub sends "installation"
 // and "installation_repositories" to every App whatever it subscribes to
 // (they cannot be chosen), and "ping" when the hook is created, so they are
 // not listed. Permissions are the least a deploy needs: read contents
-// (tarballs), read metadata (mandatory for every App), write deployments.
+// (tarballs, comparisons), read metadata (mandatory for every App; also
+// collaborators' permissions, for fork previews), write deployments, write
+// pull requests (the preview comment).
 func AppManifest(name, publicURL string) map[string]any {
 	publicURL = strings.TrimRight(publicURL, "/")
 	return map[string]any{
@@ -42,11 +45,12 @@ func AppManifest(name, publicURL string) map[string]any {
 		"request_oauth_on_install": false,
 		"public":                   false,
 		"default_permissions": map[string]string{
-			"contents":    "read",
-			"deployments": "write",
-			"metadata":    "read",
+			"contents":      "read",
+			"deployments":   "write",
+			"metadata":      "read",
+			"pull_requests": "write",
 		},
-		"default_events": []string{"push"},
+		"default_events": []string{"push", "pull_request"},
 	}
 }
 

@@ -51,7 +51,8 @@ type Event struct {
 	Delivery string
 	// Type is the X-GitHub-Event header.
 	Type string
-	// Action is the payload's "action" for installation events.
+	// Action is the payload's "action" for installation and pull_request
+	// events.
 	Action string
 	// Ping is set for "ping", sent when the hook is created.
 	Ping bool
@@ -60,6 +61,8 @@ type Event struct {
 	// Installation is set for "installation" and
 	// "installation_repositories".
 	Installation *InstallationEvent
+	// PullRequest is set for "pull_request".
+	PullRequest *PullRequest
 }
 
 // Push is a push webhook, reduced to what deploying needs.
@@ -163,7 +166,7 @@ func ParseWebhook(r *http.Request, secret []byte, maxBytes int64) (Event, error)
 		return Event{}, fmt.Errorf("webhook: %w: %w", ErrPayload, err)
 	}
 	switch ev.Type {
-	case EventPing, EventPush, EventInstallation, EventInstallationRepositories:
+	case EventPing, EventPush, EventInstallation, EventInstallationRepositories, EventPullRequest:
 	default:
 		return ev, nil
 	}
@@ -180,6 +183,12 @@ func ParseWebhook(r *http.Request, secret []byte, maxBytes int64) (Event, error)
 			return Event{}, fmt.Errorf("webhook push: %w: %w", ErrPayload, err)
 		}
 		ev.Push = p
+	case *gh.PullRequestEvent:
+		p, err := pullRequestFrom(e)
+		if err != nil {
+			return Event{}, fmt.Errorf("webhook pull_request: %w: %w", ErrPayload, err)
+		}
+		ev.Action, ev.PullRequest = p.Action, p
 	case *gh.InstallationEvent:
 		ev.Action = e.GetAction()
 		ie := &InstallationEvent{Action: ev.Action, Sender: e.GetSender().GetLogin()}

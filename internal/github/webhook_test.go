@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,25 @@ func TestParseWebhookFixtures(t *testing.T) {
 		{"ping.json", "ping", func(t *testing.T, ev Event) {
 			if !ev.Ping || ev.Push != nil || ev.Installation != nil {
 				t.Errorf("ping: %+v", ev)
+			}
+		}},
+		{"pull_request_labeled_fork.json", "pull_request", func(t *testing.T, ev Event) {
+			p := ev.PullRequest
+			if p == nil || ev.Action != "labeled" {
+				t.Fatalf("pull_request = %+v", ev)
+			}
+			want := PullRequest{
+				Action: "labeled", InstallationID: 4242, RepoID: 186853002, Owner: "octo-org", Repo: "hello-velo",
+				FullName: "octo-org/hello-velo", Number: 7, Title: "Shout the greeting",
+				HTMLURL: "https://github.com/octo-org/hello-velo/pull/7",
+				HeadSHA: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", HeadRef: "shout", HeadRepo: "mallory/hello-velo",
+				Fork: true, Labels: []string{"velo-preview"}, Label: "velo-preview", Sender: "octocat", Author: "mallory",
+			}
+			if !reflect.DeepEqual(*p, want) {
+				t.Errorf("pull request =\n%+v, want\n%+v", *p, want)
+			}
+			if !p.HasLabel("Velo-Preview") {
+				t.Error("HasLabel is not case-insensitive")
 			}
 		}},
 		{"installation_created.json", "installation", func(t *testing.T, ev Event) {
@@ -270,10 +290,12 @@ func FuzzParseWebhook(f *testing.F) {
 		{"push", "push_delete.json"}, {"ping", "ping.json"},
 		{"installation", "installation_created.json"},
 		{"installation_repositories", "installation_repositories_added.json"},
+		{"pull_request", "pull_request_labeled_fork.json"},
 	} {
 		f.Add(s.event, fixture(f, s.file))
 	}
 	f.Add("push", []byte(`{"ref":null,"repository":{}}`))
+	f.Add("pull_request", []byte(`{"action":"opened","number":1,"pull_request":{"head":{"sha":"x","repo":null}},"repository":{"name":"r","owner":{"login":"o"}}}`))
 	f.Add("installation", []byte(`{"installation":{"id":-1},"repositories":[null]}`))
 	f.Fuzz(func(t *testing.T, event string, body []byte) {
 		ev, err := ParseWebhook(delivery(event, body), testSecret, 1<<20)
@@ -285,6 +307,9 @@ func FuzzParseWebhook(f *testing.F) {
 		}
 		if ev.Push != nil && !ev.Push.Deleted && !isSHA(ev.Push.After) {
 			t.Fatalf("push accepted with after %q", ev.Push.After)
+		}
+		if pr := ev.PullRequest; pr != nil && (pr.Number <= 0 || !isSHA(pr.HeadSHA) || pr.Owner == "" || pr.Repo == "") {
+			t.Fatalf("pull request accepted with number %d, head %q, repo %q/%q", pr.Number, pr.HeadSHA, pr.Owner, pr.Repo)
 		}
 		if ev.Installation != nil && ev.Installation.Installation.ID == 0 {
 			t.Fatal("installation event accepted without an installation id")

@@ -14,6 +14,31 @@ func testGitHub(t *testing.T, s *Store) {
 	t.Run("Installations", func(t *testing.T) { testGitHubInstallations(t, s) })
 	t.Run("Sessions", func(t *testing.T) { testSessions(t, s) })
 	t.Run("CommitTime", func(t *testing.T) { testCommitTime(t, s) })
+	t.Run("Previews", func(t *testing.T) { testGitHubPreviews(t, s) })
+}
+
+func testGitHubPreviews(t *testing.T, s *Store) {
+	ctx := context.Background()
+	_, err := s.GitHubPreview(ctx, "o/r", 1)
+	wantErr(t, "GitHubPreview(o/r#1)", err, ErrNotFound)
+	p := GitHubPreview{Repo: "O/r", Number: 1, Component: "web--pr-1", Head: "abc", CommentID: 9, GitHubDeployment: 7}
+	must(t, s.PutGitHubPreview(ctx, p))
+	must(t, s.PutGitHubPreview(ctx, GitHubPreview{Repo: "o/r", Number: 2, Head: "def"}))
+	got, err := s.GitHubPreview(ctx, "o/R", 1)
+	must(t, err)
+	if got.Repo != "O/r" || got.Component != "web--pr-1" || got.Head != "abc" || got.CommentID != 9 || got.GitHubDeployment != 7 || got.Closed || got.UpdatedAt.IsZero() {
+		t.Errorf("GitHubPreview = %+v", got)
+	}
+	p.ApprovedBy, p.Closed, p.Head = "octocat", true, "ghi"
+	must(t, s.PutGitHubPreview(ctx, p))
+	got, err = s.GitHubPreview(ctx, "o/r", 1)
+	must(t, err)
+	if got.ApprovedBy != "octocat" || !got.Closed || got.Head != "ghi" || got.CommentID != 9 {
+		t.Errorf("GitHubPreview after update = %+v", got)
+	}
+	if other, err := s.GitHubPreview(ctx, "o/r", 2); err != nil || other.Head != "def" {
+		t.Errorf("other preview = %+v, %v", other, err)
+	}
 }
 
 func testGitHubJobs(t *testing.T, s *Store) {

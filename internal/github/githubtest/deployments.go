@@ -203,6 +203,7 @@ func (s *Server) createDeploymentStatus(w http.ResponseWriter, req *http.Request
 		Description    string  `json:"description"`
 		Environment    *string `json:"environment"`
 		EnvironmentURL string  `json:"environment_url"`
+		AutoInactive   *bool   `json:"auto_inactive"`
 	}
 	if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
 		writeError(w, http.StatusBadRequest, "Problems parsing JSON")
@@ -233,6 +234,20 @@ func (s *Server) createDeploymentStatus(w http.ResponseWriter, req *http.Request
 		st.Environment = *body.Environment
 	}
 	d.Statuses = append(d.Statuses, st)
+	// auto_inactive (default true): a success marks the earlier
+	// deployments of the same environment inactive, if they succeeded and
+	// are neither transient nor production.
+	if st.State == "success" && (body.AutoInactive == nil || *body.AutoInactive) {
+		for _, o := range r.deployments() {
+			if o == d || o.Environment != d.Environment || o.TransientEnvironment || o.ProductionEnvironment ||
+				len(o.Statuses) == 0 || o.Statuses[len(o.Statuses)-1].State != "success" {
+				continue
+			}
+			o.Statuses = append(o.Statuses, DeploymentStatus{
+				ID: s.newIDLocked(), State: "inactive", Environment: o.Environment, CreatedAt: st.CreatedAt,
+			})
+		}
+	}
 	writeJSON(w, http.StatusCreated, s.statusJSONLocked(r, d, st))
 }
 

@@ -27,6 +27,7 @@ type Repo struct {
 	created  time.Time
 	branches map[string]string // branch → head sha
 	commits  map[string]*commit
+	perms    map[string]string // lower-case login → role
 }
 
 type commit struct {

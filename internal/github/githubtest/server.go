@@ -71,6 +71,9 @@ type Server struct {
 	deploys       map[int64][]*Deployment // by repo ID
 	downloads     []Download
 	deliveries    []Delivery
+	pulls         map[int64][]*PullRequest // by repo ID
+	prCounter     int
+	comments      map[int64][]*Comment // by repo ID
 }
 
 type installation struct {
@@ -117,6 +120,8 @@ func New(t testing.TB) *Server {
 		manifestCodes: map[string]map[string]any{},
 		archiveTokens: map[string]archiveToken{},
 		deploys:       map[int64][]*Deployment{},
+		pulls:         map[int64][]*PullRequest{},
+		comments:      map[int64][]*Comment{},
 	}
 	s.srv = httptest.NewServer(s.routes())
 	t.Cleanup(s.srv.Close)
@@ -227,6 +232,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /repos/{owner}/{repo}/branches/{branch...}", s.repoAuth(s.getBranch))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/commits/{ref...}", s.repoAuth(s.getCommit))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/compare/{basehead...}", s.repoAuth(s.compare))
+	mux.HandleFunc("POST /repos/{owner}/{repo}/issues/{number}/comments", s.repoAuth(s.createComment))
+	mux.HandleFunc("GET /repos/{owner}/{repo}/issues/{number}/comments", s.repoAuth(s.listComments))
+	mux.HandleFunc("PATCH /repos/{owner}/{repo}/issues/comments/{id}", s.repoAuth(s.editComment))
+	mux.HandleFunc("GET /repos/{owner}/{repo}/collaborators/{username}/permission", s.repoAuth(s.permission))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/tarball", s.repoAuth(s.tarballLink))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/tarball/{ref...}", s.repoAuth(s.tarballLink))
 	mux.HandleFunc("POST /repos/{owner}/{repo}/deployments", s.repoAuth(s.createDeployment))
@@ -391,9 +400,9 @@ func (s *Server) appJSONLocked() map[string]any {
 		"owner":    map[string]any{"login": "velo-dev", "id": 1, "type": "User"},
 		"html_url": s.WebURL() + "/apps/" + s.AppSlug,
 		"permissions": map[string]string{
-			"contents": "read", "deployments": "write", "metadata": "read",
+			"contents": "read", "deployments": "write", "metadata": "read", "pull_requests": "write",
 		},
-		"events":     []string{"push"},
+		"events":     []string{"push", "pull_request"},
 		"created_at": "2024-05-16T12:00:00Z", "updated_at": "2024-05-16T12:00:00Z",
 	}
 }
@@ -410,8 +419,8 @@ func (s *Server) installationJSONLocked(in *installation) map[string]any {
 		"app_slug":             s.AppSlug,
 		"target_id":            in.accountID,
 		"target_type":          in.accountType,
-		"permissions":          map[string]string{"contents": "read", "deployments": "write", "metadata": "read"},
-		"events":               []string{"push"},
+		"permissions":          map[string]string{"contents": "read", "deployments": "write", "metadata": "read", "pull_requests": "write"},
+		"events":               []string{"push", "pull_request"},
 		"created_at":           in.created.Format(time.RFC3339),
 		"updated_at":           in.created.Format(time.RFC3339),
 		"single_file_name":     nil,
@@ -456,7 +465,7 @@ func (s *Server) createInstallationToken(w http.ResponseWriter, r *http.Request)
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"token":                tok,
 		"expires_at":           exp.Format(time.RFC3339),
-		"permissions":          map[string]string{"contents": "read", "deployments": "write", "metadata": "read"},
+		"permissions":          map[string]string{"contents": "read", "deployments": "write", "metadata": "read", "pull_requests": "write"},
 		"repository_selection": "selected",
 	})
 }
