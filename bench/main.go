@@ -49,6 +49,7 @@ var sections = []section{
 	{name: "outbound", run: outboundSection},
 	{name: "secrets", run: secretsSection},
 	{name: "restart", run: restartSection},
+	{name: "install", run: installSection},
 }
 
 func main() {

@@ -41,6 +41,7 @@ func runWith(ctx context.Context, args []string, in io.Reader, stdout, stderr io
 	root.SetErr(stderr)
 	root.AddCommand(serverCommands()...)
 	root.AddCommand(clientCommands()...)
+	root.AddCommand(installCommand(), hostsCommand(), versionCommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		var exit exitError
 		if errors.As(err, &exit) {

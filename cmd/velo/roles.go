@@ -28,6 +28,11 @@ func runRole(cmd *cobra.Command, e *env, c *node.Cluster, build func(context.Con
 		return e.err
 	}
 	c.Logger = newLogger(cmd.ErrOrStderr())
+	ln, err := systemdListener()
+	if err != nil {
+		return err
+	}
+	c.Listener = ln
 	r, err := build(cmd.Context())
 	if err != nil {
 		return err

@@ -331,6 +331,29 @@ func Boot(t testing.TB, cli *client.Client, img, name, network string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	id, err := Start(ctx, cli, img, name, network)
+	if id != "" {
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := Remove(ctx, cli, id); err != nil {
+				t.Errorf("remove container %s: %v", name, err)
+			}
+		})
+	}
+	if err == nil {
+		err = WaitBooted(ctx, cli, id)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// Start is Boot for code that is not a test: it creates and starts the
+// container and returns its id (also when starting it failed: the caller
+// removes it with Remove), without waiting for the boot.
+func Start(ctx context.Context, cli *client.Client, img, name, network string) (string, error) {
 	hc := HostConfig()
 	if network == "" {
 		network = "none"
@@ -338,26 +361,41 @@ func Boot(t testing.TB, cli *client.Client, img, name, network string) string {
 	hc.NetworkMode = container.NetworkMode(network)
 	c, err := cli.ContainerCreate(ctx, &container.Config{Image: img, Cmd: []string{"/sbin/init"}, Hostname: name}, hc, nil, nil, name)
 	if err != nil {
-		t.Fatalf("create container %s: %v", name, err)
+		return "", fmt.Errorf("create container %s: %w", name, err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !errdefs.IsNotFound(err) {
-			t.Errorf("remove container %s: %v", name, err)
-		}
-	})
 	if err := cli.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
-		t.Fatalf("start container %s: %v", name, err)
+		return c.ID, fmt.Errorf("start container %s: %w", name, err)
 	}
-	var state string
-	testsupport.EventuallyShow(t, 90*time.Second, name+"'s systemd booted and sshd active", func() bool {
-		out, _, err := Exec(ctx, cli, c.ID, "sh", "-c", "systemctl is-system-running; systemctl is-active ssh")
-		state = fmt.Sprintf("%q %v", out, err)
+	return c.ID, nil
+}
+
+// Remove removes the container id, running or not, with its volumes.
+func Remove(ctx context.Context, cli *client.Client, id string) error {
+	err := cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// WaitBooted waits until systemd in container id has booted (running, or
+// degraded: some unit a container cannot run failed) and sshd is active,
+// for at most 90 s.
+func WaitBooted(ctx context.Context, cli *client.Client, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	for {
+		out, _, err := Exec(ctx, cli, id, "sh", "-c", "systemctl is-system-running; systemctl is-active ssh")
 		f := strings.Fields(out)
-		return len(f) == 2 && (f[0] == "running" || f[0] == "degraded") && f[1] == "active"
-	}, func() string { return state })
-	return c.ID
+		if len(f) == 2 && (f[0] == "running" || f[0] == "degraded") && f[1] == "active" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("container %.12s: systemd booted and sshd active: not after 90s (last seen %q, %v)", id, out, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Exec runs cmd in the container id as root and returns what it printed

@@ -48,6 +48,10 @@ type Cluster struct {
 	SecretsKey string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Listener, when set, is served instead of listening on Addr: a
+	// socket systemd holds across restarts (socket activation), so that a
+	// restarted role's clients queue instead of being refused.
+	Listener net.Listener
 }
 
 func (c Cluster) validate(role string) error {
@@ -76,6 +80,7 @@ func (c Cluster) logger(role string) *slog.Logger {
 type Role struct {
 	name    string
 	addr    string
+	ln      net.Listener // Cluster.Listener, or nil to listen on addr
 	log     *slog.Logger
 	store   *store.Store
 	keys    *secrets.Keyring // nil without Cluster.SecretsKey
@@ -104,7 +109,7 @@ func openRole(ctx context.Context, name string, c Cluster) (*Role, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	r := &Role{name: name, addr: c.Addr, log: c.logger(name), store: st, keys: keys, reg: newRegistry(), mux: http.NewServeMux()}
+	r := &Role{name: name, addr: c.Addr, ln: c.Listener, log: c.logger(name), store: st, keys: keys, reg: newRegistry(), mux: http.NewServeMux()}
 	r.handler = r.mux
 	r.mux.HandleFunc("GET /healthz", r.healthz)
 	r.mux.Handle("GET /metrics", metrics(r.reg, c.MetricsToken, c.AdminToken))
@@ -152,9 +157,12 @@ func (r *Role) Store() *store.Store { return r.store }
 // failure, if any. A Role runs once.
 func (r *Role) Run(ctx context.Context) error {
 	defer r.store.Close()
-	ln, err := net.Listen("tcp", r.addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", r.addr, err)
+	ln := r.ln
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", r.addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", r.addr, err)
+		}
 	}
 	srv := &http.Server{
 		Handler:           r.handler,

@@ -1,0 +1,115 @@
+package install
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseTarget(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want Target
+		err  string
+	}{
+		{"ssh://admin@10.0.0.2", Target{"admin", "10.0.0.2", "22"}, ""},
+		{"ssh://10.0.0.2:2222", Target{"root", "10.0.0.2", "2222"}, ""},
+		{"ssh://admin@[fd00::1]:22", Target{"admin", "fd00::1", "22"}, ""},
+		{"10.0.0.2", Target{}, "want ssh://"},
+		{"http://admin@h", Target{}, "want ssh://"},
+		{"ssh://admin:pw@h", Target{}, "no password"},
+		{"ssh://h:99999", Target{}, "port"},
+		{"ssh://h/path", Target{}, "want ssh://"},
+	} {
+		got, err := ParseTarget(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseTarget(%q) = %v, %v; want an error with %q", c.in, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("ParseTarget(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+	if s := (Target{"admin", "fd00::1", "2222"}).String(); s != "ssh://admin@[fd00::1]:2222" {
+		t.Errorf("String: %s", s)
+	}
+}
+
+func TestParseRoles(t *testing.T) {
+	if got, err := ParseRoles("all"); err != nil || !slices.Equal(got, []string{"deploymgr", "worker", "router", "webui"}) {
+		t.Errorf("all: %v, %v", got, err)
+	}
+	// Start order whatever the order given, each once.
+	if got, err := ParseRoles("router, worker,router,deploymgr"); err != nil || !slices.Equal(got, []string{"deploymgr", "worker", "router"}) {
+		t.Errorf("router,worker,router,deploymgr: %v, %v", got, err)
+	}
+	if _, err := ParseRoles("worker,scheduler"); err == nil || !strings.Contains(err.Error(), `"scheduler"`) {
+		t.Errorf("unknown role: %v", err)
+	}
+}
+
+func TestGoPlatform(t *testing.T) {
+	for _, c := range []struct{ sys, machine, goos, goarch string }{
+		{"Linux", "x86_64", "linux", "amd64"},
+		{"Linux", "aarch64", "linux", "arm64"},
+		{"Linux", "armv7l", "linux", "arm"},
+	} {
+		if goos, goarch, err := goPlatform(c.sys, c.machine); err != nil || goos != c.goos || goarch != c.goarch {
+			t.Errorf("%s %s: %s/%s, %v", c.sys, c.machine, goos, goarch, err)
+		}
+	}
+	if _, _, err := goPlatform("Darwin", "arm64"); err == nil || !strings.Contains(err.Error(), "Linux") {
+		t.Errorf("Darwin: %v", err)
+	}
+	if _, _, err := goPlatform("Linux", "pdp11"); err == nil {
+		t.Errorf("pdp11: no error")
+	}
+}
+
+func TestEnvFile(t *testing.T) {
+	e := parseEnv("# comment\nVELO_A=1\n\nVELO_B=x=y\n")
+	e.set("VELO_A", "2")
+	e.setDefault("VELO_B", func() string { return "no" })
+	e.setDefault("VELO_C", func() string { return "3" })
+	again := parseEnv(e.String())
+	if again.get("VELO_A") != "2" || again.get("VELO_B") != "x=y" || again.get("VELO_C") != "3" || !slices.Equal(again.keys, []string{"VELO_A", "VELO_B", "VELO_C"}) {
+		t.Errorf("round trip: %q", e.String())
+	}
+}
+
+func TestUnits(t *testing.T) {
+	h := &host{Host: Host{Target: Target{"admin", "10.0.0.3", "22"}, Roles: []string{"worker", "router"}}}
+	w := h.unit("worker")
+	for _, want := range []string{"User=velo", "EnvironmentFile=/etc/velo/velo.env", "ExecStart=/usr/local/bin/velo worker --addr 0.0.0.0:8082 --name 10.0.0.3 --advertise http://10.0.0.3:8082 --data /var/lib/velo/worker"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("worker unit has no %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, ".socket") {
+		t.Errorf("worker unit uses a socket unit:\n%s", w)
+	}
+	if r := h.unit("router"); !strings.Contains(r, "Requires=velo-router.socket") {
+		t.Errorf("router unit without its socket:\n%s", r)
+	}
+	if s := socket("router"); !strings.Contains(s, "ListenStream=8080") {
+		t.Errorf("router socket:\n%s", s)
+	}
+	var paths []string
+	for _, f := range h.files(parseEnv("VELO_A=1")) {
+		paths = append(paths, f.path)
+		if f.path == EnvPath && f.mode != 0o600 {
+			t.Errorf("env file mode %o", f.mode)
+		}
+	}
+	if want := []string{EnvPath, unitDir + "/velo-worker.service", unitDir + "/velo-router.service", unitDir + "/velo-router.socket"}; !slices.Equal(paths, want) {
+		t.Errorf("files %v, want %v", paths, want)
+	}
+}
+
+func TestQuote(t *testing.T) {
+	if q := quote("it's"); q != `'it'\''s'` {
+		t.Errorf("quote: %s", q)
+	}
+}
