@@ -47,6 +47,13 @@ func (m *Manager) getComponent(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if m.cfg.Events != nil {
+		ec, err := m.cfg.Events.Counts(c.Request().Context(), comp.Name)
+		if err != nil {
+			return err
+		}
+		ac.Events = &ec
+	}
 	return c.JSON(http.StatusOK, ac)
 }
 

@@ -122,7 +122,10 @@ type Config struct {
 	RoutesChanged func(ctx context.Context) error
 	// Secrets seals the secrets set through the API; nil refuses them.
 	Secrets *secrets.Keyring
-	Logger  *slog.Logger
+	// Events serves the invocations API (the event engine); nil answers
+	// it with 503.
+	Events Events
+	Logger *slog.Logger
 }
 
 // Validate checks the config, naming the field at fault.

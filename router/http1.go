@@ -160,7 +160,8 @@ func parseRequestHead(r *fastReq, buf []byte) (int, error) {
 			continue
 		case is(name, "Upgrade"):
 			r.special, r.upgrade = true, true
-		case is(name, "Expect"), is(name, "Te"), is(name, "Trailer"):
+		case is(name, "Expect"), is(name, "Te"), is(name, "Trailer"), is(name, "Prefer"):
+			// Prefer: respond-async calls are queued by ServeHTTP.
 			r.special = true
 		case is(name, "Connection"):
 			switch {

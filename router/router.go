@@ -91,7 +91,11 @@ type Config struct {
 	// JWKSClient fetches the keys JWTs are checked with (default: a
 	// client with a 5s timeout).
 	JWKSClient *http.Client
-	Logger     *slog.Logger
+	// Async, when set, queues the calls made with Prefer: respond-async
+	// and the inbound events (ServeEvents); without it those are served
+	// as plain calls (and events are 404).
+	Async  Async
+	Logger *slog.Logger
 }
 
 // Prefix is the path prefix component calls are served under.
@@ -141,8 +145,10 @@ type route struct {
 	// worker restarts, every placement on it is being prepared again.
 	warming []target
 	wait    time.Duration
-	fast    bool  // every target has an Endpoint: FastServer takes it
-	gate    *gate // access and rate limit; nil: neither
+	timeout time.Duration   // the component's, from its manifest
+	events  manifest.Events // [events], with defaults
+	fast    bool            // every target has an Endpoint: FastServer takes it
+	gate    *gate           // access and rate limit; nil: neither
 	next    atomic.Uint64
 	stats   *counters
 }
@@ -327,6 +333,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 			stats:     c,
 			gate:      gates[rt.Component],
 		}
+		nr.timeout, nr.events = settingsOf(rt.Manifest)
 		for _, w := range rt.Workers {
 			if w.SeenAt.Before(cutoff) {
 				continue
@@ -341,7 +348,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 				nr.warming = append(nr.warming, r.target(w, usedBackends))
 			}
 			if len(nr.warming) > 0 {
-				nr.wait = timeoutOf(rt.Manifest)
+				nr.wait = nr.timeout
 			}
 		}
 		nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
@@ -398,16 +405,20 @@ func (r *Router) target(w store.Worker, used map[string]bool) target {
 	return target{worker: []string{w.Name}, b: cb.b, ep: cb.b.Endpoint()}
 }
 
-// timeoutOf is the per-request timeout in a deployment's manifest, or
-// the default when it cannot be read.
-func timeoutOf(raw []byte) time.Duration {
+// settingsOf reads the per-request timeout and [events] (with defaults)
+// of a deployment's manifest; the defaults when it cannot be read.
+func settingsOf(raw []byte) (time.Duration, manifest.Events) {
 	var m struct {
-		Timeout time.Duration `json:"timeout"`
+		Timeout time.Duration   `json:"timeout"`
+		Events  manifest.Events `json:"events"`
 	}
-	if err := json.Unmarshal(raw, &m); err != nil || m.Timeout <= 0 {
-		return manifest.DefaultTimeout
+	if err := json.Unmarshal(raw, &m); err != nil {
+		m.Timeout, m.Events = 0, manifest.Events{}
 	}
-	return m.Timeout
+	if m.Timeout <= 0 {
+		m.Timeout = manifest.DefaultTimeout
+	}
+	return m.Timeout, m.Events.WithDefaults()
 }
 
 // ServeHTTP routes one component call.
@@ -420,11 +431,16 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	t := r.table.Load()
 	rt := t.routes[name]
+	async := r.cfg.Async != nil && prefersAsync(req.Header)
 	switch {
 	case rt == nil:
 		r.unrouted.Add(1)
 		plain(w, http.StatusNotFound, fmt.Sprintf("no component named %q", name))
 		return
+	case async:
+		// Queued whatever the component's state, once admitted: a paused
+		// one holds its queue, one without a healthy instance gets it
+		// when it has one.
 	case rt.paused:
 		plain(w, http.StatusServiceUnavailable, fmt.Sprintf("component %q is paused", name))
 		r.count(rt, http.StatusServiceUnavailable, start)
@@ -438,6 +454,17 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !r.admitHTTP(w, req, rt, t, start) {
 		return
 	}
+	if async {
+		r.enqueue(w, req, rt, SourceAsync)
+		return
+	}
+	r.forward(w, req, rt, mount, start)
+}
+
+// forward sends a prepared call to one of rt's workers, round-robin,
+// trying the next when one could not take it, and counts the answer.
+func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *route, mount string, start time.Time) {
+	name := rt.name
 	sw := r.sw.Get().(*statusWriter)
 	sw.ResponseWriter, sw.status, sw.sandbox = w, 0, mount != ""
 	h := w.Header()

@@ -119,6 +119,9 @@ func printStatus(w io.Writer, comp api.Component, deps []api.Deployment, now tim
 	if d := comp.Target; d != nil {
 		fmt.Fprintf(tw, "rolling out:\t%s (%s)\n", describe(*d, now), d.Status)
 	}
+	if e := comp.Events; e != nil {
+		fmt.Fprintf(tw, "queued calls:\t%d queued, %d running, %d dead (velo events %s)\n", e.Queued, e.Running, e.Dead, comp.Name)
+	}
 	_ = tw.Flush()
 
 	fmt.Fprintln(w)

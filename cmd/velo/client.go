@@ -39,6 +39,7 @@ func clientCommands() []*cobra.Command {
 		secretsCommand(),
 		keysCommand(),
 		tokensCommand(),
+		eventsCommand(),
 	}
 }
 

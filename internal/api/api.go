@@ -18,8 +18,11 @@ type Component struct {
 	// Target is the deployment being rolled out, when one is.
 	Target    *Deployment `json:"target,omitempty"`
 	Instances []Instance  `json:"instances"`
-	CreatedAt time.Time   `json:"created_at"`
-	UpdatedAt time.Time   `json:"updated_at"`
+	// Events counts the component's queued calls; only on
+	// GET /components/{name}, when the server runs the event engine.
+	Events    *EventCounts `json:"events,omitempty"`
+	CreatedAt time.Time    `json:"created_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
 }
 
 // Instance is one placement of a component's deployment on a worker.
@@ -158,4 +161,52 @@ type RotateKey struct {
 	Keys []string `json:"keys"`
 	// Note says what the operator has to do next, if anything.
 	Note string `json:"note,omitempty"`
+}
+
+// Invocation is GET /api/v1/invocations/{id}: a queued call (Prefer:
+// respond-async, an inbound event or a schedule tick) and what became of it.
+type Invocation struct {
+	ID        int64  `json:"id"`
+	Component string `json:"component"`
+	// State is one of: "queued", "running", "succeeded", "failed" (an
+	// attempt failed, another is due at NextAttemptAt), "dead" (out of
+	// attempts, or dropped with its component).
+	State       string    `json:"state"`
+	Source      string    `json:"source"` // async | event | schedule
+	Method      string    `json:"method"`
+	Path        string    `json:"path"`
+	Attempt     int       `json:"attempt"` // attempts made
+	MaxAttempts int       `json:"max_attempts"`
+	Attempts    []Attempt `json:"attempts"` // only on GET /invocations/{id}
+	// LastError is why the latest failed attempt failed.
+	LastError     string     `json:"last_error,omitempty"`
+	Answer        *Answer    `json:"answer,omitempty"` // the last attempt's
+	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+}
+
+// Attempt is one try of an invocation.
+type Attempt struct {
+	Attempt    int       `json:"attempt"`
+	StartedAt  time.Time `json:"started_at"`
+	DurationMS float64   `json:"duration_ms"`
+	Status     int       `json:"status,omitempty"` // 0: no answer
+	Error      string    `json:"error,omitempty"`
+}
+
+// Answer is what a component answered a queued call; Body holds at most
+// 1 MiB (base64 in JSON).
+type Answer struct {
+	Status  int                 `json:"status"`
+	Headers map[string][]string `json:"headers"`
+	Body    []byte              `json:"body"`
+}
+
+// EventCounts are a component's queued calls, in GET /components/{name}
+// and velo status.
+type EventCounts struct {
+	Queued  int64 `json:"queued"`
+	Running int64 `json:"running"`
+	Dead    int64 `json:"dead"`
 }

@@ -52,6 +52,10 @@ type Manifest struct {
 	Limits        *Limits `json:"limits,omitempty"`
 	OpenAPI       string  `json:"openapi,omitempty"`
 	ValidateCalls bool    `json:"validate,omitempty"`
+
+	// Events is [events]: retries, concurrency and signature checks of
+	// the component's queued calls (see events.go).
+	Events Events `json:"events,omitzero"`
 }
 
 // Scale bounds a docker component's instance count.

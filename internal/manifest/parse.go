@@ -27,7 +27,7 @@ const (
 
 // topKeys are the keys velo.toml may hold at its top level.
 var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "concurrency", "env", "scale",
-	"allowed_hosts", "http_max_concurrency", "health", "auto_rollback"}
+	"allowed_hosts", "http_max_concurrency", "health", "auto_rollback", "events"}
 
 // scaleKeys are the keys the [scale] table may hold.
 var scaleKeys = []string{"min", "max"}
@@ -162,6 +162,9 @@ func Parse(data []byte) (Manifest, error) {
 	if err := parseGateway(raw, &m); err != nil {
 		return Manifest{}, err
 	}
+	if err := parseEvents(raw, &m); err != nil {
+		return Manifest{}, err
+	}
 	return m, nil
 }
 
@@ -265,6 +268,9 @@ func knownKey(k toml.Key) bool {
 	}
 	if k[0] == "scale" && len(k) > 1 {
 		return slices.Contains(scaleKeys, k[1])
+	}
+	if k[0] == "events" && len(k) > 1 {
+		return len(k) == 2 && slices.Contains(eventKeys, k[1])
 	}
 	return true
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/velo-run/velo/deploymgr"
+	"github.com/velo-run/velo/internal/events"
 	"github.com/velo-run/velo/internal/github"
 )
 
@@ -76,6 +77,12 @@ func NewDeploymgr(ctx context.Context, cfg DeploymgrConfig) (*Role, error) {
 	if err != nil {
 		return r.fail(err)
 	}
+	// The invocations API: the routers run the calls, deploymgr reads
+	// and acts on River's tables.
+	ev, err := events.New(events.Config{Store: r.store, Secrets: r.keys, Logger: r.log})
+	if err != nil {
+		return r.fail(err)
+	}
 	c, err := newControl(r.store, deploymgr.Config{
 		PublicURL:       cfg.PublicURL,
 		Domain:          cfg.Domain,
@@ -87,6 +94,7 @@ func NewDeploymgr(ctx context.Context, cfg DeploymgrConfig) (*Role, error) {
 		ScaleCooldown:   cfg.ScaleCooldown,
 		Secrets:         r.keys,
 		KeepDeployments: cfg.KeepDeployments,
+		Events:          ev,
 		Logger:          r.log,
 	}, cfg.PublicURL, app)
 	if err != nil {

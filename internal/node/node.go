@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/deploymgr"
+	"github.com/velo-run/velo/internal/events"
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
@@ -93,6 +94,7 @@ type Node struct {
 	Router  *router.Router
 	Manager *deploymgr.Manager
 	Worker  *worker.Worker
+	Events  *events.Engine
 	// GitHub is the GitHub App integration, nil when not configured.
 	GitHub *deploymgr.GitHub
 	// LoginURL signs the admin in to the dashboard in one click.
@@ -165,10 +167,21 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := router.New(router.Config{
+	// The event engine runs queued calls through the router, which
+	// queues them through the engine.
+	var rt *router.Router
+	ev, err := events.New(events.Config{Store: st, Secrets: keys, Logger: log,
+		Caller: events.CallerFunc(func(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error {
+			return rt.Invoke(ctx, w, c, id, attempt)
+		})})
+	if err != nil {
+		return nil, err
+	}
+	rt = router.New(router.Config{
 		Domain:         cfg.Domain,
 		NoHits:         cfg.NoHits,
 		TrustedProxies: cfg.TrustedProxies,
+		Async:          ev,
 		Logger:         log,
 		Backend:        func(store.Worker) router.Backend { return router.InProcess(wk) },
 	}, st)
@@ -184,6 +197,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		KeepDeployments: cfg.KeepDeployments,
 		Grace:           cfg.Grace,
 		RoutesChanged:   rt.Refresh,
+		Events:          ev,
 		Logger:          log,
 	}, publicURL, app)
 	if err != nil {
@@ -201,6 +215,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	reg.MustRegister(router.Collector(rt), wasm.Collector(wasmRT))
 	mux := http.NewServeMux()
 	mux.Handle(router.Prefix, rt)
+	mux.HandleFunc(router.EventsPrefix, rt.ServeEvents)
 	c.handle(mux)
 	mux.Handle("/healthz", c.api)
 	mux.Handle("/metrics", metrics(reg, cfg.MetricsToken, token))
@@ -217,7 +232,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	mux.Handle("/", dash.Handler())
 	handler := rt.Hosts(mux)
 
-	runs := []func(context.Context) error{wk.Run, rt.Run, mgr.Run}
+	runs := []func(context.Context) error{wk.Run, rt.Run, mgr.Run, ev.Run}
 	if gh != nil {
 		runs = append(runs, gh.Run)
 	}
@@ -227,7 +242,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	return &Node{
-		URL: url, Token: token, Store: st, Router: rt, Manager: mgr, Worker: wk,
+		URL: url, Token: token, Store: st, Router: rt, Manager: mgr, Worker: wk, Events: ev,
 		GitHub: gh, LoginURL: c.sessions.LoginURL(),
 		log:  log,
 		proc: start(ln, srv, runs, firstRoutes(rt, log)),

@@ -3,9 +3,11 @@ package node
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/netip"
 	"time"
 
+	"github.com/velo-run/velo/internal/events"
 	"github.com/velo-run/velo/router"
 )
 
@@ -60,12 +62,23 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		return nil, err
 	}
 	remote := router.NewRemote(router.RemoteConfig{Token: cfg.ClusterToken, Logger: r.log})
-	rt := router.New(router.Config{
+	// Routers are the event engine's executors: a queued call goes the
+	// way an HTTP call goes, from the route table to a worker.
+	var rt *router.Router
+	ev, err := events.New(events.Config{Store: r.store, Secrets: r.keys, Logger: r.log,
+		Caller: events.CallerFunc(func(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error {
+			return rt.Invoke(ctx, w, c, id, attempt)
+		})})
+	if err != nil {
+		return r.fail(err)
+	}
+	rt = router.New(router.Config{
 		Domain:         cfg.Domain,
 		Backend:        remote.Backend,
 		NoHits:         cfg.NoHits,
 		WorkerTimeout:  cfg.WorkerTimeout,
 		TrustedProxies: cfg.TrustedProxies,
+		Async:          ev,
 		Logger:         r.log,
 	}, r.store)
 	r.reg.MustRegister(router.Collector(rt))
@@ -74,10 +87,11 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		r.fast = rt
 	}
 	r.mux.Handle(router.Prefix, rt)
+	r.mux.HandleFunc(router.EventsPrefix, rt.ServeEvents)
 	r.handler = rt.Hosts(r.mux)
 	r.loops = append(r.loops, func(ctx context.Context) error {
 		defer remote.Close()
 		return rt.Run(ctx)
-	})
+	}, ev.Run)
 	return r, nil
 }

@@ -134,7 +134,7 @@ func promote(ctx context.Context, q querier, name string, deployment int64) erro
 }
 
 // DeleteComponent deletes the component with its deployments, placements,
-// build logs, logs and hits, and the artifacts no deployment uses any more.
+// build logs, logs, hits and queued calls, and the artifacts no deployment uses any more.
 // ErrNotFound if there is no such component.
 func (s *Store) DeleteComponent(ctx context.Context, name string) error {
 	err := s.tx(ctx, func(q querier) error {
@@ -158,6 +158,10 @@ func (s *Store) DeleteComponent(ctx context.Context, name string) error {
 		// Foreign keys cascade to everything of the component.
 		if err := affected(q.exec(ctx, `DELETE FROM components WHERE name = $1`, name)); err != nil {
 			return err
+		}
+		// Its queued calls go with it (River's table has no key to it).
+		if _, err := q.exec(ctx, `DELETE FROM river_job WHERE queue = $1`, EventQueue(name)); err != nil {
+			return fmt.Errorf("queued calls: %w", err)
 		}
 		for _, d := range digests {
 			if _, err := q.exec(ctx, `DELETE FROM artifacts WHERE digest = $1

@@ -56,6 +56,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"TLSLocks", testTLSLocks},
 		{"Domains", testDomains},
 		{"Gateway", testGateway},
+		{"Events", testEvents},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

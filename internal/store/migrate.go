@@ -10,7 +10,8 @@ import (
 // Migrate applies the schema migrations the database has not seen yet, each
 // in its own transaction, recording them in schema_migrations. It is safe to
 // run again and from several processes at once (Postgres serializes them on
-// an advisory lock). Open calls it; `velo migrate` calls it alone.
+// an advisory lock). River's own schema (the event engine's queue) follows,
+// through rivermigrate. Open calls it; `velo migrate` calls it alone.
 func (s *Store) Migrate(ctx context.Context) error {
 	ms, err := migrations.For(s.db.name())
 	if err != nil {
@@ -28,7 +29,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 				return err
 			}
 		}
-		return nil
+		return s.migrateRiver(ctx)
 	})
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)

@@ -1,0 +1,577 @@
+package events
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/secrets"
+	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/router"
+)
+
+// Caller runs a queued call through the normal call path; *router.Router
+// is one. See router.Router.Invoke for its errors.
+type Caller interface {
+	Invoke(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error
+}
+
+// Config configures an Engine.
+type Config struct {
+	Store *store.Store
+	// Caller runs the calls. Without one the engine only queues and reads
+	// (deploymgr's API); with one it is an executor.
+	Caller Caller
+	// Secrets opens the signing keys of inbound events ([events] secret).
+	Secrets *secrets.Keyring
+	// Poll is how often an executor looks for queues it does not work yet
+	// and for calls whose process died (default 1s).
+	Poll time.Duration
+	// Grace is how long past its component's timeout a call may stay
+	// running before it counts as lost with its process and is retried
+	// (default 3s).
+	Grace  time.Duration
+	Logger *slog.Logger
+}
+
+// Engine queues calls and, with a Caller, runs them. Safe for concurrent
+// use.
+type Engine struct {
+	cfg    Config
+	st     *store.Store
+	client client
+	exec   riverdriver.Executor
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	queues map[string]bool         // queues this process works
+	depth  map[string]*depthSample // recent queue depths, for max_queued
+}
+
+type depthSample struct {
+	n  int64
+	at time.Time
+}
+
+// client is River's client, whatever its driver's transaction type.
+type client interface {
+	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	JobGet(ctx context.Context, id int64) (*rivertype.JobRow, error)
+	JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
+	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
+	JobDelete(ctx context.Context, id int64) (*rivertype.JobRow, error)
+	Queues() *river.QueueBundle
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+}
+
+// callArgs is the River job of a queued call.
+type callArgs struct {
+	router.Call
+}
+
+// Kind names the job kind in River's table.
+func (callArgs) Kind() string { return "velo_call" }
+
+// controlQueue is the queue every executor works besides the components'
+// (River wants one at start).
+const controlQueue = "velo"
+
+// idempotencyWindow is how long an Idempotency-Key dedupes.
+const idempotencyWindow = 24 * time.Hour
+
+// maxAnswer bounds the answer body kept per attempt.
+const maxAnswer = 1 << 20
+
+// New makes an engine on cfg.Store's database.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Poll <= 0 {
+		cfg.Poll = time.Second
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 3 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Engine{cfg: cfg, st: cfg.Store, log: cfg.Logger, queues: map[string]bool{}, depth: map[string]*depthSample{}}
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, &callWorker{e: e}); err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	rc := &river.Config{
+		Workers: workers,
+		Logger:  slog.New(slogLevel{cfg.Logger.Handler(), slog.LevelWarn}),
+		// A call runs at most its component's timeout (callWorker.Timeout);
+		// these are the backstops River checks its config against.
+		JobTimeout:           manifest.MaxTimeout + time.Minute,
+		RescueStuckJobsAfter: manifest.MaxTimeout + 2*time.Minute,
+		MaxAttempts:          manifest.EventMaxAttempts,
+		FetchCooldown:        2 * time.Millisecond,
+		FetchPollInterval:    time.Second,
+		SoftStopTimeout:      5 * time.Second,
+	}
+	if cfg.Caller != nil {
+		rc.Queues = map[string]river.QueueConfig{controlQueue: {MaxWorkers: 1}}
+	}
+	var err error
+	switch {
+	case cfg.Store.PostgresPool() != nil:
+		d := riverpgxv5.New(cfg.Store.PostgresPool())
+		var c *river.Client[pgx.Tx]
+		c, err = river.NewClient(d, rc)
+		e.client, e.exec = c, d.GetExecutor()
+	case cfg.Store.SQLiteDB() != nil:
+		// No LISTEN on SQLite: inserts in this process wake its queues at
+		// once, others are found by polling.
+		rc.FetchPollInterval = 100 * time.Millisecond
+		d := riversqlite.New(cfg.Store.SQLiteDB())
+		var c *river.Client[*sql.Tx]
+		c, err = river.NewClient(d, rc)
+		e.client, e.exec = c, d.GetExecutor()
+	default:
+		err = errors.New("unknown store engine")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("events: river client: %w", err)
+	}
+	return e, nil
+}
+
+// Run works the queues until ctx is done (an executor), or, without a
+// Caller, returns at once.
+func (e *Engine) Run(ctx context.Context) error {
+	if e.cfg.Caller == nil {
+		return nil
+	}
+	if err := e.client.Start(ctx); err != nil {
+		return fmt.Errorf("events: start river: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := e.client.Stop(sctx); err != nil {
+			e.log.Warn("stop the event engine", "err", err)
+		}
+	}()
+	tick := time.NewTicker(e.cfg.Poll)
+	defer tick.Stop()
+	lastPrune := time.Time{}
+	for {
+		if err := e.discoverQueues(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("look for event queues", "err", err)
+		}
+		if err := e.rescue(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("rescue lost calls", "err", err)
+		}
+		if time.Since(lastPrune) > time.Hour {
+			lastPrune = time.Now()
+			if err := e.st.PruneEvents(ctx, time.Now().Add(-8*24*time.Hour)); err != nil && ctx.Err() == nil {
+				e.log.Warn("prune event records", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Enqueue stores c as a River job in its component's queue (router.Async).
+func (e *Engine) Enqueue(ctx context.Context, c *router.Call) (int64, bool, error) {
+	if c.Source == router.SourceEvent && c.Events.Verify != "" {
+		if err := e.verify(ctx, c); err != nil {
+			return 0, false, err
+		}
+	}
+	if c.Key != "" {
+		id, err := e.st.IdempotentInvocation(ctx, c.Component, c.Key, time.Now().Add(-idempotencyWindow))
+		if err == nil {
+			return id, true, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return 0, false, err
+		}
+	}
+	queue := store.EventQueue(c.Component)
+	if err := e.checkDepth(ctx, queue, c.Events.MaxQueued); err != nil {
+		return 0, false, err
+	}
+	res, err := e.client.Insert(ctx, callArgs{*c}, &river.InsertOpts{Queue: queue, MaxAttempts: c.Events.MaxAttempts})
+	if err != nil {
+		return 0, false, fmt.Errorf("queue call for %s: %w", c.Component, err)
+	}
+	id := res.Job.ID
+	e.noteInsert(queue, c.Events.Concurrency)
+	if c.Key != "" {
+		winner, won, err := e.st.PutIdempotencyKey(ctx, c.Component, c.Key, id, time.Now().Add(-idempotencyWindow))
+		if err != nil {
+			return 0, false, err
+		}
+		if !won {
+			// Another request with the key got there first: this job goes.
+			if _, err := e.client.JobDelete(ctx, id); err != nil {
+				e.log.Warn("drop a duplicate queued call", "component", c.Component, "id", id, "err", err)
+			}
+			return winner, true, nil
+		}
+	}
+	return id, false, nil
+}
+
+// checkDepth refuses a call when queue holds max calls waiting. The depth
+// is read from the store at most every 250 ms and counted up locally in
+// between, so the bound is close, not exact, across processes.
+func (e *Engine) checkDepth(ctx context.Context, queue string, max int) error {
+	if max <= 0 {
+		return nil
+	}
+	e.mu.Lock()
+	s := e.depth[queue]
+	fresh := s != nil && time.Since(s.at) < 250*time.Millisecond
+	e.mu.Unlock()
+	if !fresh {
+		n, err := e.st.QueuedDepth(ctx, queue)
+		if err != nil {
+			return err
+		}
+		e.mu.Lock()
+		s = &depthSample{n: n, at: time.Now()}
+		e.depth[queue] = s
+		e.mu.Unlock()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.n >= int64(max) {
+		return router.ErrQueueFull
+	}
+	return nil
+}
+
+// noteInsert counts an insert into queue and, on an executor, makes sure
+// this process works the queue.
+func (e *Engine) noteInsert(queue string, concurrency int) {
+	e.mu.Lock()
+	if s := e.depth[queue]; s != nil {
+		s.n++
+	}
+	e.mu.Unlock()
+	e.work(queue, concurrency)
+}
+
+// work starts a producer for queue on an executor, once.
+func (e *Engine) work(queue string, concurrency int) {
+	if e.cfg.Caller == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.queues[queue] {
+		return
+	}
+	if concurrency <= 0 {
+		concurrency = manifest.EventConcurrency
+	}
+	if err := e.client.Queues().Add(queue, river.QueueConfig{MaxWorkers: concurrency}); err != nil {
+		e.log.Warn("work event queue", "queue", queue, "err", err)
+		return
+	}
+	e.queues[queue] = true
+}
+
+// discoverQueues starts working the queues other processes filled.
+func (e *Engine) discoverQueues(ctx context.Context) error {
+	qs, err := e.st.PendingEventQueues(ctx)
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		e.mu.Lock()
+		known := e.queues[q] || q == controlQueue
+		e.mu.Unlock()
+		if known {
+			continue
+		}
+		concurrency := 0
+		if res, err := e.client.JobList(ctx, river.NewJobListParams().Queues(q).First(1)); err == nil && len(res.Jobs) > 0 {
+			var a callArgs
+			if json.Unmarshal(res.Jobs[0].EncodedArgs, &a) == nil {
+				concurrency = a.Events.Concurrency
+			}
+		}
+		e.work(q, concurrency)
+	}
+	return nil
+}
+
+// rescue retries the calls still running well past their component's
+// timeout: their process died mid-call (River's own rescuer would wait an
+// hour). A rescued call is retried at once, or dead when it was its last
+// attempt.
+func (e *Engine) rescue(ctx context.Context) error {
+	now := time.Now()
+	stuck, err := e.exec.JobGetStuck(ctx, &riverdriver.JobGetStuckParams{Max: 200, StuckHorizon: now.Add(-e.cfg.Grace)})
+	if err != nil {
+		return err
+	}
+	p := &riverdriver.JobRescueManyParams{StuckHorizon: now.Add(-e.cfg.Grace)}
+	for _, j := range stuck {
+		if j.Kind != (callArgs{}).Kind() || j.AttemptedAt == nil {
+			continue
+		}
+		var a callArgs
+		if err := json.Unmarshal(j.EncodedArgs, &a); err != nil {
+			continue
+		}
+		if j.AttemptedAt.Add(a.Timeout + e.cfg.Grace).After(now) {
+			continue
+		}
+		msg := "the call was cut off: the process running it stopped before it answered"
+		errJSON, _ := json.Marshal(rivertype.AttemptError{At: now.UTC(), Attempt: j.Attempt, Error: msg})
+		p.ID = append(p.ID, j.ID)
+		p.Error = append(p.Error, errJSON)
+		if j.Attempt >= j.MaxAttempts {
+			t := now.UTC()
+			p.State = append(p.State, string(rivertype.JobStateDiscarded))
+			p.FinalizedAt = append(p.FinalizedAt, &t)
+			p.ScheduledAt = append(p.ScheduledAt, j.ScheduledAt)
+		} else {
+			p.State = append(p.State, string(rivertype.JobStateRetryable))
+			p.FinalizedAt = append(p.FinalizedAt, nil)
+			p.ScheduledAt = append(p.ScheduledAt, now.UTC())
+		}
+		if err := e.st.AddAttempt(ctx, store.Attempt{Invocation: j.ID, Attempt: j.Attempt, Component: a.Component,
+			StartedAt: j.AttemptedAt.UTC(), Duration: now.Sub(*j.AttemptedAt), Error: msg}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			e.log.Warn("record a rescued attempt", "id", j.ID, "err", err)
+		}
+	}
+	if len(p.ID) == 0 {
+		return nil
+	}
+	if _, err := e.exec.JobRescueMany(ctx, p); err != nil {
+		return err
+	}
+	e.log.Info("retried calls whose process stopped mid-call", "count", len(p.ID))
+	return nil
+}
+
+// ErrBadSignature is Enqueue's error for an inbound event whose signature
+// ([events] verify) is missing or wrong.
+var ErrBadSignature = router.ErrBadSignature
+
+// verify checks an inbound event's HMAC-SHA256 signature.
+func (e *Engine) verify(ctx context.Context, c *router.Call) error {
+	if e.cfg.Secrets == nil {
+		return fmt.Errorf("verify events of %s: no secrets keyring configured", c.Component)
+	}
+	list, err := e.st.Secrets(ctx, c.Component)
+	if err != nil {
+		return err
+	}
+	var key string
+	found := false
+	for _, s := range list {
+		if s.Name == c.Events.Secret {
+			if key, err = e.cfg.Secrets.Open(s.Component, s.Name, s.KeyID, s.Sealed); err != nil {
+				return fmt.Errorf("verify events of %s: %w", c.Component, err)
+			}
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: the signing key secret %s is not set", ErrBadSignature, c.Events.Secret)
+	}
+	got, ok := strings.CutPrefix(c.Header.Get(c.Events.Header), c.Events.Prefix)
+	sig, err := hex.DecodeString(strings.TrimSpace(got))
+	if !ok || err != nil || len(sig) != sha256.Size {
+		return fmt.Errorf("%w: no valid %s header", ErrBadSignature, c.Events.Header)
+	}
+	mac := hmac.New(sha256.New, []byte(key))
+	mac.Write(c.Body)
+	if !hmac.Equal(mac.Sum(nil), sig) {
+		return fmt.Errorf("%w: %s does not match the body", ErrBadSignature, c.Events.Header)
+	}
+	return nil
+}
+
+// slogLevel drops River's records below a level (River logs every queue
+// start at info).
+type slogLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h slogLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h slogLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return slogLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h slogLevel) WithGroup(name string) slog.Handler {
+	return slogLevel{h.Handler.WithGroup(name), h.min}
+}
+
+// callWorker runs queued calls: River's worker of callArgs.
+type callWorker struct {
+	river.WorkerDefaults[callArgs]
+	e *Engine
+}
+
+// Timeout lets a call run its component's timeout and a little more, for
+// the worker's own 504 to come back.
+func (w *callWorker) Timeout(j *river.Job[callArgs]) time.Duration {
+	return j.Args.Timeout + time.Second
+}
+
+// NextRetry waits [events] backoff before the first retry and doubles the
+// wait for each next one, capped, with ±20 % jitter so that retries of
+// many calls failed together spread out.
+func (w *callWorker) NextRetry(j *river.Job[callArgs]) time.Time {
+	return time.Now().Add(backoff(j.Args.Events.Backoff, j.Attempt))
+}
+
+// backoff is the wait after attempt (1, 2, …) failed.
+func backoff(base time.Duration, attempt int) time.Duration {
+	if base <= 0 {
+		base = manifest.EventBackoff
+	}
+	d := base
+	for i := 1; i < attempt && d < manifest.EventMaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, manifest.EventMaxBackoff)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// Work runs one attempt of a call and records what it answered. A 5xx,
+// a timeout or no answer fails the attempt (River retries it or, at the
+// last, makes it dead); a paused component holds it.
+func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
+	c := &j.Args.Call
+	rec := newRecorder()
+	start := time.Now()
+	err := w.e.cfg.Caller.Invoke(ctx, rec, c, j.ID, j.Attempt)
+	switch {
+	case errors.Is(err, router.ErrPaused):
+		return river.JobSnooze(time.Second)
+	case errors.Is(err, router.ErrNoComponent):
+		return river.JobCancel(err)
+	}
+	a := store.Attempt{Invocation: j.ID, Attempt: j.Attempt, Component: c.Component, StartedAt: start.UTC(),
+		Duration: time.Since(start), Status: rec.status, Body: rec.body.Bytes()}
+	if h, jerr := json.Marshal(rec.header); jerr == nil {
+		a.Headers = h
+	}
+	switch {
+	case err != nil:
+		a.Error = err.Error()
+	case rec.status == 0:
+		a.Error = "no answer"
+	case rec.status >= 500:
+		a.Error = fmt.Sprintf("HTTP %d: %s", rec.status, firstLine(rec.body.Bytes()))
+	}
+	if ctx.Err() != nil && a.Error == "" && rec.status == 0 {
+		a.Error = "cut off at the component's timeout"
+	}
+	if rerr := w.e.st.AddAttempt(context.WithoutCancel(ctx), a); rerr != nil {
+		if errors.Is(rerr, store.ErrNotFound) {
+			return river.JobCancel(fmt.Errorf("component %s is gone", c.Component))
+		}
+		w.e.log.Warn("record an attempt", "component", c.Component, "id", j.ID, "err", rerr)
+	}
+	if a.Error != "" {
+		return errors.New(a.Error)
+	}
+	return nil
+}
+
+func firstLine(b []byte) string {
+	s := string(b)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// recorder is the ResponseWriter of a queued call: it keeps the status,
+// the header and the first maxAnswer bytes of the body.
+type recorder struct {
+	header http.Header
+	status int
+	body   limitedBuffer
+}
+
+func newRecorder() *recorder { return &recorder{header: http.Header{}} }
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(p)
+}
+
+func (r *recorder) Flush() {}
+
+// limitedBuffer keeps the first maxAnswer bytes written and drops the rest.
+type limitedBuffer struct {
+	b         []byte
+	Truncated bool
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := maxAnswer - len(l.b); room < len(p) {
+		l.b = append(l.b, p[:max(room, 0)]...)
+		l.Truncated = true
+		return len(p), nil
+	}
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *limitedBuffer) Bytes() []byte { return l.b }
+
+var _ io.Writer = (*limitedBuffer)(nil)
+var _ router.Async = (*Engine)(nil)
+
+// CallerFunc is a Caller made of a function (to wire an engine and the
+// router that uses it, each needing the other).
+type CallerFunc func(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error
+
+// Invoke calls f.
+func (f CallerFunc) Invoke(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error {
+	return f(ctx, w, c, id, attempt)
+}

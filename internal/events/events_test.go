@@ -1,0 +1,209 @@
+package events_test
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/archive/archivetest"
+	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/pgtest"
+	"github.com/velo-run/velo/internal/testsupport"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// flakyWasm answers 503 until the attempt reaches ?ok=N (testdata/flaky.c).
+//
+//go:embed testdata/flaky.wasm
+var flakyWasm []byte
+
+// spine is an in-process Velo with one deployed flaky component.
+type spine struct {
+	t   *testing.T
+	ctx context.Context
+	n   *node.Node
+	c   *client.Client
+}
+
+func start(t *testing.T, db, toml string) *spine {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	go func() { _ = n.Wait(ctx) }()
+	s := &spine{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}
+	s.deploy(toml)
+	return s
+}
+
+func (s *spine) deploy(toml string) {
+	s.t.Helper()
+	files := map[string][]byte{"velo.toml": []byte(toml), "flaky.wasm": flakyWasm}
+	if _, err := s.c.Deploy(s.ctx, "flaky", bytes.NewReader(archivetest.TarGz(s.t, files))); err != nil {
+		s.t.Fatal(err)
+	}
+	testsupport.Eventually(s.t, 30*time.Second, "flaky live", func() bool {
+		res, err := http.Get(s.n.URL + "/fn/flaky/up?ok=1")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == 200
+	})
+}
+
+// post calls path with Prefer: respond-async and returns the invocation id.
+func (s *spine) post(path, body string, header ...string) (int64, *http.Response) {
+	s.t.Helper()
+	req, _ := http.NewRequest("POST", s.n.URL+path, strings.NewReader(body))
+	req.Header.Set("Prefer", "respond-async")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		return 0, res
+	}
+	id, err := strconv.ParseInt(res.Header.Get("X-Velo-Invocation"), 10, 64)
+	if err != nil || res.Header.Get("Location") != fmt.Sprintf("/api/v1/invocations/%d", id) {
+		s.t.Fatalf("202 with X-Velo-Invocation %q, Location %q", res.Header.Get("X-Velo-Invocation"), res.Header.Get("Location"))
+	}
+	return id, res
+}
+
+// api calls the REST API and decodes its JSON answer into out.
+func (s *spine) api(method, path string, out any) int {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, s.n.URL+"/api/v1"+path, nil)
+	req.Header.Set("Authorization", "Bearer "+s.n.Token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if out != nil && res.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			s.t.Fatalf("%s %s: %v: %s", method, path, err, b)
+		}
+	}
+	return res.StatusCode
+}
+
+func (s *spine) invocation(id int64) api.Invocation {
+	s.t.Helper()
+	var inv api.Invocation
+	if code := s.api("GET", fmt.Sprintf("/invocations/%d", id), &inv); code != 200 {
+		s.t.Fatalf("GET invocation %d: %d", id, code)
+	}
+	return inv
+}
+
+// waitState waits until invocation id is in state.
+func (s *spine) waitState(id int64, state string) api.Invocation {
+	s.t.Helper()
+	var inv api.Invocation
+	testsupport.EventuallyShow(s.t, 60*time.Second, fmt.Sprintf("invocation %d %s", id, state), func() bool {
+		inv = s.invocation(id)
+		return inv.State == state
+	}, func() string { b, _ := json.Marshal(inv); return string(b) })
+	return inv
+}
+
+const flakyToml = `name = "flaky"
+module = "flaky.wasm"
+[events]
+max_attempts = 3
+backoff = "50ms"
+`
+
+func TestAsyncSQLite(t *testing.T) { testAsync(t, "") }
+
+func TestAsyncPostgres(t *testing.T) { testAsync(t, pgtest.URL(t)) }
+
+// testAsync: an async call is answered 202 once queued, runs later through
+// the router (retried on 503 with the attempt number, until it succeeds),
+// its answer kept; Idempotency-Key dedupes; a call that never succeeds goes
+// dead after max_attempts, is listed as such, replayed, discarded.
+func testAsync(t *testing.T, db string) {
+	s := start(t, db, flakyToml)
+
+	// Succeeds at the second attempt; a forged attempt header is dropped.
+	id, _ := s.post("/fn/flaky/job?ok=2", "hello", "X-Velo-Attempt", "7")
+	inv := s.waitState(id, "succeeded")
+	if inv.Component != "flaky" || inv.Source != "async" || inv.Method != "POST" || inv.Path != "/fn/flaky/job" ||
+		inv.Attempt != 2 || len(inv.Attempts) != 2 || inv.Attempts[0].Status != 503 || inv.Attempts[0].Error == "" ||
+		inv.Attempts[1].Status != 200 || inv.Attempts[1].Error != "" {
+		t.Errorf("invocation: %+v", inv)
+	}
+	if inv.Answer == nil || inv.Answer.Status != 200 || string(inv.Answer.Body) != "attempt=2 method=POST path=/job body=hello" ||
+		inv.Answer.Headers["X-Flaky"][0] != "yes" {
+		t.Errorf("answer: %+v", inv.Answer)
+	}
+
+	// The same Idempotency-Key answers the same invocation.
+	a, _ := s.post("/fn/flaky/once?ok=1", "x", "Idempotency-Key", "k-1")
+	b, res := s.post("/fn/flaky/once?ok=1", "x", "Idempotency-Key", "k-1")
+	if a != b || res.Header.Get("Idempotent-Replayed") != "true" {
+		t.Errorf("same Idempotency-Key: invocations %d and %d", a, b)
+	}
+	if c, _ := s.post("/fn/flaky/once?ok=1", "x", "Idempotency-Key", "k-2"); c == a {
+		t.Errorf("another key got invocation %d too", c)
+	}
+	s.waitState(a, "succeeded")
+
+	// Never succeeds: dead after three attempts, listed, replayed once more.
+	dead, _ := s.post("/fn/flaky/never", "")
+	inv = s.waitState(dead, "dead")
+	if inv.Attempt != 3 || len(inv.Attempts) != 3 || inv.Answer == nil || inv.Answer.Status != 503 {
+		t.Errorf("dead invocation: %+v", inv)
+	}
+	var list []api.Invocation
+	if code := s.api("GET", "/components/flaky/invocations?state=dead", &list); code != 200 || len(list) != 1 || list[0].ID != dead {
+		t.Errorf("dead list: %d %+v", code, list)
+	}
+	var inv2 api.Invocation
+	if code := s.api("POST", fmt.Sprintf("/invocations/%d/replay", dead), &inv2); code != 200 {
+		t.Fatalf("replay: %d", code)
+	}
+	testsupport.Eventually(t, 60*time.Second, "the replay's attempt", func() bool {
+		inv = s.invocation(dead)
+		return inv.State == "dead" && inv.Attempt == 4 && len(inv.Attempts) == 4
+	})
+	if code := s.api("DELETE", fmt.Sprintf("/invocations/%d", dead), nil); code != 204 {
+		t.Errorf("discard: %d", code)
+	}
+	if code := s.api("GET", fmt.Sprintf("/invocations/%d", dead), nil); code != 404 {
+		t.Errorf("discarded invocation: %d, want 404", code)
+	}
+	if code := s.api("GET", "/invocations/999999", nil); code != 404 {
+		t.Errorf("unknown invocation: %d", code)
+	}
+	if code := s.api("GET", "/components/flaky/invocations?state=bogus", nil); code != 400 {
+		t.Errorf("bad state: %d", code)
+	}
+
+	// A call to a component that does not exist is not queued.
+	if _, res := s.post("/fn/nobody/x", ""); res.StatusCode != 404 {
+		t.Errorf("async call for no component: %d", res.StatusCode)
+	}
+}

@@ -1,0 +1,253 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+)
+
+// The event engine (internal/events) queues calls with River on this
+// store's own database. River owns its tables (river_job, river_queue, …),
+// created by its own migrations, which Migrate runs after Velo's; the
+// store keeps beside them what River does not: each attempt's answer and
+// the idempotency keys.
+
+// PostgresPool is the store's Postgres pool, for River's pgx driver; nil
+// on SQLite.
+func (s *Store) PostgresPool() *pgxpool.Pool {
+	if e, ok := s.db.(*pgEngine); ok {
+		return e.pool
+	}
+	return nil
+}
+
+// SQLiteDB is the store's SQLite database, for River's SQLite driver; nil
+// on Postgres. It has a single connection (see sqliteEngine), as River's
+// SQLite driver recommends.
+func (s *Store) SQLiteDB() *sql.DB {
+	if e, ok := s.db.(*sqliteEngine); ok {
+		return e.db
+	}
+	return nil
+}
+
+// migrateRiver brings River's own schema up to date with rivermigrate.
+func (s *Store) migrateRiver(ctx context.Context) error {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := &rivermigrate.Config{Logger: quiet}
+	var err error
+	switch e := s.db.(type) {
+	case *pgEngine:
+		var m *rivermigrate.Migrator[pgx.Tx]
+		if m, err = rivermigrate.New(riverpgxv5.New(e.pool), cfg); err == nil {
+			_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
+		}
+	case *sqliteEngine:
+		var m *rivermigrate.Migrator[*sql.Tx]
+		if m, err = rivermigrate.New(riversqlite.New(e.db), cfg); err == nil {
+			_, err = m.Migrate(ctx, rivermigrate.DirectionUp, nil)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("river migrations: %w", err)
+	}
+	return nil
+}
+
+// riverQueueName is what River accepts as a queue name.
+var riverQueueName = regexp.MustCompile(`^(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*$`)
+
+// EventQueue is the River queue of a component's queued calls: its name
+// when River accepts it, else (a name with "--", as previews have) a
+// digest of it. Every component has a queue of its own, so that one
+// component's backlog never waits behind another's.
+func EventQueue(component string) string {
+	if riverQueueName.MatchString(component) && len(component) <= 64 {
+		return component
+	}
+	sum := sha256.Sum256([]byte(component))
+	return "q" + hex.EncodeToString(sum[:16])
+}
+
+// Attempt is what one attempt of a queued call answered.
+type Attempt struct {
+	Invocation int64 // River job id
+	Attempt    int   // 1, 2, …
+	Component  string
+	StartedAt  time.Time
+	Duration   time.Duration
+	Status     int    // HTTP status; 0 when none came (crash, cut off)
+	Error      string // why the attempt failed, "" when it did not
+	Headers    []byte // JSON of the answer's header
+	Body       []byte // the answer's body, capped by the engine
+}
+
+// AddAttempt records an attempt; recording one again replaces it.
+func (s *Store) AddAttempt(ctx context.Context, a Attempt) error {
+	_, err := s.db.exec(ctx, `INSERT INTO invocation_attempts
+		(invocation, attempt, component, started_at, duration_us, status, error, headers, body)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (invocation, attempt) DO UPDATE SET started_at = excluded.started_at,
+			duration_us = excluded.duration_us, status = excluded.status, error = excluded.error,
+			headers = excluded.headers, body = excluded.body`,
+		a.Invocation, a.Attempt, a.Component, micros(a.StartedAt), a.Duration.Microseconds(),
+		a.Status, cleanText(a.Error), cleanText(string(a.Headers)), a.Body)
+	if err != nil {
+		return fmt.Errorf("add attempt %d of invocation %d: %w", a.Attempt, a.Invocation, err)
+	}
+	return nil
+}
+
+// Attempts returns an invocation's attempts in order.
+func (s *Store) Attempts(ctx context.Context, invocation int64) ([]Attempt, error) {
+	rs, err := s.db.query(ctx, `SELECT invocation, attempt, component, started_at, duration_us,
+		status, error, headers, body FROM invocation_attempts WHERE invocation = $1 ORDER BY attempt`, invocation)
+	if err != nil {
+		return nil, fmt.Errorf("attempts of invocation %d: %w", invocation, err)
+	}
+	defer rs.Close()
+	var out []Attempt
+	for rs.Next() {
+		var (
+			a           Attempt
+			start, dur  int64
+			headers     string
+			attempt, st int64
+		)
+		if err := rs.Scan(&a.Invocation, &attempt, &a.Component, &start, &dur, &st, &a.Error, &headers, &a.Body); err != nil {
+			return nil, fmt.Errorf("attempts of invocation %d: %w", invocation, err)
+		}
+		a.Attempt, a.Status = int(attempt), int(st)
+		a.StartedAt, a.Duration, a.Headers = fromMicros(start), time.Duration(dur)*time.Microsecond, []byte(headers)
+		out = append(out, a)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("attempts of invocation %d: %w", invocation, err)
+	}
+	return out, nil
+}
+
+// IdempotentInvocation returns the invocation a component's Idempotency-Key
+// made since since; ErrNotFound when none did.
+func (s *Store) IdempotentInvocation(ctx context.Context, component, key string, since time.Time) (int64, error) {
+	var id int64
+	err := s.db.queryRow(ctx, `SELECT invocation FROM idempotency_keys
+		WHERE component = $1 AND key = $2 AND created_at >= $3`, component, key, micros(since)).Scan(&id)
+	if err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// PutIdempotencyKey records that key made invocation, unless a row made
+// since since holds the key already: then it returns that row's
+// invocation (the one to answer with) and false.
+func (s *Store) PutIdempotencyKey(ctx context.Context, component, key string, invocation int64, since time.Time) (int64, bool, error) {
+	n, err := s.db.exec(ctx, `INSERT INTO idempotency_keys (component, key, invocation, created_at)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT (component, key) DO UPDATE SET invocation = excluded.invocation, created_at = excluded.created_at
+		WHERE idempotency_keys.created_at < $5`,
+		component, key, invocation, micros(now()), micros(since))
+	if err != nil {
+		return 0, false, fmt.Errorf("idempotency key of %s: %w", component, err)
+	}
+	if n > 0 {
+		return invocation, true, nil
+	}
+	winner, err := s.IdempotentInvocation(ctx, component, key, since)
+	if err != nil {
+		return 0, false, fmt.Errorf("idempotency key of %s: %w", component, err)
+	}
+	return winner, false, nil
+}
+
+// PruneEvents deletes the idempotency keys and attempt records older than
+// before (River's own job cleaner removes the jobs).
+func (s *Store) PruneEvents(ctx context.Context, before time.Time) error {
+	if _, err := s.db.exec(ctx, `DELETE FROM idempotency_keys WHERE created_at < $1`, micros(before)); err != nil {
+		return fmt.Errorf("prune idempotency keys: %w", err)
+	}
+	if _, err := s.db.exec(ctx, `DELETE FROM invocation_attempts WHERE started_at < $1`, micros(before)); err != nil {
+		return fmt.Errorf("prune attempts: %w", err)
+	}
+	return nil
+}
+
+// EventCounts are a component's queued calls by state.
+type EventCounts struct {
+	Queued  int64 // waiting to run: new, or failed and waiting for a retry
+	Running int64
+	Dead    int64 // out of attempts
+}
+
+// EventCounts returns the counts of queue's calls (see EventQueue).
+func (s *Store) EventCounts(ctx context.Context, queue string) (EventCounts, error) {
+	rs, err := s.db.query(ctx, `SELECT state, count(*) FROM river_job WHERE queue = $1
+		AND state IN ('available', 'scheduled', 'retryable', 'pending', 'running', 'discarded') GROUP BY state`, queue)
+	if err != nil {
+		return EventCounts{}, fmt.Errorf("event counts of %s: %w", queue, err)
+	}
+	defer rs.Close()
+	var c EventCounts
+	for rs.Next() {
+		var (
+			state string
+			n     int64
+		)
+		if err := rs.Scan(&state, &n); err != nil {
+			return EventCounts{}, fmt.Errorf("event counts of %s: %w", queue, err)
+		}
+		switch state {
+		case "running":
+			c.Running += n
+		case "discarded":
+			c.Dead += n
+		default:
+			c.Queued += n
+		}
+	}
+	return c, rs.Err()
+}
+
+// QueuedDepth is how many calls wait in queue, new or to be retried.
+func (s *Store) QueuedDepth(ctx context.Context, queue string) (int64, error) {
+	var n int64
+	err := s.db.queryRow(ctx, `SELECT count(*) FROM river_job WHERE queue = $1
+		AND state IN ('available', 'scheduled', 'retryable', 'pending')`, queue).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("queue depth of %s: %w", queue, err)
+	}
+	return n, nil
+}
+
+// PendingEventQueues returns the queues that hold calls waiting to run, so
+// that an executor starts working the ones it does not know yet.
+func (s *Store) PendingEventQueues(ctx context.Context) ([]string, error) {
+	rs, err := s.db.query(ctx, `SELECT DISTINCT queue FROM river_job
+		WHERE state IN ('available', 'scheduled', 'retryable')`)
+	if err != nil {
+		return nil, fmt.Errorf("pending event queues: %w", err)
+	}
+	defer rs.Close()
+	var out []string
+	for rs.Next() {
+		var q string
+		if err := rs.Scan(&q); err != nil {
+			return nil, fmt.Errorf("pending event queues: %w", err)
+		}
+		out = append(out, q)
+	}
+	return out, rs.Err()
+}
