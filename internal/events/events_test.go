@@ -63,7 +63,7 @@ func (s *spine) deploy(toml string) {
 			return false
 		}
 		res.Body.Close()
-		return res.StatusCode == 200
+		return res.StatusCode == 200 || res.StatusCode == 401 // private
 	})
 }
 
@@ -205,5 +205,33 @@ func testAsync(t *testing.T, db string) {
 	// A call to a component that does not exist is not queued.
 	if _, res := s.post("/fn/nobody/x", ""); res.StatusCode != 404 {
 		t.Errorf("async call for no component: %d", res.StatusCode)
+	}
+}
+
+// TestAsyncAccess: an async call passes the same access checks as any
+// call: without a key nothing is queued, with one it runs, and the
+// component sees the caller's identity, not the key.
+func TestAsyncAccess(t *testing.T) {
+	s := start(t, "", flakyToml+"[access]\npublic = false\n")
+	if _, res := s.post("/fn/flaky/job?ok=1", "x"); res.StatusCode != 401 {
+		t.Fatalf("async call without a key: %d, want 401", res.StatusCode)
+	}
+	var list []api.Invocation
+	if s.api("GET", "/components/flaky/invocations", &list); len(list) != 0 {
+		t.Fatalf("queued without a key: %+v", list)
+	}
+	key, err := s.c.CreateAPIKey(s.ctx, "flaky", "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	testsupport.Eventually(t, 30*time.Second, "the key admitted", func() bool {
+		var res *http.Response
+		id, res = s.post("/fn/flaky/job?ok=1", "x", "Authorization", "Bearer "+key.Key)
+		return res.StatusCode == 202
+	})
+	inv := s.waitState(id, "succeeded")
+	if inv.Answer == nil || inv.Answer.Status != 200 {
+		t.Errorf("answer: %+v", inv.Answer)
 	}
 }
