@@ -3,7 +3,10 @@ package events_test
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -234,4 +237,84 @@ func TestAsyncAccess(t *testing.T) {
 	if inv.Answer == nil || inv.Answer.Status != 200 {
 		t.Errorf("answer: %+v", inv.Answer)
 	}
+}
+
+const signedToml = `name = "flaky"
+module = "flaky.wasm"
+[events]
+verify = "hmac-sha256"
+header = "X-Signature"
+prefix = "sha256="
+secret = "HOOK_KEY"
+`
+
+// TestInboundEvents: POST /events/NAME/… is queued and answered 202 and
+// runs the component with that request; with [events] verify, a missing
+// or wrong signature is 401 and queues nothing, the right one is taken.
+func TestInboundEvents(t *testing.T) {
+	s := start(t, "", flakyToml)
+	post := func(path, body string, header ...string) *http.Response {
+		req, _ := http.NewRequest("POST", s.n.URL+path, strings.NewReader(body))
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	res := post("/events/flaky/hook?ok=1", `{"ping":1}`)
+	if res.StatusCode != 202 {
+		t.Fatalf("POST /events/flaky/hook: %d", res.StatusCode)
+	}
+	id, _ := strconv.ParseInt(res.Header.Get("X-Velo-Invocation"), 10, 64)
+	inv := s.waitState(id, "succeeded")
+	if inv.Source != "event" || inv.Path != "/fn/flaky/hook" || inv.Answer == nil ||
+		string(inv.Answer.Body) != `attempt=1 method=POST path=/hook body={"ping":1}` {
+		t.Errorf("event invocation: %+v", inv)
+	}
+	if res := post("/events/nobody/x", ""); res.StatusCode != 404 {
+		t.Errorf("event for no component: %d", res.StatusCode)
+	}
+	req, _ := http.NewRequest("GET", s.n.URL+"/events/flaky/x", nil)
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 405 {
+		t.Errorf("GET /events/flaky/x: %v %v", res.StatusCode, err)
+	}
+
+	// Signed: the key is a secret of the component.
+	if _, err := s.c.SetSecret(s.ctx, "flaky", "HOOK_KEY", "whsec-test"); err != nil {
+		t.Fatal(err)
+	}
+	s.deploy(signedToml)
+	body := `{"event":"push"}`
+	good := "sha256=" + hmacHex("whsec-test", body)
+	testsupport.Eventually(t, 30*time.Second, "the signature checked", func() bool {
+		return post("/events/flaky/signed?ok=1", body).StatusCode == 401
+	})
+	var before []api.Invocation
+	s.api("GET", "/components/flaky/invocations", &before)
+	for _, sig := range []string{"", "sha256=00", "sha256=" + hmacHex("other-key", body), hmacHex("whsec-test", body)} {
+		if res := post("/events/flaky/signed?ok=1", body, "X-Signature", sig); res.StatusCode != 401 {
+			t.Errorf("signature %q: %d, want 401", sig, res.StatusCode)
+		}
+	}
+	var list []api.Invocation
+	s.api("GET", "/components/flaky/invocations", &list)
+	if len(list) != len(before) {
+		t.Fatalf("refused events queued: %d invocations, %d before", len(list), len(before))
+	}
+	res = post("/events/flaky/signed?ok=1", body, "X-Signature", good)
+	if res.StatusCode != 202 {
+		t.Fatalf("signed event: %d", res.StatusCode)
+	}
+	id, _ = strconv.ParseInt(res.Header.Get("X-Velo-Invocation"), 10, 64)
+	s.waitState(id, "succeeded")
+}
+
+func hmacHex(key, body string) string {
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte(body))
+	return hex.EncodeToString(m.Sum(nil))
 }
