@@ -79,6 +79,7 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		WorkerTimeout:  cfg.WorkerTimeout,
 		TrustedProxies: cfg.TrustedProxies,
 		Async:          ev,
+		ShareLimits:    true, // routers of a cluster hold rate limits together
 		Logger:         r.log,
 	}, r.store)
 	r.reg.MustRegister(router.Collector(rt))
