@@ -32,6 +32,7 @@ func (m *Manager) Handler() http.Handler {
 	g.POST("/components/:name/pause", m.pause(true))
 	g.POST("/components/:name/resume", m.pause(false))
 	g.POST("/components/:name/rollback", m.rollback)
+	g.POST("/components/:name/deployments/:id/promote", m.promote)
 	g.GET("/components/:name/stats", m.stats)
 	g.GET("/components/:name/logs", m.logs)
 	g.GET("/deployments/:id", m.getDeployment)

@@ -85,6 +85,16 @@ func (m *Manager) apiComponent(ctx context.Context, comp store.Component, instan
 		ad := m.apiDeployment(d, comp)
 		ac.Target = &ad
 	}
+	if ro, err := m.store.Rollout(ctx, comp.Name); err != nil {
+		return ac, err
+	} else if ro.Canary != 0 && ro.Canary != comp.Live {
+		d, err := m.store.Deployment(ctx, ro.Canary)
+		if err != nil {
+			return ac, fmt.Errorf("read canary deployment %d: %w", ro.Canary, err)
+		}
+		ad := m.apiDeployment(d, comp)
+		ac.Canary, ac.CanaryWeight = &ad, ro.Weight
+	}
 	switch {
 	case comp.Paused:
 		ac.Status = "paused"

@@ -32,11 +32,20 @@ func (m *Manager) postDeployment(c echo.Context) error {
 			return err
 		}
 	}
+	canary := 0
+	if q := c.QueryParam("canary"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > 99 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("canary %q: want 1 to 99 (percent of the calls)", q))
+		}
+		canary = n
+	}
 	body := http.MaxBytesReader(c.Response(), r.Body, m.cfg.Limits.Compressed+1)
 	d, err := m.Deploy(r.Context(), DeployRequest{
 		Name:    c.Param("name"),
 		Archive: body,
 		Source:  SourceUpload,
+		Canary:  canary,
 	})
 	if err != nil {
 		var mbe *http.MaxBytesError

@@ -1,8 +1,10 @@
 package deploymgr
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -65,7 +67,46 @@ func (m *Manager) stats(c echo.Context) error {
 		out.Hits += h.Hits
 		out.Errors += h.Errors
 	}
+	if out.Deployments, err = m.deploymentStats(c.Request().Context(), comp, from); err != nil {
+		return err
+	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// deploymentStats are the counts since from of the component's live
+// deployment, its canary, and the deployment live before the last
+// promotion when that came within the time: side by side.
+func (m *Manager) deploymentStats(ctx context.Context, comp store.Component, from time.Time) ([]api.DeploymentStats, error) {
+	ro, err := m.store.Rollout(ctx, comp.Name)
+	if err != nil {
+		return nil, err
+	}
+	var ids []int64
+	for _, id := range []int64{comp.Live, ro.Canary} {
+		if id != 0 && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	if ro.Previous != 0 && !ro.PromotedAt.Before(from) && !slices.Contains(ids, ro.Previous) {
+		ids = append(ids, ro.Previous)
+	}
+	out := make([]api.DeploymentStats, 0, len(ids))
+	for _, id := range ids {
+		rows, err := m.store.DeploymentStats(ctx, id, from)
+		if err != nil {
+			return nil, err
+		}
+		ds := api.DeploymentStats{Deployment: id}
+		var lat []uint64
+		for _, h := range rows {
+			ds.Hits += h.Hits
+			ds.Errors += h.Errors
+			lat = hist.Merge(lat, h.Latency)
+		}
+		ds.P50ms, ds.P99ms = ms(hist.Quantile(lat, 0.50)), ms(hist.Quantile(lat, 0.99))
+		out = append(out, ds)
+	}
+	return out, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

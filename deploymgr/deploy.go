@@ -40,6 +40,10 @@ type DeployRequest struct {
 	Commit   string
 	Message  string
 	Author   string
+	// Canary, 1-99, makes the deployment a canary once ready: it takes
+	// that percent of the calls and the live one the rest, until it is
+	// promoted (Promote). 0: it goes live once ready.
+	Canary int
 }
 
 // InputError is a problem with what the user sent; the API answers 400
@@ -94,6 +98,9 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 	if err := m.secretsClash(ctx, man); err != nil {
 		return store.Deployment{}, err
 	}
+	if req.Canary < 0 || req.Canary > 99 {
+		return store.Deployment{}, inputErr("canary %d: want 1 to 99 (percent of the calls)", req.Canary)
+	}
 	manJSON, err := json.Marshal(man)
 	if err != nil {
 		return store.Deployment{}, fmt.Errorf("encode manifest: %w", err)
@@ -117,6 +124,8 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 		}
 	case err != nil:
 		return store.Deployment{}, fmt.Errorf("read component %s: %w", man.Name, err)
+	case req.Canary > 0 && comp.Live == 0:
+		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("component %q has no live deployment for a canary to share calls with: deploy it without --canary first", man.Name)}
 	case req.Repo != "" && comp.Repo != req.Repo:
 		owner := comp.Repo
 		if owner == "" {
@@ -143,8 +152,22 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 		m.dropNew(created, man.Name)
 		return store.Deployment{}, fmt.Errorf("record deployment: %w", err)
 	}
-	if err := m.store.SetTarget(ctx, man.Name, dep.ID); err != nil {
-		return store.Deployment{}, fmt.Errorf("target deployment %d: %w", dep.ID, err)
+	if req.Canary > 0 {
+		// Not the target: the live deployment stays live, and the
+		// router gives the canary its share once it is ready.
+		if err := m.store.SetCanary(ctx, man.Name, dep.ID, req.Canary); err != nil {
+			return store.Deployment{}, fmt.Errorf("canary deployment %d: %w", dep.ID, err)
+		}
+	} else {
+		if err := m.store.SetTarget(ctx, man.Name, dep.ID); err != nil {
+			return store.Deployment{}, fmt.Errorf("target deployment %d: %w", dep.ID, err)
+		}
+		// A new version replaces a canary too.
+		if ro, err := m.store.Rollout(ctx, man.Name); err == nil && ro.Canary != 0 {
+			if err := m.store.SetCanary(ctx, man.Name, 0, 0); err != nil {
+				return store.Deployment{}, fmt.Errorf("end canary of %s: %w", man.Name, err)
+			}
+		}
 	}
 	summary := fmt.Sprintf("deployment %d of %s: %s component, artifact %.12s (%d files, %d bytes)\n",
 		dep.ID, man.Name, man.Runtime, digest, len(tree.Files()), buf.Len())

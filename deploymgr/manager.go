@@ -52,6 +52,7 @@ type Store interface {
 
 	secretStore
 	gatewayStore
+	rolloutStore
 
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	PutToken(ctx context.Context, t store.Token) error

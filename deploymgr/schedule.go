@@ -54,6 +54,9 @@ func (m *Manager) schedule(ctx context.Context) error {
 		return err
 	}
 	m.dropLater(ctx)
+	if err := m.watch(ctx); err != nil {
+		return err
+	}
 	return m.retire(ctx)
 }
 
@@ -143,8 +146,13 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	if err != nil {
 		return err
 	}
+	ro, err := m.store.Rollout(ctx, d.Component)
+	if err != nil {
+		return err
+	}
+	canary := ro.Canary == d.ID
 	if len(ps) == 0 {
-		if d.ID != comp.Target && d.ID != comp.Live {
+		if d.ID != comp.Target && d.ID != comp.Live && !canary {
 			// Retired (see retire) before any worker was done with it.
 			return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusFailed,
 				fmt.Sprintf("superseded by deployment %d before it was ready", comp.Target))
@@ -164,6 +172,11 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 				return err
 			}
 		}
+		if canary {
+			if err := m.store.SetCanary(ctx, d.Component, 0, 0); err != nil {
+				return err
+			}
+		}
 		return m.routesChanged(ctx)
 	}
 	if comp.Target == d.ID {
@@ -180,6 +193,13 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	}
 	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, ""); err != nil {
 		return err
+	}
+	if canary {
+		// Ready: the routers give it its share from now on.
+		if err := m.routesChanged(ctx); err != nil {
+			return err
+		}
+		m.log.Info("canary ready", "component", d.Component, "deployment", d.ID, "weight", ro.Weight)
 	}
 	m.dropOldArtifacts(ctx, d.Component)
 	return nil
@@ -232,6 +252,13 @@ func (m *Manager) retire(ctx context.Context) error {
 	current := make(map[int64]bool, 2*len(comps))
 	for _, c := range comps {
 		current[c.Live], current[c.Target] = true, true
+	}
+	ros, err := m.store.Rollouts(ctx)
+	if err != nil {
+		return fmt.Errorf("read rollouts: %w", err)
+	}
+	for _, ro := range ros {
+		current[ro.Canary] = true // 0 is no deployment
 	}
 	if m.superseded == nil {
 		m.superseded = map[int64]time.Time{}

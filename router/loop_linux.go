@@ -511,7 +511,7 @@ func recvSome(fd int, p []byte) (int, error) {
 func (l *loop) startExchange(c *loopConn) {
 	c.busy = true
 	c.start = l.now
-	c.rt = c.req.rt
+	c.rt = c.req.rt.pick() // the canary's share goes to it
 	c.first = c.rt.next.Add(1)
 	c.tries, c.status = 0, 0
 	c.keep = !c.req.close && !l.stopping

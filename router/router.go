@@ -110,9 +110,10 @@ type Router struct {
 	// refreshing serializes Refresh from the store read to the swap, so
 	// that a read which started earlier never replaces a newer table.
 	refreshing sync.Mutex
-	mu         sync.Mutex // guards backends, counters and pending
+	mu         sync.Mutex // guards backends, counters, totals and pending
 	backends   map[string]cachedBackend
-	counters   map[string]*counters
+	counters   map[countKey]*counters
+	totals     map[string]*totals
 	pending    map[hitKey]*store.Hits // hits not yet written (store down)
 	// unrouted counts calls for names that are no component: they have
 	// no statistics of their own (a name per call would grow without
@@ -150,7 +151,27 @@ type route struct {
 	fast    bool            // every target has an Endpoint: FastServer takes it
 	gate    *gate           // access and rate limit; nil: neither
 	next    atomic.Uint64
-	stats   *counters
+	stats   *counters // of this deployment
+	totals  *totals   // of the component
+	// canary, when set, is the route of the deployment that takes weight
+	// percent of the calls (see pick); split counts the calls.
+	canary *route
+	weight uint64
+	split  atomic.Uint64
+}
+
+// pick is the route that serves the next call: the canary for weight of
+// every 100 calls, spread evenly (call n goes to the canary when n·weight
+// mod 100 < weight, which holds for exactly weight of any 100 calls in a
+// row), else the live one. No lock, no store: one atomic add.
+func (rt *route) pick() *route {
+	if rt.canary == nil {
+		return rt
+	}
+	if n := rt.split.Add(1) % 100; n*rt.weight%100 < rt.weight {
+		return rt.canary
+	}
+	return rt
 }
 
 type target struct {
@@ -159,16 +180,32 @@ type target struct {
 	ep     *Endpoint // b.Endpoint()
 }
 
-// counters accumulate one component's traffic between flushes.
+// counters accumulate one deployment's traffic between flushes.
 type counters struct {
-	hits, errors           atomic.Int64
-	totalHits, totalErrors atomic.Int64 // never reset; for /metrics
-	latency                hist.Recorder
+	hits, errors atomic.Int64
+	latency      hist.Recorder
+	// inTable says the current table uses them; unused counts the
+	// flushes since it stopped (both under r.mu). They go once drained
+	// and unused for two flushes: calls that still held an older table
+	// have been counted by then.
+	inTable bool
+	unused  int
+}
+
+// totals count a component's calls since start, for /metrics.
+type totals struct{ hits, errors atomic.Int64 }
+
+// countKey names the counters of a component's deployment (0: calls no
+// deployment answered, as for a component not deployed yet).
+type countKey struct {
+	component  string
+	deployment int64
 }
 
 type hitKey struct {
-	component string
-	minute    int64
+	component  string
+	deployment int64
+	minute     int64
 }
 
 // New returns a router with an empty table; call Refresh or Run to load it.
@@ -186,7 +223,8 @@ func New(cfg Config, st Store) *Router {
 		cfg:      cfg,
 		store:    st,
 		backends: map[string]cachedBackend{},
-		counters: map[string]*counters{},
+		counters: map[countKey]*counters{},
+		totals:   map[string]*totals{},
 		pending:  map[hitKey]*store.Hits{},
 		jwks:     map[string]*jwks{},
 		sync:     limitSync{id: routerID(), seen: map[int64]time.Time{}},
@@ -319,18 +357,22 @@ func (r *Router) Refresh(ctx context.Context) error {
 	if r.cfg.WorkerTimeout > 0 {
 		cutoff = heartbeatCutoff(routes, time.Now(), r.cfg.WorkerTimeout)
 	}
+	for _, c := range r.counters {
+		c.inTable = false // until countersOf below
+	}
 	for _, rt := range routes {
-		c := r.counters[rt.Component]
-		if c == nil {
-			c = new(counters)
-			r.counters[rt.Component] = c
+		tot := r.totals[rt.Component]
+		if tot == nil {
+			tot = new(totals)
+			r.totals[rt.Component] = tot
 		}
 		nr := &route{
 			name:      rt.Component,
 			paused:    rt.Paused,
 			depID:     rt.Deployment,
 			depHeader: []string{strconv.FormatInt(rt.Deployment, 10)},
-			stats:     c,
+			stats:     r.countersOf(rt.Component, rt.Deployment),
+			totals:    tot,
 			gate:      gates[rt.Component],
 		}
 		nr.timeout, nr.events = settingsOf(rt.Manifest)
@@ -354,8 +396,12 @@ func (r *Router) Refresh(ctx context.Context) error {
 		nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
 			!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
 			(nr.gate == nil || nr.gate.jwt == nil) && !validate[rt.Component] // JWTs and validation may block: net/http
-		if prev := old.routes[rt.Component]; prev != nil {
+		prev := old.routes[rt.Component]
+		if prev != nil {
 			nr.next.Store(prev.next.Load())
+		}
+		if c := rt.Canary; c != nil && len(nr.targets) > 0 {
+			nr.addCanary(r, c, cutoff, usedBackends, prev)
 		}
 		t.routes[rt.Component] = nr
 	}
@@ -366,6 +412,51 @@ func (r *Router) Refresh(ctx context.Context) error {
 	}
 	r.table.Store(t)
 	return nil
+}
+
+// countersOf returns the counters of a component's deployment, made when
+// new, and marks them used; r.mu must be held.
+func (r *Router) countersOf(component string, deployment int64) *counters {
+	k := countKey{component, deployment}
+	c := r.counters[k]
+	if c == nil {
+		c = new(counters)
+		r.counters[k] = c
+	}
+	c.inTable, c.unused = true, 0
+	return c
+}
+
+// addCanary gives the live route rt its canary c, when c has a worker up,
+// keeping the previous table's round-robin and split positions; r.mu must
+// be held. A canary whose workers are all gone is left out: its share
+// goes to the live deployment rather than failing.
+func (rt *route) addCanary(r *Router, c *store.Canary, cutoff time.Time, used map[string]bool, prev *route) {
+	cr := &route{
+		name:      rt.name,
+		depID:     c.Deployment,
+		depHeader: []string{strconv.FormatInt(c.Deployment, 10)},
+		stats:     r.countersOf(rt.name, c.Deployment),
+		totals:    rt.totals,
+		gate:      rt.gate, // the component's access and limits, shared
+	}
+	for _, w := range c.Workers {
+		if !w.SeenAt.Before(cutoff) {
+			cr.targets = append(cr.targets, r.target(w, used))
+		}
+	}
+	if len(cr.targets) == 0 {
+		return
+	}
+	cr.fast = !slices.ContainsFunc(cr.targets, func(t target) bool { return t.ep == nil })
+	rt.fast = rt.fast && cr.fast // FastServer takes both or neither
+	if prev != nil {
+		rt.split.Store(prev.split.Load())
+		if prev.canary != nil {
+			cr.next.Store(prev.canary.next.Load())
+		}
+	}
+	rt.canary, rt.weight = cr, uint64(min(max(c.Weight, 0), 100))
 }
 
 // heartbeatCutoff is the heartbeat older than which a worker counts as
@@ -450,6 +541,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.count(rt, http.StatusServiceUnavailable, start)
 		return
 	}
+	rt = rt.pick() // the canary's share goes to it
 	r.prepare(req)
 	if !r.admitHTTP(w, req, rt, t, start) {
 		return
@@ -502,12 +594,12 @@ func (r *Router) count(rt *route, status int, start time.Time) {
 	if r.cfg.NoHits {
 		return
 	}
-	c := rt.stats
+	c, t := rt.stats, rt.totals
 	c.hits.Add(1)
-	c.totalHits.Add(1)
+	t.hits.Add(1)
 	if status >= 500 {
 		c.errors.Add(1)
-		c.totalErrors.Add(1)
+		t.errors.Add(1)
 	}
 	c.latency.Record(time.Since(start))
 }
@@ -564,13 +656,19 @@ func (r *Router) Hosts(next http.Handler) http.Handler {
 func (r *Router) FlushHits(ctx context.Context) error {
 	minute := time.Now().UTC().Truncate(time.Minute)
 	r.mu.Lock()
-	for name, c := range r.counters {
+	for k, c := range r.counters {
 		hits, errs := c.hits.Swap(0), c.errors.Swap(0)
 		lat := c.latency.Drain()
+		if !c.inTable {
+			c.unused++
+		}
 		if hits == 0 && errs == 0 && lat == nil {
+			if c.unused > 2 {
+				delete(r.counters, k) // a replaced deployment's
+			}
 			continue
 		}
-		r.addPending(store.Hits{Component: name, Minute: minute, Hits: hits, Errors: errs, Latency: lat})
+		r.addPending(store.Hits{Component: k.component, Deployment: k.deployment, Minute: minute, Hits: hits, Errors: errs, Latency: lat})
 	}
 	batch := make([]store.Hits, 0, len(r.pending))
 	for _, p := range r.pending {
@@ -594,7 +692,7 @@ func (r *Router) FlushHits(ctx context.Context) error {
 
 // addPending merges h into the hits not yet written; r.mu must be held.
 func (r *Router) addPending(h store.Hits) {
-	k := hitKey{h.Component, h.Minute.Unix()}
+	k := hitKey{h.Component, h.Deployment, h.Minute.Unix()}
 	p := r.pending[k]
 	if p == nil {
 		r.pending[k] = &h
@@ -610,9 +708,9 @@ func (r *Router) addPending(h store.Hits) {
 func (r *Router) Totals() map[string][2]int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string][2]int64, len(r.counters))
-	for name, c := range r.counters {
-		out[name] = [2]int64{c.totalHits.Load(), c.totalErrors.Load()}
+	out := make(map[string][2]int64, len(r.totals))
+	for name, t := range r.totals {
+		out[name] = [2]int64{t.hits.Load(), t.errors.Load()}
 	}
 	return out
 }

@@ -35,13 +35,16 @@ func deployCommand() *cobra.Command {
 		name    string
 		noBuild bool
 		timeout time.Duration
+		canary  int
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy [DIR]",
 		Short: "Build, pack and upload a component, then wait until it is live",
 		Long: `Deploy runs the build command of DIR's velo.toml (DIR defaults to the current
 directory), packs DIR into an archive, uploads it and waits until the new
-version serves requests, then prints its URL.`,
+version serves requests, then prints its URL. With --canary PERCENT the new
+version takes that share of the calls once ready, the live one the rest,
+until velo promote NAME (all calls) or velo rollback NAME (none).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := "."
@@ -52,7 +55,10 @@ version serves requests, then prints its URL.`,
 			if err != nil {
 				return err
 			}
-			d := deployer{c: c, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
+			if canary < 0 || canary > 99 {
+				return fmt.Errorf("bad --canary %d: want 1 to 99 (percent of the calls)", canary)
+			}
+			d := deployer{c: c, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr(), canary: canary}
 			return d.deploy(cmd.Context(), dir, name, !noBuild, timeout)
 		},
 	}
@@ -60,6 +66,7 @@ version serves requests, then prints its URL.`,
 	cmd.Flags().StringVar(&name, "name", "", "component name (default: the manifest's, else the directory's)")
 	cmd.Flags().BoolVar(&noBuild, "no-build", false, "skip the manifest's build command")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait for the upload and for the new version to go live")
+	cmd.Flags().IntVar(&canary, "canary", 0, "send this percent (1-99) of the calls to the new version, the rest to the live one")
 	return cmd
 }
 
@@ -68,6 +75,7 @@ type deployer struct {
 	c      *client.Client
 	out    io.Writer // progress
 	errOut io.Writer // build output and failure details
+	canary int       // percent of the calls for a canary deploy (0: none)
 }
 
 // deploy builds, packs and uploads dir, then waits until it is live.
@@ -127,7 +135,12 @@ func (d deployer) deploy(ctx context.Context, dir, name string, build bool, time
 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	dep, err := d.c.Deploy(ctx, name, &buf)
+	var dep api.Deployment
+	if d.canary > 0 {
+		dep, err = d.c.DeployCanary(ctx, name, &buf, d.canary)
+	} else {
+		dep, err = d.c.Deploy(ctx, name, &buf)
+	}
 	if err != nil {
 		return timedOut(ctx, err, fmt.Sprintf("upload not answered within %s", timeout))
 	}
@@ -188,6 +201,21 @@ func (d deployer) waitLive(ctx context.Context, dep api.Deployment, status strin
 				reason = "no reason given"
 			}
 			return fmt.Errorf("deployment #%d failed: %s", got.ID, reason)
+		case got.Status == "ready" && d.canary > 0:
+			comp, err := d.c.Component(ctx, got.Component)
+			if err != nil {
+				return err
+			}
+			if comp.Canary == nil || comp.Canary.ID != got.ID {
+				return fmt.Errorf("deployment #%d is ready but no longer the canary", got.ID)
+			}
+			live := "the live one"
+			if comp.Live != nil {
+				live = fmt.Sprintf("#%d", comp.Live.ID)
+			}
+			fmt.Fprintf(d.out, "canary #%d takes %d %% of the calls, %s the rest, at %s\n", got.ID, comp.CanaryWeight, live, comp.URL)
+			fmt.Fprintf(d.out, "velo promote %s: all calls to it; velo rollback %s: none\n", got.Component, got.Component)
+			return nil
 		case got.Status == "ready" && got.Live:
 			url := got.URL
 			if url == "" {
@@ -243,7 +271,7 @@ func rollbackCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "rollback NAME [DEPLOYMENT]",
-		Short: "Make an earlier deployment live again (default: the one before the live one)",
+		Short: "End a canary, or make an earlier deployment live again (default: the one before the live one)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var id int64
@@ -260,6 +288,20 @@ func rollbackCommand() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
+			if id == 0 {
+				// A canary is rolled back first: it takes no calls any more.
+				comp, err := c.Component(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if comp.Canary != nil {
+					if _, err := c.Promote(ctx, args[0], comp.Canary.ID, 0); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "canary #%d of %s ended: the live deployment takes every call\n", comp.Canary.ID, args[0])
+					return nil
+				}
+			}
 			dep, err := c.Rollback(ctx, args[0], id)
 			if err != nil {
 				return err
@@ -271,5 +313,64 @@ func rollbackCommand() *cobra.Command {
 	}
 	cn.addFlags(cmd)
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait for the deployment to go live")
+	return cmd
+}
+
+func promoteCommand() *cobra.Command {
+	var (
+		cn      conn
+		timeout time.Duration
+		weight  int
+	)
+	cmd := &cobra.Command{
+		Use:   "promote NAME [DEPLOYMENT]",
+		Short: "Send all calls (or --weight PERCENT) to a component's canary",
+		Long: `Promote makes the component's canary (velo deploy --canary) live: it takes
+every call from now on. With --weight it changes the canary's share instead.
+DEPLOYMENT makes another deployment the canary, or live.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if weight < 0 || weight > 100 {
+				return fmt.Errorf("bad --weight %d: want 0 to 100", weight)
+			}
+			c, err := cn.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			var id int64
+			if len(args) == 2 {
+				n, err := strconv.ParseInt(strings.TrimPrefix(args[1], "#"), 10, 64)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("bad deployment %q: want its number, e.g. 12", args[1])
+				}
+				id = n
+			} else {
+				comp, err := c.Component(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if comp.Canary == nil {
+					return fmt.Errorf("component %s has no canary (deploy one with velo deploy --canary PERCENT)", args[0])
+				}
+				id = comp.Canary.ID
+			}
+			dep, err := c.Promote(ctx, args[0], id, weight)
+			if err != nil {
+				return err
+			}
+			if weight < 100 {
+				fmt.Fprintf(cmd.OutOrStdout(), "deployment #%d of %s takes %d %% of the calls\n", id, args[0], weight)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "promoting deployment #%d of %s\n", id, args[0])
+			d := deployer{c: c, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
+			return d.waitLive(ctx, dep, dep.Status, timeout)
+		},
+	}
+	cn.addFlags(cmd)
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait for the deployment to go live")
+	cmd.Flags().IntVar(&weight, "weight", 100, "percent of the calls it takes (100: all, live)")
 	return cmd
 }

@@ -122,6 +122,9 @@ func printStatus(w io.Writer, comp api.Component, deps []api.Deployment, now tim
 	if e := comp.Events; e != nil {
 		fmt.Fprintf(tw, "queued calls:\t%d queued, %d running, %d dead (velo events %s)\n", e.Queued, e.Running, e.Dead, comp.Name)
 	}
+	if d := comp.Canary; d != nil {
+		fmt.Fprintf(tw, "canary:\t%s (%s), %d %% of the calls\n", describe(*d, now), d.Status, comp.CanaryWeight)
+	}
 	_ = tw.Flush()
 
 	fmt.Fprintln(w)
@@ -312,6 +315,24 @@ func printStats(w io.Writer, st api.Stats) {
 	}
 	fmt.Fprintf(w, "\nhits/min  %s\n", sparkline(hits))
 	fmt.Fprintf(w, "total     %d hits, %d errors (%.1f%%) in the last %s\n", st.Hits, st.Errors, 100*float64(st.Errors)/float64(st.Hits), since)
+	if len(st.Deployments) > 1 {
+		// The live deployment and its canary (or predecessor), side by side.
+		fmt.Fprintln(w, "\nby deployment:")
+		tw := newTable(w)
+		fmt.Fprintln(tw, "  DEPLOYMENT\tHITS\tSHARE\tERRORS\tP50\tP99")
+		for _, d := range st.Deployments {
+			fmt.Fprintf(tw, "  #%d\t%d\t%s\t%d (%s)\t%s\t%s\n", d.Deployment, d.Hits, share(d.Hits, st.Hits), d.Errors, share(d.Errors, d.Hits), millis(d.P50ms), millis(d.P99ms))
+		}
+		_ = tw.Flush()
+	}
+}
+
+// share is part of total in percent, "-" when total is 0.
+func share(part, total int64) string {
+	if total == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*float64(part)/float64(total), 'f', 1, 64) + "%"
 }
 
 // millis formats a latency in milliseconds.

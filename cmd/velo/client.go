@@ -35,6 +35,7 @@ func clientCommands() []*cobra.Command {
 		pauseCommand(),
 		resumeCommand(),
 		rollbackCommand(),
+		promoteCommand(),
 		rmCommand(),
 		secretsCommand(),
 		keysCommand(),

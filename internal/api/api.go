@@ -16,8 +16,12 @@ type Component struct {
 	Repo   string      `json:"repo,omitempty"`
 	Live   *Deployment `json:"live,omitempty"`
 	// Target is the deployment being rolled out, when one is.
-	Target    *Deployment `json:"target,omitempty"`
-	Instances []Instance  `json:"instances"`
+	Target *Deployment `json:"target,omitempty"`
+	// Canary is the deployment that takes CanaryWeight percent of the
+	// calls beside Live, when there is one.
+	Canary       *Deployment `json:"canary,omitempty"`
+	CanaryWeight int         `json:"canary_weight,omitempty"`
+	Instances    []Instance  `json:"instances"`
 	// Events counts the component's queued calls; only on
 	// GET /components/{name}, when the server runs the event engine.
 	Events    *EventCounts `json:"events,omitempty"`
@@ -54,6 +58,23 @@ type Deployment struct {
 	UpdatedAt time.Time         `json:"updated_at"`
 }
 
+// Promote is the body of POST
+// /api/v1/components/{name}/deployments/{id}/promote: the percent of the
+// calls the deployment takes (1-99: a canary beside the live one, 100:
+// live, 0: no canary any more).
+type Promote struct {
+	Weight int `json:"weight"`
+}
+
+// DeploymentStats is one deployment's share of a component's statistics.
+type DeploymentStats struct {
+	Deployment int64   `json:"deployment"`
+	Hits       int64   `json:"hits"`
+	Errors     int64   `json:"errors"`
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+}
+
 // Stats is GET /api/v1/components/{name}/stats?since=1h.
 type Stats struct {
 	Component string   `json:"component"`
@@ -61,6 +82,9 @@ type Stats struct {
 	Buckets   []Bucket `json:"buckets"` // one per minute, oldest first, empty minutes included
 	Hits      int64    `json:"hits"`
 	Errors    int64    `json:"errors"`
+	// Deployments are the counts of the live deployment and the canary
+	// (or the one rolled out before), side by side, over the same time.
+	Deployments []DeploymentStats `json:"deployments,omitempty"`
 }
 
 // Bucket is one minute of request statistics.

@@ -103,10 +103,18 @@ func (s *Store) SetTarget(ctx context.Context, name string, deployment int64) er
 // follows it only when the component was settled (Target == Live, as for a
 // rollback) or Target already is the deployment; a newer rollout in
 // progress keeps its Target. ErrNotFound unless the deployment exists and
-// belongs to the component.
+// belongs to the component. The deployment live until then is recorded as
+// the component's Rollout.Previous.
 func (s *Store) Promote(ctx context.Context, name string, deployment int64) error {
 	err := s.tx(ctx, func(q querier) error {
+		var live int64
+		if err := q.queryRow(ctx, `SELECT live FROM components WHERE name = $1`, name).Scan(&live); err != nil {
+			return err
+		}
 		if err := promote(ctx, q, name, deployment); err != nil {
+			return err
+		}
+		if err := recordPromotion(ctx, q, name, deployment, live); err != nil {
 			return err
 		}
 		_, err := q.exec(ctx, `UPDATE deployments SET status = $2, error = '', updated_at = $3 WHERE id = $1`,

@@ -57,6 +57,8 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"Domains", testDomains},
 		{"Gateway", testGateway},
 		{"Events", testEvents},
+		{"Rollouts", testRollouts},
+		{"DeploymentHits", testDeploymentHits},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

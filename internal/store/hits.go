@@ -13,14 +13,18 @@ import (
 )
 
 // AddHits adds a batch of per-minute counts in one transaction: hits and
-// errors add up, latency histograms merge bucket-wise. Counts for
-// components that no longer exist are dropped.
+// errors add up, latency histograms merge bucket-wise, per component and,
+// for entries with a Deployment, per deployment too. Counts for
+// components or deployments that no longer exist are dropped.
 func (s *Store) AddHits(ctx context.Context, batch []Hits) error {
 	rows := mergeHits(batch)
 	if len(rows) == 0 {
 		return nil
 	}
 	err := s.tx(ctx, func(q querier) error {
+		if err := addDeploymentHits(ctx, q, batch); err != nil {
+			return err
+		}
 		for _, h := range rows {
 			minute := micros(h.Minute)
 			// Make sure the row exists (unless the component is gone),

@@ -97,19 +97,36 @@ type Route struct {
 	// (right after a worker restarts, its placements are pending until
 	// the module is prepared again).
 	Preparing []Worker
+	// Canary, when set, takes its Weight percent of the calls.
+	Canary *Canary
 	// Domains are the custom domains the component holds (see
 	// ClaimDomains), in order; the router serves those its live manifest
 	// lists.
 	Domains []string
 }
 
+// Canary is a deployment given a share of its component's calls beside
+// the live one (see Rollout).
+type Canary struct {
+	Deployment int64
+	Weight     int // percent, 1-99
+	Runtime    string
+	Manifest   []byte
+	// Workers hold a ready placement of it, ordered by name; a canary
+	// with none is not routed.
+	Workers []Worker
+}
+
 // Hits is a batch of request counts for one component and one minute.
 type Hits struct {
 	Component string
-	Minute    time.Time // truncated to the minute, UTC
-	Hits      int64
-	Errors    int64    // responses with status >= 500
-	Latency   []uint64 // hist.Histogram counts; merged bucket-wise
+	// Deployment is the deployment that answered (0: none did, or not
+	// known); its counts also go to the deployment's own statistics.
+	Deployment int64
+	Minute     time.Time // truncated to the minute, UTC
+	Hits       int64
+	Errors     int64    // responses with status >= 500
+	Latency    []uint64 // hist.Histogram counts; merged bucket-wise
 }
 
 // LogLine is one line a component (or Velo, about it) wrote.

@@ -8,20 +8,30 @@ import (
 // Routes returns what the router needs for every component, ordered by
 // name: paused, live deployment with its runtime and manifest, and the
 // workers holding a ready placement of it and those still preparing it
-// (pending), each ordered by name.
+// (pending), each ordered by name; and its canary with the workers
+// holding a ready placement of it, if it has one.
 //
 // It is one statement, so it reads one snapshot on either engine: read in
 // two, a promotion landing between them paired the old live deployment
 // with no workers, and the router answered 503 for a component that was
 // serving.
 func (s *Store) Routes(ctx context.Context) ([]Route, error) {
-	rs, err := s.db.query(ctx, `SELECT c.name, c.paused, c.live, COALESCE(d.runtime, ''), COALESCE(d.manifest, ''),
-			COALESCE(w.name, ''), COALESCE(w.addr, ''), COALESCE(w.started_at, 0), COALESCE(w.seen_at, 0), COALESCE(p.state, '')
+	rs, err := s.db.query(ctx, `SELECT * FROM (
+		SELECT c.name AS component, 0 AS weight, c.paused, c.live AS deployment, COALESCE(d.runtime, '') AS runtime,
+			COALESCE(d.manifest, '') AS manifest, COALESCE(w.name, '') AS worker, COALESCE(w.addr, '') AS addr,
+			COALESCE(w.started_at, 0) AS started_at, COALESCE(w.seen_at, 0) AS seen_at, COALESCE(p.state, '') AS state
 		FROM components c
 		LEFT JOIN deployments d ON d.id = c.live AND d.component = c.name
 		LEFT JOIN placements p ON p.deployment = c.live AND p.state IN ($1, $2)
 		LEFT JOIN workers w ON w.name = p.worker
-		ORDER BY c.name, w.name`, PlacementReady, PlacementPending)
+		UNION ALL
+		SELECT c.name, r.weight, c.paused, r.canary, d.runtime, d.manifest, w.name, w.addr, w.started_at, w.seen_at, p.state
+		FROM components c
+		JOIN rollouts r ON r.component = c.name AND r.canary <> 0 AND r.weight > 0 AND r.canary <> c.live
+		JOIN deployments d ON d.id = r.canary AND d.component = c.name
+		JOIN placements p ON p.deployment = r.canary AND p.state = $1
+		JOIN workers w ON w.name = p.worker
+	) routes ORDER BY component, weight, worker`, PlacementReady, PlacementPending)
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
@@ -33,9 +43,20 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 		var w Worker
 		var started, seen int64
 		var state string
-		if err := rs.Scan(&r.Component, &r.Paused, &r.Deployment, &r.Runtime, &manifest,
+		var weight int
+		if err := rs.Scan(&r.Component, &weight, &r.Paused, &r.Deployment, &r.Runtime, &manifest,
 			&w.Name, &w.Addr, &started, &seen, &state); err != nil {
 			return nil, fmt.Errorf("routes: %w", err)
+		}
+		if weight > 0 {
+			// A canary's rows follow its component's (ordered by weight).
+			last := &out[len(out)-1]
+			if last.Canary == nil {
+				last.Canary = &Canary{Deployment: r.Deployment, Weight: weight, Runtime: r.Runtime, Manifest: []byte(manifest)}
+			}
+			w.StartedAt, w.SeenAt = fromMicros(started), fromMicros(seen)
+			last.Canary.Workers = append(last.Canary.Workers, w)
+			continue
 		}
 		if n := len(out); n == 0 || out[n-1].Component != r.Component {
 			if manifest != "" {
