@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/velo-run/velo/internal/archive"
@@ -30,8 +31,13 @@ type DeployRequest struct {
 	DefaultName string
 	// NameSuffix is appended to the name (a preview: "--pr-N").
 	NameSuffix string
-	// Archive is the .tar.gz of the component's tree.
+	// Archive is the .tar.gz of the component's tree; Tree, when set, is
+	// that tree already read (Archive is then not used).
 	Archive io.Reader
+	Tree    *archive.Tree
+	// Dir is the component's directory inside the tree, for a repository
+	// whose root velo.toml lists several components ("": the root).
+	Dir string
 	// StripTop removes the single top directory every entry sits in
 	// (GitHub tarballs' owner-repo-sha/).
 	StripTop bool
@@ -70,9 +76,25 @@ func inputErr(format string, args ...any) error {
 // stored when validation fails, and the live version is never touched
 // here: it changes only when the new deployment is ready.
 func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployment, error) {
-	tree, err := archive.Read(req.Archive, m.cfg.Limits, req.StripTop)
-	if err != nil {
-		return store.Deployment{}, &InputError{Err: err, TooLarge: errors.Is(err, archive.ErrTooLarge)}
+	tree := req.Tree
+	if tree == nil {
+		var err error
+		tree, err = archive.Read(req.Archive, m.cfg.Limits, req.StripTop)
+		if err != nil {
+			return store.Deployment{}, &InputError{Err: err, TooLarge: errors.Is(err, archive.ErrTooLarge)}
+		}
+	}
+	if req.Dir != "" {
+		sub, err := tree.Sub(req.Dir)
+		if err != nil {
+			return store.Deployment{}, &InputError{Err: fmt.Errorf("component directory %s: %w", req.Dir, err)}
+		}
+		tree = sub
+	} else if dirs, ok, err := manifest.ComponentDirs(tree); err != nil {
+		return store.Deployment{}, &InputError{Err: err}
+	} else if ok {
+		return store.Deployment{}, inputErr("%s lists %d components (%s): deploy each directory on its own (velo deploy does)",
+			manifest.FileName, len(dirs), strings.Join(dirs, ", "))
 	}
 	defName := req.DefaultName
 	if req.Name != "" {

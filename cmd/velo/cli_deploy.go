@@ -33,6 +33,7 @@ func deployCommand() *cobra.Command {
 	var (
 		cn      conn
 		name    string
+		only    string
 		noBuild bool
 		timeout time.Duration
 		canary  int
@@ -44,7 +45,11 @@ func deployCommand() *cobra.Command {
 directory), packs DIR into an archive, uploads it and waits until the new
 version serves requests, then prints its URL. With --canary PERCENT the new
 version takes that share of the calls once ready, the live one the rest,
-until velo promote NAME (all calls) or velo rollback NAME (none).`,
+until velo promote NAME (all calls) or velo rollback NAME (none).
+
+When DIR's velo.toml lists components ([[component]] path = "…" or
+components = ["services/*"]), each listed directory is deployed in turn, or
+only the one named by --only.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := "."
@@ -59,11 +64,24 @@ until velo promote NAME (all calls) or velo rollback NAME (none).`,
 				return fmt.Errorf("bad --canary %d: want 1 to 99 (percent of the calls)", canary)
 			}
 			d := deployer{c: c, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr(), canary: canary}
+			dirs, several, err := manifest.ComponentDirs(os.DirFS(dir))
+			switch {
+			case err != nil:
+				return err
+			case several:
+				if name != "" {
+					return errors.New("--name names one component; this velo.toml lists several (choose one with --only)")
+				}
+				return d.deployAll(cmd.Context(), dir, dirs, only, !noBuild, timeout)
+			case only != "":
+				return fmt.Errorf("--only %s: %s lists no components", only, filepath.Join(dir, manifest.FileName))
+			}
 			return d.deploy(cmd.Context(), dir, name, !noBuild, timeout)
 		},
 	}
 	cn.addFlags(cmd)
 	cmd.Flags().StringVar(&name, "name", "", "component name (default: the manifest's, else the directory's)")
+	cmd.Flags().StringVar(&only, "only", "", "of the components a velo.toml lists, deploy only this one (by name or directory)")
 	cmd.Flags().BoolVar(&noBuild, "no-build", false, "skip the manifest's build command")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait for the upload and for the new version to go live")
 	cmd.Flags().IntVar(&canary, "canary", 0, "send this percent (1-99) of the calls to the new version, the rest to the live one")
@@ -146,6 +164,55 @@ func (d deployer) deploy(ctx context.Context, dir, name string, build bool, time
 	}
 	fmt.Fprintf(d.out, "deployment #%d: preparing…\n", dep.ID)
 	return d.waitLive(ctx, dep, "preparing", timeout)
+}
+
+// deployAll deploys the components root's velo.toml lists (dirs), one
+// after the other, or only the one named only. It goes on past a failure
+// and fails if any did.
+func (d deployer) deployAll(ctx context.Context, root string, dirs []string, only string, build bool, timeout time.Duration) error {
+	type comp struct{ dir, name string }
+	var all, chosen []comp
+	for _, dir := range dirs {
+		c := comp{dir: dir, name: componentName(filepath.Join(root, dir))}
+		all = append(all, c)
+		if only == "" || only == c.name || filepath.Clean(only) == filepath.Clean(dir) {
+			chosen = append(chosen, c)
+		}
+	}
+	if len(chosen) == 0 {
+		var names []string
+		for _, c := range all {
+			names = append(names, c.name)
+		}
+		return fmt.Errorf("--only %s: no such component; %s lists %s", only, manifest.FileName, strings.Join(names, ", "))
+	}
+	var failed []string
+	for _, c := range chosen {
+		fmt.Fprintf(d.out, "== %s (%s)\n", c.name, c.dir)
+		if err := d.deploy(ctx, filepath.Join(root, c.dir), "", build, timeout); err != nil {
+			fmt.Fprintf(d.errOut, "%s: %v\n", c.name, err)
+			failed = append(failed, c.name)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d components failed: %s", len(failed), len(chosen), strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// componentName is the name velo.toml in dir gives, else the directory's
+// (sanitized), as Load would name it.
+func componentName(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	if data, err := os.ReadFile(filepath.Join(abs, manifest.FileName)); err == nil {
+		if m, err := manifest.Parse(data); err == nil && m.Name != "" {
+			return m.Name
+		}
+	}
+	return manifest.Sanitize(filepath.Base(abs))
 }
 
 // buildCommand reads the build command from velo.toml, if there is one.

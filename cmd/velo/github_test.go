@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"os"
@@ -1057,4 +1058,160 @@ func TestGitHubPreview(t *testing.T) {
 	}
 	// Other actions are acknowledged and ignored.
 	v.answer(http.StatusOK)(gh.PullRequestEvent(ctx, v.hook(), fork, "assigned", "", ""))
+}
+
+// TestGitHubSeveralComponents deploys a repository whose root velo.toml
+// lists components: a push deploys only those whose files changed, each
+// with its own GitHub deployment; a commit list GitHub cut and a
+// force-push back are settled with the compare API. velo deploy in the
+// root deploys them all, or one with --only.
+func TestGitHubSeveralComponents(t *testing.T) {
+	v := newGHVelo(t, "")
+	ctx, gh := v.ctx, v.gh
+	wasm := echoWasm(t)
+	comp := func(name, version string) string {
+		return "name = \"" + name + "\"\nmodule = \"echo.wasm\"\n[env]\nVERSION = \"" + version + "\"\n"
+	}
+	tree := map[string]string{
+		"velo.toml":                     "components = [\"services/*\"]\n\n[[component]]\npath = \"web\"\n",
+		"README.md":                     "mono\n",
+		"services/api/velo.toml":        comp("api", "api-1"),
+		"services/api/echo.wasm":        wasm,
+		"services/worker/velo.toml":     comp("jobs", "jobs-1"),
+		"services/worker/echo.wasm":     wasm,
+		"web/velo.toml":                 comp("web", "web-1"),
+		"web/echo.wasm":                 wasm,
+		"docs/not-a-component/notes.md": "x\n",
+	}
+	commit := func(msg string, edits map[string]string) string {
+		for k, val := range edits {
+			tree[k] = val
+		}
+		return gh.Repo("octo", "mono").Commit(maps.Clone(tree), msg)
+	}
+	repo := gh.AddRepo("octo", "mono", "main", 42)
+	lastStates := func(sha string) map[string]string {
+		out := map[string]string{}
+		for _, d := range v.ghDeployments(repo) {
+			if d.SHA == sha && len(d.Statuses) > 0 {
+				out[d.Environment] = d.Statuses[len(d.Statuses)-1].State
+			}
+		}
+		return out
+	}
+	liveIDs := func() map[string]int64 {
+		return map[string]int64{"api": v.component("api").Live, "jobs": v.component("jobs").Live, "web": v.component("web").Live}
+	}
+
+	// 1. The first push deploys every component, each with its own GitHub
+	// deployment.
+	first := commit("three components", nil)
+	id := v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", "", ""))
+	for _, want := range []string{"api=VERSION=api-1", "jobs=VERSION=jobs-1", "web=VERSION=web-1"} {
+		name, env, _ := strings.Cut(want, "=")
+		testsupport.Eventually(t, 30*time.Second, name+" served", v.serves(name, env))
+	}
+	if j := v.job(id); !strings.Contains(j.Note, "deploying api, jobs, web") {
+		t.Errorf("push job note = %q", j.Note)
+	}
+	testsupport.Eventually(t, 30*time.Second, "three successes on GitHub", func() bool {
+		s := lastStates(first)
+		return s["production/api"] == "success" && s["production/jobs"] == "success" && s["production/web"] == "success"
+	})
+	if c := v.component("api"); c.Repo != "octo/mono" {
+		t.Errorf("api repo = %q", c.Repo)
+	}
+
+	// 2. A change under services/api deploys api alone.
+	before := liveIDs()
+	second := commit("api v2", map[string]string{"services/api/velo.toml": comp("api", "api-2")})
+	v.job(v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", "", "")))
+	testsupport.Eventually(t, 30*time.Second, "api v2 served", v.serves("api", "VERSION=api-2"))
+	testsupport.Eventually(t, 30*time.Second, "api's success on GitHub", func() bool { return lastStates(second)["production/api"] == "success" })
+	if s := lastStates(second); len(s) != 1 {
+		t.Errorf("GitHub deployments of the api-only push: %v", s)
+	}
+	if after := liveIDs(); after["jobs"] != before["jobs"] || after["web"] != before["web"] || after["api"] == before["api"] {
+		t.Errorf("live deployments %v → %v, want api alone changed", before, after)
+	}
+
+	// 3. A change outside every component deploys nothing.
+	before = liveIDs()
+	commit("docs", map[string]string{"README.md": "mono, documented\n"})
+	if j := v.job(v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", "", ""))); !strings.Contains(j.Note, "deploying none") {
+		t.Errorf("README push = %q", j.Note)
+	}
+	if after := liveIDs(); !maps.Equal(after, before) {
+		t.Errorf("a README change deployed: %v → %v", before, after)
+	}
+
+	// 4. More commits than GitHub lists in a push (2048): the change to
+	// jobs is in a commit the payload leaves out; the compare API finds
+	// it.
+	base := repo.Head("main")
+	for i := range githubtest.DefaultMaxPushCommits {
+		commit("chore", map[string]string{"README.md": fmt.Sprintf("mono %d\n", i)})
+	}
+	commit("jobs v2", map[string]string{"services/worker/velo.toml": comp("jobs", "jobs-2")})
+	long := gh.PushPayload(repo, "main", base, "")
+	if n := len(long["commits"].([]any)); n != githubtest.DefaultMaxPushCommits {
+		t.Fatalf("payload lists %d commits", n)
+	}
+	v.job(v.answer(http.StatusAccepted)(gh.Deliver(ctx, v.hook(), "push", long)))
+	testsupport.Eventually(t, 30*time.Second, "jobs v2 served (cut commit list)", v.serves("jobs", "VERSION=jobs-2"))
+
+	// 5. A force-push back to the first commit redeploys what it changes
+	// back (api, jobs) and leaves web, which serves that very commit.
+	webLive := v.component("web").Live
+	old := repo.Head("main")
+	repo.SetHead("main", first)
+	v.job(v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", old, first)))
+	testsupport.Eventually(t, 30*time.Second, "api back to v1", v.serves("api", "VERSION=api-1"))
+	testsupport.Eventually(t, 30*time.Second, "jobs back to v1", v.serves("jobs", "VERSION=jobs-1"))
+	if v.component("web").Live != webLive {
+		t.Errorf("the force-push redeployed web, which did not change")
+	}
+
+	// 6. velo deploy in the root of such a tree: all, then --only one.
+	dir := t.TempDir()
+	for p, body := range map[string]string{
+		"velo.toml":          "[[component]]\npath = \"a\"\n[[component]]\npath = \"b\"\n",
+		"a/velo.toml":        comp("cli-a", "a-1"),
+		"a/echo.wasm":        wasm,
+		"b/velo.toml":        comp("cli-b", "b-1"),
+		"b/echo.wasm":        wasm,
+		"b/ignored-by-a.txt": "b\n",
+		"unlisted/velo.toml": comp("cli-unlisted", "u"),
+		"unlisted/echo.wasm": wasm,
+	} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn := []string{"--server", v.n.URL, "--token", v.n.Token}
+	if out, errOut, code := velo(t, append([]string{"deploy", dir}, conn...)...); code != 0 {
+		t.Fatalf("velo deploy of the root: exit %d\n%s\n%s", code, out, errOut)
+	}
+	testsupport.Eventually(t, 30*time.Second, "cli-a served", v.serves("cli-a", "VERSION=a-1"))
+	testsupport.Eventually(t, 30*time.Second, "cli-b served", v.serves("cli-b", "VERSION=b-1"))
+	if _, err := v.n.Store.Component(ctx, "cli-unlisted"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an unlisted directory was deployed: %v", err)
+	}
+	aLive := v.component("cli-a").Live
+	if err := os.WriteFile(filepath.Join(dir, "b/velo.toml"), []byte(comp("cli-b", "b-2")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := velo(t, append([]string{"deploy", dir, "--only", "cli-b"}, conn...)...); code != 0 {
+		t.Fatalf("velo deploy --only: exit %d\n%s\n%s", code, out, errOut)
+	}
+	testsupport.Eventually(t, 30*time.Second, "cli-b v2 served", v.serves("cli-b", "VERSION=b-2"))
+	if v.component("cli-a").Live != aLive {
+		t.Errorf("--only cli-b redeployed cli-a")
+	}
+	if _, errOut, code := velo(t, append([]string{"deploy", dir, "--only", "nope"}, conn...)...); code == 0 || !strings.Contains(errOut, "cli-a, cli-b") {
+		t.Errorf("--only of an unknown component: exit %d, %q", code, errOut)
+	}
 }

@@ -408,3 +408,33 @@ var (
 	_ io.ReadSeeker  = (*openFile)(nil)
 	_ io.ReaderAt    = (*openFile)(nil)
 )
+
+// Sub returns the tree under directory dir, re-rooted there: what a
+// component in that directory of a repository is made of. A symlink that
+// leads out of dir is an error, as it would be in an archive of dir alone.
+func (t *Tree) Sub(dir string) (*Tree, error) {
+	dir = path.Clean(dir)
+	if n := t.nodes[dir]; n == nil || n.kind != kindDir || dir == "." {
+		return nil, invalid(dir, "is not a directory of the tree")
+	}
+	s := newTree()
+	s.Comment = t.Comment
+	prefix := dir + "/"
+	for _, p := range t.paths() {
+		rest, ok := strings.CutPrefix(p, prefix)
+		if !ok {
+			continue
+		}
+		o := t.nodes[p]
+		if err := s.add(p, rest, &node{kind: o.kind, data: o.data, exec: o.exec, target: o.target, explicit: o.explicit}); err != nil {
+			return nil, err
+		}
+		if o.kind == kindFile {
+			s.size += int64(len(o.data))
+		}
+	}
+	if err := s.finish(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

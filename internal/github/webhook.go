@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 
 	gh "github.com/google/go-github/v50/github"
@@ -87,6 +88,22 @@ type Push struct {
 	// triggered the event.
 	Pusher, Sender string
 	Compare        string
+	// Changed are the paths the push's commits added, removed or
+	// modified, sorted; Commits is how many commits the payload lists
+	// (GitHub lists at most MaxPushCommits, so a list that long may be
+	// cut).
+	Changed []string
+	Commits int
+}
+
+// MaxPushCommits is the most commits GitHub lists in a push webhook.
+const MaxPushCommits = 2048
+
+// ChangesKnown reports whether Changed is every path the push changed:
+// not for a forced push (its commits are the new ones only, not what left
+// the branch), nor for a list GitHub may have cut.
+func (p *Push) ChangesKnown() bool {
+	return !p.Forced && !p.Created && p.Commits < MaxPushCommits
 }
 
 // IsDefaultBranch reports whether the push updated the repository's default
@@ -252,6 +269,19 @@ func pushFrom(e *gh.PushEvent) (*Push, error) {
 	if !p.Deleted && !isSHA(p.After) {
 		return nil, fmt.Errorf("after %q is not a commit sha", p.After)
 	}
+	changed := map[string]bool{}
+	for _, c := range e.Commits {
+		for _, l := range [][]string{c.Added, c.Removed, c.Modified} {
+			for _, f := range l {
+				changed[f] = true
+			}
+		}
+	}
+	p.Commits = len(e.Commits)
+	for f := range changed {
+		p.Changed = append(p.Changed, f)
+	}
+	slices.Sort(p.Changed)
 	if hc := e.GetHeadCommit(); hc != nil {
 		p.HeadCommit = CommitInfo{
 			SHA:         hc.GetID(),

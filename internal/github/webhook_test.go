@@ -70,6 +70,7 @@ func TestParseWebhookFixtures(t *testing.T) {
 				FullName: "octo-org/hello-velo", Ref: "refs/heads/main", DefaultBranch: "main",
 				Before: before, After: sha, Pusher: "octocat", Sender: "octocat",
 				Compare: "https://github.com/octo-org/hello-velo/compare/6113728f27ae...2f1a5c8e4d3b",
+				Changed: []string{"hello.wasm", "velo.toml"}, Commits: 1,
 				HeadCommit: CommitInfo{
 					SHA: sha, Message: "Deploy hello", Author: "Mona Lisa", AuthorLogin: "octocat",
 					Time: time.Date(2024, 5, 16, 13, 1, 20, 0, time.UTC),
@@ -80,8 +81,11 @@ func TestParseWebhookFixtures(t *testing.T) {
 				t.Errorf("head commit time %v, want %v", p.HeadCommit.Time, want.HeadCommit.Time)
 			}
 			p.HeadCommit.Time = want.HeadCommit.Time
-			if *p != want {
+			if !reflect.DeepEqual(*p, want) {
 				t.Errorf("push\n got %+v\nwant %+v", *p, want)
+			}
+			if !p.ChangesKnown() {
+				t.Error("a fast-forward of one commit: changes not known")
 			}
 			if !p.IsDefaultBranch() || p.IsTag() || p.Branch() != "main" {
 				t.Errorf("default=%v tag=%v branch=%q", p.IsDefaultBranch(), p.IsTag(), p.Branch())
