@@ -155,6 +155,10 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 		}
 		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("component name %q is already used by %s; set another name in %s", man.Name, owner, manifest.FileName)}
 	}
+	if err := m.claimDomains(ctx, comp, man); err != nil {
+		m.dropNew(created, man.Name)
+		return store.Deployment{}, err
+	}
 	if err := m.store.PutArtifact(ctx, digest, buf.Bytes()); err != nil {
 		m.dropNew(created, man.Name)
 		return store.Deployment{}, fmt.Errorf("store artifact: %w", err)

@@ -53,6 +53,7 @@ type Store interface {
 	secretStore
 	gatewayStore
 	rolloutStore
+	domainStore
 
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	PutToken(ctx context.Context, t store.Token) error

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,11 +235,21 @@ func appendRefusal(dst []byte, err error) []byte {
 
 // componentOf is component for raw bytes: the component name and mount.
 func (r *Router) componentOf(host, path []byte) (name, mount []byte, ok bool) {
-	if r.cfg.Domain != "" {
-		h := host
-		if i := bytes.LastIndexByte(h, ':'); i >= 0 && !bytes.Contains(h[i:], []byte("]")) {
-			h = h[:i]
+	h := host
+	if i := bytes.LastIndexByte(h, ':'); i >= 0 && !bytes.Contains(h[i:], []byte("]")) {
+		h = h[:i]
+	}
+	if hosts := r.table.Load().hosts; len(hosts) > 0 {
+		if c, ok := hosts[string(h)]; ok {
+			return []byte(c), nil, true
 		}
+		if hasUpper(h) {
+			if c, ok := hosts[strings.ToLower(string(h))]; ok {
+				return []byte(c), nil, true
+			}
+		}
+	}
+	if r.cfg.Domain != "" {
 		suffix := "." + r.cfg.Domain
 		if len(h) > len(suffix) && bytes.EqualFold(h[len(h)-len(suffix):], []byte(suffix)) {
 			sub := h[:len(h)-len(suffix)]
@@ -256,6 +267,15 @@ func (r *Router) componentOf(host, path []byte) (name, mount []byte, ok bool) {
 		return nil, nil, false
 	}
 	return name, path[:len(Prefix)+len(name)], true
+}
+
+func hasUpper(b []byte) bool {
+	for _, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // count records a call's answer in its component's counters.

@@ -132,6 +132,10 @@ type cachedBackend struct {
 type table struct {
 	routes map[string]*route
 	keys   map[[32]byte]apiKey // API keys by the sha256 of their secret
+	// hosts maps each custom domain (velo.toml domains) to its
+	// component: those a component holds in the store and its live
+	// manifest lists.
+	hosts map[string]string
 }
 
 type route struct {
@@ -351,7 +355,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := &table{routes: make(map[string]*route, len(routes)), keys: keys}
+	t := &table{routes: make(map[string]*route, len(routes)), keys: keys, hosts: map[string]string{}}
 	usedBackends := map[string]bool{}
 	var cutoff time.Time
 	if r.cfg.WorkerTimeout > 0 {
@@ -396,6 +400,11 @@ func (r *Router) Refresh(ctx context.Context) error {
 		nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
 			!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
 			(nr.gate == nil || nr.gate.jwt == nil) && !validate[rt.Component] // JWTs and validation may block: net/http
+		for _, d := range domainsOf(rt.Manifest) {
+			if slices.Contains(rt.Domains, d) {
+				t.hosts[d] = rt.Component
+			}
+		}
 		prev := old.routes[rt.Component]
 		if prev != nil {
 			nr.next.Store(prev.next.Load())
@@ -512,6 +521,17 @@ func settingsOf(raw []byte) (time.Duration, manifest.Events) {
 	return m.Timeout, m.Events.WithDefaults()
 }
 
+// domainsOf is the custom domains a deployment's manifest lists.
+func domainsOf(raw []byte) []string {
+	var m struct {
+		Domains []string `json:"domains"`
+	}
+	if json.Unmarshal(raw, &m) != nil {
+		return nil
+	}
+	return m.Domains
+}
+
 // ServeHTTP routes one component call.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	name, mount, ok := r.component(req)
@@ -621,26 +641,44 @@ func (r *Router) component(req *http.Request) (name, mount string, ok bool) {
 	return name, req.URL.Path[:len(Prefix)+len(name)], true
 }
 
-// hostComponent finds the component of a request for NAME.<domain>.
+// hostComponent finds the component of a request for NAME.<domain> or
+// for one of a component's custom domains.
 func (r *Router) hostComponent(req *http.Request) (string, bool) {
-	if r.cfg.Domain == "" {
-		return "", false
-	}
 	host := req.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
+	}
+	host = strings.ToLower(host)
+	if name, ok := r.table.Load().hosts[host]; ok {
+		return name, true
+	}
+	if r.cfg.Domain == "" {
+		return "", false
 	}
 	sub, found := strings.CutSuffix(host, "."+r.cfg.Domain)
 	return sub, found && sub != "" && !strings.Contains(sub, ".")
 }
 
-// Hosts returns a handler that serves requests for NAME.<domain> with the
-// router and passes every other request to next. Without a domain it is
-// next itself.
-func (r *Router) Hosts(next http.Handler) http.Handler {
-	if r.cfg.Domain == "" {
-		return next
+// Serves reports whether host is one the router answers for a component:
+// NAME.<domain> for a component NAME in the route table, or a custom
+// domain of a live component. It decides which names get certificates.
+func (r *Router) Serves(host string) bool {
+	host = strings.ToLower(host)
+	t := r.table.Load()
+	if _, ok := t.hosts[host]; ok {
+		return true
 	}
+	if r.cfg.Domain == "" {
+		return false
+	}
+	sub, found := strings.CutSuffix(host, "."+r.cfg.Domain)
+	return found && !strings.Contains(sub, ".") && t.routes[sub] != nil
+}
+
+// Hosts returns a handler that serves requests for NAME.<domain> and for
+// components' custom domains with the router and passes every other
+// request to next.
+func (r *Router) Hosts(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if _, ok := r.hostComponent(req); ok {
 			r.ServeHTTP(w, req)

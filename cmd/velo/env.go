@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/velo-run/velo/deploymgr"
 	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github"
@@ -45,6 +47,12 @@ const (
 	envWorkerMemory   = "VELO_WORKER_MEMORY"
 	envTrustedProxies = "VELO_TRUSTED_PROXIES"
 	envKeep           = "VELO_KEEP_DEPLOYMENTS"
+	envHTTPS          = "VELO_HTTPS"
+	envHTTPSAddr      = "VELO_HTTPS_ADDR"
+	envACMEEmail      = "VELO_ACME_EMAIL"
+	envACMECA         = "VELO_ACME_CA"
+	envTLSCert        = "VELO_TLS_CERT"
+	envTLSKey         = "VELO_TLS_KEY"
 	envMetricsToken   = auth.MetricsTokenEnv // VELO_METRICS_TOKEN
 	envSecretsKey     = secrets.EnvKey       // VELO_SECRETS_KEY
 )
@@ -125,6 +133,32 @@ func (e *env) cluster(defAddr string) node.Cluster {
 		AdminToken:   e.get(envAdminToken),
 		MetricsToken: e.get(envMetricsToken),
 		SecretsKey:   e.get(envSecretsKey),
+	}
+}
+
+// tls is HTTPS's settings (VELO_HTTPS, VELO_HTTPS_ADDR, VELO_ACME_*,
+// VELO_TLS_*).
+func (e *env) tls() node.TLS {
+	return node.TLS{
+		HTTPS:    e.get(envHTTPS),
+		Addr:     e.get(envHTTPSAddr),
+		Email:    e.get(envACMEEmail),
+		CA:       e.get(envACMECA),
+		CertFile: e.get(envTLSCert),
+		KeyFile:  e.get(envTLSKey),
+	}
+}
+
+// tlsFlags adds --https and --https-addr to a command serving HTTPS;
+// apply, called when it runs, sets what --https says.
+func tlsFlags(cmd *cobra.Command, t *node.TLS) (apply func()) {
+	https := cmd.Flags().Bool("https", t.HTTPS == node.HTTPSACME,
+		"obtain and renew certificates with ACME for the domain's hosts ("+envHTTPS+"=acme; "+envACMEEmail+", "+envACMECA+")")
+	cmd.Flags().StringVar(&t.Addr, "https-addr", t.Addr, "address to serve HTTPS on with --https or "+envTLSCert+" ("+envHTTPSAddr+", default "+node.DefaultHTTPSAddr+"); --addr then redirects to it")
+	return func() {
+		if *https && t.HTTPS == "" {
+			t.HTTPS = node.HTTPSACME
+		}
 	}
 }
 

@@ -138,7 +138,9 @@ func routerCmd() *cobra.Command {
 		ClusterToken:   e.get(envClusterToken),
 		WorkerTimeout:  e.duration(envWorkerTimeout, node.DefaultWorkerTimeout),
 		TrustedProxies: e.trustedProxies(),
+		TLS:            e.tls(),
 	}
+	var applyTLS func()
 	cmd := &cobra.Command{
 		Use:   "router",
 		Short: "Run a router: forwards /fn/NAME/… to the workers serving NAME, round-robin with failover",
@@ -151,9 +153,13 @@ serving its last table and counting hits while Postgres is away.
 
 Environment: VELO_DATABASE_URL and VELO_CLUSTER_TOKEN (required),
 VELO_DOMAIN, VELO_WORKER_TIMEOUT (default 10s: workers silent that long
-leave the table).`,
+leave the table). HTTPS: VELO_HTTPS=acme (or --https) with VELO_ACME_EMAIL,
+VELO_ACME_CA and VELO_SECRETS_KEY (certificates are shared by every router
+through the store, sealed), or VELO_TLS_CERT and VELO_TLS_KEY; served on
+--https-addr while --addr answers ACME challenges and redirects.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			applyTLS()
 			return runRole(cmd, e, &cfg.Cluster, func(ctx context.Context) (*node.Role, error) { return node.NewRouter(ctx, cfg) })
 		},
 	}
@@ -161,6 +167,7 @@ leave the table).`,
 	cmd.Flags().StringVar(&cfg.Domain, "domain", e.get(envDomain), "serve component NAME at NAME.<domain> too ("+envDomain+")")
 	cmd.Flags().BoolVar(&cfg.NoHits, "no-hits", false, "do not record hit statistics (to measure their cost)")
 	cmd.Flags().BoolVar(&cfg.NoFastPath, "no-fast-path", false, "serve every request through net/http instead of the router's lean HTTP/1.1 path (to compare them)")
+	applyTLS = tlsFlags(cmd, &cfg.TLS)
 	return cmd
 }
 

@@ -42,7 +42,9 @@ func upCmd() *cobra.Command {
 		Docker:          e.docker(),
 		TrustedProxies:  e.trustedProxies(),
 		KeepDeployments: e.keepDeployments(),
+		TLS:             e.tls(),
 	}
+	var applyTLS func()
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run all of Velo in one process: router, API, webhook, worker and dashboard",
@@ -53,6 +55,7 @@ func upCmd() *cobra.Command {
 				return e.err
 			}
 			cfg.Logger = newLogger(cmd.ErrOrStderr())
+			applyTLS()
 			var err error
 			if cfg.WorkerLimits, err = workerLimits(); err != nil {
 				return err
@@ -74,6 +77,9 @@ func upCmd() *cobra.Command {
 			defer n.Close()
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Velo is up at %s (store: %s)\n", n.URL, n.Store.Engine())
+			if n.HTTPSAddr != "" {
+				fmt.Fprintf(out, "  https:      %s (plain HTTP redirects there; dashboard at https://%s)\n", n.HTTPSAddr, cfg.Domain)
+			}
 			fmt.Fprintf(out, "  components: %s/fn/NAME/\n", n.URL)
 			fmt.Fprintf(out, "  API token:  %s\n", filepath.Join(cfg.DataDir, tokenFile))
 			fmt.Fprintf(out, "  dashboard:  %s (signs you in as admin)\n", n.LoginURL)
@@ -90,6 +96,8 @@ func upCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&cfg.Addr, "addr", cfg.Addr, "address to listen on ("+envAddr+")")
 	cmd.Flags().StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory ("+envData+")")
+	cmd.Flags().StringVar(&cfg.Domain, "domain", cfg.Domain, "serve the dashboard at the domain and component NAME at NAME.<domain> ("+envDomain+")")
+	applyTLS = tlsFlags(cmd, &cfg.TLS)
 	return cmd
 }
 

@@ -56,6 +56,11 @@ type Manifest struct {
 	// Events is [events]: retries, concurrency and signature checks of
 	// the component's queued calls (see events.go).
 	Events Events `json:"events,omitzero"`
+
+	// Domains are host names the component answers on besides
+	// NAME.<VELO_DOMAIN> (lowercase; one component holds each, see
+	// store.ClaimDomains); with HTTPS each gets its certificate.
+	Domains []string `json:"domains,omitempty"`
 }
 
 // Scale bounds a docker component's instance count.

@@ -27,7 +27,7 @@ const (
 
 // topKeys are the keys velo.toml may hold at its top level.
 var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "concurrency", "env", "scale",
-	"allowed_hosts", "http_max_concurrency", "health", "auto_rollback", "events"}
+	"allowed_hosts", "http_max_concurrency", "health", "auto_rollback", "events", "domains"}
 
 // scaleKeys are the keys the [scale] table may hold.
 var scaleKeys = []string{"min", "max"}
@@ -159,6 +159,9 @@ func Parse(data []byte) (Manifest, error) {
 	if err := parseRollout(raw, &m); err != nil {
 		return Manifest{}, err
 	}
+	if err := parseDomains(raw, &m); err != nil {
+		return Manifest{}, err
+	}
 	if err := parseGateway(raw, &m); err != nil {
 		return Manifest{}, err
 	}
@@ -222,6 +225,9 @@ func (m Manifest) Validate() error {
 		if err := m.Health.validate(); err != nil {
 			return err
 		}
+	}
+	if err := m.validateDomains(); err != nil {
+		return err
 	}
 	if err := m.validateGateway(); err != nil {
 		return err

@@ -12,11 +12,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/velo-run/velo/deploymgr"
+	"github.com/velo-run/velo/internal/certs"
 	"github.com/velo-run/velo/internal/events"
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/secrets"
@@ -72,6 +74,10 @@ type Config struct {
 	// GitHub, when set, connects the GitHub App: the webhook at
 	// /webhooks/github, GitHub sign-in and POST /api/v1/components.
 	GitHub *github.Config
+	// TLS turns HTTPS on: the dashboard at Domain, components at
+	// NAME.<Domain> and their custom domains, with certificates from ACME
+	// or files; Addr then answers ACME challenges and redirects.
+	TLS    TLS
 	Logger *slog.Logger
 }
 
@@ -83,18 +89,26 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data dir: a directory is required")
 	}
+	if err := c.TLS.validate(); err != nil {
+		return err
+	}
+	if c.TLS.HTTPS == HTTPSACME && c.Domain == "" {
+		return errors.New("--https needs --domain (VELO_DOMAIN): certificates are obtained for the dashboard at the domain and for NAME.<domain>")
+	}
 	return nil
 }
 
 // Node is a running all-in-one Velo.
 type Node struct {
-	URL     string // where it listens, http://host:port
-	Token   string // the admin API token
-	Store   *store.Store
-	Router  *router.Router
-	Manager *deploymgr.Manager
-	Worker  *worker.Worker
-	Events  *events.Engine
+	URL string // where it listens, http://host:port
+	// HTTPSAddr is where it serves TLS (host:port), empty without TLS.
+	HTTPSAddr string
+	Token     string // the admin API token
+	Store     *store.Store
+	Router    *router.Router
+	Manager   *deploymgr.Manager
+	Worker    *worker.Worker
+	Events    *events.Engine
 	// GitHub is the GitHub App integration, nil when not configured.
 	GitHub *deploymgr.GitHub
 	// LoginURL signs the admin in to the dashboard in one click.
@@ -150,14 +164,37 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	url := "http://" + ln.Addr().String()
-	publicURL := cfg.PublicURL
-	if publicURL == "" {
-		publicURL = url
-	}
-
 	keys, err := secrets.Load(cfg.SecretsKey, cfg.DataDir)
 	if err != nil {
 		return nil, err
+	}
+	var (
+		tlsLn net.Listener
+		tlsM  *certs.Manager
+		rt    *router.Router
+	)
+	if cfg.TLS.Enabled() {
+		serves := func(host string) bool { return host == cfg.Domain || rt.Serves(host) }
+		if tlsLn, tlsM, err = cfg.TLS.listen(st, keys, ln, serves, log); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				tlsLn.Close()
+				tlsM.Close()
+			}
+		}()
+	}
+	publicURL := cfg.PublicURL
+	switch {
+	case publicURL != "":
+	case tlsLn != nil && cfg.Domain != "":
+		publicURL = "https://" + cfg.Domain
+		if p := port(tlsLn); p != 443 {
+			publicURL += ":" + strconv.Itoa(p)
+		}
+	default:
+		publicURL = url
 	}
 	rts, wasmRT, unavailable, err := runtimes(ctx, cfg.DataDir, "local", nil, cfg.Docker, log)
 	if err != nil {
@@ -169,7 +206,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	// The event engine runs queued calls through the router, which
 	// queues them through the engine.
-	var rt *router.Router
 	ev, err := events.New(events.Config{Store: st, Secrets: keys, Logger: log,
 		Caller: events.CallerFunc(func(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error {
 			return rt.Invoke(ctx, w, c, id, attempt)
@@ -238,11 +274,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	// Through FastServer, without event loops: every request head passes
 	// the router's parser before net/http frames it.
-	srv := &router.FastServer{Router: rt, Loops: -1, Fallback: &http.Server{Handler: handler,
+	var srv server = &router.FastServer{Router: rt, Loops: -1, Fallback: &http.Server{Handler: handler,
 		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	httpsAddr := ""
+	if tlsLn != nil {
+		srv = newWithTLS(handler, tlsLn, tlsM, log)
+		httpsAddr = tlsLn.Addr().String()
+	}
 	return &Node{
-		URL: url, Token: token, Store: st, Router: rt, Manager: mgr, Worker: wk, Events: ev,
+		URL: url, HTTPSAddr: httpsAddr, Token: token, Store: st, Router: rt, Manager: mgr, Worker: wk, Events: ev,
 		GitHub: gh, LoginURL: c.sessions.LoginURL(),
 		log:  log,
 		proc: start(ln, srv, runs, firstRoutes(rt, log)),

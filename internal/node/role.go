@@ -93,6 +93,10 @@ type Role struct {
 	// routes, when set, has its first route table loaded before the
 	// listener serves (see firstRoutes).
 	routes *router.Router
+	// tls, when set, serves HTTPS too, with certificates for the names
+	// serves accepts; the plain listener then redirects.
+	tls    *TLS
+	serves func(string) bool
 	loops  []func(context.Context) error
 }
 
@@ -172,7 +176,16 @@ func (r *Role) Run(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
 	}
 	var s server = srv
-	if r.fast != nil {
+	switch {
+	case r.tls != nil:
+		tlsLn, m, err := r.tls.listen(r.store, r.keys, ln, r.serves, r.log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		s = newWithTLS(r.handler, tlsLn, m, r.log)
+		r.log.Info("serving https", "addr", tlsLn.Addr().String())
+	case r.fast != nil:
 		s = &router.FastServer{Router: r.fast, Fallback: srv}
 	}
 	var ready func()

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
@@ -32,6 +33,10 @@ type RouterConfig struct {
 	// NoFastPath serves every request through net/http instead of the
 	// router's lean HTTP/1.1 path (--no-fast-path, to compare them).
 	NoFastPath bool
+	// TLS turns HTTPS on for NAME.<Domain> and components' custom
+	// domains; certificates from ACME are shared by every router through
+	// the store (sealed with VELO_SECRETS_KEY, which ACME then requires).
+	TLS TLS
 }
 
 func (c RouterConfig) withDefaults() RouterConfig {
@@ -44,6 +49,12 @@ func (c RouterConfig) withDefaults() RouterConfig {
 func (c RouterConfig) validate() error {
 	if c.ClusterToken == "" {
 		return errors.New("router: VELO_CLUSTER_TOKEN is not set: routers and workers share it to authenticate internal calls")
+	}
+	if err := c.TLS.validate(); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	if c.TLS.HTTPS == HTTPSACME && c.SecretsKey == "" {
+		return errors.New("router: VELO_HTTPS=acme needs VELO_SECRETS_KEY: certificates' private keys are sealed with it in the store")
 	}
 	return nil
 }
@@ -90,6 +101,10 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 	r.mux.Handle(router.Prefix, rt)
 	r.mux.HandleFunc(router.EventsPrefix, rt.ServeEvents)
 	r.handler = rt.Hosts(r.mux)
+	if cfg.TLS.Enabled() {
+		r.tls = &cfg.TLS
+		r.serves = rt.Serves
+	}
 	r.loops = append(r.loops, func(ctx context.Context) error {
 		defer remote.Close()
 		return rt.Run(ctx)
