@@ -62,6 +62,42 @@ type listItem struct {
 	api.Component
 	Hits  int64
 	Spark spark
+	// Previews are the component's pull request previews (NAME--pr-N),
+	// shown under it; PR is the number of the pull request an item
+	// previews (0: not a preview).
+	Previews []listItem
+	PR       int
+}
+
+// previewSep separates a component's name from a pull request's number in
+// the name of its preview (deploymgr names them NAME--pr-N).
+const previewSep = "--pr-"
+
+// groupPreviews puts each preview under the component it previews, when
+// that is in the list, ordered by pull request number.
+func groupPreviews(items []listItem) []listItem {
+	index := map[string]int{}
+	var out []listItem
+	var previews []listItem
+	for _, it := range items {
+		i := strings.LastIndex(it.Name, previewSep)
+		if n, err := strconv.Atoi(it.Name[i+len(previewSep):]); i > 0 && err == nil && n > 0 {
+			it.PR = n
+			previews = append(previews, it)
+			continue
+		}
+		index[it.Name] = len(out)
+		out = append(out, it)
+	}
+	slices.SortStableFunc(previews, func(a, b listItem) int { return a.PR - b.PR })
+	for _, pv := range previews {
+		if i, ok := index[pv.Name[:strings.LastIndex(pv.Name, previewSep)]]; ok {
+			out[i].Previews = append(out[i].Previews, pv)
+		} else {
+			out = append(out, pv)
+		}
+	}
+	return out
 }
 
 type listPage struct {
@@ -85,6 +121,7 @@ func (u *UI) list(w http.ResponseWriter, r *http.Request, v visitor) {
 		}
 		p.Components = append(p.Components, listItem{Component: c, Hits: st.Hits, Spark: sparkline(st.Buckets)})
 	}
+	p.Components = groupPreviews(p.Components)
 	if len(comps) == 0 {
 		p.Onboard = u.onboard(r, v)
 	}

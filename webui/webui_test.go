@@ -361,3 +361,29 @@ func TestTwoGitHubUsers(t *testing.T) {
 		t.Error("no GitHub sign-in button with GitHub configured")
 	}
 }
+
+// The list shows a component's pull request previews (NAME--pr-N) under
+// it, ordered by number; a preview whose component is not listed stands
+// on its own.
+func TestListGroupsPreviews(t *testing.T) {
+	v := startVelo(t, nil)
+	for _, name := range []string{"shop", "shop--pr-12", "shop--pr-3", "blog--pr-1", "shop-2"} {
+		v.deploy(name, echoFiles(nil))
+	}
+	b := v.browser()
+	b.signInAdmin()
+	_, page := b.get("/")
+	shop := strings.Index(page, `<li class="comp" data-name="shop">`)
+	pr3 := strings.Index(page, `<li class="comp preview" data-name="shop--pr-3">`)
+	pr12 := strings.Index(page, `<li class="comp preview" data-name="shop--pr-12">`)
+	shop2 := strings.Index(page, `<li class="comp" data-name="shop-2">`)
+	if shop < 0 || pr3 < shop || pr12 < pr3 || !strings.Contains(page[shop:pr12], `<ul class="previews"`) || !strings.Contains(page, "preview of #12") {
+		t.Errorf("previews not grouped under shop (shop %d, #3 %d, #12 %d):\n%s", shop, pr3, pr12, page)
+	}
+	if shop2 < 0 || strings.Contains(page[shop2:], "shop--pr") && strings.Index(page[shop2:], "shop--pr") < strings.Index(page[shop2:], "</li>") {
+		t.Errorf("shop-2 got shop's previews")
+	}
+	if !strings.Contains(page, `<li class="comp preview" data-name="blog--pr-1">`) {
+		t.Errorf("a preview without its component is not listed")
+	}
+}
