@@ -35,6 +35,7 @@ func (m *Manager) Handler() http.Handler {
 	g.POST("/components/:name/deployments/:id/promote", m.promote)
 	g.GET("/components/:name/stats", m.stats)
 	g.GET("/components/:name/logs", m.logs)
+	g.POST("/components/:name/shell", m.shell)
 	g.GET("/deployments/:id", m.getDeployment)
 	m.secretRoutes(g)
 	m.keyRoutes(g)

@@ -127,6 +127,9 @@ type Config struct {
 	// Events serves the invocations API (the event engine); nil answers
 	// it with 503.
 	Events Events
+	// Shells opens `velo shell` sessions on workers (RemoteShells, or the
+	// worker itself in one process); nil refuses shells.
+	Shells ShellDialer
 	Logger *slog.Logger
 }
 

@@ -41,6 +41,7 @@ func clientCommands() []*cobra.Command {
 		keysCommand(),
 		tokensCommand(),
 		eventsCommand(),
+		shellCommand(),
 	}
 }
 

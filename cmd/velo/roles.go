@@ -48,6 +48,7 @@ func deploymgrCmd() *cobra.Command {
 	e := newEnv()
 	cfg := node.DeploymgrConfig{
 		Cluster:         e.cluster("127.0.0.1:8081"),
+		ClusterToken:    e.get(envClusterToken),
 		WorkerTimeout:   e.duration(envWorkerTimeout, node.DefaultWorkerTimeout),
 		WasmReplicas:    e.count(envWasmReplicas, 0),
 		DockerReplicas:  e.count(envDockerReplicas, 1),
@@ -68,7 +69,8 @@ With the VELO_GITHUB_* variables set it also takes GitHub App webhooks at
 API users in with GitHub.
 
 Environment: VELO_DATABASE_URL (required), VELO_ADMIN_TOKEN (API token for
-bootstrapping), VELO_PUBLIC_URL (where users reach the routers),
+bootstrapping), VELO_CLUSTER_TOKEN (to reach the workers for velo shell;
+shells are off without it), VELO_PUBLIC_URL (where users reach the routers),
 VELO_DOMAIN, VELO_WORKER_TIMEOUT (default 10s: a worker silent that long
 loses its placements), VELO_WASM_REPLICAS (0 = every worker),
 VELO_DOCKER_REPLICAS (default 1; the floor when autoscaling),

@@ -16,6 +16,9 @@ import (
 // the webhook.
 type DeploymgrConfig struct {
 	Cluster
+	// ClusterToken lets deploymgr reach the workers for `velo shell`
+	// (VELO_CLUSTER_TOKEN); shells are refused without it.
+	ClusterToken string
 	// PublicURL is where users reach the routers; component URLs are
 	// built on it (VELO_PUBLIC_URL, --public-url; default http://<Addr>).
 	PublicURL string
@@ -83,6 +86,10 @@ func NewDeploymgr(ctx context.Context, cfg DeploymgrConfig) (*Role, error) {
 	if err != nil {
 		return r.fail(err)
 	}
+	var shells deploymgr.ShellDialer
+	if cfg.ClusterToken != "" {
+		shells = deploymgr.RemoteShells(cfg.ClusterToken)
+	}
 	c, err := newControl(r.store, deploymgr.Config{
 		PublicURL:       cfg.PublicURL,
 		Domain:          cfg.Domain,
@@ -95,6 +102,7 @@ func NewDeploymgr(ctx context.Context, cfg DeploymgrConfig) (*Role, error) {
 		Secrets:         r.keys,
 		KeepDeployments: cfg.KeepDeployments,
 		Events:          ev,
+		Shells:          shells,
 		Logger:          r.log,
 	}, cfg.PublicURL, app)
 	if err != nil {

@@ -234,6 +234,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Grace:           cfg.Grace,
 		RoutesChanged:   rt.Refresh,
 		Events:          ev,
+		Shells:          localShells{wk},
 		Logger:          log,
 	}, publicURL, app)
 	if err != nil {

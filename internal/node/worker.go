@@ -98,6 +98,7 @@ func NewWorker(ctx context.Context, cfg WorkerConfig) (*Role, error) {
 		return r.fail(err)
 	}
 	invoke := wk.Handler(cfg.ClusterToken)
+	r.mux.Handle("POST "+worker.ShellPath, wk.ShellHandler(cfg.ClusterToken))
 	r.handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if _, ok := req.Header[router.HeaderInvokeDeployment]; ok {
 			invoke.ServeHTTP(w, req)

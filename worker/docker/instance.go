@@ -54,6 +54,7 @@ type ctr struct {
 	conns    *http.Transport // this run's connections (newTransport); nil when stopped
 	inflight int
 	waiting  int
+	shells   int // shells open in it (see Shell): it is not idle
 	lastUsed time.Time
 	started  time.Time // when it last became ready
 	busy     *op       // the transition in progress, if any
@@ -104,6 +105,7 @@ type Instance struct {
 	closed   bool
 	inflight int
 	drained  chan struct{} // closed once closed and no request is in flight
+	shells   map[*execProcess]struct{}
 	stats    Stats
 	// A crash streak: containers crashing soon after their start. While
 	// held, no container is started and requests are refused at once.
@@ -209,6 +211,7 @@ func (r *Runtime) newInstance(spec worker.Spec, tag string) *Instance {
 		cancel:     cancel,
 		stopIdle:   make(chan struct{}),
 		drained:    make(chan struct{}),
+		shells:     map[*execProcess]struct{}{},
 	}
 }
 
@@ -651,7 +654,7 @@ func (i *Instance) reap(now time.Time) {
 	}
 	sort.Slice(running, func(a, b int) bool { return running[a].lastUsed.After(running[b].lastUsed) })
 	for k, c := range running {
-		if k < i.min || c.inflight > 0 || c.waiting > 0 {
+		if k < i.min || c.inflight > 0 || c.waiting > 0 || c.shells > 0 {
 			continue
 		}
 		idle := now.Sub(c.lastUsed)
@@ -669,7 +672,7 @@ func (i *Instance) reap(now time.Time) {
 // use it to force the paused state.
 func (i *Instance) Pause(ctx context.Context) error {
 	return i.force(ctx, func(c *ctr) *op {
-		if c.state == Running && c.inflight == 0 {
+		if c.state == Running && c.inflight == 0 && c.shells == 0 {
 			return i.pauseLocked(c, "requested")
 		}
 		return nil
@@ -680,7 +683,7 @@ func (i *Instance) Pause(ctx context.Context) error {
 // flight; the next request starts one again.
 func (i *Instance) Stop(ctx context.Context) error {
 	return i.force(ctx, func(c *ctr) *op {
-		if (c.state == Running || c.state == Paused) && c.inflight == 0 {
+		if (c.state == Running || c.state == Paused) && c.inflight == 0 && c.shells == 0 {
 			return i.stopLocked(c, "requested")
 		}
 		return nil
@@ -771,8 +774,9 @@ func (i *Instance) Stats() Stats {
 	return s
 }
 
-// Close stops accepting requests, lets those in flight finish until ctx is
-// done, then removes every container of the instance. The image is kept:
+// Close stops accepting requests, cuts its shells off, lets requests in
+// flight finish until ctx is done, then removes every container of the
+// instance. The image is kept:
 // Runtime.RemoveImage removes it once no instance uses it.
 func (i *Instance) Close(ctx context.Context) error {
 	i.mu.Lock()
@@ -786,6 +790,7 @@ func (i *Instance) Close(ctx context.Context) error {
 	}
 	i.mu.Unlock()
 	close(i.stopIdle)
+	i.cutShells(fmt.Sprintf("deployment %d is stopping (replaced, removed, or the worker stops)", i.deployment))
 
 	var errs []error
 	select {

@@ -123,6 +123,7 @@ type Runtime struct {
 	mu       sync.Mutex
 	inUse    map[string]int         // image tag → open instances using it
 	building map[string]*sync.Mutex // image tag → held while it is checked or built
+	shells   int                    // open, at most MaxShells
 }
 
 var _ worker.Runtime = (*Runtime)(nil)
