@@ -11,6 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -53,6 +54,11 @@ func (m *Manager) getComponent(c echo.Context) error {
 			return err
 		}
 		ac.Events = &ec
+		if comp.Live != 0 {
+			if ac.Schedules, err = m.schedulesOf(c.Request().Context(), comp); err != nil {
+				return err
+			}
+		}
 	}
 	return c.JSON(http.StatusOK, ac)
 }
@@ -298,4 +304,17 @@ func (m *Manager) startComponent(c echo.Context) error {
 	}
 	m.log.Info("repository started", "repo", req.Repo, "component", d.Component, "deployment", d.ID, "by", c.Get(ctxUser))
 	return c.JSON(http.StatusAccepted, m.apiDeployment(d, comp))
+}
+
+// schedulesOf describes the live deployment's [[schedule]] tables.
+func (m *Manager) schedulesOf(ctx context.Context, comp store.Component) ([]api.Schedule, error) {
+	d, err := m.store.Deployment(ctx, comp.Live)
+	if err != nil {
+		return nil, fmt.Errorf("read live deployment %d: %w", comp.Live, err)
+	}
+	var mf manifest.Manifest
+	if err := json.Unmarshal(d.Manifest, &mf); err != nil || len(mf.Schedules) == 0 {
+		return nil, nil
+	}
+	return m.cfg.Events.Schedules(ctx, comp.Name, mf.Schedules)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/events"
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
 )
 
@@ -22,6 +23,7 @@ type Events interface {
 	Replay(ctx context.Context, id int64) error
 	Discard(ctx context.Context, id int64) error
 	Counts(ctx context.Context, component string) (api.EventCounts, error)
+	Schedules(ctx context.Context, component string, list []manifest.Schedule) ([]api.Schedule, error)
 }
 
 // invocationRoutes registers the invocations API on the /api/v1 group.

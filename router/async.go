@@ -206,3 +206,33 @@ func (r *Router) Invoke(ctx context.Context, w http.ResponseWriter, c *Call, id 
 	r.forward(w, req, rt, mount, time.Now())
 	return nil
 }
+
+// Scheduled is a component's [[schedule]] tables, as the route table has
+// them.
+type Scheduled struct {
+	Component string
+	Schedules []manifest.Schedule
+	// Call is the call a tick of schedule i makes.
+	Call func(i int) *Call
+}
+
+// Schedules returns the schedules of the components with a live
+// deployment (for the event engine's scheduler).
+func (r *Router) Schedules() []Scheduled {
+	var out []Scheduled
+	for _, rt := range r.table.Load().routes {
+		if len(rt.sched) == 0 || rt.depID == 0 {
+			continue
+		}
+		rt := rt
+		out = append(out, Scheduled{Component: rt.name, Schedules: rt.sched, Call: func(i int) *Call {
+			s := rt.sched[i]
+			return &Call{
+				Component: rt.name, Method: s.Method, URI: Prefix + rt.name + s.Path,
+				Header: http.Header{"User-Agent": {"velo-schedule"}}, Body: []byte(s.Body),
+				RemoteAddr: "127.0.0.1:0", Source: SourceSchedule, Timeout: rt.timeout, Events: rt.events,
+			}
+		}})
+	}
+	return out
+}

@@ -152,8 +152,9 @@ type route struct {
 	wait    time.Duration
 	timeout time.Duration   // the component's, from its manifest
 	events  manifest.Events // [events], with defaults
-	fast    bool            // every target has an Endpoint: FastServer takes it
-	gate    *gate           // access and rate limit; nil: neither
+	sched   []manifest.Schedule
+	fast    bool  // every target has an Endpoint: FastServer takes it
+	gate    *gate // access and rate limit; nil: neither
 	next    atomic.Uint64
 	stats   *counters // of this deployment
 	totals  *totals   // of the component
@@ -379,7 +380,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 			totals:    tot,
 			gate:      gates[rt.Component],
 		}
-		nr.timeout, nr.events = settingsOf(rt.Manifest)
+		nr.timeout, nr.events, nr.sched = settingsOf(rt.Manifest)
 		for _, w := range rt.Workers {
 			if w.SeenAt.Before(cutoff) {
 				continue
@@ -505,20 +506,22 @@ func (r *Router) target(w store.Worker, used map[string]bool) target {
 	return target{worker: []string{w.Name}, b: cb.b, ep: cb.b.Endpoint()}
 }
 
-// settingsOf reads the per-request timeout and [events] (with defaults)
-// of a deployment's manifest; the defaults when it cannot be read.
-func settingsOf(raw []byte) (time.Duration, manifest.Events) {
+// settingsOf reads the per-request timeout, [events] (with defaults) and
+// schedules of a deployment's manifest; the defaults when it cannot be
+// read.
+func settingsOf(raw []byte) (time.Duration, manifest.Events, []manifest.Schedule) {
 	var m struct {
-		Timeout time.Duration   `json:"timeout"`
-		Events  manifest.Events `json:"events"`
+		Timeout   time.Duration       `json:"timeout"`
+		Events    manifest.Events     `json:"events"`
+		Schedules []manifest.Schedule `json:"schedules"`
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {
-		m.Timeout, m.Events = 0, manifest.Events{}
+		m.Timeout, m.Events, m.Schedules = 0, manifest.Events{}, nil
 	}
 	if m.Timeout <= 0 {
 		m.Timeout = manifest.DefaultTimeout
 	}
-	return m.Timeout, m.Events.WithDefaults()
+	return m.Timeout, m.Events.WithDefaults(), m.Schedules
 }
 
 // domainsOf is the custom domains a deployment's manifest lists.

@@ -119,6 +119,24 @@ func printStatus(w io.Writer, comp api.Component, deps []api.Deployment, now tim
 	if d := comp.Target; d != nil {
 		fmt.Fprintf(tw, "rolling out:\t%s (%s)\n", describe(*d, now), d.Status)
 	}
+	for _, sc := range comp.Schedules {
+		line := fmt.Sprintf("%s %s %s", sc.Cron, sc.Method, sc.Path)
+		if sc.Timezone != "" {
+			line += " (" + sc.Timezone + ")"
+		}
+		if sc.NextRun != nil {
+			line += ", next " + sc.NextRun.Local().Format("2006-01-02 15:04:05")
+		}
+		if l := sc.Last; l != nil {
+			line += fmt.Sprintf(", last %s: %s", ago(now, l.Tick), l.State)
+			if l.Status != 0 {
+				line += fmt.Sprintf(" (%d)", l.Status)
+			}
+		} else {
+			line += ", not run yet"
+		}
+		fmt.Fprintf(tw, "schedule:\t%s\n", line)
+	}
 	if e := comp.Events; e != nil {
 		fmt.Fprintf(tw, "queued calls:\t%d queued, %d running, %d dead (velo events %s)\n", e.Queued, e.Running, e.Dead, comp.Name)
 	}

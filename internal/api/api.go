@@ -24,9 +24,12 @@ type Component struct {
 	Instances    []Instance  `json:"instances"`
 	// Events counts the component's queued calls; only on
 	// GET /components/{name}, when the server runs the event engine.
-	Events    *EventCounts `json:"events,omitempty"`
-	CreatedAt time.Time    `json:"created_at"`
-	UpdatedAt time.Time    `json:"updated_at"`
+	Events *EventCounts `json:"events,omitempty"`
+	// Schedules are the live deployment's [[schedule]] tables with their
+	// next and last runs; only on GET /components/{name}.
+	Schedules []Schedule `json:"schedules,omitempty"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
 }
 
 // Instance is one placement of a component's deployment on a worker.
@@ -233,4 +236,23 @@ type EventCounts struct {
 	Queued  int64 `json:"queued"`
 	Running int64 `json:"running"`
 	Dead    int64 `json:"dead"`
+}
+
+// Schedule is one [[schedule]] of a component, in GET /components/{name}.
+type Schedule struct {
+	Cron     string       `json:"cron"`
+	Timezone string       `json:"timezone,omitempty"`
+	Method   string       `json:"method"`
+	Path     string       `json:"path"`
+	NextRun  *time.Time   `json:"next_run,omitempty"`
+	Last     *ScheduleRun `json:"last,omitempty"`
+}
+
+// ScheduleRun is how a schedule's latest tick went.
+type ScheduleRun struct {
+	Tick       time.Time `json:"tick"` // when it was due
+	Invocation int64     `json:"invocation"`
+	State      string    `json:"state"`
+	Status     int       `json:"status,omitempty"`
+	Error      string    `json:"error,omitempty"`
 }

@@ -44,6 +44,9 @@ type Config struct {
 	Caller Caller
 	// Secrets opens the signing keys of inbound events ([events] secret).
 	Secrets *secrets.Keyring
+	// Schedules lists the live schedules (router.Router.Schedules); an
+	// executor queues their ticks. Nil: no schedules.
+	Schedules func() []router.Scheduled
 	// Poll is how often an executor looks for queues it does not work yet
 	// and for calls whose process died (default 1s).
 	Poll time.Duration
@@ -88,6 +91,10 @@ type client interface {
 // callArgs is the River job of a queued call.
 type callArgs struct {
 	router.Call
+	// Schedule and Tick are set on a schedule's tick (see schedule.go):
+	// River keeps one job per schedule and tick.
+	Schedule string `json:"schedule,omitempty" river:"unique"`
+	Tick     int64  `json:"tick,omitempty" river:"unique"` // unix microseconds
 }
 
 // Kind names the job kind in River's table.
@@ -174,6 +181,11 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.log.Warn("stop the event engine", "err", err)
 		}
 	}()
+	if e.cfg.Schedules != nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); e.runSchedules(ctx) }()
+	}
 	tick := time.NewTicker(e.cfg.Poll)
 	defer tick.Stop()
 	lastPrune := time.Time{}
@@ -218,7 +230,7 @@ func (e *Engine) Enqueue(ctx context.Context, c *router.Call) (int64, bool, erro
 	if err := e.checkDepth(ctx, queue, c.Events.MaxQueued); err != nil {
 		return 0, false, err
 	}
-	res, err := e.client.Insert(ctx, callArgs{*c}, &river.InsertOpts{Queue: queue, MaxAttempts: c.Events.MaxAttempts})
+	res, err := e.client.Insert(ctx, callArgs{Call: *c}, &river.InsertOpts{Queue: queue, MaxAttempts: c.Events.MaxAttempts})
 	if err != nil {
 		return 0, false, fmt.Errorf("queue call for %s: %w", c.Component, err)
 	}

@@ -318,3 +318,34 @@ func hmacHex(key, body string) string {
 	m.Write([]byte(body))
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// TestSchedule: a [[schedule]] calls its path on every tick through the
+// normal path, and GET /components/{name} shows the next run and how the
+// last one went.
+func TestSchedule(t *testing.T) {
+	s := start(t, "", flakyToml+"[[schedule]]\ncron = \"@every 1s\"\npath = \"/tick?ok=1\"\nbody = \"tock\"\n")
+	var list []api.Invocation
+	testsupport.EventuallyShow(t, 60*time.Second, "two scheduled calls succeeded", func() bool {
+		list = nil
+		s.api("GET", "/components/flaky/invocations?state=succeeded", &list)
+		return len(list) >= 2
+	}, func() string { b, _ := json.Marshal(list); return string(b) })
+	inv := s.invocation(list[0].ID)
+	if inv.Source != "schedule" || inv.Method != "POST" || inv.Path != "/fn/flaky/tick" || inv.Answer == nil ||
+		string(inv.Answer.Body) != "attempt=1 method=POST path=/tick body=tock" {
+		t.Errorf("scheduled invocation: %+v", inv)
+	}
+	var comp api.Component
+	s.api("GET", "/components/flaky", &comp)
+	if len(comp.Schedules) != 1 || comp.Schedules[0].Cron != "@every 1s" || comp.Schedules[0].NextRun == nil ||
+		comp.Schedules[0].Last == nil || comp.Schedules[0].Last.Invocation == 0 {
+		t.Errorf("schedules in the component: %+v", comp.Schedules)
+	}
+
+	// A bad cron expression fails the deploy, naming the key and why.
+	files := map[string][]byte{"velo.toml": []byte(flakyToml + "[[schedule]]\ncron = \"*/5 * *\"\n"), "flaky.wasm": flakyWasm}
+	_, err := s.c.Deploy(s.ctx, "flaky", bytes.NewReader(archivetest.TarGz(t, files)))
+	if err == nil || !strings.Contains(err.Error(), "schedule[0].cron") || !strings.Contains(err.Error(), "expected exactly 5 fields") {
+		t.Errorf("deploying a bad cron: %v", err)
+	}
+}

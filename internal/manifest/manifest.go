@@ -61,6 +61,8 @@ type Manifest struct {
 	// NAME.<VELO_DOMAIN> (lowercase; one component holds each, see
 	// store.ClaimDomains); with HTTPS each gets its certificate.
 	Domains []string `json:"domains,omitempty"`
+	// Schedules are the [[schedule]] tables (see schedule.go).
+	Schedules []Schedule `json:"schedules,omitempty"`
 }
 
 // Scale bounds a docker component's instance count.

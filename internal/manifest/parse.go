@@ -27,7 +27,7 @@ const (
 
 // topKeys are the keys velo.toml may hold at its top level.
 var topKeys = []string{"name", "runtime", "module", "build", "port", "timeout", "memory", "concurrency", "env", "scale",
-	"allowed_hosts", "http_max_concurrency", "health", "auto_rollback", "events", "domains"}
+	"allowed_hosts", "http_max_concurrency", "health", "auto_rollback", "events", "domains", "schedule"}
 
 // scaleKeys are the keys the [scale] table may hold.
 var scaleKeys = []string{"min", "max"}
@@ -168,6 +168,9 @@ func Parse(data []byte) (Manifest, error) {
 	if err := parseEvents(raw, &m); err != nil {
 		return Manifest{}, err
 	}
+	if err := parseSchedules(raw, &m); err != nil {
+		return Manifest{}, err
+	}
 	return m, nil
 }
 
@@ -274,6 +277,9 @@ func knownKey(k toml.Key) bool {
 	}
 	if k[0] == "scale" && len(k) > 1 {
 		return slices.Contains(scaleKeys, k[1])
+	}
+	if k[0] == "schedule" && len(k) > 1 {
+		return len(k) == 2 // checked by parseSchedules, which names the table
 	}
 	if k[0] == "events" && len(k) > 1 {
 		return len(k) == 2 && slices.Contains(eventKeys, k[1])

@@ -209,7 +209,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	ev, err := events.New(events.Config{Store: st, Secrets: keys, Logger: log,
 		Caller: events.CallerFunc(func(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error {
 			return rt.Invoke(ctx, w, c, id, attempt)
-		})})
+		}),
+		Schedules: func() []router.Scheduled { return rt.Schedules() }})
 	if err != nil {
 		return nil, err
 	}

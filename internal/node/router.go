@@ -79,7 +79,8 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 	ev, err := events.New(events.Config{Store: r.store, Secrets: r.keys, Logger: r.log,
 		Caller: events.CallerFunc(func(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error {
 			return rt.Invoke(ctx, w, c, id, attempt)
-		})})
+		}),
+		Schedules: func() []router.Scheduled { return rt.Schedules() }})
 	if err != nil {
 		return r.fail(err)
 	}

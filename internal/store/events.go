@@ -251,3 +251,22 @@ func (s *Store) PendingEventQueues(ctx context.Context) ([]string, error) {
 	}
 	return out, rs.Err()
 }
+
+// LastScheduled returns the newest tick (unix microseconds) a schedule of
+// queue's component has queued, with its invocation; ErrNotFound when it
+// never ran. key is the schedule's manifest.Schedule.Key.
+func (s *Store) LastScheduled(ctx context.Context, queue, key string) (tick, invocation int64, err error) {
+	q := `SELECT CAST(args->>'tick' AS BIGINT), id FROM river_job
+		WHERE queue = $1 AND kind = 'velo_call' AND args->>'schedule' = $2
+		ORDER BY CAST(args->>'tick' AS BIGINT) DESC LIMIT 1`
+	if s.Engine() == EngineSQLite {
+		q = `SELECT CAST(json_extract(args, '$.tick') AS INTEGER), id FROM river_job
+		WHERE queue = $1 AND kind = 'velo_call' AND json_extract(args, '$.schedule') = $2
+		ORDER BY CAST(json_extract(args, '$.tick') AS INTEGER) DESC LIMIT 1`
+	}
+	err = s.db.queryRow(ctx, q, queue, key).Scan(&tick, &invocation)
+	if err != nil {
+		return 0, 0, err
+	}
+	return tick, invocation, nil
+}
