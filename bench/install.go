@@ -78,12 +78,13 @@ func installSection(ctx context.Context, b *Bench) (string, error) {
 		}
 		b.logf("install round %d: install %v, upgrade %v, %d of %d calls failed", round, in, up, len(bad), n)
 	}
+	secs := func(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 	rounds := func(ds []time.Duration) string {
-		return "rounds " + strings.Join(mapf(durFloats(ds), func(v float64) string { return fmtDur(time.Duration(v)) }), ", ")
+		return "rounds " + strings.Join(mapf(durFloats(ds), func(v float64) string { return secs(time.Duration(v)) }), ", ")
 	}
 	t := b.newTable("")
-	t.add("`velo install` of three hosts (all roles + PostgreSQL on the first, a worker on each other), wall time", fmtDur(median(installs)), "—", rounds(installs), "reported", info)
-	t.add("rolling upgrade of the three hosts to a new build, wall time", fmtDur(median(upgrades)), "—", rounds(upgrades), "reported", info)
+	t.add("`velo install` of three hosts (all roles + PostgreSQL on the first, a worker on each other), wall time", secs(median(installs)), "—", rounds(installs), "reported", info)
+	t.add("rolling upgrade of the three hosts to a new build, wall time", secs(median(upgrades)), "—", rounds(upgrades), "reported", info)
 	t.add(fmt.Sprintf("calls failed during the upgrade, %d connections", installConns), fmt.Sprintf("%d of %d", failures, calls), "—", "", "0", verdict(failures == 0))
 
 	var sb strings.Builder

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -271,4 +272,26 @@ func mustTarget(t *testing.T, s string) install.Target {
 		t.Fatal(err)
 	}
 	return tg
+}
+
+// TestInstallBinaryFor: a host of this platform gets this executable; one
+// of another platform, outside a source checkout, a message that says how
+// to get one.
+func TestInstallBinaryFor(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, origin, err := binaryFor(context.Background(), runtime.GOOS, runtime.GOARCH, t.TempDir()); err != nil || got != exe || origin != "this executable" {
+		t.Errorf("same platform: %s (%s), %v; want %s", got, origin, err, exe)
+	}
+	t.Chdir(t.TempDir())
+	other := "arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	_, _, err = binaryFor(context.Background(), "linux", other, t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "source checkout") || !strings.Contains(err.Error(), "GOARCH="+other) {
+		t.Errorf("other platform outside a checkout: %v, want it to say how to get a binary", err)
+	}
 }

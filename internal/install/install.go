@@ -517,6 +517,8 @@ func (h *host) install(ctx context.Context, env *envFile, healthTimeout time.Dur
 id -u ` + userName + ` >/dev/null 2>&1 || useradd --system --user-group --home-dir ` + DataDir + ` --shell /usr/sbin/nologin ` + userName + `
 install -d -m 0750 -o ` + userName + ` -g ` + userName + ` ` + DataDir + `
 install -d -m 0755 /etc/velo
+# A host with Docker: its worker runs Docker components too.
+if getent group docker >/dev/null && ! id -nG ` + userName + ` | grep -qw docker; then usermod -aG docker ` + userName + `; fi
 [ -e ` + BinPath + ` ] && sha256sum ` + BinPath + ` || true
 `
 	out, err := h.conn.Run(ctx, prep, nil)
