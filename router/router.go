@@ -110,11 +110,17 @@ type Router struct {
 	// refreshing serializes Refresh from the store read to the swap, so
 	// that a read which started earlier never replaces a newer table.
 	refreshing sync.Mutex
-	mu         sync.Mutex // guards backends, counters, totals and pending
-	backends   map[string]cachedBackend
-	counters   map[countKey]*counters
-	totals     map[string]*totals
-	pending    map[hitKey]*store.Hits // hits not yet written (store down)
+	// asked numbers the Refresh calls; covered is the highest number
+	// whose call had begun before the last finished store read began
+	// (guarded by refreshing). A call already covered has nothing left to
+	// read: see Refresh.
+	asked    atomic.Uint64
+	covered  uint64
+	mu       sync.Mutex // guards backends, counters, totals and pending
+	backends map[string]cachedBackend
+	counters map[countKey]*counters
+	totals   map[string]*totals
+	pending  map[hitKey]*store.Hits // hits not yet written (store down)
 	// unrouted counts calls for names that are no component: they have
 	// no statistics of their own (a name per call would grow without
 	// bound), so /metrics counts them together.
@@ -328,9 +334,19 @@ func drain(c <-chan store.Note) {
 }
 
 // Refresh reloads the route table from the store and swaps it in.
+//
+// Calls that pile up while one reads are coalesced: a call returns without
+// reading once a read that began after the call did has finished, since
+// that read saw every change made before the call. So a burst of changes
+// costs two reads, not one per change, and no change is missed.
 func (r *Router) Refresh(ctx context.Context) error {
+	n := r.asked.Add(1)
 	r.refreshing.Lock()
 	defer r.refreshing.Unlock()
+	if r.covered >= n {
+		return nil
+	}
+	upto := r.asked.Load() // every call up to here began before this read
 	routes, err := r.store.Routes(ctx)
 	if err != nil {
 		return fmt.Errorf("read routes: %w", err)
@@ -421,6 +437,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 		}
 	}
 	r.table.Store(t)
+	r.covered = upto
 	return nil
 }
 

@@ -447,3 +447,99 @@ func TestRefreshesApplyInOrder(t *testing.T) {
 		t.Fatalf("live deployment after both refreshes = %d, want 2 (the later read)", d)
 	}
 }
+
+// lockWaiters counts the goroutines blocked on a sync.Mutex inside
+// function fn (as runtime.Stack names it).
+func lockWaiters(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		head, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(head, "[sync.Mutex.Lock") && strings.Contains(g, fn+"(") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRefreshCoalesces: refreshes asked for while one reads the store are
+// answered by one more read, which sees the latest change.
+func TestRefreshCoalesces(t *testing.T) {
+	st := &gatedStore{entered: make(chan struct{}), gate: make(chan struct{})}
+	st.routes = []store.Route{{Component: "app", Deployment: 1}}
+	r := New(Config{Backend: func(store.Worker) Backend { return &backend{} }, Logger: discardLogger()}, st)
+	ctx := context.Background()
+	const waiting = 5
+	done := make(chan error, waiting+1)
+	go func() { done <- r.Refresh(ctx) }()
+	<-st.entered // the first refresh has read deployment 1
+	st.mu.Lock()
+	st.routes = []store.Route{{Component: "app", Deployment: 2}}
+	st.mu.Unlock()
+	for range waiting {
+		go func() { done <- r.Refresh(ctx) }()
+	}
+	testsupport.Eventually(t, 30*time.Second, "the other refreshes to wait for the first", func() bool {
+		return lockWaiters("router.(*Router).Refresh") == waiting
+	})
+	close(st.gate)
+	for range waiting + 1 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a refresh never finished")
+		}
+	}
+	if n := st.reads.Load(); n != 2 {
+		t.Errorf("%d store reads for %d refreshes asked while one read, want 2", n, waiting+1)
+	}
+	if d, _ := r.Lookup("app"); d != 2 {
+		t.Fatalf("live deployment = %d, want 2 (the change made while the first read ran)", d)
+	}
+}
+
+// TestRefreshHammer: goroutines each promote new deployments of their own
+// component and refresh; whatever the coalescing, when Refresh returns the
+// table routes the deployment promoted before it was called. Run with -race.
+func TestRefreshHammer(t *testing.T) {
+	f := newFixture(t, Config{Logger: discardLogger()})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			name := fmt.Sprintf("c%d", g)
+			ctx := context.Background()
+			if err := f.st.CreateComponent(ctx, store.Component{Name: name, Runtime: "wasm"}); err != nil {
+				t.Error(err)
+				return
+			}
+			for range 15 {
+				d, err := f.st.CreateDeployment(ctx, store.Deployment{Component: name, Digest: fmt.Sprintf("%064d", 1), Runtime: "wasm", Manifest: []byte(`{}`), Source: "upload", Status: store.StatusReady})
+				if err == nil {
+					err = f.st.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: "w1", State: store.PlacementReady})
+				}
+				if err == nil {
+					err = f.st.SetTarget(ctx, name, d.ID)
+				}
+				if err == nil {
+					err = f.st.Promote(ctx, name, d.ID)
+				}
+				if err == nil {
+					err = f.r.Refresh(ctx)
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got, _ := f.r.Lookup(name); got != d.ID {
+					t.Errorf("%s: routed to deployment %d after Refresh, want %d (promoted before it)", name, got, d.ID)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
