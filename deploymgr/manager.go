@@ -210,6 +210,11 @@ type Manager struct {
 	// API does not call them live in between (a client told "live" would
 	// still be answered by the version before).
 	routing sync.Map // int64 → struct{}
+	// swept is when the scheduler last swept (see schedule); sweepDue
+	// fires for a sweep a pass put off, sweepArmed says it is armed.
+	swept      time.Time
+	sweepDue   *time.Timer
+	sweepArmed bool
 }
 
 // New returns a Manager.
@@ -249,6 +254,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer tick.Stop()
 	prune := time.NewTicker(time.Hour)
 	defer prune.Stop()
+	m.sweepDue = time.NewTimer(time.Hour)
+	m.sweepDue.Stop()
+	defer m.sweepDue.Stop()
 	m.prune(ctx)
 	for {
 		if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
@@ -266,6 +274,8 @@ func (m *Manager) Run(ctx context.Context) error {
 				places = nil
 			}
 		case <-tick.C:
+		case <-m.sweepDue.C:
+			m.sweepArmed = false
 		case <-prune.C:
 			m.prune(ctx)
 		}

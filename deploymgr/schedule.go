@@ -38,11 +38,12 @@ func (m *Manager) schedule(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var load map[string]int // read once per pass, by the first place
 	for _, d := range deps {
 		var err error
 		switch d.Status {
 		case store.StatusPending:
-			err = m.place(ctx, d, workers)
+			err = m.place(ctx, d, workers, &load)
 		case store.StatusPreparing:
 			err = m.settle(ctx, d, workers)
 		}
@@ -50,6 +51,18 @@ func (m *Manager) schedule(ctx context.Context) error {
 			m.log.Warn("schedule deployment failed", "deployment", d.ID, "err", err)
 		}
 	}
+	// The sweeps read every component and placement, which at thousands
+	// of components costs far more than the deployments above: during a
+	// burst of deploys (a pass per notification) they run at most every
+	// sweepEvery, the pass that skips them arming sweepDue.
+	if wait := sweepEvery - time.Since(m.swept); wait > 0 && m.sweepDue != nil {
+		if !m.sweepArmed {
+			m.sweepArmed = true
+			m.sweepDue.Reset(wait)
+		}
+		return nil
+	}
+	m.swept = time.Now()
 	if err := m.rebalance(ctx, workers); err != nil {
 		return err
 	}
@@ -59,6 +72,10 @@ func (m *Manager) schedule(ctx context.Context) error {
 	}
 	return m.retire(ctx)
 }
+
+// sweepEvery is the least time between two sweeps of the scheduler
+// (rebalance, retire): a fraction of Grace, so retiring keeps its clock.
+const sweepEvery = 250 * time.Millisecond
 
 func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
 	all, err := m.store.Workers(ctx)
@@ -96,15 +113,20 @@ func (m *Manager) judging() bool { return time.Since(m.scheduling) >= m.cfg.Work
 
 // place assigns a pending deployment to live workers (see pick), claiming
 // it so that a second scheduler cannot place it too.
-func (m *Manager) place(ctx context.Context, d store.Deployment, workers []store.Worker) error {
+// *load is the workers' load, read by the first place of a pass and kept
+// up to date by pick for the next ones.
+func (m *Manager) place(ctx context.Context, d store.Deployment, workers []store.Worker, load *map[string]int) error {
 	if len(workers) == 0 {
 		return nil // stays pending until a worker shows up
 	}
-	load, err := m.load(ctx)
-	if err != nil {
-		return err
+	if *load == nil {
+		l, err := m.load(ctx)
+		if err != nil {
+			return err
+		}
+		*load = l
 	}
-	names := m.pick(d.Runtime, workers, load, nil)
+	names := m.pick(d.Runtime, workers, *load, nil)
 	ok, err := m.store.PlaceDeployment(ctx, d.ID, names)
 	if err != nil || !ok {
 		return err
