@@ -60,6 +60,10 @@ func TestOldVersionsGoAway(t *testing.T) {
 		if d.Status != "ready" || !d.Live {
 			t.Fatalf("deployment %d: %s %s", i, d.Status, d.Error)
 		}
+		// A call, so that the version's machine code is compiled (the
+		// worker compiles a module only once it is called) and there is
+		// compiled code of old versions to collect.
+		e.do("GET", "/fn/churn/env", "", nil)
 		deps = append(deps, d)
 		ps, err := n.Store.Placements(ctx, deps[0].ID)
 		if err != nil {
@@ -75,6 +79,7 @@ func TestOldVersionsGoAway(t *testing.T) {
 	// A few more, so that some fall out of the kept ones.
 	for i := len(deps); len(deps) < keep+3; i++ {
 		deps = append(deps, e.deploy("churn", files(i)))
+		e.do("GET", "/fn/churn/env", "", nil)
 	}
 	last := deps[len(deps)-1]
 	t.Logf("%d deploys in %s", len(deps), time.Since(start).Round(time.Millisecond))

@@ -46,7 +46,8 @@ func Docker(idlePause, idleStop time.Duration) DockerFunc {
 // forbidden, and Docker when mk makes one. unavailable names the runtimes
 // left out and why.
 func runtimes(ctx context.Context, dataDir, owner string, forbidden []netip.Prefix, mk DockerFunc, log *slog.Logger) (_ []worker.Runtime, _ *wasm.Runtime, unavailable map[string]error, _ error) {
-	wasmRT, err := wasm.New(wasm.Config{CacheDir: filepath.Join(dataDir, "wasm-cache"), Logger: log, OutboundForbidden: forbidden})
+	wasmRT, err := wasm.New(wasm.Config{CacheDir: filepath.Join(dataDir, "wasm-cache"), Logger: log, OutboundForbidden: forbidden,
+		BackgroundCompile: true})
 	if err != nil {
 		return nil, nil, nil, err
 	}

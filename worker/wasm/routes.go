@@ -139,7 +139,10 @@ func (in *instance) run(ctx context.Context, entry string, cfg wazero.ModuleConf
 		return err
 	}
 	defer c.unpin()
-	return runEntry(ctx, in.mod.rt, c.mod, entry, cfg)
+	if c.interp && !c.called.Load() && c.called.CompareAndSwap(false, true) {
+		in.rt.queueNative(in.mod, in.path) // see tier.go
+	}
+	return runEntry(ctx, c.rt, c.mod, entry, cfg)
 }
 
 func runEntry(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, entry string, cfg wazero.ModuleConfig) error {

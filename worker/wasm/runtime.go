@@ -75,6 +75,13 @@ type Config struct {
 	// a host name, besides the special ranges and this machine's own
 	// addresses, which are always refused.
 	OutboundForbidden []netip.Prefix
+	// BackgroundCompile makes preparing a binary whose machine code is not
+	// in the disk cache cheap: Prepare builds it for wazero's interpreter
+	// (tens of times faster to build than machine code, slower to run),
+	// which serves until the machine code, compiled by one background
+	// goroutine in arrival order, replaces it. Needs CacheDir; ignored
+	// without it. See tier.go.
+	BackgroundCompile bool
 }
 
 // Runtime runs WAGI modules on wazero. It is safe for concurrent use.
@@ -118,7 +125,17 @@ type Runtime struct {
 	loaded []*module
 	hand   int
 
-	compiles atomic.Int64 // modules compiled or loaded (this process), for tests
+	// interps are the interpreter runtimes, by memory limit, of
+	// BackgroundCompile; natives is its queue of modules waiting for their
+	// machine code (each at most once, so bounded by the modules held),
+	// wake nudges its goroutine, which closes bgDone when it has ended.
+	interps map[uint32]wazero.Runtime
+	natives []nativeJob
+	wake    chan struct{}
+	bgDone  chan struct{}
+
+	compiles    atomic.Int64 // modules compiled or loaded (this process), for tests
+	interpreted atomic.Int64 // of which built for the interpreter, for tests
 }
 
 var (
@@ -144,14 +161,27 @@ type module struct {
 
 	loadMu sync.Mutex           // one load at a time
 	code   atomic.Pointer[code] // nil while not loaded; stored under Runtime.mu
+	file   string               // its disk cache file, "" when unknown
+
+	// native says its machine code is in the disk cache (compiled by this
+	// process); queued that it waits in Runtime.natives. Both guarded by
+	// Runtime.mu.
+	native, queued bool
 }
 
 // code is a module's compiled code while it is loaded. pins counts the
 // calls using it; an eviction swaps 0 for -1, after which no one may pin it.
 type code struct {
 	mod  wazero.CompiledModule
+	rt   wazero.Runtime // the runtime mod was compiled in and runs in
 	pins atomic.Int64
 	used atomic.Bool // set by each use, cleared by each sweep
+	// interp marks code built for the interpreter (BackgroundCompile);
+	// replaced says its machine code took its place, and the last unpin
+	// closes it.
+	interp   bool
+	replaced atomic.Bool
+	called   atomic.Bool // a request ran on it (interp): machine code was asked for
 }
 
 func (c *code) pin() bool {
@@ -167,7 +197,21 @@ func (c *code) pin() bool {
 	}
 }
 
-func (c *code) unpin() { c.pins.Add(-1) }
+func (c *code) unpin() {
+	if c.pins.Add(-1) == 0 && c.replaced.Load() && c.pins.CompareAndSwap(0, -1) {
+		_ = c.mod.Close(context.Background())
+	}
+}
+
+// replace retires code that other code took the place of in its module:
+// closed now if no call uses it, else by the last unpin. The flag is set
+// before the attempt, so that one of the two always closes it.
+func (c *code) replace() {
+	c.replaced.Store(true)
+	if c.pins.CompareAndSwap(0, -1) {
+		_ = c.mod.Close(context.Background())
+	}
+}
 
 // binaryUse counts the modules of one binary, across memory limits.
 type binaryUse struct {
@@ -242,8 +286,17 @@ func New(cfg Config) (*Runtime, error) {
 		modules:     make(map[moduleKey]*module),
 		binaries:    make(map[[32]byte]*binaryUse),
 		artifacts:   make(map[string]*artifactUse),
+		interps:     make(map[uint32]wazero.Runtime),
+		wake:        make(chan struct{}, 1),
+		bgDone:      make(chan struct{}),
 	}
 	go rt.sweepIdle()
+	if cfg.BackgroundCompile && disk != nil {
+		go rt.compileNatives()
+	} else {
+		rt.cfg.BackgroundCompile = false
+		close(rt.bgDone)
+	}
 	return rt, nil
 }
 
@@ -288,13 +341,17 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 		rt.drop(mod, spec.Digest)
 		return nil, err
 	}
-	if loaded {
+	switch {
+	case loaded && c.interp:
+		fmt.Fprintf(buildLog, "module %s: validated %d bytes, memory limit %d MiB; machine code is compiled once it is called\n",
+			m.Module, len(bin), int64(key.pages)*pageSize>>20)
+	case loaded:
 		fmt.Fprintf(buildLog, "module %s: compiled %d bytes, memory limit %d MiB\n",
 			m.Module, len(bin), int64(key.pages)*pageSize>>20)
-	} else {
+	default:
 		fmt.Fprintf(buildLog, "module %s: already compiled\n", m.Module)
 	}
-	w, err := prepareWAGI(ctx, mod.rt, c.mod, spec, timeout, buildLog)
+	w, err := prepareWAGI(ctx, c.rt, c.mod, spec, timeout, buildLog)
 	var httpPolicy *outboundPolicy
 	if err == nil {
 		httpPolicy, err = newOutboundPolicy(rt, c.mod, spec, timeout)
@@ -333,6 +390,9 @@ func (rt *Runtime) hold(ctx context.Context, key moduleKey, name string, bin []b
 			return nil, err
 		}
 		m = &module{key: key, name: name, rt: wrt, slot: -1}
+		if rt.disk != nil {
+			m.file = rt.disk.path(bin)
+		}
 		rt.modules[key] = m
 	}
 	m.refs++
@@ -443,16 +503,17 @@ func (m *module) acquire(ctx context.Context, rt *Runtime, path string, bin []by
 		return c, false, nil
 	}
 	if bin == nil {
-		if bin, err = os.ReadFile(path); err != nil {
-			return nil, false, fmt.Errorf("module %s: %w", m.name, err)
-		}
-		if sha256.Sum256(bin) != m.key.hash {
-			return nil, false, fmt.Errorf("module %s: changed on disk since it was prepared", m.name)
+		if bin, err = m.read(path); err != nil {
+			return nil, false, err
 		}
 	}
 	start := time.Now()
 	rt.compiles.Add(1)
-	mod, err := m.rt.CompileModule(ctx, bin)
+	crt, interp, err := rt.tierFor(ctx, m)
+	if err != nil {
+		return nil, false, fmt.Errorf("module %s: %w", m.name, err)
+	}
+	mod, err := crt.CompileModule(ctx, bin)
 	if err != nil {
 		return nil, false, fmt.Errorf("module %s: %w", m.name, err)
 	}
@@ -460,9 +521,12 @@ func (m *module) acquire(ctx context.Context, rt *Runtime, path string, bin []by
 		_ = mod.Close(ctx)
 		return nil, false, fmt.Errorf("module %s: %w", m.name, err)
 	}
+	if interp {
+		rt.interpreted.Add(1)
+	}
 	rt.log.Debug("loaded module", attrModule, m.name, attrElapsed, time.Since(start),
-		attrMemory, int64(m.key.pages)*pageSize)
-	c = &code{mod: mod}
+		attrMemory, int64(m.key.pages)*pageSize, "interpreter", interp)
+	c = &code{mod: mod, rt: crt, interp: interp}
 	c.pins.Store(1)
 	c.used.Store(true)
 	evicted := rt.loadedLocked(m, c)
@@ -575,6 +639,19 @@ func checkWAGI(mod wazero.CompiledModule) error {
 	return nil
 }
 
+// read reads m's binary from path, which must still be the one m was
+// prepared with.
+func (m *module) read(path string) ([]byte, error) {
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("module %s: %w", m.name, err)
+	}
+	if sha256.Sum256(bin) != m.key.hash {
+		return nil, fmt.Errorf("module %s: changed on disk since it was prepared", m.name)
+	}
+	return bin, nil
+}
+
 // runtimeConfig is the wazero configuration of every runtime: the shared
 // cache, the memory limit, and modules closed when their context is done.
 func runtimeConfig(cache wazero.CompilationCache, pages uint32) wazero.RuntimeConfig {
@@ -613,12 +690,20 @@ func (rt *Runtime) Close(ctx context.Context) error {
 		return nil
 	}
 	rt.closed = true
-	runtimes := rt.runtimes
-	rt.runtimes = nil
+	var runtimes []wazero.Runtime
+	for _, r := range rt.runtimes {
+		runtimes = append(runtimes, r)
+	}
+	for _, r := range rt.interps {
+		runtimes = append(runtimes, r)
+	}
+	rt.runtimes, rt.interps = nil, nil
+	rt.natives = nil
 	rt.modules = map[moduleKey]*module{}
 	rt.mu.Unlock()
 	close(rt.stop)
 	<-rt.done
+	<-rt.bgDone
 
 	var errs []error
 	for _, r := range runtimes {

@@ -1,0 +1,191 @@
+package wasm
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+)
+
+// Why two tiers (Config.BackgroundCompile): wazero's compiler takes tens of
+// milliseconds of CPU for even a small C module (about 30 ms for a 29 KiB
+// one here), so a worker that compiles every new binary before its
+// deployment is ready can take in only a few dozen new components per
+// second per core, and a burst of deploys queues behind the compiler.
+// wazero's interpreter builds the same module tens of times faster and runs
+// a small WAGI request in about three times the CPU of machine code. So a
+// binary with no machine code in the disk cache is first built for the
+// interpreter, which validates it exactly as the compiler would (the same
+// decoder and validator), answers _routes and serves the deployment's first
+// requests. The first request also puts the module in line for its machine
+// code, which one background goroutine compiles, in arrival order, and
+// swaps in; from then on, and after any unload or restart, the module
+// loads from the disk cache as before. A component that is never called
+// never costs a compile: of ten thousand deployed, most may sit idle. Calls
+// already running on the interpreter's code finish there (pins), and the
+// last of them closes it.
+
+// nativeJob is a module waiting for its machine code, and where its binary
+// is.
+type nativeJob struct {
+	m    *module
+	path string
+}
+
+// tierFor returns the runtime to build m's code in: m's own (machine code,
+// from the disk cache when it is there) or, with BackgroundCompile and no
+// machine code on disk yet, the interpreter's for m's memory limit.
+func (rt *Runtime) tierFor(ctx context.Context, m *module) (wazero.Runtime, bool, error) {
+	if !rt.cfg.BackgroundCompile || m.file == "" {
+		return m.rt, false, nil
+	}
+	rt.mu.Lock()
+	native := m.native
+	rt.mu.Unlock()
+	if native {
+		return m.rt, false, nil
+	}
+	if _, err := os.Stat(m.file); err == nil {
+		rt.mu.Lock()
+		m.native = true
+		rt.mu.Unlock()
+		return m.rt, false, nil
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.closed {
+		return nil, false, errors.New("wasm runtime closed")
+	}
+	if r, ok := rt.interps[m.key.pages]; ok {
+		return r, true, nil
+	}
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().
+		WithMemoryLimitPages(m.key.pages).
+		WithCloseOnContextDone(true))
+	if err := instantiateWASI(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, false, err
+	}
+	if err := rt.out.instantiate(ctx, r); err != nil {
+		_ = r.Close(ctx)
+		return nil, false, err
+	}
+	rt.interps[m.key.pages] = r
+	return r, true, nil
+}
+
+// queueNative puts m in line for its machine code, unless it is already;
+// the first request that runs on its interpreter's code calls it.
+func (rt *Runtime) queueNative(m *module, path string) {
+	rt.mu.Lock()
+	// One whose machine code is already on disk (compiled while this
+	// load ran) is queued too: the job then only loads it.
+	if m.queued || rt.closed {
+		rt.mu.Unlock()
+		return
+	}
+	m.queued = true
+	rt.natives = append(rt.natives, nativeJob{m, path})
+	rt.mu.Unlock()
+	select {
+	case rt.wake <- struct{}{}:
+	default:
+	}
+}
+
+// compileNatives compiles the queued modules' machine code, one at a time,
+// until Close.
+func (rt *Runtime) compileNatives() {
+	defer close(rt.bgDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-rt.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		rt.mu.Lock()
+		var job nativeJob
+		ok := len(rt.natives) > 0
+		if ok {
+			job = rt.natives[0]
+			rt.natives[0] = nativeJob{}
+			rt.natives = rt.natives[1:]
+			job.m.queued = false
+		}
+		rt.mu.Unlock()
+		if !ok {
+			select {
+			case <-rt.stop:
+				return
+			case <-rt.wake:
+				continue
+			}
+		}
+		rt.compileNative(ctx, job)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// compileNative compiles job's machine code into the disk cache and puts
+// it in place of the interpreter's code if that is what job's module holds
+// loaded; a module no one holds any more is skipped, and a file written for
+// a binary dropped meanwhile is removed again.
+func (rt *Runtime) compileNative(ctx context.Context, job nativeJob) {
+	m := job.m
+	rt.mu.Lock()
+	held := !rt.closed && rt.modules[m.key] == m
+	rt.mu.Unlock()
+	if !held {
+		return
+	}
+	bin, err := m.read(job.path)
+	if err != nil {
+		rt.log.Warn("compile module in the background", attrModule, m.name, "err", err)
+		return
+	}
+	start := time.Now()
+	mod, err := m.rt.CompileModule(ctx, bin)
+	if err != nil {
+		if ctx.Err() == nil {
+			rt.log.Warn("compile module in the background; it stays on the interpreter", attrModule, m.name, "err", err)
+		}
+		return
+	}
+	rt.log.Debug("compiled module in the background", attrModule, m.name, attrElapsed, time.Since(start))
+	var old *code
+	var removeErr error
+	rt.mu.Lock()
+	m.native = true
+	cur := m.code.Load()
+	if !rt.closed && rt.modules[m.key] == m && cur != nil && cur.interp {
+		c := &code{mod: mod, rt: m.rt}
+		c.used.Store(cur.used.Load())
+		m.code.Store(c)
+		old, mod = cur, nil
+	}
+	if _, held := rt.binaries[m.key.hash]; !held && m.file != "" {
+		// Dropped (and perhaps retired) while it compiled: no one will
+		// load this file, and retiring has come and gone.
+		if err := os.Remove(m.file); err != nil && !errors.Is(err, os.ErrNotExist) {
+			removeErr = err
+		}
+	}
+	rt.mu.Unlock()
+	if mod != nil {
+		_ = mod.Close(ctx)
+	}
+	if old != nil {
+		old.replace()
+	}
+	if removeErr != nil {
+		rt.log.Warn("remove compiled module", attrModule, m.name, "err", removeErr)
+	}
+}
