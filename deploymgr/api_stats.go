@@ -63,9 +63,14 @@ func (m *Manager) stats(c echo.Context) error {
 			Errors: h.Errors,
 			P50ms:  ms(hist.Quantile(h.Latency, 0.50)),
 			P99ms:  ms(hist.Quantile(h.Latency, 0.99)),
+
+			Outbound:       h.Outbound,
+			OutboundErrors: h.OutboundErrors,
 		})
 		out.Hits += h.Hits
 		out.Errors += h.Errors
+		out.Outbound += h.Outbound
+		out.OutboundErrors += h.OutboundErrors
 	}
 	if out.Deployments, err = m.deploymentStats(c.Request().Context(), comp, from); err != nil {
 		return err

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // The API is tested against a whole in-process Velo on the embedded store,
@@ -106,6 +109,43 @@ func echoFiles(greeting string) map[string][]byte {
 	return map[string][]byte{
 		"echo.wasm": echoWasm,
 		"velo.toml": []byte(fmt.Sprintf("timeout = \"500ms\"\n[env]\nGREETING = %q\n", greeting)),
+	}
+}
+
+// TestStatsOutbound: a component's outbound HTTP calls, allowed and
+// refused, show in its per-minute statistics.
+func TestStatsOutbound(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "pong") }))
+	t.Cleanup(up.Close)
+	mod, err := os.ReadFile(filepath.Join("..", "worker", "wasm", "testdata", "outbound-c.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := start(t)
+	e.deploy("caller", map[string][]byte{
+		"outbound.wasm": mod,
+		"velo.toml":     []byte(fmt.Sprintf("allowed_hosts = [%q]\n", up.URL)),
+	})
+	for _, target := range []string{up.URL + "/ping", up.URL + "/ping", "http://127.0.0.1:1/refused"} {
+		req, _ := http.NewRequest("POST", e.n.URL+"/fn/caller/", nil)
+		req.Header.Set("X-Url", target)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	var st api.Stats
+	testsupport.EventuallyShow(t, 60*time.Second, "3 outbound calls, 1 refused, in the stats", func() bool {
+		st, err = e.c.Stats(e.ctx, "caller", "1h")
+		return err == nil && st.Outbound == 3 && st.OutboundErrors == 1
+	}, func() string { return fmt.Sprintf("%+v, %v", st, err) })
+	var buckets int64
+	for _, b := range st.Buckets {
+		buckets += b.Outbound
+	}
+	if buckets != 3 {
+		t.Errorf("buckets hold %d outbound calls, the total says 3", buckets)
 	}
 }
 

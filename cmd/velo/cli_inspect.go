@@ -314,17 +314,27 @@ func statsCommand() *cobra.Command {
 // of hits over the whole window, and the totals.
 func printStats(w io.Writer, st api.Stats) {
 	since := cmp.Or(st.Since, "the window")
-	if st.Hits == 0 {
+	if st.Hits == 0 && st.Outbound == 0 {
 		fmt.Fprintf(w, "%s: no requests in the last %s\n", st.Component, since)
 		return
 	}
+	// Outbound calls get their columns only where a component made some.
+	outbound := st.Outbound > 0
 	tw := newTable(w)
-	fmt.Fprintln(tw, "MINUTE\tHITS\tERRORS\tP50\tP99")
+	if outbound {
+		fmt.Fprintln(tw, "MINUTE\tHITS\tERRORS\tP50\tP99\tOUTBOUND\tREFUSED/FAILED")
+	} else {
+		fmt.Fprintln(tw, "MINUTE\tHITS\tERRORS\tP50\tP99")
+	}
 	for _, b := range st.Buckets {
-		if b.Hits == 0 && b.Errors == 0 {
+		if b.Hits == 0 && b.Errors == 0 && b.Outbound == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", b.Minute.Local().Format("2006-01-02 15:04"), b.Hits, b.Errors, millis(b.P50ms), millis(b.P99ms))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s", b.Minute.Local().Format("2006-01-02 15:04"), b.Hits, b.Errors, millis(b.P50ms), millis(b.P99ms))
+		if outbound {
+			fmt.Fprintf(tw, "\t%d\t%d", b.Outbound, b.OutboundErrors)
+		}
+		fmt.Fprintln(tw)
 	}
 	_ = tw.Flush()
 	hits := make([]int64, len(st.Buckets))
@@ -332,7 +342,10 @@ func printStats(w io.Writer, st api.Stats) {
 		hits[i] = b.Hits
 	}
 	fmt.Fprintf(w, "\nhits/min  %s\n", sparkline(hits))
-	fmt.Fprintf(w, "total     %d hits, %d errors (%.1f%%) in the last %s\n", st.Hits, st.Errors, 100*float64(st.Errors)/float64(st.Hits), since)
+	fmt.Fprintf(w, "total     %d hits, %d errors (%.1f%%) in the last %s\n", st.Hits, st.Errors, 100*float64(st.Errors)/float64(max(st.Hits, 1)), since)
+	if outbound {
+		fmt.Fprintf(w, "outbound  %d HTTP calls, %d refused or failed\n", st.Outbound, st.OutboundErrors)
+	}
 	if len(st.Deployments) > 1 {
 		// The live deployment and its canary (or predecessor), side by side.
 		fmt.Fprintln(w, "\nby deployment:")

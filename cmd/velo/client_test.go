@@ -281,6 +281,11 @@ func (f *fakeVelo) stats(w http.ResponseWriter, r *http.Request) {
 		{Minute: start.Add(time.Minute)},
 		{Minute: start.Add(2 * time.Minute), Hits: 30, Errors: 2, P50ms: 1.25, P99ms: 40},
 	}}
+	if st.Component == "caller" { // a component that calls out
+		st.Buckets[0].Outbound, st.Buckets[0].OutboundErrors = 12, 0
+		st.Buckets[2].Outbound, st.Buckets[2].OutboundErrors = 31, 3
+		st.Outbound, st.OutboundErrors = 43, 3
+	}
 	writeJSON(w, 200, st)
 }
 
@@ -718,6 +723,27 @@ func TestStats(t *testing.T) {
 	}
 	if _, stderr, code := velo(t, "stats", "web", "--since", "yesterday"); code != 1 || !strings.Contains(stderr, `bad --since "yesterday"`) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestStatsOutbound: a component's outbound HTTP calls get their columns
+// and a total line.
+func TestStatsOutbound(t *testing.T) {
+	newFakeVelo(t)
+	stdout, stderr, code := velo(t, "stats", "caller", "--since", "3m")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want := "" +
+		"MINUTE            HITS  ERRORS  P50     P99     OUTBOUND  REFUSED/FAILED\n" +
+		"2025-03-04 10:00  10    0       0.50ms  2.00ms  12        0\n" +
+		"2025-03-04 10:02  30    2       1.25ms  40ms    31        3\n" +
+		"\n" +
+		"hits/min  ▄▁█\n" +
+		"total     40 hits, 2 errors (5.0%) in the last 3m\n" +
+		"outbound  43 HTTP calls, 3 refused or failed\n"
+	if stdout != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", stdout, want)
 	}
 }
 

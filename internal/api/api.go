@@ -88,6 +88,9 @@ type Stats struct {
 	// Deployments are the counts of the live deployment and the canary
 	// (or the one rolled out before), side by side, over the same time.
 	Deployments []DeploymentStats `json:"deployments,omitempty"`
+	// Outbound and OutboundErrors sum the buckets' (see Bucket).
+	Outbound       int64 `json:"outbound"`
+	OutboundErrors int64 `json:"outbound_errors"`
 }
 
 // Bucket is one minute of request statistics.
@@ -97,6 +100,11 @@ type Bucket struct {
 	Errors int64     `json:"errors"`
 	P50ms  float64   `json:"p50_ms"`
 	P99ms  float64   `json:"p99_ms"`
+	// Outbound counts the component's outbound HTTP calls (WASM,
+	// wasi_experimental_http), allowed or refused; OutboundErrors those
+	// refused or failed.
+	Outbound       int64 `json:"outbound"`
+	OutboundErrors int64 `json:"outbound_errors"`
 }
 
 // LogLine is one line of GET /api/v1/components/{name}/logs. With

@@ -270,7 +270,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	mux.Handle("/", dash.Handler())
 	handler := rt.Hosts(mux)
 
-	runs := []func(context.Context) error{wk.Run, rt.Run, mgr.Run, ev.Run}
+	runs := []func(context.Context) error{wk.Run, rt.Run, mgr.Run, ev.Run,
+		func(ctx context.Context) error { return wasmRT.RunStats(ctx, st, 0) }}
 	if gh != nil {
 		runs = append(runs, gh.Run)
 	}

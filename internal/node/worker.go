@@ -107,7 +107,7 @@ func NewWorker(ctx context.Context, cfg WorkerConfig) (*Role, error) {
 		r.mux.ServeHTTP(w, req)
 	})
 	r.log.Info("worker registering", "name", cfg.Name, "advertise", adv)
-	r.loops = append(r.loops, wk.Run)
+	r.loops = append(r.loops, wk.Run, func(ctx context.Context) error { return wasmRT.RunStats(ctx, r.store, 0) })
 	return r, nil
 }
 

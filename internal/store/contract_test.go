@@ -553,6 +553,12 @@ func testHits(t *testing.T, s *Store) {
 		{Component: "app", Minute: m0, Hits: 1}, // same key twice in one batch
 	}))
 	must(t, s.AddHits(ctx, nil))
+	// Outbound calls come from the workers, in batches of their own.
+	must(t, s.AddHits(ctx, []Hits{
+		{Component: "app", Minute: m0, Outbound: 4, OutboundErrors: 1},
+		{Component: "app", Minute: m0, Outbound: 2},
+	}))
+	must(t, s.AddHits(ctx, []Hits{{Component: "app", Minute: m0, Outbound: 3, OutboundErrors: 3}}))
 
 	hs, err := s.Stats(ctx, "app", m0)
 	must(t, err)
@@ -562,6 +568,9 @@ func testHits(t *testing.T, s *Store) {
 	h := hs[0]
 	if !h.Minute.Equal(m0) || h.Component != "app" || h.Hits != 16 || h.Errors != 3 {
 		t.Errorf("minute 0 = %+v, want 16 hits 3 errors", h)
+	}
+	if h.Outbound != 9 || h.OutboundErrors != 4 {
+		t.Errorf("minute 0: %d outbound calls, %d errors, want 9 and 4", h.Outbound, h.OutboundErrors)
 	}
 	want := hist.Merge(hist.Merge(nil, l1), l2)
 	if !sameCounts(h.Latency, want) {

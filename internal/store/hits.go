@@ -12,10 +12,11 @@ import (
 	"github.com/velo-run/velo/internal/hist"
 )
 
-// AddHits adds a batch of per-minute counts in one transaction: hits and
-// errors add up, latency histograms merge bucket-wise, per component and,
-// for entries with a Deployment, per deployment too. Counts for
-// components or deployments that no longer exist are dropped.
+// AddHits adds a batch of per-minute counts in one transaction: hits,
+// errors and outbound calls add up, latency histograms merge bucket-wise,
+// per component and, for entries with a Deployment, per deployment too
+// (outbound calls per component only). Counts for components or
+// deployments that no longer exist are dropped.
 func (s *Store) AddHits(ctx context.Context, batch []Hits) error {
 	rows := mergeHits(batch)
 	if len(rows) == 0 {
@@ -37,9 +38,10 @@ func (s *Store) AddHits(ctx context.Context, batch []Hits) error {
 				return fmt.Errorf("%s: %w", h.Component, err)
 			}
 			var enc string
-			err := q.queryRow(ctx, `UPDATE hits SET hits = hits + $3, errors = errors + $4
+			err := q.queryRow(ctx, `UPDATE hits SET hits = hits + $3, errors = errors + $4,
+				outbound = outbound + $5, outbound_errors = outbound_errors + $6
 				WHERE component = $1 AND minute = $2 RETURNING latency`,
-				h.Component, minute, h.Hits, h.Errors).Scan(&enc)
+				h.Component, minute, h.Hits, h.Errors, h.Outbound, h.OutboundErrors).Scan(&enc)
 			if errors.Is(err, ErrNotFound) {
 				continue // component deleted
 			}
@@ -82,6 +84,8 @@ func mergeHits(batch []Hits) []Hits {
 		if i, ok := idx[k]; ok {
 			out[i].Hits += h.Hits
 			out[i].Errors += h.Errors
+			out[i].Outbound += h.Outbound
+			out[i].OutboundErrors += h.OutboundErrors
 			out[i].Latency = hist.Merge(out[i].Latency, h.Latency)
 			continue
 		}
@@ -101,7 +105,7 @@ func mergeHits(batch []Hits) []Hits {
 // Stats returns the component's per-minute counts from the minute holding
 // since on, ordered by minute.
 func (s *Store) Stats(ctx context.Context, component string, since time.Time) ([]Hits, error) {
-	rs, err := s.db.query(ctx, `SELECT minute, hits, errors, latency FROM hits
+	rs, err := s.db.query(ctx, `SELECT minute, hits, errors, latency, outbound, outbound_errors FROM hits
 		WHERE component = $1 AND minute >= $2 ORDER BY minute`,
 		component, micros(since.UTC().Truncate(time.Minute)))
 	if err != nil {
@@ -113,7 +117,7 @@ func (s *Store) Stats(ctx context.Context, component string, since time.Time) ([
 		h := Hits{Component: component}
 		var minute int64
 		var enc string
-		if err := rs.Scan(&minute, &h.Hits, &h.Errors, &enc); err != nil {
+		if err := rs.Scan(&minute, &h.Hits, &h.Errors, &enc, &h.Outbound, &h.OutboundErrors); err != nil {
 			return nil, fmt.Errorf("stats of %s: %w", component, err)
 		}
 		h.Minute = fromMicros(minute)

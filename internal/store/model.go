@@ -127,6 +127,11 @@ type Hits struct {
 	Hits       int64
 	Errors     int64    // responses with status >= 500
 	Latency    []uint64 // hist.Histogram counts; merged bucket-wise
+	// Outbound counts the component's outbound HTTP calls, allowed or
+	// refused, and OutboundErrors those of them refused or failed. Workers
+	// count them, routers the rest.
+	Outbound       int64
+	OutboundErrors int64
 }
 
 // LogLine is one line a component (or Velo, about it) wrote.

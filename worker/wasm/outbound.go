@@ -134,6 +134,9 @@ type outbound struct {
 
 	mu       sync.Mutex
 	counters map[string]*outboundCounters // by component; one per component ever prepared here
+
+	flushMu sync.Mutex              // serializes FlushStats
+	flushed map[string]flushedCount // what FlushStats wrote, by component; guarded by flushMu
 }
 
 func newOutbound(cfg Config) *outbound {
@@ -152,7 +155,8 @@ func newOutbound(cfg Config) *outbound {
 		// the reference; Go would otherwise ask for gzip and unpack it.
 		DisableCompression: true,
 	}
-	return &outbound{guard: g, transport: t, log: cfg.Logger, counters: make(map[string]*outboundCounters)}
+	return &outbound{guard: g, transport: t, log: cfg.Logger, counters: make(map[string]*outboundCounters),
+		flushed: make(map[string]flushedCount)}
 }
 
 func (o *outbound) close() { o.transport.CloseIdleConnections() }

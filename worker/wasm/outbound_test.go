@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/worker"
 )
 
@@ -367,3 +368,79 @@ func FuzzParseHeaderLines(f *testing.F) {
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// flakyHits is a real store whose AddHits can fail, as when Postgres is
+// down.
+type flakyHits struct {
+	*store.Store
+	down atomic.Bool
+}
+
+func (f *flakyHits) AddHits(ctx context.Context, batch []store.Hits) error {
+	if f.down.Load() {
+		return errors.New("store is down")
+	}
+	return f.Store.AddHits(ctx, batch)
+}
+
+// TestOutboundStats: every outbound call, allowed or refused, reaches the
+// component's per-minute statistics, the refused ones also as errors, and
+// counts made while the store is down are written by the next flush.
+func TestOutboundStats(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "velo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.CreateComponent(ctx, store.Component{Name: "outbound", Runtime: "wasm"}); err != nil {
+		t.Fatal(err)
+	}
+	hits := &flakyHits{Store: st}
+	up := newUpstream(t)
+	rt := newRuntime(t, Config{})
+	in := prepare(t, rt, outboundSpec(filepath.Join("testdata", "outbound-c.wasm"), &sink{}, []string{up.URL}, 5*time.Second, 2))
+	total := func() (calls, errs int64) {
+		t.Helper()
+		hs, err := st.Stats(ctx, "outbound", time.Now().Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hs {
+			calls, errs = calls+h.Outbound, errs+h.OutboundErrors
+		}
+		return calls, errs
+	}
+	for range 3 {
+		if got := callOut(in, map[string]string{"X-Url": up.URL + "/echo"}, ""); !strings.HasPrefix(got, "200 ") || strings.Contains(got, "error=") {
+			t.Fatalf("allowed call: %q", got)
+		}
+	}
+	if got := callOut(in, map[string]string{"X-Url": "http://127.0.0.1:1/echo"}, ""); !strings.Contains(got, "error=") {
+		t.Fatalf("refused call: %q", got)
+	}
+	if err := rt.FlushStats(ctx, hits); err != nil {
+		t.Fatal(err)
+	}
+	if calls, errs := total(); calls != 4 || errs != 1 {
+		t.Fatalf("stats: %d outbound calls, %d errors, want 4 and 1", calls, errs)
+	}
+	if err := rt.FlushStats(ctx, hits); err != nil {
+		t.Fatal(err)
+	}
+	if calls, _ := total(); calls != 4 {
+		t.Fatalf("a second flush with nothing new: %d calls, want 4", calls)
+	}
+	hits.down.Store(true)
+	callOut(in, map[string]string{"X-Url": up.URL + "/echo"}, "")
+	if err := rt.FlushStats(ctx, hits); err == nil {
+		t.Fatal("flush to a store that is down succeeded")
+	}
+	hits.down.Store(false)
+	if err := rt.FlushStats(ctx, hits); err != nil {
+		t.Fatal(err)
+	}
+	if calls, errs := total(); calls != 5 || errs != 1 {
+		t.Fatalf("after the store came back: %d calls, %d errors, want 5 and 1", calls, errs)
+	}
+}
