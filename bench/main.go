@@ -50,6 +50,7 @@ var sections = []section{
 	{name: "secrets", run: secretsSection},
 	{name: "restart", run: restartSection},
 	{name: "install", run: installSection},
+	{name: "rollout", run: rolloutSection},
 }
 
 func main() {
