@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +110,47 @@ func TestCanaryRouting(t *testing.T) {
 		if res := f.get("/fn/app/"); res.Header.Get("X-Velo-Deployment") != fmt.Sprint(canary) {
 			t.Fatalf("after promotion: served by %s", res.Header.Get("X-Velo-Deployment"))
 		}
+	}
+}
+
+// TestFastCanary: on the fast path (event loops and net/http, workers
+// over HTTP) the canary takes its share too, answered by its own worker
+// with its own X-Velo-Deployment and its deployment in the upstream call.
+func TestFastCanary(t *testing.T) { bothPaths(t, testFastCanary) }
+
+func testFastCanary(t *testing.T, loops int) {
+	a := newFakeWorker(t, "a", "tok", nil)
+	b := newFakeWorker(t, "b", "tok", nil)
+	rm := NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"})
+	t.Cleanup(rm.Close)
+	st := &tableStore{routes: []store.Route{{
+		Component: "hello", Deployment: 7,
+		Workers: []store.Worker{{Name: "a", Addr: a.srv.URL, SeenAt: time.Now()}},
+		Canary:  &store.Canary{Deployment: 8, Weight: 25, Workers: []store.Worker{{Name: "b", Addr: b.srv.URL, SeenAt: time.Now()}}},
+	}}}
+	r := New(Config{Backend: rm.Backend, Logger: discardLogger()}, st)
+	if err := r.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rt := r.table.Load().routes["hello"]; !rt.fast || rt.canary == nil {
+		t.Fatalf("route fast=%v canary=%v, want both", rt.fast, rt.canary != nil)
+	}
+	addr := fastServer(t, r, loops)
+	var raw strings.Builder
+	for range 99 {
+		raw.WriteString("GET /fn/hello/ HTTP/1.1\r\nHost: h\r\n\r\n")
+	}
+	raw.WriteString("GET /fn/hello/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+	by := map[string]int{}
+	for _, res := range rawExchange(t, addr, raw.String(), 100) {
+		body := readBody(res)
+		dep, worker := res.Header.Get("X-Velo-Deployment"), res.Header.Get("X-Velo-Worker")
+		if res.StatusCode != 200 || !strings.HasPrefix(body, worker+" ") || !strings.Contains(body, "dep="+dep+" ") {
+			t.Fatalf("answer %d %q from worker %s, deployment %s", res.StatusCode, body, worker, dep)
+		}
+		by[dep+"@"+worker]++
+	}
+	if by["8@b"] != 25 || by["7@a"] != 75 {
+		t.Fatalf("answers by deployment@worker: %v, want 25 from the canary 8@b and 75 from 7@a", by)
 	}
 }
