@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/store"
@@ -40,58 +41,89 @@ func (g *GitHub) runPreview(ctx context.Context, j *store.GitHubJob) error {
 	if err := json.Unmarshal(j.Payload, &pr); err != nil {
 		return fmt.Errorf("decode pull request: %w", err)
 	}
+	if j.Deployment == 0 {
+		if done, err := g.actOnPreview(ctx, j, &pr); err != nil || done {
+			return err
+		}
+	}
+	return g.reportPreview(ctx, j, &pr)
+}
+
+// prLock returns the lock that serializes what the jobs of one pull
+// request do to its preview record, comment and GitHub deployments.
+func (g *GitHub) prLock(repo string, number int) *sync.Mutex {
+	return g.repoLock(fmt.Sprintf("%s#%d", repo, number))
+}
+
+// preview reads the record of a pull request's preview (a new one when
+// there is none).
+func (g *GitHub) preview(ctx context.Context, pr *github.PullRequest) (store.GitHubPreview, error) {
 	prev, err := g.st.GitHubPreview(ctx, pr.FullName, pr.Number)
 	if errors.Is(err, store.ErrNotFound) {
-		prev = store.GitHubPreview{Repo: pr.FullName, Number: pr.Number}
-	} else if err != nil {
-		return err
+		return store.GitHubPreview{Repo: pr.FullName, Number: pr.Number}, nil
 	}
-	if j.Deployment != 0 {
-		return g.reportPreview(ctx, j, &pr, &prev)
+	return prev, err
+}
+
+// actOnPreview is the first half of a pull_request job, under the pull
+// request's lock: it reports done when nothing is left to wait for, else
+// j.Deployment is the deployment to report on.
+func (g *GitHub) actOnPreview(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest) (done bool, err error) {
+	l := g.prLock(pr.FullName, pr.Number)
+	l.Lock()
+	defer l.Unlock()
+	prev, err := g.preview(ctx, pr)
+	if err != nil {
+		return true, err
 	}
+	return g.decidePreview(ctx, j, pr, &prev)
+}
+
+// decidePreview acts on the job's action with the preview's record.
+func (g *GitHub) decidePreview(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest, prev *store.GitHubPreview) (bool, error) {
 	switch pr.Action {
 	case "closed":
-		return g.closePreview(ctx, j, &pr, &prev)
+		return true, g.closePreview(ctx, j, pr, prev)
 	case "unlabeled":
 		if prev.ApprovedBy != "" {
 			j.Note = fmt.Sprintf("%s removed; %s's approval withdrawn: new pushes of the fork are not deployed", PreviewLabel, prev.ApprovedBy)
 			prev.ApprovedBy = ""
-			return g.st.PutGitHubPreview(ctx, prev)
+			return true, g.st.PutGitHubPreview(ctx, *prev)
 		}
 		j.Note = PreviewLabel + " removed"
-		return nil
+		return true, nil
 	case "labeled":
 		if !pr.Fork {
 			break
 		}
 		ok, err := g.app.CanWrite(ctx, pr.InstallationID, pr.Owner, pr.Repo, pr.Sender)
 		if err != nil {
-			return err
+			return true, err
 		}
 		if !ok {
 			j.Note = fmt.Sprintf("%s added by %s, who has no write access to %s: ignored", PreviewLabel, pr.Sender, pr.FullName)
 			g.log.Info("preview label ignored", "repo", pr.FullName, "pr", pr.Number, "by", pr.Sender)
-			return nil
+			return true, nil
 		}
 		prev.ApprovedBy = pr.Sender
-		if err := g.st.PutGitHubPreview(ctx, prev); err != nil {
-			return err
+		if err := g.st.PutGitHubPreview(ctx, *prev); err != nil {
+			return true, err
 		}
 	}
 	if pr.Fork && (prev.ApprovedBy == "" || !pr.HasLabel(PreviewLabel)) {
 		j.Note = fmt.Sprintf("pull request #%d comes from the fork %s: waiting for someone with write access to add the label %s", pr.Number, pr.HeadRepo, PreviewLabel)
-		g.comment(ctx, &pr, &prev, fmt.Sprintf("This pull request comes from a fork, so Velo does not deploy a preview of it until someone with write access to %s adds the label `%s`.", pr.FullName, PreviewLabel))
-		return nil
+		g.comment(ctx, pr, prev, fmt.Sprintf("This pull request comes from a fork, so Velo does not deploy a preview of it until someone with write access to %s adds the label `%s`.", pr.FullName, PreviewLabel))
+		return true, nil
 	}
-	if err := g.deployPreview(ctx, j, &pr, &prev); err != nil {
+	if err := g.deployPreview(ctx, j, pr, prev); err != nil {
 		var se *staleError
 		if errors.As(err, &se) {
 			j.Note = se.msg
-			return nil
+			return true, nil
 		}
-		return err
+		return true, err
 	}
-	return g.reportPreview(ctx, j, &pr, &prev)
+	return false, nil
 }
 
 // deployPreview deploys the pull request's head as its preview: a GitHub
@@ -187,7 +219,7 @@ func (g *GitHub) previewCommit(ctx context.Context, pr *github.PullRequest) (sto
 
 // reportPreview waits for the preview's deployment to settle and says how
 // it went: the GitHub deployment's status and the pull request's comment.
-func (g *GitHub) reportPreview(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest, prev *store.GitHubPreview) error {
+func (g *GitHub) reportPreview(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest) error {
 	d, live, err := g.waitSettled(ctx, j.Deployment)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -195,8 +227,23 @@ func (g *GitHub) reportPreview(ctx context.Context, j *store.GitHubJob, pr *gith
 		}
 		return err
 	}
+	l := g.prLock(pr.FullName, pr.Number)
+	l.Lock()
+	defer l.Unlock()
+	// Read again: other jobs of the pull request may have moved on.
+	fresh, err := g.preview(ctx, pr)
+	if err != nil {
+		return err
+	}
+	prev := &fresh
 	logURL := g.m.DeploymentURL(d.Component, d.ID)
 	switch {
+	case live && prev.Head != "" && prev.Head != d.Commit:
+		// A newer head is being deployed: its job speaks in the comment.
+		g.ghStatus(ctx, pr.InstallationID, pr.Owner, pr.Repo, j.GitHubDeployment, github.StateInactive, "Superseded by "+short(prev.Head), "", logURL)
+		j.Note = fmt.Sprintf("preview deployment %d of %s went live, superseded by %s", d.ID, d.Component, short(prev.Head))
+	case live && prev.Closed:
+		j.Note = fmt.Sprintf("preview deployment %d of %s: the pull request closed meanwhile", d.ID, d.Component)
 	case live:
 		url := g.m.ComponentURL(d.Component)
 		g.ghStatus(ctx, pr.InstallationID, pr.Owner, pr.Repo, j.GitHubDeployment, github.StateSuccess, "Preview at "+url, url, logURL)

@@ -1012,6 +1012,25 @@ func TestGitHubPreview(t *testing.T) {
 		return len(cs) == 1 && strings.Contains(cs[0].Body, wantURL)
 	})
 
+	// Pushes in quick succession, their jobs running at once: one
+	// comment, ending on the newest head.
+	fast := gh.OpenPullRequest(repo, "", "fast", "Quick")
+	fastName := fmt.Sprintf("site--pr-%d", fast.Number)
+	fast.Commit(files("fast-1"), "1")
+	v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fast, "opened", "", ""))
+	fast.Commit(files("fast-2"), "2")
+	v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fast, "synchronize", "", ""))
+	newest := fast.Commit(files("fast-3"), "3")
+	v.answer(http.StatusAccepted)(gh.PullRequestEvent(ctx, v.hook(), fast, "synchronize", "", ""))
+	testsupport.Eventually(t, 30*time.Second, fastName+" serves the newest head", v.serves(fastName, "VERSION=fast-3"))
+	testsupport.Eventually(t, 30*time.Second, "every GitHub job to end", func() bool {
+		open, err := v.n.Store.GitHubJobs(ctx, store.JobQueued, store.JobRunning)
+		return err == nil && len(open) == 0
+	})
+	if c := comment(fast.Number); !strings.Contains(c.Body, newest[:7]) {
+		t.Errorf("comment after quick pushes = %q, want %s", c.Body, newest[:7])
+	}
+
 	// 5. A fork's pull request: nothing runs until someone with write
 	// access adds velo-preview.
 	fork := gh.OpenPullRequest(repo, "mallory", "evil", "Totally harmless")
