@@ -4,8 +4,10 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/github/githubtest"
 	"github.com/velo-run/velo/internal/testsupport"
 )
 
@@ -259,4 +262,48 @@ func TestAutoRollbackUnderLoad(t *testing.T) {
 	}
 
 	t.Logf("rolled back by itself under load (8 connections): %d calls, %d answered by v2 before the rollback", len(calls), sawV2)
+}
+
+// TestGitHubAutoRollback: a pushed version whose calls fail is rolled
+// back by itself, and its GitHub deployment hears why: a failure status
+// "rolled back: 100 % errors vs 0 %" after its success.
+func TestGitHubAutoRollback(t *testing.T) {
+	v := newGHVelo(t, "")
+	ctx, gh := v.ctx, v.gh
+	files := func(env string) map[string]string {
+		return map[string]string{
+			"velo.toml":    "name = \"hello\"\nmodule = \"rollout.wasm\"\n[env]\n" + env,
+			"rollout.wasm": string(rolloutWasm),
+		}
+	}
+	repo := gh.AddRepo("octo", "hello-app", "main", 42)
+	sha1 := repo.Commit(files("VERSION = \"v1\"\n"), "good")
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", "", ""))
+	v.settledOn(repo, sha1)
+	sha2 := repo.Commit(files("VERSION = \"v2\"\nFAIL = \"1\"\n"), "broken")
+	v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "main", "", ""))
+	if got := states(v.settledOn(repo, sha2)); !slices.Equal(got, []string{"in_progress", "success"}) {
+		t.Fatalf("statuses of the broken push = %v, want in_progress, success (its health is fine)", got)
+	}
+	stop := make(chan struct{})
+	done := make(chan []call)
+	go func() { done <- load(v.n.URL+"/fn/hello/", 4, 1000000, 60*time.Second, stop) }()
+	var d githubtest.Deployment
+	testsupport.EventuallyShow(t, 60*time.Second, "a failure status on the broken push's deployment", func() bool {
+		for _, gd := range v.ghDeployments(repo) {
+			if gd.SHA == sha2 {
+				d = gd
+			}
+		}
+		return len(d.Statuses) == 3
+	}, func() string { return fmt.Sprintf("%+v", d.Statuses) })
+	close(stop)
+	<-done
+	if st := d.Statuses[2]; st.State != "failure" || st.Description != "rolled back: 100 % errors vs 0 %" || !strings.Contains(st.LogURL, "/components/hello/deployments/") {
+		t.Fatalf("status after the rollback = %+v", st)
+	}
+	testsupport.Eventually(t, 30*time.Second, "v1 served again", func() bool {
+		code, body := v.body("/fn/hello/")
+		return code == 200 && body == "v1\n"
+	})
 }
