@@ -44,6 +44,7 @@ var sections = []section{
 	{name: "docker", run: dockerSection},
 	{name: "webhook", run: webhookSection},
 	{name: "router", run: routerSection},
+	{name: "https", run: httpsSection},
 	{name: "scale", run: scaleSection},
 	{name: "files", run: filesSection},
 	{name: "outbound", run: outboundSection},
