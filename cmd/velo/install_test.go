@@ -215,6 +215,12 @@ func TestInstall(t *testing.T) {
 	if err := hs.Kill(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
+	// velo hosts says which host is down, and fails.
+	out, err = veloRun(t, v1, env, append([]string{"hosts"}, sshArgs...)...)
+	if err == nil || !regexp.MustCompile(regexp.QuoteMeta(hs.Hosts[2].IP)+`\s+-\s+-\s+unreachable`).MatchString(out) || !strings.Contains(out, hs.Hosts[1].IP) {
+		t.Errorf("velo hosts with a host down: %v\n%s", err, out)
+	}
+
 	stop := make(chan struct{})
 	var answered atomic.Int64
 	done := make(chan []call, 1)

@@ -190,7 +190,7 @@ func Install(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	if o.WithPostgres {
-		if err := installPostgres(ctx, hosts[0], env); err != nil {
+		if err := installPostgres(ctx, hosts[0], env, hbaLines(hosts)); err != nil {
 			return Result{}, err
 		}
 	}
@@ -403,10 +403,32 @@ func clusterEnv(ctx context.Context, o Options, hosts []*host) (*envFile, error)
 	return env, nil
 }
 
+// hbaLines are the pg_hba.conf lines that let the hosts' roles reach the
+// velo database with its password: one per host named by address, or any
+// address when a host is named by a name (pg_hba's own name matching needs
+// reverse DNS).
+func hbaLines(hosts []*host) []string {
+	var lines []string
+	for _, h := range hosts {
+		ip := net.ParseIP(h.Target.Host)
+		if ip == nil {
+			return []string{"host velo velo 0.0.0.0/0 scram-sha-256", "host velo velo ::/0 scram-sha-256"}
+		}
+		bits := "/32"
+		if ip.To4() == nil {
+			bits = "/128"
+		}
+		lines = append(lines, "host velo velo "+ip.String()+bits+" scram-sha-256")
+	}
+	return lines
+}
+
 // installPostgres installs Debian's PostgreSQL on h when missing, makes it
-// listen on the network for the velo database only (password
-// authentication), and creates the velo role and database.
-func installPostgres(ctx context.Context, h *host, env *envFile) error {
+// listen on the network for the velo database only, from the hosts in hba
+// (password authentication; lines are added, never removed, so that a run
+// on some hosts does not lock the others out), and creates the velo role
+// and database.
+func installPostgres(ctx context.Context, h *host, env *envFile, hba []string) error {
 	u, _ := url.Parse(env.get("VELO_DATABASE_URL"))
 	pass, _ := u.User.Password()
 	h.progress("postgres: installing (apt) when missing, configuring")
@@ -421,9 +443,11 @@ ver=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
 conf=/etc/postgresql/$ver/main
 changed=
 grep -q "^listen_addresses = '\*'" $conf/postgresql.conf || { echo "listen_addresses = '*'  # velo install" >> $conf/postgresql.conf; changed=1; }
-grep -q '^host velo velo 0.0.0.0/0' $conf/pg_hba.conf || { printf 'host velo velo 0.0.0.0/0 scram-sha-256\nhost velo velo ::/0 scram-sha-256\n' >> $conf/pg_hba.conf; changed=1; }
+reload=
+for line in ` + strings.Join(quoteAll(hba), " ") + `; do grep -qxF "$line" $conf/pg_hba.conf || { echo "$line" >> $conf/pg_hba.conf; reload=1; }; done
 systemctl enable --quiet postgresql@$ver-main 2>/dev/null || true
 if [ -n "$changed" ]; then systemctl restart postgresql@$ver-main; else systemctl start postgresql@$ver-main; fi
+[ -z "$reload" ] || [ -n "$changed" ] || systemctl reload postgresql@$ver-main
 i=0; until pg_isready -q -p ` + pgPort + `; do i=$((i+1)); [ $i -lt 120 ] || { echo "PostgreSQL did not come up" >&2; exit 1; }; sleep 0.5; done
 echo $ver
 `

@@ -113,3 +113,19 @@ func TestQuote(t *testing.T) {
 		t.Errorf("quote: %s", q)
 	}
 }
+
+func TestHBALines(t *testing.T) {
+	hs := func(names ...string) []*host {
+		var out []*host
+		for _, n := range names {
+			out = append(out, &host{Host: Host{Target: Target{"root", n, "22"}}})
+		}
+		return out
+	}
+	if got := hbaLines(hs("10.0.0.2", "fd00::3")); !slices.Equal(got, []string{"host velo velo 10.0.0.2/32 scram-sha-256", "host velo velo fd00::3/128 scram-sha-256"}) {
+		t.Errorf("addresses: %q", got)
+	}
+	if got := hbaLines(hs("10.0.0.2", "db.example")); len(got) != 2 || !strings.Contains(got[0], "0.0.0.0/0") {
+		t.Errorf("a host by name: %q, want any address (with the password)", got)
+	}
+}

@@ -336,3 +336,12 @@ func (l *limitedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// quoteAll quotes each of ss.
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = quote(s)
+	}
+	return out
+}
