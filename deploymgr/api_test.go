@@ -402,6 +402,7 @@ func TestLiveMeansServed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		deadline := time.Now().Add(time.Minute)
 		for {
 			got, err := e.c.Deployment(e.ctx, d.ID)
 			if err != nil {
@@ -413,6 +414,12 @@ func TestLiveMeansServed(t *testing.T) {
 			if got.Live {
 				break
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("deployment %d not live after a minute: %+v", d.ID, got)
+			}
+			// Often enough to catch the moment it is called live, not so
+			// often that the poll starves the scheduler of the store.
+			time.Sleep(time.Millisecond)
 		}
 		res, _ := e.do(http.MethodGet, "/fn/flip/", "", nil)
 		if served := res.Header.Get("X-Velo-Deployment"); served != strconv.FormatInt(d.ID, 10) {
