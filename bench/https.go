@@ -115,8 +115,11 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 			t.bad += r.non2xx + r.socketErrors
 			for _, resume := range []bool{false, true} {
 				cpu0 := cpuTime(t.pid)
-				n, errs := handshakes(ctx, t.addr, host, roots, resume, 8, b.Duration/2)
+				n, errs, first := handshakes(ctx, t.addr, host, roots, resume, 8, b.Duration/2)
 				t.hsBad += errs
+				if errs > 0 {
+					b.logf("https: %s: %d handshakes failed (resume %v), the first: %s", t.name, errs, resume, first)
+				}
 				perSec := float64(n) / (b.Duration / 2).Seconds()
 				var perHS time.Duration
 				if n > 0 {
@@ -248,9 +251,10 @@ func startVeloTLSRouter(ctx context.Context, b *Bench, velo, db, certFile, keyFi
 // handshakes dials addr from clients goroutines for d, each completing a
 // TLS handshake and closing; resume shares a session cache, so that
 // after the first every handshake resumes. It returns the handshakes
-// done and failed.
-func handshakes(ctx context.Context, addr, host string, roots *x509.CertPool, resume bool, clients int, d time.Duration) (done, failed int64) {
+// done and failed, and the first failure.
+func handshakes(ctx context.Context, addr, host string, roots *x509.CertPool, resume bool, clients int, d time.Duration) (done, failed int64, first string) {
 	var n, bad atomic.Int64
+	var firstErr atomic.Value
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -267,8 +271,8 @@ func handshakes(ctx context.Context, addr, host string, roots *x509.CertPool, re
 			for ctx.Err() == nil {
 				c, err := dialer.DialContext(ctx, "tcp", addr)
 				if err != nil {
-					if ctx.Err() == nil {
-						bad.Add(1)
+					if ctx.Err() == nil && bad.Add(1) == 1 {
+						firstErr.Store(err.Error())
 					}
 					continue
 				}
@@ -292,5 +296,6 @@ func handshakes(ctx context.Context, addr, host string, roots *x509.CertPool, re
 		})
 	}
 	wg.Wait()
-	return n.Load(), bad.Load()
+	first, _ = firstErr.Load().(string)
+	return n.Load(), bad.Load(), first
 }
