@@ -45,6 +45,7 @@ var sections = []section{
 	{name: "webhook", run: webhookSection},
 	{name: "router", run: routerSection},
 	{name: "https", run: httpsSection},
+	{name: "gateway", run: gatewaySection},
 	{name: "scale", run: scaleSection},
 	{name: "files", run: filesSection},
 	{name: "outbound", run: outboundSection},

@@ -28,10 +28,19 @@ type wrkResult struct {
 // its report. It fails if wrk saw no requests; errors and non-2xx answers
 // are in the result for the caller to judge.
 func (b *Bench) Wrk(ctx context.Context, url string, threads, conns int, d time.Duration) (wrkResult, error) {
+	return b.WrkHeaders(ctx, url, threads, conns, d)
+}
+
+// WrkHeaders is Wrk with request headers ("Name: value") on every call.
+func (b *Bench) WrkHeaders(ctx context.Context, url string, threads, conns int, d time.Duration, headers ...string) (wrkResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(threads), "-c"+strconv.Itoa(conns),
-		"-d"+strconv.Itoa(int(d.Round(time.Second)/time.Second))+"s", "--timeout", "10s", "--latency", url)
+	args := []string{"-t" + strconv.Itoa(threads), "-c" + strconv.Itoa(conns),
+		"-d" + strconv.Itoa(int(d.Round(time.Second)/time.Second)) + "s", "--timeout", "10s", "--latency"}
+	for _, h := range headers {
+		args = append(args, "-H", h)
+	}
+	cmd := exec.CommandContext(ctx, "wrk", append(args, url)...)
 	busy, start := machineBusy(), time.Now()
 	out, err := cmd.CombinedOutput()
 	wall := time.Since(start)

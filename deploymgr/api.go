@@ -39,6 +39,7 @@ func (m *Manager) Handler() http.Handler {
 	g.GET("/deployments/:id", m.getDeployment)
 	m.secretRoutes(g)
 	m.keyRoutes(g)
+	m.openAPIRoutes(g)
 	m.invocationRoutes(g)
 	g.Any("/*", func(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusNotFound, "no such API endpoint: "+c.Request().Method+" "+c.Request().URL.Path)

@@ -104,6 +104,10 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 	if err != nil {
 		return store.Deployment{}, &InputError{Err: err}
 	}
+	apiDoc, err := openAPIOf(ctx, tree, man)
+	if err != nil {
+		return store.Deployment{}, err
+	}
 	if req.Name != "" {
 		if err := manifest.ValidName(req.Name); err != nil {
 			return store.Deployment{}, inputErr("component name %q: %w", req.Name, err)
@@ -177,6 +181,11 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 	if err != nil {
 		m.dropNew(created, man.Name)
 		return store.Deployment{}, fmt.Errorf("record deployment: %w", err)
+	}
+	if apiDoc != nil {
+		if err := m.store.SetOpenAPI(ctx, dep.ID, apiDoc); err != nil {
+			return store.Deployment{}, fmt.Errorf("store openapi document: %w", err)
+		}
 	}
 	if req.Canary > 0 {
 		// Not the target: the live deployment stays live, and the

@@ -233,3 +233,26 @@ func TestLimiterRefillsAndStaysBounded(t *testing.T) {
 		t.Fatalf("%d buckets after 10000 clients, want at most 64", n)
 	}
 }
+
+// BenchmarkAdmit is the gate's cost per call on the fast path: an API key
+// looked up by its sha256 and a token taken from its bucket.
+func BenchmarkAdmit(b *testing.B) {
+	st := &keyStore{keys: []store.APIKey{{ID: "k1", Component: "gated", Label: "l", Hash: hashKey("velo_k_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")}}}
+	st.routes = []store.Route{{Component: "gated", Deployment: 1, Manifest: []byte(`{"access":{},"limits":` + limitsJSON(100000000, time.Second, 100000000, "key") + `}`)}}
+	r := New(Config{Backend: func(store.Worker) Backend { return &backend{} }, Logger: discardLogger()}, st)
+	if err := r.Refresh(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	t := r.table.Load()
+	rt := t.routes["gated"]
+	creds := credentials{apiKey: []byte("velo_k_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")}
+	client := netip.MustParseAddr("192.0.2.1")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if a := r.admit(context.Background(), t, rt, creds, client, time.Now()); a.status != 0 {
+				b.Fatal(a.msg)
+			}
+		}
+	})
+}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/velo-run/velo/internal/apidoc"
 	"github.com/velo-run/velo/internal/hist"
 	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
@@ -127,7 +128,9 @@ type Router struct {
 	unrouted atomic.Int64
 	sw       sync.Pool
 	jwks     map[string]*jwks // guarded by mu
-	sync     limitSync        // used by Run's loop only
+	// validators by deployment (nil: none usable); guarded by mu.
+	validators map[int64]*apidoc.Validator
+	sync       limitSync // used by Run's loop only
 }
 
 type cachedBackend struct {
@@ -161,9 +164,12 @@ type route struct {
 	sched   []manifest.Schedule
 	fast    bool  // every target has an Endpoint: FastServer takes it
 	gate    *gate // access and rate limit; nil: neither
-	next    atomic.Uint64
-	stats   *counters // of this deployment
-	totals  *totals   // of the component
+	// validator checks calls against the OpenAPI document (validate =
+	// true); nil: not checked.
+	validator *apidoc.Validator
+	next      atomic.Uint64
+	stats     *counters // of this deployment
+	totals    *totals   // of the component
 	// canary, when set, is the route of the deployment that takes weight
 	// percent of the calls (see pick); split counts the calls.
 	canary *route
@@ -231,14 +237,15 @@ func New(cfg Config, st Store) *Router {
 		cfg.Logger = slog.Default()
 	}
 	r := &Router{
-		cfg:      cfg,
-		store:    st,
-		backends: map[string]cachedBackend{},
-		counters: map[countKey]*counters{},
-		totals:   map[string]*totals{},
-		pending:  map[hitKey]*store.Hits{},
-		jwks:     map[string]*jwks{},
-		sync:     limitSync{id: routerID(), seen: map[int64]time.Time{}},
+		cfg:        cfg,
+		store:      st,
+		backends:   map[string]cachedBackend{},
+		counters:   map[countKey]*counters{},
+		totals:     map[string]*totals{},
+		pending:    map[hitKey]*store.Hits{},
+		jwks:       map[string]*jwks{},
+		validators: map[int64]*apidoc.Validator{},
+		sync:       limitSync{id: routerID(), seen: map[int64]time.Time{}},
 	}
 	r.sw.New = func() any { return new(statusWriter) }
 	r.table.Store(&table{routes: map[string]*route{}, keys: map[[32]byte]apiKey{}})
@@ -359,6 +366,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 	old := r.table.Load()
 	gates := map[string]*gate{}
 	validate := map[string]bool{}
+	validators := map[int64]*apidoc.Validator{}
 	for _, rt := range routes {
 		m := gateOf(rt.Manifest)
 		var prev *gate
@@ -369,6 +377,9 @@ func (r *Router) Refresh(ctx context.Context) error {
 			gates[rt.Component] = g
 		}
 		validate[rt.Component] = m.Validate
+		if m.Validate && rt.Deployment != 0 {
+			validators[rt.Deployment] = r.validatorFor(ctx, rt.Component, rt.Deployment)
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -395,6 +406,7 @@ func (r *Router) Refresh(ctx context.Context) error {
 			stats:     r.countersOf(rt.Component, rt.Deployment),
 			totals:    tot,
 			gate:      gates[rt.Component],
+			validator: validators[rt.Deployment],
 		}
 		nr.timeout, nr.events, nr.sched = settingsOf(rt.Manifest)
 		for _, w := range rt.Workers {
@@ -434,6 +446,11 @@ func (r *Router) Refresh(ctx context.Context) error {
 	for name := range r.backends {
 		if !usedBackends[name] {
 			delete(r.backends, name)
+		}
+	}
+	for d := range r.validators {
+		if _, ok := validators[d]; !ok {
+			delete(r.validators, d) // no longer live
 		}
 	}
 	r.table.Store(t)
@@ -583,7 +600,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	rt = rt.pick() // the canary's share goes to it
 	r.prepare(req)
-	if !r.admitHTTP(w, req, rt, t, start) {
+	if !r.admitHTTP(w, req, rt, t, start) || !r.validateCall(w, req, rt, mount, start) {
 		return
 	}
 	if async {
