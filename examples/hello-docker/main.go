@@ -1,6 +1,7 @@
 // Command hello-docker is the smallest Docker component for Velo: an HTTP
-// server on $PORT that greets with $GREETING. Its Dockerfile builds it into
-// a static binary on a distroless base.
+// server on $PORT that greets with $GREETING. velo deploy builds it into a
+// static binary (velo.toml's build) that its Dockerfile puts on the Debian
+// base image.
 package main
 
 import (

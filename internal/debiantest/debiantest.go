@@ -424,3 +424,12 @@ func Exec(ctx context.Context, cli *client.Client, id string, cmd ...string) (st
 	}
 	return strings.ReplaceAll(out.String(), "\r\n", "\n"), in.ExitCode, nil
 }
+
+// BaseImage and BasePackages are the Debian base image that
+// docker-compose.yml and examples/hello-docker build on: Debian's
+// PostgreSQL and CA certificates. `go run ./deploy/build` makes it (Build,
+// then tagged BaseImage), outside tests.
+const BaseImage = "velo-debian:bookworm"
+
+// BasePackages are the packages of BaseImage.
+var BasePackages = []string{"ca-certificates", "postgresql"}
