@@ -360,6 +360,19 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 		}
 	}
 	c.unpin()
+	if c.interp {
+		// Interpreter code takes far more memory than machine code (a
+		// 29 KiB C module: megabytes of Go heap) and Prepare needed it
+		// only to validate the module and ask for its routes: a component
+		// that is deployed but not called keeps none of it loaded. Its
+		// first call builds it again (about a millisecond), see tier.go.
+		rt.mu.Lock()
+		closing := rt.unloadLocked(mod)
+		rt.mu.Unlock()
+		if closing != nil {
+			_ = closing.mod.Close(ctx)
+		}
+	}
 	if err != nil {
 		rt.drop(mod, spec.Digest)
 		return nil, err

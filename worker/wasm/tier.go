@@ -19,7 +19,10 @@ import (
 // binary with no machine code in the disk cache is first built for the
 // interpreter, which validates it exactly as the compiler would (the same
 // decoder and validator), answers _routes and serves the deployment's first
-// requests. The first request also puts the module in line for its machine
+// requests. Interpreter code is big (megabytes of Go heap for a 29 KiB C
+// module, against tens of KiB of machine code), so Prepare unloads it
+// again and the first request builds it anew (about a millisecond). That
+// first request also puts the module in line for its machine
 // code, which one background goroutine compiles, in arrival order, and
 // swaps in; from then on, and after any unload or restart, the module
 // loads from the disk cache as before. A component that is never called
