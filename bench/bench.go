@@ -34,6 +34,8 @@ type Bench struct {
 	Baseline, Candidate string
 	// ScaleComponents is how many components the scale section deploys.
 	ScaleComponents int
+	// ScaleSkipChurn leaves out the scale section's churn part.
+	ScaleSkipChurn bool
 
 	log     io.Writer
 	started time.Time

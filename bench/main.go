@@ -72,6 +72,7 @@ func doMain(args []string, stderr io.Writer) int {
 	baseline := fs.String("wasm-baseline", "", "a checkout of an older commit (git worktree add --detach /tmp/velo-old COMMIT) whose velo the wasmlimits section measures against")
 	candidate := fs.String("wasm-candidate", "", "a checkout whose velo the wasmlimits section measures against -wasm-baseline (default: this one)")
 	scaleN := fs.Int("scale-components", 1000, "components the scale section deploys (1000 to 10000)")
+	skipChurn := fs.Bool("scale-skip-churn", false, "scale section: skip the churn part (for iterating on the others; write with -out elsewhere)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -97,6 +98,7 @@ func doMain(args []string, stderr io.Writer) int {
 	defer b.close(*keep)
 	b.Baseline, b.Candidate = *baseline, *candidate
 	b.ScaleComponents = min(max(*scaleN, 10), 10000)
+	b.ScaleSkipChurn = *skipChurn
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)

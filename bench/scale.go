@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,49 +54,16 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 	var notes []string
 
 	// 1. Churn.
-	v, err := b.StartVeloProc(ctx, "scale-churn")
-	if err != nil {
-		return "", err
-	}
-	data := filepath.Join(b.Tmp, "scale-churn")
-	var atN, atK footprint
-	start := time.Now()
-	var deployTimes []time.Duration
-	for i := 0; i < churnDeploys; i++ {
-		s := time.Now()
-		if err := deployVariant(ctx, b, v, "churn", hello, i); err != nil {
-			v.Close()
+	if !b.ScaleSkipChurn {
+		note, err := scaleChurn(ctx, b, hello, t)
+		if err != nil {
 			return "", err
 		}
-		deployTimes = append(deployTimes, time.Since(s))
-		if i == churnKeep-1 {
-			time.Sleep(settleForRSS)
-			atN = measure(v.proc.Pid(), data)
-			b.logf("churn: after %d deploys: %s", i+1, atN)
-		}
+		notes = append(notes, note)
 	}
-	elapsed := time.Since(start)
-	time.Sleep(settleForRSS)
-	atK = measure(v.proc.Pid(), data)
-	b.logf("churn: after %d deploys in %s: %s", churnDeploys, elapsed.Round(time.Second), atK)
-	v.Close()
-	t.add(fmt.Sprintf("Churn: RSS after %d deploys of one component", churnDeploys), mib(atK.rss),
-		mib(atN.rss)+fmt.Sprintf(" after %d", churnKeep), fmt.Sprintf("%.2f×", float64(atK.rss)/float64(atN.rss)),
-		"≤ 1.5× what N versions need", verdict(float64(atK.rss) <= 1.5*float64(atN.rss)))
-	t.add("… data dir (store, unpacked trees, compiled modules)", mib(atK.data), mib(atN.data)+fmt.Sprintf(" after %d", churnKeep),
-		fmt.Sprintf("%.2f×", float64(atK.data)/float64(atN.data)), "≤ 1.5×", verdict(float64(atK.data) <= 1.5*float64(atN.data)))
-	t.add("… of which the store (velo.db and its WAL: deployment records, build logs, kept artifacts)", mib(atK.store), mib(atN.store),
-		fmt.Sprintf("%.2f×", float64(atK.store)/float64(atN.store)), "", info)
-	t.add("… the rest (unpacked trees, compiled modules, keys)", mib(atK.data-atK.store), mib(atN.data-atN.store),
-		fmt.Sprintf("%.2f×", float64(atK.data-atK.store)/float64(atN.data-atN.store)), "≤ 1.5×",
-		verdict(float64(atK.data-atK.store) <= 1.5*float64(atN.data-atN.store)))
-	t.add("… unpacked trees / compiled modules on disk", fmt.Sprintf("%d / %d", atK.trees, atK.modules),
-		fmt.Sprintf("%d / %d", atN.trees, atN.modules), "", "the live version's", verdict(atK.trees <= 2 && atK.modules <= 2))
-	notes = append(notes, fmt.Sprintf("Churn: %d deploys in %s (each waited until live; p50 %s, p99 %s per deploy).",
-		churnDeploys, elapsed.Round(time.Second), fmtDur(percentile(deployTimes, 50)), fmtDur(percentile(deployTimes, 99))))
 
 	// 2. Many components.
-	v, err = b.StartVeloProc(ctx, "scale-many")
+	v, err := b.StartVeloProc(ctx, "scale-many")
 	if err != nil {
 		return "", err
 	}
@@ -106,15 +75,17 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 	base := vmStatus(v.proc.Pid(), "VmRSS")
 	n := b.ScaleComponents
 	rates := []float64{}
+	var cpus []time.Duration // server CPU time per deploy, per batch
 	deployed := 1
 	for _, upto := range scaleSteps(n) {
-		s := time.Now()
+		s, cpu0 := time.Now(), v.proc.CPUTime()
 		if err := deployMany(ctx, b, v, hello, deployed, upto); err != nil {
 			return "", err
 		}
 		rate := float64(upto-deployed) / time.Since(s).Seconds()
-		rates = append(rates, rate)
-		b.logf("many: %d → %d components at %.1f deploys/s", deployed, upto, rate)
+		cpu := (v.proc.CPUTime() - cpu0) / time.Duration(upto-deployed)
+		rates, cpus = append(rates, rate), append(cpus, cpu)
+		b.logf("many: %d → %d components at %.1f deploys/s, %s server CPU per deploy", deployed, upto, rate, fmtDur(cpu))
 		deployed = upto
 		time.Sleep(settleForRSS)
 		rss := vmStatus(v.proc.Pid(), "VmRSS")
@@ -124,6 +95,13 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 	}
 	t.add(fmt.Sprintf("New components deployed per second through the API (%d clients)", scaleClients),
 		fmt.Sprintf("%.1f/s", median(rates)), "", "per batch: "+fmtRates(rates), "≥ 100/s", verdict(median(rates) >= 100))
+	cpuNames := make([]string, len(cpus))
+	for i, c := range cpus {
+		cpuNames[i] = fmtDur(c)
+	}
+	t.add("… server CPU time per deploy (velo up's user+system, all its work for the deploy)", fmtDur(medianDur(cpus)), "",
+		"per batch: "+strings.Join(cpuNames, ", ")+fmt.Sprintf("; %d cores / this = %.0f/s were the machine Velo's alone", runtime.NumCPU(),
+			float64(runtime.NumCPU())/medianDur(cpus).Seconds()), "", info)
 
 	// 3. First call to a long-idle component.
 	hc := newHTTPClient()
@@ -169,10 +147,22 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 
 // scaleSteps are the component counts measured on the way to n.
 func scaleSteps(n int) []int {
-	if n <= 1000 {
-		return []int{n}
+	var steps []int
+	for _, s := range []int{1000, 2500, 5000} {
+		if s < n {
+			steps = append(steps, s)
+		}
 	}
-	return []int{1000, n}
+	return append(steps, n)
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 func fmtRates(rs []float64) string {
@@ -319,4 +309,48 @@ func timedGet(ctx context.Context, hc *http.Client, url string) (time.Duration, 
 		return 0, fmt.Errorf("GET %s: %d", url, res.StatusCode)
 	}
 	return d, nil
+}
+
+// scaleChurn runs the churn part, adding its rows to t, and returns its note.
+func scaleChurn(ctx context.Context, b *Bench, hello []byte, t *table) (string, error) {
+	v, err := b.StartVeloProc(ctx, "scale-churn")
+	if err != nil {
+		return "", err
+	}
+	data := filepath.Join(b.Tmp, "scale-churn")
+	var atN, atK footprint
+	start := time.Now()
+	var deployTimes []time.Duration
+	for i := 0; i < churnDeploys; i++ {
+		s := time.Now()
+		if err := deployVariant(ctx, b, v, "churn", hello, i); err != nil {
+			v.Close()
+			return "", err
+		}
+		deployTimes = append(deployTimes, time.Since(s))
+		if i == churnKeep-1 {
+			time.Sleep(settleForRSS)
+			atN = measure(v.proc.Pid(), data)
+			b.logf("churn: after %d deploys: %s", i+1, atN)
+		}
+	}
+	elapsed := time.Since(start)
+	time.Sleep(settleForRSS)
+	atK = measure(v.proc.Pid(), data)
+	b.logf("churn: after %d deploys in %s: %s", churnDeploys, elapsed.Round(time.Second), atK)
+	v.Close()
+	t.add(fmt.Sprintf("Churn: RSS after %d deploys of one component", churnDeploys), mib(atK.rss),
+		mib(atN.rss)+fmt.Sprintf(" after %d", churnKeep), fmt.Sprintf("%.2f×", float64(atK.rss)/float64(atN.rss)),
+		"≤ 1.5× what N versions need", verdict(float64(atK.rss) <= 1.5*float64(atN.rss)))
+	t.add("… data dir (store, unpacked trees, compiled modules)", mib(atK.data), mib(atN.data)+fmt.Sprintf(" after %d", churnKeep),
+		fmt.Sprintf("%.2f×", float64(atK.data)/float64(atN.data)), "≤ 1.5×", verdict(float64(atK.data) <= 1.5*float64(atN.data)))
+	t.add("… of which the store (velo.db and its WAL: deployment records, build logs, kept artifacts)", mib(atK.store), mib(atN.store),
+		fmt.Sprintf("%.2f×", float64(atK.store)/float64(atN.store)), "", info)
+	t.add("… the rest (unpacked trees, compiled modules, keys)", mib(atK.data-atK.store), mib(atN.data-atN.store),
+		fmt.Sprintf("%.2f×", float64(atK.data-atK.store)/float64(atN.data-atN.store)), "≤ 1.5×",
+		verdict(float64(atK.data-atK.store) <= 1.5*float64(atN.data-atN.store)))
+	t.add("… unpacked trees / compiled modules on disk", fmt.Sprintf("%d / %d", atK.trees, atK.modules),
+		fmt.Sprintf("%d / %d", atN.trees, atN.modules), "", "the live version's", verdict(atK.trees <= 2 && atK.modules <= 2))
+	return fmt.Sprintf("Churn: %d deploys in %s (each waited until live; p50 %s, p99 %s per deploy).",
+		churnDeploys, elapsed.Round(time.Second), fmtDur(percentile(deployTimes, 50)), fmtDur(percentile(deployTimes, 99))), nil
 }
