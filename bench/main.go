@@ -51,6 +51,7 @@ var sections = []section{
 	{name: "outbound", run: outboundSection},
 	{name: "secrets", run: secretsSection},
 	{name: "restart", run: restartSection},
+	{name: "events", run: eventsSection},
 	{name: "install", run: installSection},
 	{name: "rollout", run: rolloutSection},
 }

@@ -217,8 +217,10 @@ type Invocation struct {
 	LastError     string     `json:"last_error,omitempty"`
 	Answer        *Answer    `json:"answer,omitempty"` // the last attempt's
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
-	CreatedAt     time.Time  `json:"created_at"`
-	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+	// ScheduledFor is the tick a schedule's call was due at.
+	ScheduledFor *time.Time `json:"scheduled_for,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	FinishedAt   *time.Time `json:"finished_at,omitempty"`
 }
 
 // Attempt is one try of an invocation.

@@ -137,6 +137,8 @@ func New(cfg Config) (*Engine, error) {
 		FetchCooldown:        2 * time.Millisecond,
 		FetchPollInterval:    time.Second,
 		SoftStopTimeout:      5 * time.Second,
+		// Other River clients may share the database (their own kinds).
+		FetchOnlyKnownKinds: true,
 	}
 	if cfg.Caller != nil {
 		rc.Queues = map[string]river.QueueConfig{controlQueue: {MaxWorkers: 1}}

@@ -151,8 +151,13 @@ func testAsync(t *testing.T, db string) {
 	s := start(t, db, flakyToml)
 
 	// Succeeds at the second attempt; a forged attempt header is dropped.
+	before := s.n.Router.Totals()["flaky"]
 	id, _ := s.post("/fn/flaky/job?ok=2", "hello", "X-Velo-Attempt", "7")
 	inv := s.waitState(id, "succeeded")
+	// Both attempts count in the statistics like any call, one an error.
+	if after := s.n.Router.Totals()["flaky"]; after[0]-before[0] != 2 || after[1]-before[1] != 1 {
+		t.Errorf("hits and errors counted for two attempts: %v, want +2 and +1", [2]int64{after[0] - before[0], after[1] - before[1]})
+	}
 	if inv.Component != "flaky" || inv.Source != "async" || inv.Method != "POST" || inv.Path != "/fn/flaky/job" ||
 		inv.Attempt != 2 || len(inv.Attempts) != 2 || inv.Attempts[0].Status != 503 || inv.Attempts[0].Error == "" ||
 		inv.Attempts[1].Status != 200 || inv.Attempts[1].Error != "" {
@@ -179,6 +184,17 @@ func testAsync(t *testing.T, db string) {
 	inv = s.waitState(dead, "dead")
 	if inv.Attempt != 3 || len(inv.Attempts) != 3 || inv.Answer == nil || inv.Answer.Status != 503 {
 		t.Errorf("dead invocation: %+v", inv)
+	}
+	req, _ := http.NewRequest("GET", s.n.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+s.n.Token)
+	if res, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if !strings.Contains(string(b), `velo_events_dead{queue="flaky"} 1`) {
+			t.Errorf("/metrics has no dead count for flaky:\n%s", grepLines(string(b), "velo_events"))
+		}
 	}
 	var list []api.Invocation
 	if code := s.api("GET", "/components/flaky/invocations?state=dead", &list); code != 200 || len(list) != 1 || list[0].ID != dead {
@@ -348,4 +364,14 @@ func TestSchedule(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "schedule[0].cron") || !strings.Contains(err.Error(), "expected exactly 5 fields") {
 		t.Errorf("deploying a bad cron: %v", err)
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

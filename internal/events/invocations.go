@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -106,6 +107,10 @@ func invocationOf(j *rivertype.JobRow) (api.Invocation, error) {
 	inv := api.Invocation{
 		ID: j.ID, Component: a.Component, State: stateOf(j), Source: a.Source, Method: a.Method, Path: path,
 		Attempt: j.Attempt, MaxAttempts: j.MaxAttempts, Attempts: []api.Attempt{}, CreatedAt: j.CreatedAt.UTC(),
+	}
+	if a.Tick != 0 {
+		t := time.UnixMicro(a.Tick).UTC()
+		inv.ScheduledFor = &t
 	}
 	if n := len(j.Errors); n > 0 {
 		inv.LastError = j.Errors[n-1].Error

@@ -250,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	reg := newRegistry()
-	reg.MustRegister(router.Collector(rt), wasm.Collector(wasmRT))
+	reg.MustRegister(router.Collector(rt), wasm.Collector(wasmRT), events.Collector(ev))
 	mux := http.NewServeMux()
 	mux.Handle(router.Prefix, rt)
 	mux.HandleFunc(router.EventsPrefix, rt.ServeEvents)

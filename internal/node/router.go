@@ -94,7 +94,7 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		ShareLimits:    true, // routers of a cluster hold rate limits together
 		Logger:         r.log,
 	}, r.store)
-	r.reg.MustRegister(router.Collector(rt))
+	r.reg.MustRegister(router.Collector(rt), events.Collector(ev))
 	r.routes = rt
 	if !cfg.NoFastPath {
 		r.fast = rt

@@ -187,15 +187,16 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) error {
 
 // EventCounts are a component's queued calls by state.
 type EventCounts struct {
-	Queued  int64 // waiting to run: new, or failed and waiting for a retry
-	Running int64
-	Dead    int64 // out of attempts
+	Queued    int64 // waiting to run: new, or failed and waiting for a retry
+	Running   int64
+	Dead      int64 // out of attempts
+	Succeeded int64 // done, until River's job cleaner removes them (24 h)
 }
 
 // EventCounts returns the counts of queue's calls (see EventQueue).
 func (s *Store) EventCounts(ctx context.Context, queue string) (EventCounts, error) {
 	rs, err := s.db.query(ctx, `SELECT state, count(*) FROM river_job WHERE queue = $1
-		AND state IN ('available', 'scheduled', 'retryable', 'pending', 'running', 'discarded') GROUP BY state`, queue)
+		GROUP BY state`, queue)
 	if err != nil {
 		return EventCounts{}, fmt.Errorf("event counts of %s: %w", queue, err)
 	}
@@ -212,8 +213,10 @@ func (s *Store) EventCounts(ctx context.Context, queue string) (EventCounts, err
 		switch state {
 		case "running":
 			c.Running += n
-		case "discarded":
+		case "discarded", "cancelled":
 			c.Dead += n
+		case "completed":
+			c.Succeeded += n
 		default:
 			c.Queued += n
 		}
@@ -236,7 +239,7 @@ func (s *Store) QueuedDepth(ctx context.Context, queue string) (int64, error) {
 // that an executor starts working the ones it does not know yet.
 func (s *Store) PendingEventQueues(ctx context.Context) ([]string, error) {
 	rs, err := s.db.query(ctx, `SELECT DISTINCT queue FROM river_job
-		WHERE state IN ('available', 'scheduled', 'retryable')`)
+		WHERE state IN ('available', 'scheduled', 'retryable') AND kind = 'velo_call'`)
 	if err != nil {
 		return nil, fmt.Errorf("pending event queues: %w", err)
 	}
@@ -269,4 +272,37 @@ func (s *Store) LastScheduled(ctx context.Context, queue, key string) (tick, inv
 		return 0, 0, err
 	}
 	return tick, invocation, nil
+}
+
+// AllEventCounts returns the counts of every queue that holds calls, by
+// queue (for /metrics).
+func (s *Store) AllEventCounts(ctx context.Context) (map[string]EventCounts, error) {
+	rs, err := s.db.query(ctx, `SELECT queue, state, count(*) FROM river_job GROUP BY queue, state`)
+	if err != nil {
+		return nil, fmt.Errorf("event counts: %w", err)
+	}
+	defer rs.Close()
+	out := map[string]EventCounts{}
+	for rs.Next() {
+		var (
+			queue, state string
+			n            int64
+		)
+		if err := rs.Scan(&queue, &state, &n); err != nil {
+			return nil, fmt.Errorf("event counts: %w", err)
+		}
+		c := out[queue]
+		switch state {
+		case "running":
+			c.Running += n
+		case "discarded", "cancelled":
+			c.Dead += n
+		case "completed":
+			c.Succeeded += n
+		default:
+			c.Queued += n
+		}
+		out[queue] = c
+	}
+	return out, rs.Err()
 }
