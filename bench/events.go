@@ -28,6 +28,9 @@ import (
 // many clients send them at once.
 const (
 	eventsCalls = 6000
+	// eventsCallsSQLite is a round's calls on SQLite, whose single
+	// connection carries River and Velo's writes one at a time.
+	eventsCallsSQLite = 1000
 	eventsConns = 32
 	// eventsConcurrency is the bench component's [events] concurrency.
 	eventsConcurrency = 64
@@ -99,8 +102,8 @@ func eventsSection(ctx context.Context, b *Bench) (string, error) {
 	var sb strings.Builder
 	sb.WriteString("## events — async calls, River beside them, schedule ticks\n\n")
 	sb.WriteString(b.Stamp() + "\n\n")
-	fmt.Fprintf(&sb, "An all-in-one Velo in the bench process (`node.Start`, as `velo up`), once on a throwaway Postgres and once on its embedded SQLite, with the wasm section's C module `bench/testdata/hello.wasm` deployed with `[events] concurrency = %d`. Each round sends %d `POST /fn/NAME/bench` with `Prefer: respond-async` from %d clients over keep-alive connections and times from the first request to the last call succeeded (the store's count of completed jobs in the component's queue); each request's own time to its 202 is the enqueue latency. River's peer figure, in the same run and on the same database (Postgres only: its SQLite driver works one row at a time), is a plain River client inserting the same number of empty jobs from %d goroutines, one insert each as Velo does, and working them with %d workers: the same queue machinery with nothing to run. Schedule lateness: a component with `[[schedule]] cron = \"@every 1s\"`, the time from each tick to its call's start, over the ticks of about 20 s.\n\n",
-		eventsConcurrency, eventsCalls, eventsConns, eventsConns, eventsConcurrency)
+	fmt.Fprintf(&sb, "An all-in-one Velo in the bench process (`node.Start`, as `velo up`), once on a throwaway Postgres and once on its embedded SQLite, with the wasm section's C module `bench/testdata/hello.wasm` deployed with `[events] concurrency = %d`. Each round sends %d (SQLite: %d) `POST /fn/NAME/bench` with `Prefer: respond-async` from %d clients over keep-alive connections and times from the first request to the last call succeeded (the store's count of completed jobs in the component's queue); each request's own time to its 202 is the enqueue latency. River's peer figure, in the same run and on the same database (Postgres only: its SQLite driver works one row at a time), is a plain River client inserting the same number of empty jobs from %d goroutines, one insert each as Velo does, and working them with %d workers: the same queue machinery with nothing to run. Schedule lateness: a component with `[[schedule]] cron = \"@every 1s\"`, the time from each tick to its call's start, over the ticks of about 20 s.\n\n",
+		eventsConcurrency, eventsCalls, eventsCallsSQLite, eventsConns, eventsConns, eventsConcurrency)
 	sb.WriteString(t.String())
 	return sb.String(), nil
 }
@@ -144,6 +147,10 @@ func eventsRounds(ctx context.Context, b *Bench, n *node.Node, engine string, mo
 	if err := deploy("async", fmt.Sprintf("name = \"async\"\nmodule = \"hello.wasm\"\n[events]\nconcurrency = %d\n", eventsConcurrency)); err != nil {
 		return nil, nil, nil, nil, err
 	}
+	calls := int64(eventsCalls)
+	if engine == "sqlite" {
+		calls = eventsCallsSQLite
+	}
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: eventsConns, MaxConnsPerHost: eventsConns}}
 	queue := store.EventQueue("async")
 	base := int64(0)
@@ -165,7 +172,7 @@ func eventsRounds(ctx context.Context, b *Bench, n *node.Node, engine string, mo
 			go func() {
 				defer wg.Done()
 				var mine []time.Duration
-				for next.Add(1) <= eventsCalls {
+				for next.Add(1) <= calls {
 					req, _ := http.NewRequestWithContext(ctx, "POST", n.URL+"/fn/async/bench", strings.NewReader("{}"))
 					req.Header.Set("Prefer", "respond-async")
 					t0 := time.Now()
@@ -188,9 +195,9 @@ func eventsRounds(ctx context.Context, b *Bench, n *node.Node, engine string, mo
 		}
 		wg.Wait()
 		if f := failed.Load(); f > 0 {
-			return nil, nil, nil, nil, fmt.Errorf("round %d: %d of %d async calls not accepted", round, f, eventsCalls)
+			return nil, nil, nil, nil, fmt.Errorf("round %d: %d of %d async calls not accepted", round, f, calls)
 		}
-		want := base + eventsCalls
+		want := base + calls
 		deadline := time.Now().Add(5 * time.Minute)
 		for {
 			cnt, err := n.Store.EventCounts(ctx, queue)
@@ -201,14 +208,14 @@ func eventsRounds(ctx context.Context, b *Bench, n *node.Node, engine string, mo
 				break
 			}
 			if time.Now().After(deadline) {
-				return nil, nil, nil, nil, fmt.Errorf("round %d: %d of %d calls succeeded after 5 minutes (%+v)", round, cnt.Succeeded-base, eventsCalls, cnt)
+				return nil, nil, nil, nil, fmt.Errorf("round %d: %d of %d calls succeeded after 5 minutes (%+v)", round, cnt.Succeeded-base, calls, cnt)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		took := time.Since(start)
 		base = want
-		rates = append(rates, float64(eventsCalls)/took.Seconds())
-		b.logf("events %s round %d: %d async calls completed in %v (%.0f/s)", engine, round, eventsCalls, took, rates[len(rates)-1])
+		rates = append(rates, float64(calls)/took.Seconds())
+		b.logf("events %s round %d: %d async calls completed in %v (%.0f/s)", engine, round, calls, took, rates[len(rates)-1])
 	}
 
 	// Schedule lateness.

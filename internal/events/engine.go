@@ -371,7 +371,10 @@ func (e *Engine) rescue(ctx context.Context) error {
 			p.FinalizedAt = append(p.FinalizedAt, &t)
 			p.ScheduledAt = append(p.ScheduledAt, j.ScheduledAt)
 		} else {
-			p.State = append(p.State, string(rivertype.JobStateRetryable))
+			// Available at once, not retryable: retryable jobs wait for
+			// the leader's scheduler, and the leader may be the process
+			// that died (its lease outlives it).
+			p.State = append(p.State, string(rivertype.JobStateAvailable))
 			p.FinalizedAt = append(p.FinalizedAt, nil)
 			p.ScheduledAt = append(p.ScheduledAt, now.UTC())
 		}
