@@ -31,7 +31,7 @@ const (
 	// eventsCallsSQLite is a round's calls on SQLite, whose single
 	// connection carries River and Velo's writes one at a time.
 	eventsCallsSQLite = 1000
-	eventsConns = 32
+	eventsConns       = 32
 	// eventsConcurrency is the bench component's [events] concurrency.
 	eventsConcurrency = 64
 )
