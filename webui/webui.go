@@ -60,7 +60,7 @@ func New(cfg Config) (*UI, error) {
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	u := &UI{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{}}
-	for _, name := range []string{"signin", "list", "component", "deployment", "new", "token", "tokens", "error"} {
+	for _, name := range []string{"signin", "list", "component", "deployment", "new", "token", "tokens", "error", "api"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("webui: template %s: %w", name, err)
@@ -83,6 +83,7 @@ func (u *UI) Handler() http.Handler {
 	mux.HandleFunc("GET /new", u.signedIn(u.onboarding))
 	mux.HandleFunc("GET /components/{name}", u.signedIn(u.component))
 	mux.HandleFunc("GET /components/{name}/deployments/{id}", u.signedIn(u.deployment))
+	mux.HandleFunc("GET /components/{name}/api", u.signedIn(u.apiDoc))
 	mux.HandleFunc("POST /components/{name}/{action}", u.signedIn(u.act))
 	mux.HandleFunc("POST /start", u.signedIn(u.start))
 	mux.HandleFunc("GET /tokens", u.signedIn(u.tokens))
