@@ -29,7 +29,7 @@ type apiOp struct {
 	Params                      []apiParam
 	Body                        []string // content types
 	BodyRequired                bool
-	Responses                   []apiResponse
+	Responses                   []docAnswer
 }
 
 type apiParam struct {
@@ -37,7 +37,8 @@ type apiParam struct {
 	Required             bool
 }
 
-type apiResponse struct{ Code, Desc string }
+// docAnswer is one documented answer of an operation, as the page shows it.
+type docAnswer struct{ Code, Desc string }
 
 func (u *UI) apiDoc(w http.ResponseWriter, r *http.Request, v visitor) {
 	name := r.PathValue("name")
@@ -91,9 +92,9 @@ func (u *UI) apiDoc(w http.ResponseWriter, r *http.Request, v visitor) {
 						if rr != nil && rr.Value != nil && rr.Value.Description != nil {
 							d = *rr.Value.Description
 						}
-						o.Responses = append(o.Responses, apiResponse{Code: code, Desc: d})
+						o.Responses = append(o.Responses, docAnswer{Code: code, Desc: d})
 					}
-					slices.SortFunc(o.Responses, func(a, b apiResponse) int { return strings.Compare(a.Code, b.Code) })
+					slices.SortFunc(o.Responses, func(a, b docAnswer) int { return strings.Compare(a.Code, b.Code) })
 				}
 				p.Ops = append(p.Ops, o)
 			}
