@@ -107,13 +107,29 @@ func (i *Instance) start(c *ctr) error {
 	id := c.id
 	i.mu.Unlock()
 	if id == "" {
+		// Not cut off by Close: an engine whose create request is dropped
+		// may still create the container, which nothing would then remove.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
 		var err error
-		if id, err = i.create(ctx, c); err != nil {
+		id, err = i.create(cctx, c)
+		cancel()
+		if err != nil {
 			return err
 		}
 		i.mu.Lock()
-		c.id = id
+		closed := i.closed
+		if !closed {
+			c.id = id // from here on Close removes it
+		}
 		i.mu.Unlock()
+		if closed {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+			defer cancel()
+			if err := i.rt.remove(rctx, id); err != nil {
+				return err
+			}
+			return fmt.Errorf("start container %s: deployment %d is stopping", c.name, i.deployment)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err() // Close removes it: the id is recorded
 		}
