@@ -133,7 +133,7 @@ func (v *ghVelo) component(name string) store.Component {
 func (v *ghVelo) job(delivery string) store.GitHubJob {
 	v.t.Helper()
 	var j store.GitHubJob
-	testsupport.Eventually(v.t, 20*time.Second, "job "+delivery+" to end", func() bool {
+	testsupport.Eventually(v.t, 60*time.Second, "job "+delivery+" to end", func() bool {
 		var err error
 		j, err = v.n.Store.GitHubJob(v.ctx, delivery)
 		return err == nil && (j.State == store.JobDone || j.State == store.JobFailed)
@@ -158,7 +158,7 @@ func states(d githubtest.Deployment) []string {
 func (v *ghVelo) settledOn(repo *githubtest.Repo, sha string) githubtest.Deployment {
 	v.t.Helper()
 	var got githubtest.Deployment
-	testsupport.Eventually(v.t, 20*time.Second, "a final GitHub status for "+sha, func() bool {
+	testsupport.Eventually(v.t, 60*time.Second, "a final GitHub status for "+sha, func() bool {
 		for _, d := range v.ghDeployments(repo) {
 			if d.SHA == sha && len(d.Statuses) >= 2 {
 				got = d
@@ -249,7 +249,7 @@ func testGitHubPush(t *testing.T, db string) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("webhook answered after %s, want under a second", d)
 	}
-	testsupport.Eventually(v.t, 20*time.Second, "v1 served", v.serves("hello", "VERSION=v1"))
+	testsupport.Eventually(v.t, 60*time.Second, "v1 served", v.serves("hello", "VERSION=v1"))
 	d1 := v.settledOn(repo, sha1)
 	if got := states(d1); !slices.Equal(got, []string{"in_progress", "success"}) {
 		t.Fatalf("statuses of %s = %v, want in_progress then success", sha1, got)
@@ -288,7 +288,7 @@ func testGitHubPush(t *testing.T, db string) {
 	// 2. A second push replaces it.
 	sha2 := repo.Commit(files("v2"), "second version")
 	first := v.answer(http.StatusAccepted)(gh.Push(ctx, v.hook(), repo, "trunk", "", ""))
-	testsupport.Eventually(v.t, 20*time.Second, "v2 served", v.serves("hello", "VERSION=v2"))
+	testsupport.Eventually(v.t, 60*time.Second, "v2 served", v.serves("hello", "VERSION=v2"))
 	v.settledOn(repo, sha2)
 	_ = first
 
@@ -348,7 +348,7 @@ func testGitHubPush(t *testing.T, db string) {
 	// What a delivery queues is recorded before it is answered: once no job
 	// is left to run, whatever the deliveries set going has acted, and only
 	// the stale push may have run (the others were recorded as ignored).
-	testsupport.Eventually(t, 20*time.Second, "every GitHub job to end", func() bool {
+	testsupport.Eventually(t, 60*time.Second, "every GitHub job to end", func() bool {
 		open, err := v.n.Store.GitHubJobs(ctx, store.JobQueued, store.JobRunning)
 		return err == nil && len(open) == 0
 	})
@@ -436,7 +436,7 @@ func testGitHubPush(t *testing.T, db string) {
 	}
 	st.Close()
 	v.start()
-	testsupport.Eventually(v.t, 20*time.Second, "v3 served after restart", v.serves("hello", "VERSION=v3"))
+	testsupport.Eventually(v.t, 60*time.Second, "v3 served after restart", v.serves("hello", "VERSION=v3"))
 	if j := v.job("crashed-1"); j.State != store.JobDone {
 		t.Errorf("resumed job = %s %q", j.State, j.Note)
 	}
@@ -456,7 +456,7 @@ func testGitHubPush(t *testing.T, db string) {
 		"repositories_removed": []any{},
 		"sender":               map[string]any{"login": "octo", "id": 1},
 	}))
-	testsupport.Eventually(v.t, 20*time.Second, "octo/Other.Thing recorded", func() bool {
+	testsupport.Eventually(v.t, 60*time.Second, "octo/Other.Thing recorded", func() bool {
 		_, err := v.n.Store.GitHubRepo(ctx, "octo/other.thing")
 		return err == nil
 	})
@@ -468,7 +468,7 @@ func testGitHubPush(t *testing.T, db string) {
 	if err := json.Unmarshal(b, &started); err != nil || started.Component != "other-thing" || started.Commit != otherSHA {
 		t.Fatalf("started deployment = %+v (%v)", started, err)
 	}
-	testsupport.Eventually(v.t, 20*time.Second, "other-thing served", v.serves("other-thing", "PATH_INFO=/env"))
+	testsupport.Eventually(v.t, 60*time.Second, "other-thing served", v.serves("other-thing", "PATH_INFO=/env"))
 	if got := states(v.settledOn(other, otherSHA)); !slices.Equal(got, []string{"in_progress", "success"}) {
 		t.Errorf("statuses of start = %v", got)
 	}
@@ -483,7 +483,7 @@ func testGitHubPush(t *testing.T, db string) {
 	if code, b := v.apiRequest(nil, http.MethodPost, "/api/v1/components", v.n.Token, map[string]string{"repo": "octo/quiet"}); code != http.StatusAccepted {
 		t.Fatalf("start of a repository Velo missed the webhook of = %d %s", code, b)
 	}
-	testsupport.Eventually(v.t, 20*time.Second, "quiet served", v.serves("quiet", "PATH_INFO=/env"))
+	testsupport.Eventually(v.t, 60*time.Second, "quiet served", v.serves("quiet", "PATH_INFO=/env"))
 }
 
 // openStoreOf opens the store of a stopped node.
