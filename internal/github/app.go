@@ -249,6 +249,12 @@ func (a *App) CreateDeployment(ctx context.Context, installationID int64, owner,
 	if environment == "" {
 		environment = "production"
 	}
+	return a.createDeployment(ctx, installationID, owner, repo, sha, environment, description, false)
+}
+
+// createDeployment records a deployment of sha on GitHub: to a production
+// environment, or to a transient one (preview).
+func (a *App) createDeployment(ctx context.Context, installationID int64, owner, repo, sha, environment, description string, preview bool) (int64, error) {
 	c := a.installation(installationID)
 	req := &gh.DeploymentRequest{
 		Ref:                   gh.String(sha),
@@ -257,8 +263,8 @@ func (a *App) CreateDeployment(ctx context.Context, installationID int64, owner,
 		RequiredContexts:      &[]string{},
 		Environment:           gh.String(environment),
 		Description:           gh.String(truncate(description, maxDescription)),
-		TransientEnvironment:  gh.Bool(false),
-		ProductionEnvironment: gh.Bool(true),
+		TransientEnvironment:  gh.Bool(preview),
+		ProductionEnvironment: gh.Bool(!preview),
 	}
 	d, resp, err := c.Repositories.CreateDeployment(ctx, owner, repo, req)
 	if err != nil {

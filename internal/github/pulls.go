@@ -107,22 +107,7 @@ func pullRequestFrom(e *gh.PullRequestEvent) (*PullRequest, error) {
 // non-production environment on GitHub (a pull request's preview) and
 // returns its ID.
 func (a *App) CreatePreviewDeployment(ctx context.Context, installationID int64, owner, repo, sha, environment, description string) (int64, error) {
-	c := a.installation(installationID)
-	req := &gh.DeploymentRequest{
-		Ref:                   gh.String(sha),
-		Task:                  gh.String("deploy"),
-		AutoMerge:             gh.Bool(false),
-		RequiredContexts:      &[]string{},
-		Environment:           gh.String(environment),
-		Description:           gh.String(truncate(description, maxDescription)),
-		TransientEnvironment:  gh.Bool(true),
-		ProductionEnvironment: gh.Bool(false),
-	}
-	d, resp, err := c.Repositories.CreateDeployment(ctx, owner, repo, req)
-	if err != nil {
-		return 0, apiError(fmt.Sprintf("create deployment %s/%s@%s", owner, repo, sha), resp, err)
-	}
-	return d.GetID(), nil
+	return a.createDeployment(ctx, installationID, owner, repo, sha, environment, description, true)
 }
 
 // CreateComment comments on issue or pull request number and returns the
