@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -525,6 +526,23 @@ func testRoutes(t *testing.T, s *Store) {
 	}
 	if r := rs[2]; !r.Paused || r.Deployment != cp.ID || len(r.Workers) != 1 || r.Workers[0].Name != "w4" {
 		t.Errorf("route c-paused = %+v", r)
+	}
+
+	// RoutesOf reads one component's entry, the same as Routes has it.
+	must(t, s.ClaimDomains(ctx, "b-app", []string{"b.example", "a.example"}, nil))
+	rs, err = s.Routes(ctx)
+	must(t, err)
+	if got := rs[1].Domains; !reflect.DeepEqual(got, []string{"a.example", "b.example"}) {
+		t.Errorf("Routes domains of b-app = %v", got)
+	}
+	for _, want := range rs {
+		got, ok, err := s.RoutesOf(ctx, want.Component)
+		if err != nil || !ok || !reflect.DeepEqual(got, want) {
+			t.Errorf("RoutesOf(%s) = %+v, %v, %v; Routes has %+v", want.Component, got, ok, err, want)
+		}
+	}
+	if got, ok, err := s.RoutesOf(ctx, "no-such"); err != nil || ok {
+		t.Errorf("RoutesOf(no-such) = %+v, %v, %v; want not found", got, ok, err)
 	}
 }
 

@@ -16,7 +16,9 @@ type Channel string
 const (
 	// ChannelRoutes: the route table may have changed (a deployment went
 	// live, a placement became ready or went away, a worker restarted).
-	// No payload: a router reloads the whole table. Made by RoutesChanged.
+	// Payload: the component whose routes changed, which a router reads
+	// again alone (RoutesChangedFor); none when the change concerns more
+	// than one, and a router reloads the whole table (RoutesChanged).
 	ChannelRoutes Channel = "routes"
 	// ChannelPlacements: placements were made, prepared, failed or
 	// retired. Payload: the deployment's ID, or none when the change
@@ -41,8 +43,15 @@ type Note struct {
 	payload string
 }
 
-// RoutesChanged is the Note on ChannelRoutes.
+// RoutesChanged is the Note on ChannelRoutes for a change of more than
+// one component (or of an unknown one): the whole table is read again.
 func RoutesChanged() Note { return Note{channel: ChannelRoutes} }
+
+// RoutesChangedFor is the Note on ChannelRoutes for a change of
+// component's routes alone; "" is RoutesChanged.
+func RoutesChangedFor(component string) Note {
+	return Note{channel: ChannelRoutes, payload: component}
+}
 
 // PlacementsChanged is the Note on ChannelPlacements for deployment d; d 0
 // means more than one (or unknown).
@@ -77,10 +86,10 @@ func (n Note) Channel() Channel { return n.channel }
 // behind.
 func (n Note) Resync() bool { return n.payload == "" }
 
-// Component is the component a ChannelLogs or ChannelSecrets note names
-// ("" on a resync or another channel's note).
+// Component is the component a ChannelLogs, ChannelSecrets or
+// ChannelRoutes note names ("" on a resync or another channel's note).
 func (n Note) Component() string {
-	if n.channel != ChannelLogs && n.channel != ChannelSecrets {
+	if n.channel != ChannelLogs && n.channel != ChannelSecrets && n.channel != ChannelRoutes {
 		return ""
 	}
 	return n.payload

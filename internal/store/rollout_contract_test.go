@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -45,6 +46,9 @@ func testRollouts(t *testing.T, s *Store) {
 	}
 	if rs[1].Canary != nil {
 		t.Errorf("other has a canary: %+v", rs[1].Canary)
+	}
+	if one, ok, err := s.RoutesOf(ctx, "app"); err != nil || !ok || !reflect.DeepEqual(one, rs[0]) {
+		t.Errorf("RoutesOf(app) = %+v, %v, %v; Routes has %+v", one, ok, err, rs[0])
 	}
 	if ro, _ := s.Rollout(ctx, "app"); ro.Canary != v2.ID || ro.Weight != 10 {
 		t.Errorf("rollout = %+v", ro)

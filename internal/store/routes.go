@@ -16,6 +16,42 @@ import (
 // with no workers, and the router answered 503 for a component that was
 // serving.
 func (s *Store) Routes(ctx context.Context) ([]Route, error) {
+	out, err := s.routes(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	domains, err := allDomains(ctx, s.db)
+	if err != nil {
+		return nil, fmt.Errorf("routes: domains: %w", err)
+	}
+	for i := range out {
+		out[i].Domains = domains[out[i].Component]
+	}
+	return out, nil
+}
+
+// RoutesOf returns what Routes returns for component alone, in the same
+// single snapshot, and ok false when there is no such component (deleted).
+// A router refreshing one component after a note naming it reads this
+// rather than the whole table.
+func (s *Store) RoutesOf(ctx context.Context, component string) (r Route, ok bool, err error) {
+	if component == "" {
+		return Route{}, false, fmt.Errorf("routes of a component: no component named")
+	}
+	out, err := s.routes(ctx, component)
+	if err != nil || len(out) == 0 {
+		return Route{}, false, err
+	}
+	out[0].Domains, err = domainsOf(ctx, s.db, component)
+	if err != nil {
+		return Route{}, false, fmt.Errorf("routes of %s: domains: %w", component, err)
+	}
+	return out[0], true, nil
+}
+
+// routes reads the routes of every component, or of only when not "".
+func (s *Store) routes(ctx context.Context, only string) ([]Route, error) {
+	// $3 = '' or the name: one statement for both, a plan either way.
 	rs, err := s.db.query(ctx, `SELECT * FROM (
 		SELECT c.name AS component, 0 AS weight, c.paused, c.live AS deployment, COALESCE(d.runtime, '') AS runtime,
 			COALESCE(d.manifest, '') AS manifest, COALESCE(w.name, '') AS worker, COALESCE(w.addr, '') AS addr,
@@ -24,6 +60,7 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 		LEFT JOIN deployments d ON d.id = c.live AND d.component = c.name
 		LEFT JOIN placements p ON p.deployment = c.live AND p.state IN ($1, $2)
 		LEFT JOIN workers w ON w.name = p.worker
+		WHERE (CAST($3 AS TEXT) = '' OR c.name = CAST($3 AS TEXT))
 		UNION ALL
 		SELECT c.name, r.weight, c.paused, r.canary, d.runtime, d.manifest, w.name, w.addr, w.started_at, w.seen_at, p.state
 		FROM components c
@@ -31,7 +68,8 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 		JOIN deployments d ON d.id = r.canary AND d.component = c.name
 		JOIN placements p ON p.deployment = r.canary AND p.state = $1
 		JOIN workers w ON w.name = p.worker
-	) routes ORDER BY component, weight, worker`, PlacementReady, PlacementPending)
+		WHERE (CAST($3 AS TEXT) = '' OR c.name = CAST($3 AS TEXT))
+	) routes ORDER BY component, weight, worker`, PlacementReady, PlacementPending, only)
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
@@ -76,14 +114,6 @@ func (s *Store) Routes(ctx context.Context) ([]Route, error) {
 	}
 	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
-	}
-	rs.Close()
-	domains, err := allDomains(ctx, s.db)
-	if err != nil {
-		return nil, fmt.Errorf("routes: domains: %w", err)
-	}
-	for i := range out {
-		out[i].Domains = domains[out[i].Component]
 	}
 	return out, nil
 }

@@ -191,6 +191,8 @@ func TestNotes(t *testing.T) {
 		component string
 	}{
 		{RoutesChanged(), ChannelRoutes, true, ""},
+		{RoutesChangedFor(""), ChannelRoutes, true, ""},
+		{RoutesChangedFor("web"), ChannelRoutes, false, "web"},
 		{PlacementsChanged(7), ChannelPlacements, false, ""},
 		{PlacementsChanged(0), ChannelPlacements, true, ""},
 		{DeploymentChanged(7), ChannelDeployments, false, ""},
