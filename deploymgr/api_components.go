@@ -165,7 +165,7 @@ func (m *Manager) pause(paused bool) echo.HandlerFunc {
 		if err := m.store.SetPaused(ctx, comp.Name, paused); err != nil {
 			return err
 		}
-		if err := m.routesChanged(ctx); err != nil {
+		if err := m.routesChanged(ctx, comp.Name); err != nil {
 			return err
 		}
 		m.log.Info("component paused", "component", comp.Name, "paused", paused, "by", c.Get(ctxUser))
@@ -264,7 +264,7 @@ func (m *Manager) deleteComponent(c echo.Context) error {
 	if err := m.store.DeleteComponent(ctx, comp.Name); err != nil {
 		return err
 	}
-	if err := m.routesChanged(ctx); err != nil {
+	if err := m.routesChanged(ctx, comp.Name); err != nil {
 		return err
 	}
 	m.notify(ctx, store.PlacementsChanged(0))

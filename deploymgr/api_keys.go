@@ -104,7 +104,7 @@ func (m *Manager) createKey(c echo.Context) error {
 	if err := m.store.CreateAPIKey(ctx, k); err != nil {
 		return err
 	}
-	m.keysChanged(ctx)
+	m.keysChanged(ctx, comp.Name)
 	m.log.Info("api key created", "component", comp.Name, "key", k.ID, "by", c.Get(ctxUser))
 	keys, err := m.store.APIKeys(ctx, comp.Name)
 	if err != nil {
@@ -131,15 +131,15 @@ func (m *Manager) deleteKey(c echo.Context) error {
 	} else if err != nil {
 		return err
 	}
-	m.keysChanged(ctx)
+	m.keysChanged(ctx, comp.Name)
 	m.log.Info("api key removed", "component", comp.Name, "key", id, "by", c.Get(ctxUser))
 	return c.NoContent(http.StatusNoContent)
 }
 
 // keysChanged tells the routers to reload their table, which holds the
 // keys' hashes. A lost notification is made up for by their resync.
-func (m *Manager) keysChanged(ctx context.Context) {
-	if err := m.routesChanged(ctx); err != nil {
+func (m *Manager) keysChanged(ctx context.Context, component string) {
+	if err := m.routesChanged(ctx, component); err != nil {
 		m.log.Warn("notify api keys changed failed", "err", err)
 	}
 }

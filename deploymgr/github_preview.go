@@ -274,7 +274,7 @@ func (g *GitHub) closePreview(ctx context.Context, j *store.GitHubJob, pr *githu
 			if err := g.m.store.DeleteComponent(ctx, c.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("remove preview %s: %w", c.Name, err)
 			}
-			if err := g.m.routesChanged(ctx); err != nil {
+			if err := g.m.routesChanged(ctx, c.Name); err != nil {
 				g.log.Warn("routes change note failed", "err", err)
 			}
 			g.m.notify(ctx, store.PlacementsChanged(0))

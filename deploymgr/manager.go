@@ -120,8 +120,9 @@ type Config struct {
 	// routers serve, before the change is reported as done (a deployment
 	// marked ready, a pause answered). In one process it refreshes the
 	// router directly, so "live" means served; across machines routers
-	// follow the store's notifications instead.
-	RoutesChanged func(ctx context.Context) error
+	// follow the store's notifications instead. It is given the
+	// component whose routes changed.
+	RoutesChanged func(ctx context.Context, component string) error
 	// Secrets seals the secrets set through the API; nil refuses them.
 	Secrets *secrets.Keyring
 	// Events serves the invocations API (the event engine); nil answers

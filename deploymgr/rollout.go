@@ -89,7 +89,7 @@ func (m *Manager) Promote(ctx context.Context, comp store.Component, id int64, w
 			}
 			m.componentLog(ctx, comp.Name, id, fmt.Sprintf("canary deployment %d ended: deployment %d takes every call", id, comp.Live))
 		}
-		return d, m.routesChanged(ctx)
+		return d, m.routesChanged(ctx, comp.Name)
 	case d.Status == store.StatusFailed:
 		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("deployment %d failed (%s)", id, d.Error)}
 	case id == comp.Live:
@@ -105,7 +105,7 @@ func (m *Manager) Promote(ctx context.Context, comp store.Component, id int64, w
 			return store.Deployment{}, err
 		}
 		m.componentLog(ctx, comp.Name, id, fmt.Sprintf("canary deployment %d promoted: it takes every call", id))
-		return d, m.routesChanged(ctx)
+		return d, m.routesChanged(ctx, comp.Name)
 	}
 	if comp.Live == 0 {
 		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("component %q has no live deployment to share calls with", comp.Name)}
@@ -123,7 +123,7 @@ func (m *Manager) Promote(ctx context.Context, comp store.Component, id int64, w
 		m.notify(ctx, store.DeploymentChanged(id))
 	}
 	m.componentLog(ctx, comp.Name, id, fmt.Sprintf("deployment %d is the canary: %d %% of the calls, deployment %d the rest", id, weight, comp.Live))
-	return d, m.routesChanged(ctx)
+	return d, m.routesChanged(ctx, comp.Name)
 }
 
 // componentLog writes a line about the component from Velo into its logs

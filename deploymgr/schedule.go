@@ -199,13 +199,13 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 				return err
 			}
 		}
-		return m.routesChanged(ctx)
+		return m.routesChanged(ctx, d.Component)
 	}
 	if comp.Target == d.ID {
 		m.routing.Store(d.ID, struct{}{})
 		err := m.store.Promote(ctx, d.Component, d.ID)
 		if err == nil {
-			err = m.routesChanged(ctx)
+			err = m.routesChanged(ctx, d.Component)
 		}
 		m.routing.Delete(d.ID)
 		if err != nil {
@@ -218,7 +218,7 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	}
 	if canary {
 		// Ready: the routers give it its share from now on.
-		if err := m.routesChanged(ctx); err != nil {
+		if err := m.routesChanged(ctx, d.Component); err != nil {
 			return err
 		}
 		m.log.Info("canary ready", "component", d.Component, "deployment", d.ID, "weight", ro.Weight)
@@ -246,13 +246,14 @@ func (m *Manager) dropLater(ctx context.Context) {
 	}
 }
 
-// routesChanged tells routers that what component serves has changed.
-func (m *Manager) routesChanged(ctx context.Context) error {
-	if err := m.store.Notify(ctx, store.RoutesChanged()); err != nil {
+// routesChanged tells routers that what component serves has changed:
+// they read its routes again.
+func (m *Manager) routesChanged(ctx context.Context, component string) error {
+	if err := m.store.Notify(ctx, store.RoutesChangedFor(component)); err != nil {
 		return err
 	}
 	if m.cfg.RoutesChanged != nil {
-		return m.cfg.RoutesChanged(ctx)
+		return m.cfg.RoutesChanged(ctx, component)
 	}
 	return nil
 }

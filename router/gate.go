@@ -289,14 +289,15 @@ func appendIdentity(dst []byte, a *admission) []byte {
 	return dst
 }
 
-// apiKeys reads every API key for a new table.
-func (r *Router) apiKeys(ctx context.Context) (map[[32]byte]apiKey, error) {
+// apiKeys reads the API keys of component ("": of every one) for a new
+// table.
+func (r *Router) apiKeys(ctx context.Context, component string) (map[[32]byte]apiKey, error) {
 	out := map[[32]byte]apiKey{}
 	gs, ok := r.store.(gateStore)
 	if !ok {
 		return out, nil
 	}
-	keys, err := gs.APIKeys(ctx, "")
+	keys, err := gs.APIKeys(ctx, component)
 	if err != nil {
 		return nil, fmt.Errorf("read api keys: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -130,6 +131,11 @@ type Router struct {
 	jwks     map[string]*jwks // guarded by mu
 	// validators by deployment (nil: none usable); guarded by mu.
 	validators map[int64]*apidoc.Validator
+	// parsed caches the settings of the live deployments' manifests;
+	// freshest is the freshest heartbeat the refreshes saw (both guarded
+	// by refreshing).
+	parsed   map[int64]*settings
+	freshest time.Time
 	sync       limitSync // used by Run's loop only
 }
 
@@ -277,15 +283,17 @@ func (r *Router) Run(ctx context.Context) error {
 				r.cfg.Logger.Warn("final hit flush failed", "err", err)
 			}
 			return nil
-		case _, ok := <-changes:
+		case n, ok := <-changes:
 			if !ok {
 				changes = nil // the store closed: the resync goes on
 				continue
 			}
-			// Coalesce a burst of notifications into one reload.
-			drain(changes)
-			if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.Warn("reload routes failed", "err", err)
+			// Coalesce a burst of notifications into one reload: of the
+			// components they name, or of everything after a note that
+			// names none (or too many to read one by one).
+			names := collect(n, changes)
+			if err := r.RefreshComponents(ctx, names...); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.Warn("reload routes failed", "components", names, "err", err)
 			}
 		case <-resync.C:
 			if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
@@ -327,15 +335,36 @@ func (r *Router) Load(ctx context.Context, within time.Duration) error {
 	}
 }
 
-func drain(c <-chan store.Note) {
+// maxIncremental is the most components a burst of notes may name for
+// them to be read one by one; above, the whole table is read.
+const maxIncremental = 32
+
+// collect returns the components that first and the notes already queued
+// behind it name, or nil (read everything) when one of them is a resync
+// or they name more than maxIncremental. The queued notes are consumed
+// either way.
+func collect(first store.Note, c <-chan store.Note) []string {
+	var names []string
+	all := first.Resync()
+	if !all {
+		names = append(names, first.Component())
+	}
 	for {
 		select {
-		case _, ok := <-c:
+		case n, ok := <-c:
 			if !ok {
-				return
+				c = nil // closed: what came is all there is
+				continue
+			}
+			if all = all || n.Resync(); !all && !slices.Contains(names, n.Component()) {
+				names = append(names, n.Component())
+				all = len(names) > maxIncremental
 			}
 		default:
-			return
+			if all {
+				return nil
+			}
+			return names
 		}
 	}
 }
@@ -358,88 +387,39 @@ func (r *Router) Refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read routes: %w", err)
 	}
-	keys, err := r.apiKeys(ctx)
+	keys, err := r.apiKeys(ctx, "")
 	if err != nil {
 		return err
 	}
 	// Gates first: jwksFor takes r.mu.
 	old := r.table.Load()
-	gates := map[string]*gate{}
-	validate := map[string]bool{}
+	parsed := make(map[int64]*settings, len(routes))
+	preps := make([]prepared, len(routes))
 	validators := map[int64]*apidoc.Validator{}
-	for _, rt := range routes {
-		m := gateOf(rt.Manifest)
-		var prev *gate
-		if p := old.routes[rt.Component]; p != nil {
-			prev = p.gate
-		}
-		if g := r.newGate(rt.Component, m, prev); g != nil {
-			gates[rt.Component] = g
-		}
-		validate[rt.Component] = m.Validate
-		if m.Validate && rt.Deployment != 0 {
-			validators[rt.Deployment] = r.validatorFor(ctx, rt.Component, rt.Deployment)
+	for i, rt := range routes {
+		s := r.settingsFor(rt.Deployment, rt.Manifest)
+		parsed[rt.Deployment] = s
+		preps[i] = r.prepareRoute(ctx, rt, s, old.routes[rt.Component])
+		if s.gate.Validate && rt.Deployment != 0 {
+			validators[rt.Deployment] = preps[i].validator // nil: unusable, not read again
 		}
 	}
+	r.parsed = parsed // what is no longer live goes
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := &table{routes: make(map[string]*route, len(routes)), keys: keys, hosts: map[string]string{}}
 	usedBackends := map[string]bool{}
-	var cutoff time.Time
-	if r.cfg.WorkerTimeout > 0 {
-		cutoff = heartbeatCutoff(routes, time.Now(), r.cfg.WorkerTimeout)
-	}
+	r.freshest = freshestBeat(routes...)
+	cutoff := r.cutoff(r.freshest)
 	for _, c := range r.counters {
 		c.inTable = false // until countersOf below
 	}
-	for _, rt := range routes {
-		tot := r.totals[rt.Component]
-		if tot == nil {
-			tot = new(totals)
-			r.totals[rt.Component] = tot
-		}
-		nr := &route{
-			name:      rt.Component,
-			paused:    rt.Paused,
-			depID:     rt.Deployment,
-			depHeader: []string{strconv.FormatInt(rt.Deployment, 10)},
-			stats:     r.countersOf(rt.Component, rt.Deployment),
-			totals:    tot,
-			gate:      gates[rt.Component],
-			validator: validators[rt.Deployment],
-		}
-		nr.timeout, nr.events, nr.sched = settingsOf(rt.Manifest)
-		for _, w := range rt.Workers {
-			if w.SeenAt.Before(cutoff) {
-				continue
-			}
-			nr.targets = append(nr.targets, r.target(w, usedBackends))
-		}
-		if len(nr.targets) == 0 {
-			for _, w := range rt.Preparing {
-				if w.SeenAt.Before(cutoff) {
-					continue
-				}
-				nr.warming = append(nr.warming, r.target(w, usedBackends))
-			}
-			if len(nr.warming) > 0 {
-				nr.wait = nr.timeout
-			}
-		}
-		nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
-			!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
-			(nr.gate == nil || nr.gate.jwt == nil) && !validate[rt.Component] // JWTs and validation may block: net/http
-		for _, d := range domainsOf(rt.Manifest) {
+	for i, rt := range routes {
+		nr := r.buildRoute(rt, preps[i], cutoff, usedBackends, old.routes[rt.Component])
+		for _, d := range preps[i].s.domains {
 			if slices.Contains(rt.Domains, d) {
 				t.hosts[d] = rt.Component
 			}
-		}
-		prev := old.routes[rt.Component]
-		if prev != nil {
-			nr.next.Store(prev.next.Load())
-		}
-		if c := rt.Canary; c != nil && len(nr.targets) > 0 {
-			nr.addCanary(r, c, cutoff, usedBackends, prev)
 		}
 		t.routes[rt.Component] = nr
 	}
@@ -456,6 +436,211 @@ func (r *Router) Refresh(ctx context.Context) error {
 	r.table.Store(t)
 	r.covered = upto
 	return nil
+}
+
+// RefreshComponents reads the routes of the named components again and
+// swaps in a table with only their entries (routes, custom domains, API
+// keys) rebuilt: what a note naming a component asks for, at the cost of
+// that component rather than of the whole table. A component gone from
+// the store leaves the table. With no name, or a store that cannot read
+// one component, it is Refresh. Refresh stays the whole truth: at start,
+// on a resync note and every Config.Resync, it heals whatever a missed
+// note left stale.
+func (r *Router) RefreshComponents(ctx context.Context, names ...string) error {
+	cs, ok := r.store.(componentStore)
+	if len(names) == 0 || !ok {
+		return r.Refresh(ctx)
+	}
+	n := r.asked.Add(1)
+	r.refreshing.Lock()
+	defer r.refreshing.Unlock()
+	if r.covered >= n {
+		return nil // a whole read that began after this call has done it
+	}
+	type fresh struct {
+		name  string
+		rt    store.Route
+		found bool
+		keys  map[[32]byte]apiKey
+		prep  prepared
+	}
+	old := r.table.Load()
+	fs := make([]fresh, 0, len(names))
+	for _, name := range names {
+		if slices.ContainsFunc(fs, func(f fresh) bool { return f.name == name }) {
+			continue
+		}
+		rt, found, err := cs.RoutesOf(ctx, name)
+		if err != nil {
+			return fmt.Errorf("read routes of %s: %w", name, err)
+		}
+		f := fresh{name: name, rt: rt, found: found}
+		if found {
+			if f.keys, err = r.apiKeys(ctx, name); err != nil {
+				return err
+			}
+			s := r.settingsFor(rt.Deployment, rt.Manifest)
+			f.prep = r.prepareRoute(ctx, rt, s, old.routes[name])
+		}
+		fs = append(fs, f)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := &table{routes: maps.Clone(old.routes), keys: old.keys, hosts: old.hosts}
+	changed := func(c string) bool { return slices.ContainsFunc(fs, func(f fresh) bool { return f.name == c }) }
+	// Keys and hosts are small: copied without the components' entries.
+	t.keys = make(map[[32]byte]apiKey, len(old.keys))
+	for h, k := range old.keys {
+		if !changed(k.component) {
+			t.keys[h] = k
+		}
+	}
+	t.hosts = make(map[string]string, len(old.hosts))
+	for d, c := range old.hosts {
+		if !changed(c) {
+			t.hosts[d] = c
+		}
+	}
+	for _, f := range fs {
+		if b := freshestBeat(f.rt); f.found && b.After(r.freshest) {
+			r.freshest = b
+		}
+	}
+	cutoff := r.cutoff(r.freshest)
+	used := map[string]bool{} // backends are only added here; Refresh drops the unused
+	for _, f := range fs {
+		prev := old.routes[f.name]
+		if prev != nil {
+			// Until countersOf below takes them again; flushed and
+			// dropped otherwise, as Refresh does.
+			prev.stats.inTable = false
+			if prev.canary != nil {
+				prev.canary.stats.inTable = false
+			}
+		}
+		if !f.found {
+			delete(t.routes, f.name)
+		} else {
+			nr := r.buildRoute(f.rt, f.prep, cutoff, used, prev)
+			t.routes[f.name] = nr
+			for h, k := range f.keys {
+				t.keys[h] = k
+			}
+			for _, d := range f.prep.s.domains {
+				if slices.Contains(f.rt.Domains, d) {
+					t.hosts[d] = f.name
+				}
+			}
+		}
+		if prev != nil && (!f.found || prev.depID != f.rt.Deployment) {
+			delete(r.validators, prev.depID) // no longer live
+			delete(r.parsed, prev.depID)
+		}
+	}
+	r.table.Store(t)
+	return nil
+}
+
+// componentStore reads one component's routes (the store's RoutesOf).
+type componentStore interface {
+	RoutesOf(ctx context.Context, component string) (store.Route, bool, error)
+}
+
+// settings is what the router reads of a deployment's manifest. A
+// deployment's manifest never changes, so it is parsed once per
+// deployment (Router.parsed), not at every refresh.
+type settings struct {
+	gate    gateManifest
+	timeout time.Duration
+	events  manifest.Events
+	sched   []manifest.Schedule
+	domains []string
+}
+
+// settingsFor returns the settings of deployment d, parsed from raw when
+// not yet cached; r.refreshing must be held.
+func (r *Router) settingsFor(d int64, raw []byte) *settings {
+	if s := r.parsed[d]; s != nil && d != 0 {
+		return s
+	}
+	s := &settings{gate: gateOf(raw), domains: domainsOf(raw)}
+	s.timeout, s.events, s.sched = settingsOf(raw)
+	if d != 0 {
+		if r.parsed == nil {
+			r.parsed = map[int64]*settings{}
+		}
+		r.parsed[d] = s
+	}
+	return s
+}
+
+// prepared is what a route needs that is built outside r.mu (jwksFor and
+// validatorFor take it).
+type prepared struct {
+	s         *settings
+	gate      *gate
+	validator *apidoc.Validator
+}
+
+func (r *Router) prepareRoute(ctx context.Context, rt store.Route, s *settings, prev *route) prepared {
+	p := prepared{s: s}
+	var prevGate *gate
+	if prev != nil {
+		prevGate = prev.gate
+	}
+	p.gate = r.newGate(rt.Component, s.gate, prevGate)
+	if s.gate.Validate && rt.Deployment != 0 {
+		p.validator = r.validatorFor(ctx, rt.Component, rt.Deployment)
+	}
+	return p
+}
+
+// buildRoute makes the route of rt, keeping prev's round-robin position;
+// r.mu must be held.
+func (r *Router) buildRoute(rt store.Route, p prepared, cutoff time.Time, usedBackends map[string]bool, prev *route) *route {
+	tot := r.totals[rt.Component]
+	if tot == nil {
+		tot = new(totals)
+		r.totals[rt.Component] = tot
+	}
+	nr := &route{
+		name:      rt.Component,
+		paused:    rt.Paused,
+		depID:     rt.Deployment,
+		depHeader: []string{strconv.FormatInt(rt.Deployment, 10)},
+		stats:     r.countersOf(rt.Component, rt.Deployment),
+		totals:    tot,
+		gate:      p.gate,
+		validator: p.validator,
+	}
+	nr.timeout, nr.events, nr.sched = p.s.timeout, p.s.events, p.s.sched
+	for _, w := range rt.Workers {
+		if w.SeenAt.Before(cutoff) {
+			continue
+		}
+		nr.targets = append(nr.targets, r.target(w, usedBackends))
+	}
+	if len(nr.targets) == 0 {
+		for _, w := range rt.Preparing {
+			if w.SeenAt.Before(cutoff) {
+				continue
+			}
+			nr.warming = append(nr.warming, r.target(w, usedBackends))
+		}
+		if len(nr.warming) > 0 {
+			nr.wait = nr.timeout
+		}
+	}
+	nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
+		!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
+		(nr.gate == nil || nr.gate.jwt == nil) && !p.s.gate.Validate // JWTs and validation may block: net/http
+	if prev != nil {
+		nr.next.Store(prev.next.Load())
+	}
+	if c := rt.Canary; c != nil && len(nr.targets) > 0 {
+		nr.addCanary(r, c, cutoff, usedBackends, prev)
+	}
+	return nr
 }
 
 // countersOf returns the counters of a component's deployment, made when
@@ -511,7 +696,24 @@ func (rt *route) addCanary(r *Router, c *store.Canary, cutoff time.Time, used ma
 // really died falls behind the others' beats; when none beats at all,
 // nothing is left out (a dead worker then refuses or times out calls, and
 // the router tries the next).
-func heartbeatCutoff(routes []store.Route, now time.Time, timeout time.Duration) time.Time {
+func heartbeatCutoff(freshest, now time.Time, timeout time.Duration) time.Time {
+	if freshest.After(now) {
+		freshest = now
+	}
+	return freshest.Add(-timeout)
+}
+
+// cutoff is heartbeatCutoff now for the freshest heartbeat seen, or the
+// zero time (nobody left out) without Config.WorkerTimeout.
+func (r *Router) cutoff(freshest time.Time) time.Time {
+	if r.cfg.WorkerTimeout <= 0 {
+		return time.Time{}
+	}
+	return heartbeatCutoff(freshest, time.Now(), r.cfg.WorkerTimeout)
+}
+
+// freshestBeat is the freshest heartbeat of the workers of routes.
+func freshestBeat(routes ...store.Route) time.Time {
 	var freshest time.Time
 	for _, rt := range routes {
 		for _, ws := range [][]store.Worker{rt.Workers, rt.Preparing} {
@@ -522,10 +724,7 @@ func heartbeatCutoff(routes []store.Route, now time.Time, timeout time.Duration)
 			}
 		}
 	}
-	if freshest.After(now) {
-		freshest = now
-	}
-	return freshest.Add(-timeout)
+	return freshest
 }
 
 // target returns how to reach worker w, from the cache when its address

@@ -37,11 +37,11 @@ func TestFailedNotifyIsLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.report(context.Background(), 7, nil)
+	w.report(context.Background(), 7, "web", nil)
 	w.logs.add(store.LogLine{Component: "web", Time: time.Now(), Stream: Stdout, Line: "hi"})
 	w.logs.flush(context.Background())
 
-	want := []store.Note{store.PlacementsChanged(7), store.RoutesChanged(), store.LogsWritten("web")}
+	want := []store.Note{store.PlacementsChanged(7), store.RoutesChangedFor("web"), store.LogsWritten("web")}
 	if len(st.notes) != len(want) {
 		t.Fatalf("notes sent %v, want %v", st.notes, want)
 	}

@@ -332,7 +332,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 		if _, ok := next[d]; ok {
 			if p.State != store.PlacementReady {
 				// Loaded but the store lost track (e.g. reset): say so again.
-				w.report(ctx, d, nil)
+				w.report(ctx, d, w.loaded[d].component, nil)
 			}
 			continue
 		}
@@ -444,7 +444,7 @@ func (w *Worker) prepare(ctx context.Context, d int64) {
 	if ctx.Err() != nil {
 		return
 	}
-	w.report(ctx, d, err)
+	w.report(ctx, d, spec.component, err)
 	if recheck {
 		w.secretsChanged(ctx, spec.component) // they changed while it was prepared
 	}
@@ -461,7 +461,10 @@ func (w *Worker) prepared(d int64) {
 	}
 }
 
-func (w *Worker) report(ctx context.Context, d int64, err error) {
+// report records how preparing deployment d of component went and tells
+// the routers, which read that component's routes again (all of them when
+// component is "", as when d could not even be read).
+func (w *Worker) report(ctx context.Context, d int64, component string, err error) {
 	p := store.Placement{Deployment: d, Worker: w.cfg.Name, State: store.PlacementReady}
 	if err != nil {
 		p.State, p.Error = store.PlacementFailed, err.Error()
@@ -472,7 +475,7 @@ func (w *Worker) report(ctx context.Context, d int64, err error) {
 		return
 	}
 	w.notify(ctx, store.PlacementsChanged(d))
-	w.notify(ctx, store.RoutesChanged())
+	w.notify(ctx, store.RoutesChangedFor(component))
 }
 
 // notify sends n, logging a failure: the listeners' periodic resync

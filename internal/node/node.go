@@ -233,10 +233,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Secrets:         keys,
 		KeepDeployments: cfg.KeepDeployments,
 		Grace:           cfg.Grace,
-		RoutesChanged:   rt.Refresh,
-		Events:          ev,
-		Shells:          localShells{wk},
-		Logger:          log,
+		RoutesChanged: func(ctx context.Context, component string) error {
+			return rt.RefreshComponents(ctx, component)
+		},
+		Events: ev,
+		Shells: localShells{wk},
+		Logger: log,
 	}, publicURL, app)
 	if err != nil {
 		return nil, err
