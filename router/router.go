@@ -136,7 +136,7 @@ type Router struct {
 	// by refreshing).
 	parsed   map[int64]*settings
 	freshest time.Time
-	sync       limitSync // used by Run's loop only
+	sync     limitSync // used by Run's loop only
 }
 
 type cachedBackend struct {
