@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 )
 
 // Why a call streams: a module's body and answer may each be tens of MiB,
@@ -56,6 +58,13 @@ type call struct {
 	stderr lineWriter
 	args   []string
 	env    environ
+
+	// cfg is cfgOf's base config with this call's stdin, stdout and stderr
+	// bound, so that a request of the same deployment as this call's last
+	// one clones the config once (WithArgs) rather than four times: each
+	// With of wazero's ModuleConfig copies the whole config.
+	cfg   wazero.ModuleConfig
+	cfgOf *instance
 }
 
 // pools holds a Runtime's reusable per-request state.
@@ -90,6 +99,9 @@ func (p *pools) put(c *call) {
 		c.env = environ{}
 	}
 	c.env.reset()
+	if c.cfgOf != nil && c.cfgOf.closed.Load() {
+		c.cfg, c.cfgOf = nil, nil // keep no retired deployment alive
+	}
 	p.calls.Put(c)
 }
 

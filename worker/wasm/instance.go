@@ -287,11 +287,13 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) (wazero
 			e.add(v.name, v.value)
 		}
 	}
-	return in.base.
-		WithArgs(c.args...).
-		WithStdin(&c.stdin).
-		WithStdout(&c.stdout).
-		WithStderr(&c.stderr), t.entry
+	if c.cfgOf != in {
+		// The streams are c's own fields, the same objects on every use
+		// of c, so the bound config holds for as long as c serves in.
+		c.cfg = in.base.WithStdin(&c.stdin).WithStdout(&c.stdout).WithStderr(&c.stderr)
+		c.cfgOf = in
+	}
+	return c.cfg.WithArgs(c.args...), t.entry
 }
 
 // fail answers a request whose module did not finish cleanly.
