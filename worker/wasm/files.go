@@ -24,21 +24,25 @@ import (
 // itself) nor anything else of the host. So Prepare resolves the manifest's
 // entries once into a fixed map of guest paths, and every open is held
 // below the artifact directory by the kernel (openat2 RESOLVE_BENEATH, else
-// an os.Root), whatever a symlink says. wazero mounts the tree read-only (sysfs.ReadFS): a module
-// that opens a file for writing gets EROFS.
+// an os.Root), whatever a symlink says. A small file is read that way once
+// and then held in memory (files_held.go). wazero mounts the tree read-only
+// (sysfs.ReadFS): a module that opens a file for writing gets EROFS.
 
 // filesFS is a component's mounted files as an fs.FS, rooted at the guest's
 // "/". It is immutable after newFilesFS and safe for concurrent use.
 type filesFS struct {
-	root  *os.Root
-	dir   *os.File                 // the artifact directory, for openBeneath
-	dirfd int                      // dir's descriptor, or -1
-	files map[string]string        // fs.FS path ("static/x.css") → path in the artifact
-	dirs  map[string][]fs.DirEntry // fs.FS path ("." for "/") → entries, sorted
+	root   *os.Root
+	dir    *os.File                 // the artifact directory, for openBeneath
+	dirfd  int                      // dir's descriptor, or -1
+	files  map[string]string        // fs.FS path ("static/x.css") → path in the artifact
+	dirs   map[string][]fs.DirEntry // fs.FS path ("." for "/") → entries, sorted
+	held   map[string]*heldFile     // fs.FS path → its contents once read; same keys as files
+	budget *fileBudget              // what held files may take, shared by the Runtime's deployments
 }
 
-// newFilesFS resolves mounts against the artifact unpacked at dir.
-func newFilesFS(dir string, mounts []manifest.FileMount) (*filesFS, error) {
+// newFilesFS resolves mounts against the artifact unpacked at dir. Small
+// files are held in memory once first opened, within budget (nil: never).
+func newFilesFS(dir string, mounts []manifest.FileMount, budget *fileBudget) (*filesFS, error) {
 	list, err := manifest.ResolveFiles(os.DirFS(dir), mounts)
 	if err != nil {
 		return nil, err
@@ -47,13 +51,15 @@ func newFilesFS(dir string, mounts []manifest.FileMount) (*filesFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: %w", err)
 	}
-	f := &filesFS{root: root, dirfd: -1, files: make(map[string]string, len(list)), dirs: map[string][]fs.DirEntry{".": nil}}
+	f := &filesFS{root: root, dirfd: -1, files: make(map[string]string, len(list)), dirs: map[string][]fs.DirEntry{".": nil},
+		held: make(map[string]*heldFile, len(list)), budget: budget}
 	if d, err := os.Open(dir); err == nil {
 		f.dir, f.dirfd = d, int(d.Fd())
 	}
 	for _, mf := range list {
 		name := strings.TrimPrefix(mf.Guest, "/")
 		f.files[name] = mf.Path
+		f.held[name] = new(heldFile)
 		// Add the file to its directory, and each directory to its parent
 		// the first time it is seen.
 		child := fs.DirEntry(fileEntry{fs: f, name: name})
@@ -96,6 +102,9 @@ func (r readOnlyFS) OpenFile(p string, flag experimentalsys.Oflag, perm fs.FileM
 }
 
 func (f *filesFS) close() error {
+	for _, h := range f.held {
+		h.release(f.budget)
+	}
 	if f.dir != nil {
 		_ = f.dir.Close()
 	}
@@ -108,6 +117,9 @@ func (f *filesFS) Open(name string) (fs.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrInvalid}
 	}
 	if p, ok := f.files[name]; ok {
+		if m := f.held[name].open(f, p); m != nil {
+			return m, nil
+		}
 		file, err := openBeneath(f.root, f.dirfd, p)
 		if err != nil {
 			return nil, &fs.PathError{Op: "open", Path: name, Err: unwrapPathError(err)}

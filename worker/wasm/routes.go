@@ -367,7 +367,7 @@ type wagiSetup struct {
 
 // prepareWAGI checks the entry point, asks the module for its routes and
 // opens its files, reporting each step in the build log.
-func prepareWAGI(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, spec worker.Spec, timeout time.Duration, buildLog io.Writer) (*wagiSetup, error) {
+func prepareWAGI(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, spec worker.Spec, timeout time.Duration, buildLog io.Writer, budget *fileBudget) (*wagiSetup, error) {
 	m := spec.Manifest
 	w := &wagiSetup{entry: startEntry}
 	if m.Entrypoint != "" {
@@ -390,7 +390,7 @@ func prepareWAGI(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModul
 		}
 	}
 	if len(m.Files) > 0 {
-		f, err := newFilesFS(spec.Dir, m.Files)
+		f, err := newFilesFS(spec.Dir, m.Files, budget)
 		if err != nil {
 			return nil, err
 		}

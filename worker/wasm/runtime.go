@@ -106,7 +106,10 @@ type Runtime struct {
 	disk  *diskCache // nil: cache files are not collected
 	pools pools
 	mem   memoryPool
-	out   *outbound // wasi_experimental_http's client and counters
+	// heldFiles bounds what the small files of `files` mounts held in
+	// memory take (files_held.go).
+	heldFiles fileBudget
+	out       *outbound // wasi_experimental_http's client and counters
 	// headerNames maps common canonical header keys to their CGI names (""
 	// for those never passed); read-only after New.
 	headerNames map[string]string
@@ -290,6 +293,7 @@ func New(cfg Config) (*Runtime, error) {
 		wake:        make(chan struct{}, 1),
 		bgDone:      make(chan struct{}),
 	}
+	rt.heldFiles.max = heldFilesBudget
 	go rt.sweepIdle()
 	if cfg.BackgroundCompile && disk != nil {
 		go rt.compileNatives()
@@ -351,7 +355,7 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 	default:
 		fmt.Fprintf(buildLog, "module %s: already compiled\n", m.Module)
 	}
-	w, err := prepareWAGI(ctx, c.rt, c.mod, spec, timeout, buildLog)
+	w, err := prepareWAGI(ctx, c.rt, c.mod, spec, timeout, buildLog, &rt.heldFiles)
 	var httpPolicy *outboundPolicy
 	if err == nil {
 		httpPolicy, err = newOutboundPolicy(rt, c.mod, spec, timeout)
