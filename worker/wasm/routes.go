@@ -140,7 +140,7 @@ func (in *instance) run(ctx context.Context, entry string, cfg wazero.ModuleConf
 	}
 	defer c.unpin()
 	if c.interp && !c.called.Load() && c.called.CompareAndSwap(false, true) {
-		in.rt.queueNative(in.mod, in.path) // see tier.go
+		in.rt.queueNative(in.mod, in.path, true) // see tier.go
 	}
 	return runEntry(ctx, c.rt, c.mod, entry, cfg)
 }

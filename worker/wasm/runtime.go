@@ -82,6 +82,11 @@ type Config struct {
 	// goroutine in arrival order, replaces it. Needs CacheDir; ignored
 	// without it. See tier.go.
 	BackgroundCompile bool
+	// LazyCompile, with BackgroundCompile, compiles a module's machine
+	// code only once a request runs it, not soon after Prepare: no CPU
+	// spent on components never called, but the first call to one builds
+	// interpreter code (milliseconds) instead of reading the disk cache.
+	LazyCompile bool
 }
 
 // Runtime runs WAGI modules on wazero. It is safe for concurrent use.
@@ -129,16 +134,20 @@ type Runtime struct {
 	hand   int
 
 	// interps are the interpreter runtimes, by memory limit, of
-	// BackgroundCompile; natives is its queue of modules waiting for their
-	// machine code (each at most once, so bounded by the modules held),
-	// wake nudges its goroutine, which closes bgDone when it has ended.
-	interps map[uint32]wazero.Runtime
-	natives []nativeJob
-	wake    chan struct{}
-	bgDone  chan struct{}
+	// BackgroundCompile; natives and deployed are its queues of modules
+	// waiting for their machine code, urgent (a request ran on the
+	// interpreter) and not (just prepared), each module at most once in
+	// each, so bounded by the modules prepared; wake nudges its goroutine,
+	// which closes bgDone when it has ended. See tier.go.
+	interps  map[uint32]wazero.Runtime
+	natives  []nativeJob
+	deployed []nativeJob
+	wake     chan struct{}
+	bgDone   chan struct{}
 
-	compiles    atomic.Int64 // modules compiled or loaded (this process), for tests
-	interpreted atomic.Int64 // of which built for the interpreter, for tests
+	compiles       atomic.Int64 // modules compiled or loaded (this process), for tests
+	interpreted    atomic.Int64 // of which built for the interpreter, for tests
+	nativeCompiles atomic.Int64 // machine code compiled in the background, for tests
 }
 
 var (
@@ -167,9 +176,10 @@ type module struct {
 	file   string               // its disk cache file, "" when unknown
 
 	// native says its machine code is in the disk cache (compiled by this
-	// process); queued that it waits in Runtime.natives. Both guarded by
-	// Runtime.mu.
-	native, queued bool
+	// process); queued in which of Runtime's queues it waits (notQueued,
+	// queuedDeployed, queuedUrgent). Both guarded by Runtime.mu.
+	native bool
+	queued int
 }
 
 // code is a module's compiled code while it is loaded. pins counts the
@@ -375,6 +385,11 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 		rt.mu.Unlock()
 		if closing != nil {
 			_ = closing.mod.Close(ctx)
+		}
+		if err == nil && !rt.cfg.LazyCompile {
+			// Its machine code, compiled in the background before
+			// anyone calls it (see tier.go).
+			rt.queueNative(mod, path, false)
 		}
 	}
 	if err != nil {
@@ -715,7 +730,7 @@ func (rt *Runtime) Close(ctx context.Context) error {
 		runtimes = append(runtimes, r)
 	}
 	rt.runtimes, rt.interps = nil, nil
-	rt.natives = nil
+	rt.natives, rt.deployed = nil, nil
 	rt.modules = map[moduleKey]*module{}
 	rt.mu.Unlock()
 	close(rt.stop)

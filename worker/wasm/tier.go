@@ -21,12 +21,23 @@ import (
 // decoder and validator), answers _routes and serves the deployment's first
 // requests. Interpreter code is big (megabytes of Go heap for a 29 KiB C
 // module, against tens of KiB of machine code), so Prepare unloads it
-// again and the first request builds it anew (about a millisecond). That
-// first request also puts the module in line for its machine
-// code, which one background goroutine compiles, in arrival order, and
-// swaps in; from then on, and after any unload or restart, the module
-// loads from the disk cache as before. A component that is never called
-// never costs a compile: of ten thousand deployed, most may sit idle. Calls
+// again.
+//
+// Prepare also puts the module in line for its machine code, which one
+// background goroutine compiles into the disk cache, so that the first
+// call to a component deployed long ago and never called since is a read
+// of the disk cache (decode, validate, map the code: about a millisecond
+// for that C module), not an interpreter build under a request (the
+// deadline that matters: ≤ 5 ms p99 for a first call). Two queues keep a
+// burst of deploys from delaying what requests wait for: a module a
+// request runs on the interpreter goes in the urgent queue, compiled next
+// and swapped in; a module just prepared goes in the deployed queue,
+// compiled only when the urgent one is empty, and after each such compile
+// the goroutine rests as long as the compile took, so that deploy-time
+// compiling uses at most half of one core and the deploys' own work keeps
+// the rest. A module no one holds any more when its turn comes (a version
+// superseded and retired meanwhile) is skipped. From then on, and after
+// any unload or restart, the module loads from the disk cache. Calls
 // already running on the interpreter's code finish there (pins), and the
 // last of them closes it.
 
@@ -79,18 +90,32 @@ func (rt *Runtime) tierFor(ctx context.Context, m *module) (wazero.Runtime, bool
 	return r, true, nil
 }
 
-// queueNative puts m in line for its machine code, unless it is already;
-// the first request that runs on its interpreter's code calls it.
-func (rt *Runtime) queueNative(m *module, path string) {
+// Where a module waits for its machine code (module.queued).
+const (
+	notQueued = iota
+	queuedDeployed
+	queuedUrgent
+)
+
+// queueNative puts m in line for its machine code, unless it is already:
+// urgent (the first request that runs on its interpreter's code) or not
+// (Prepare, see above). An urgent call moves one waiting in the deployed
+// queue ahead; the entry it leaves there is skipped.
+func (rt *Runtime) queueNative(m *module, path string, urgent bool) {
 	rt.mu.Lock()
 	// One whose machine code is already on disk (compiled while this
-	// load ran) is queued too: the job then only loads it.
-	if m.queued || rt.closed {
+	// load ran) is queued too when urgent: the job then swaps it in.
+	if rt.closed || m.queued == queuedUrgent || (m.queued == queuedDeployed && !urgent) || (!urgent && m.native) {
 		rt.mu.Unlock()
 		return
 	}
-	m.queued = true
-	rt.natives = append(rt.natives, nativeJob{m, path})
+	if urgent {
+		m.queued = queuedUrgent
+		rt.natives = append(rt.natives, nativeJob{m, path})
+	} else {
+		m.queued = queuedDeployed
+		rt.deployed = append(rt.deployed, nativeJob{m, path})
+	}
 	rt.mu.Unlock()
 	select {
 	case rt.wake <- struct{}{}:
@@ -99,7 +124,8 @@ func (rt *Runtime) queueNative(m *module, path string) {
 }
 
 // compileNatives compiles the queued modules' machine code, one at a time,
-// until Close.
+// urgent ones first, until Close; after each compile from the deployed
+// queue it rests as long as that compile took, unless an urgent one comes.
 func (rt *Runtime) compileNatives() {
 	defer close(rt.bgDone)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -111,48 +137,84 @@ func (rt *Runtime) compileNatives() {
 		case <-ctx.Done():
 		}
 	}()
+	var restUntil time.Time // no deployed-queue compile before it
 	for {
-		rt.mu.Lock()
-		var job nativeJob
-		ok := len(rt.natives) > 0
-		if ok {
-			job = rt.natives[0]
-			rt.natives[0] = nativeJob{}
-			rt.natives = rt.natives[1:]
-			job.m.queued = false
-		}
-		rt.mu.Unlock()
+		job, urgent, ok := rt.nextNative(time.Now().Before(restUntil))
 		if !ok {
+			var rest <-chan time.Time
+			var t *time.Timer
+			if d := time.Until(restUntil); d > 0 {
+				t = time.NewTimer(d)
+				rest = t.C
+			}
 			select {
 			case <-rt.stop:
 				return
 			case <-rt.wake:
-				continue
+			case <-rest:
 			}
+			if t != nil {
+				t.Stop()
+			}
+			continue
 		}
-		rt.compileNative(ctx, job)
+		start := time.Now()
+		compiled := rt.compileNative(ctx, job)
 		if ctx.Err() != nil {
 			return
 		}
+		if compiled && !urgent {
+			restUntil = time.Now().Add(time.Since(start))
+		}
 	}
+}
+
+// nextNative takes the next job: an urgent one, else (unless resting) one
+// from the deployed queue whose module is still wanted and has no machine
+// code yet.
+func (rt *Runtime) nextNative(resting bool) (job nativeJob, urgent, ok bool) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if len(rt.natives) > 0 {
+		job = rt.natives[0]
+		rt.natives[0] = nativeJob{}
+		rt.natives = rt.natives[1:]
+		job.m.queued = notQueued
+		return job, true, true
+	}
+	for !resting && len(rt.deployed) > 0 {
+		job = rt.deployed[0]
+		rt.deployed[0] = nativeJob{}
+		rt.deployed = rt.deployed[1:]
+		if job.m.queued != queuedDeployed {
+			continue // moved to the urgent queue, or compiled
+		}
+		job.m.queued = notQueued
+		if job.m.native || rt.modules[job.m.key] != job.m {
+			continue
+		}
+		return job, false, true
+	}
+	return nativeJob{}, false, false
 }
 
 // compileNative compiles job's machine code into the disk cache and puts
 // it in place of the interpreter's code if that is what job's module holds
 // loaded; a module no one holds any more is skipped, and a file written for
-// a binary dropped meanwhile is removed again.
-func (rt *Runtime) compileNative(ctx context.Context, job nativeJob) {
+// a binary dropped meanwhile is removed again. It reports whether it ran
+// the compiler.
+func (rt *Runtime) compileNative(ctx context.Context, job nativeJob) bool {
 	m := job.m
 	rt.mu.Lock()
 	held := !rt.closed && rt.modules[m.key] == m
 	rt.mu.Unlock()
 	if !held {
-		return
+		return false
 	}
 	bin, err := m.read(job.path)
 	if err != nil {
 		rt.log.Warn("compile module in the background", attrModule, m.name, "err", err)
-		return
+		return false
 	}
 	start := time.Now()
 	mod, err := m.rt.CompileModule(ctx, bin)
@@ -160,8 +222,9 @@ func (rt *Runtime) compileNative(ctx context.Context, job nativeJob) {
 		if ctx.Err() == nil {
 			rt.log.Warn("compile module in the background; it stays on the interpreter", attrModule, m.name, "err", err)
 		}
-		return
+		return true
 	}
+	rt.nativeCompiles.Add(1)
 	rt.log.Debug("compiled module in the background", attrModule, m.name, attrElapsed, time.Since(start))
 	var old *code
 	var removeErr error
@@ -191,4 +254,5 @@ func (rt *Runtime) compileNative(ctx context.Context, job nativeJob) {
 	if removeErr != nil {
 		rt.log.Warn("remove compiled module", attrModule, m.name, "err", removeErr)
 	}
+	return true
 }

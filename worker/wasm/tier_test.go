@@ -23,7 +23,7 @@ func codeOf(in worker.Instance) *code { return in.(*instance).mod.code.Load() }
 // cache, which takes over,
 // and a later load of it reads the disk cache instead of interpreting.
 func TestBackgroundCompile(t *testing.T) {
-	rt := newRuntime(t, Config{CacheDir: t.TempDir(), BackgroundCompile: true, MaxLoaded: 1})
+	rt := newRuntime(t, Config{CacheDir: t.TempDir(), BackgroundCompile: true, LazyCompile: true, MaxLoaded: 1})
 	if rt.disk == nil {
 		t.Fatal("the runtime could not learn wazero's cache layout (see diskcache.go)")
 	}
@@ -32,7 +32,7 @@ func TestBackgroundCompile(t *testing.T) {
 	if n := rt.interpreted.Load(); n != 1 {
 		t.Fatalf("built for the interpreter %d times, want 1", n)
 	}
-	// Nothing is compiled for a component no one calls.
+	// With LazyCompile nothing is compiled for a component no one calls.
 	file := cacheFile(t, rt, spec)
 	rt.mu.Lock()
 	queued := len(rt.natives)
@@ -67,6 +67,93 @@ func TestBackgroundCompile(t *testing.T) {
 	}
 	if c := codeOf(in); c == nil || c.interp {
 		t.Error("reloaded module is not on machine code")
+	}
+}
+
+// TestFirstCallFromDiskCache checks that a module prepared and never called
+// has its machine code compiled into the disk cache in the background, so
+// that its first call, long after its code was unloaded, reads the disk
+// cache instead of building interpreter code; and that a module a request
+// is waiting for is compiled ahead of those only deployed.
+func TestFirstCallFromDiskCache(t *testing.T) {
+	rt := newRuntime(t, Config{CacheDir: t.TempDir(), BackgroundCompile: true, MaxLoaded: 1})
+	if rt.disk == nil {
+		t.Fatal("the runtime could not learn wazero's cache layout (see diskcache.go)")
+	}
+	var specs []worker.Spec
+	var ins []worker.Instance
+	for i := range 3 {
+		spec := variantSpec(t, 10+i, fmt.Sprint("d", i))
+		specs = append(specs, spec)
+		ins = append(ins, prepare(t, rt, spec))
+	}
+	if n := rt.interpreted.Load(); n != 3 {
+		t.Fatalf("built for the interpreter %d times, want 3 (one per Prepare)", n)
+	}
+	testsupport.EventuallyShow(t, 60*time.Second, "every prepared module's machine code in the disk cache, no request made", func() bool {
+		for _, s := range specs {
+			if !exists(cacheFile(t, rt, s)) {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("%d compiled in the background", rt.nativeCompiles.Load()) })
+	for i, in := range ins {
+		if c := codeOf(in); c != nil {
+			t.Fatalf("module %d: code loaded while no request ran (interp %v)", i, c.interp)
+		}
+	}
+	before := rt.interpreted.Load()
+	for i, in := range ins {
+		if res := serve(in, "GET", "/fn/echo/env/x", nil); res.StatusCode != 200 || !strings.Contains(readAll(t, res), "PATH_INFO=/env/x") {
+			t.Fatalf("module %d: first call: status %d", i, res.StatusCode)
+		}
+	}
+	if n := rt.interpreted.Load() - before; n != 0 {
+		t.Errorf("first calls built interpreter code %d times; want machine code read from the disk cache", n)
+	}
+	if n := rt.nativeCompiles.Load(); n != 3 {
+		t.Errorf("compiled machine code %d times, want 3 (once per module)", n)
+	}
+}
+
+// TestNativeQueueOrder checks the compiler's queues on a runtime without
+// its goroutine: urgent jobs first, a deployed job moved ahead by a request
+// is not compiled twice, and deployed jobs wait while the compiler rests
+// or when their module is gone or already compiled.
+func TestNativeQueueOrder(t *testing.T) {
+	rt := &Runtime{modules: map[moduleKey]*module{}}
+	mods := make([]*module, 4)
+	for i := range mods {
+		mods[i] = &module{key: moduleKey{pages: 1, hash: [32]byte{byte(i)}}, slot: -1}
+		rt.modules[mods[i].key] = mods[i]
+	}
+	for _, m := range mods {
+		rt.queueNative(m, "", false)
+	}
+	rt.queueNative(mods[2], "", true) // a request runs it on the interpreter
+	rt.queueNative(mods[2], "", false)
+	mods[1].native = true           // compiled meanwhile
+	delete(rt.modules, mods[3].key) // dropped meanwhile
+	if _, _, ok := rt.nextNative(true); !ok {
+		t.Fatal("resting: the urgent job was not handed out")
+	}
+	if _, _, ok := rt.nextNative(true); ok {
+		t.Fatal("resting: a deployed job was handed out")
+	}
+	var got []int
+	for {
+		job, urgent, ok := rt.nextNative(false)
+		if !ok {
+			break
+		}
+		if urgent {
+			t.Errorf("module %d: urgent twice", job.m.key.hash[0])
+		}
+		got = append(got, int(job.m.key.hash[0]))
+	}
+	if fmt.Sprint(got) != "[0]" {
+		t.Errorf("deployed jobs handed out %v, want [0] (1 compiled, 2 moved ahead, 3 dropped)", got)
 	}
 }
 
@@ -135,7 +222,7 @@ func TestBackgroundCompileHammer(t *testing.T) {
 	}
 	testsupport.EventuallyShow(t, 60*time.Second, "nothing held, queued or on disk", func() bool {
 		rt.mu.Lock()
-		idle := len(rt.modules) == 0 && len(rt.binaries) == 0 && len(rt.loaded) == 0 && len(rt.natives) == 0
+		idle := len(rt.modules) == 0 && len(rt.binaries) == 0 && len(rt.loaded) == 0 && len(rt.natives) == 0 && len(rt.deployed) == 0
 		rt.mu.Unlock()
 		for _, s := range specs {
 			if exists(cacheFile(t, rt, s)) {
@@ -152,7 +239,7 @@ func TestBackgroundCompileHammer(t *testing.T) {
 				n++
 			}
 		}
-		return fmt.Sprintf("%d modules, %d binaries, %d loaded, %d queued, %d cache files", len(rt.modules), len(rt.binaries), len(rt.loaded), len(rt.natives), n)
+		return fmt.Sprintf("%d modules, %d binaries, %d loaded, %d+%d queued, %d cache files", len(rt.modules), len(rt.binaries), len(rt.loaded), len(rt.natives), len(rt.deployed), n)
 	})
 	_ = os.RemoveAll(dir)
 }
