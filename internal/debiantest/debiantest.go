@@ -55,7 +55,7 @@ const Repository = "velo-test/debian"
 
 // recipe changes whenever the way an image is built changes, so that an
 // image built by an older recipe is not reused.
-const recipe = "1"
+const recipe = "2"
 
 // buildTimeout bounds one build: debootstrap of a large list on a loaded
 // machine takes minutes, never this long.
@@ -65,6 +65,36 @@ const buildTimeout = 15 * time.Minute
 // answers SSH (Debian's openssh-server), followed by extra.
 func Host(extra ...string) []string {
 	return append([]string{"systemd", "systemd-sysv", "dbus", "openssh-server"}, extra...)
+}
+
+// downloadPrefix marks an entry of a package list that is downloaded
+// into the image's apt cache, with the package lists to install it from,
+// but not installed (Downloaded).
+const downloadPrefix = "download:"
+
+// Downloaded returns entries for a package list that put packages (and
+// what they depend on) into the image's apt cache, with apt's lists of the
+// image's own sources, without installing them: `apt-get install NAME` in
+// a container then installs the real packages from Debian, as on a host
+// whose mirror is reachable, although the container reaches no mirror.
+func Downloaded(packages ...string) []string {
+	out := make([]string, len(packages))
+	for i, p := range packages {
+		out[i] = downloadPrefix + p
+	}
+	return out
+}
+
+// split separates the packages to install from those to download only.
+func split(list []string) (install, download []string) {
+	for _, p := range list {
+		if name, ok := strings.CutPrefix(p, downloadPrefix); ok {
+			download = append(download, name)
+		} else {
+			install = append(install, p)
+		}
+	}
+	return install, download
 }
 
 // HostConfig returns how a container of a Host image is run so that
@@ -163,8 +193,9 @@ func Build(ctx context.Context, cli *client.Client, packages []string, log io.Wr
 	defer os.RemoveAll(dir)
 	root := filepath.Join(dir, "root")
 	args := []string{"--variant=minbase"}
-	if list := normalize(packages); len(list) > 0 {
-		args = append(args, "--include="+strings.Join(list, ","))
+	include, download := split(normalize(packages))
+	if len(include) > 0 {
+		args = append(args, "--include="+strings.Join(include, ","))
 	}
 	args = append(args, Suite, root)
 	if mirror := aptMirror(); mirror != "" {
@@ -180,7 +211,12 @@ func Build(ctx context.Context, cli *client.Client, packages []string, log io.Wr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("debootstrap %s: %w\n%s", strings.Join(args, " "), err, tail.String())
 	}
-	if err := trim(root); err != nil {
+	if len(download) > 0 {
+		if err := downloadInto(ctx, root, download, log); err != nil {
+			return "", err
+		}
+	}
+	if err := trim(root, len(download) > 0); err != nil {
 		return "", err
 	}
 	if err := importRoot(ctx, cli, root, ref); err != nil {
@@ -221,8 +257,52 @@ func flock(ctx context.Context, f *os.File) error {
 // trim removes from the root filesystem what only the build needed: the
 // downloaded packages and the package lists (the containers reach no
 // mirror), and the machine id, which each container's systemd makes anew.
-func trim(root string) error {
-	for _, pattern := range []string{"var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_Packages", "var/lib/apt/lists/*_InRelease", "var/log/*.log"} {
+// downloadInto runs apt-get inside root (chroot) to fetch its package
+// lists and download packages into its cache, from the sources debootstrap
+// wrote there.
+func downloadInto(ctx context.Context, root string, packages []string, log io.Writer) error {
+	// Names resolve as on this machine while apt runs; the image keeps
+	// none of it (Docker gives a container its own resolv.conf).
+	// Whatever debootstrap left there (a symlink would lead out of root)
+	// goes first.
+	if err := os.Remove(filepath.Join(root, "etc", "resolv.conf")); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("download %s: %w", strings.Join(packages, ","), err)
+	}
+	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		if err := os.WriteFile(filepath.Join(root, "etc", "resolv.conf"), b, 0o644); err != nil {
+			return fmt.Errorf("download %s: %w", strings.Join(packages, ","), err)
+		}
+	}
+	for _, args := range [][]string{
+		{"apt-get", "update", "-q"},
+		append([]string{"apt-get", "install", "-y", "-q", "--download-only"}, packages...),
+	} {
+		cmd := exec.CommandContext(ctx, "chroot", append([]string{root}, args...)...)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND=noninteractive", "LANG=C"}
+		var tail tailWriter
+		if log == io.Discard {
+			cmd.Stdout, cmd.Stderr = &tail, &tail
+		} else {
+			cmd.Stdout, cmd.Stderr = io.MultiWriter(log, &tail), io.MultiWriter(log, &tail)
+		}
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("chroot %s %s: %w\n%s", root, strings.Join(args, " "), err, tail.String())
+		}
+	}
+	if err := os.Remove(filepath.Join(root, "etc", "resolv.conf")); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("download %s: %w", strings.Join(packages, ","), err)
+	}
+	return nil
+}
+
+// trim removes what an image does not need; keepApt keeps apt's package
+// cache and lists (the image holds packages downloaded to install later).
+func trim(root string, keepApt bool) error {
+	patterns := []string{"var/log/*.log"}
+	if !keepApt {
+		patterns = append(patterns, "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_Packages", "var/lib/apt/lists/*_InRelease")
+	}
+	for _, pattern := range patterns {
 		matches, _ := filepath.Glob(filepath.Join(root, pattern))
 		for _, m := range matches {
 			if err := os.Remove(m); err != nil {

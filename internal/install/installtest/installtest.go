@@ -28,10 +28,13 @@ import (
 	"github.com/velo-run/velo/internal/debiantest"
 )
 
-// Packages is what the hosts' image holds besides systemd and sshd:
-// PostgreSQL for --with-postgres (the containers reach no package mirror)
-// and sudo for the admin user.
-func Packages() []string { return debiantest.Host("postgresql", "sudo") }
+// Packages is what the hosts' image holds besides systemd and sshd: sudo
+// for the admin user, and Debian's PostgreSQL downloaded into apt's cache
+// but not installed, so that --with-postgres installs it with apt as on a
+// host that reaches its mirror (the containers reach none).
+func Packages() []string {
+	return append(debiantest.Host("sudo"), debiantest.Downloaded("postgresql")...)
+}
 
 // User is the account the hosts are reached as.
 const User = "admin"
