@@ -20,6 +20,8 @@ compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/wasi' >/dev/null || need+=(libclang-
 command -v wasm-ld >/dev/null || compgen -G '/usr/bin/wasm-ld*' >/dev/null || need+=(lld)
 # internal/debiantest builds the Debian hosts of the install and compose tests.
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# internal/install runs the velo it cross-compiles for arm64 under qemu.
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 if ((${#need[@]})); then
   say "installing ${need[*]}"
   sudo=""

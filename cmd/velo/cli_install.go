@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"text/tabwriter"
@@ -128,9 +125,7 @@ cluster's tokens, keys and database.`,
 				return err
 			}
 			defer os.RemoveAll(tmp)
-			o.Binaries = func(ctx context.Context, goos, goarch string) (string, string, error) {
-				return binaryFor(ctx, goos, goarch, tmp)
-			}
+			o.Binaries = install.SelfOrBuilt(tmp, veloVersion())
 			o.Progress = cmd.OutOrStdout()
 			start := time.Now()
 			res, err := install.Install(cmd.Context(), o)
@@ -155,60 +150,12 @@ cluster's tokens, keys and database.`,
 	cmd.Flags().StringArrayVar(&roles, "roles", nil, "roles of a host: all, or some of deploymgr,worker,router,webui; once per host, in order (default: all on the first, worker on the rest)")
 	cmd.Flags().StringVar(&o.PostgresURL, "postgres", "", "Postgres every role uses (postgres://user:password@host:5432/db)")
 	cmd.Flags().BoolVar(&o.WithPostgres, "with-postgres", false, "install the distribution's PostgreSQL on the first host, create the velo database and a password, and use it")
-	cmd.Flags().StringVar(&o.Domain, "domain", "", "serve component NAME at NAME.<domain> too; the public URL becomes https://<domain>")
+	cmd.Flags().StringVar(&o.Domain, "domain", "", "serve component NAME at NAME.<domain> too; the public URL becomes http://<domain>:8080 (no TLS is set up: see --public-url)")
+	cmd.Flags().StringVar(&o.PublicURL, "public-url", "", "where users call components, when a load balancer or TLS proxy in front of the routers makes it other than http://<domain or first router>:8080")
 	cmd.Flags().BoolVar(&o.SSH.AcceptNewHostKey, "accept-new-host-key", false, "trust and record the key of a host known_hosts does not list (a changed key is refused regardless)")
 	cmd.Flags().DurationVar(&o.HealthTimeout, "health-timeout", install.DefaultHealthTimeout, "how long a started role has to answer /healthz")
 	sshFlags(cmd, &o.SSH)
 	return cmd
-}
-
-// binaryFor returns a velo executable for goos/goarch: this one when it
-// matches, else one cross-compiled into dir from the source checkout the
-// current directory is in.
-func binaryFor(ctx context.Context, goos, goarch, dir string) (string, string, error) {
-	if goos == runtime.GOOS && goarch == runtime.GOARCH {
-		exe, err := os.Executable()
-		if err != nil {
-			return "", "", fmt.Errorf("find this executable: %w", err)
-		}
-		return exe, "this executable", nil
-	}
-	root, ok := sourceCheckout()
-	if _, err := exec.LookPath("go"); err != nil || !ok {
-		return "", "", fmt.Errorf("the host is %s/%s and this velo is built for %s/%s: run velo install from a source checkout of Velo with Go installed (it cross-compiles itself), or with a velo built for the host (GOOS=%s GOARCH=%s CGO_ENABLED=0 go build ./cmd/velo)", goos, goarch, runtime.GOOS, runtime.GOARCH, goos, goarch)
-	}
-	out := filepath.Join(dir, "velo-"+goos+"-"+goarch)
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+veloVersion(), "-o", out, "./cmd/velo")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch)
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("cross-compile velo for %s/%s in %s: %v\n%s", goos, goarch, root, err, msg)
-	}
-	return out, "cross-compiled from " + root, nil
-}
-
-// sourceCheckout finds the root of Velo's module above the current
-// directory.
-func sourceCheckout() (string, bool) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", false
-	}
-	for {
-		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(f)
-			ok := sc.Scan() && strings.TrimSpace(sc.Text()) == "module github.com/velo-run/velo"
-			f.Close()
-			if ok {
-				return dir, true
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
 }
 
 func hostsPath() string { return filepath.Join(envOr(envData, defaultDataDir), hostsFile) }

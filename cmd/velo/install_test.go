@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -250,7 +249,12 @@ func TestInstall(t *testing.T) {
 		t.Errorf("velo hosts after the upgrade:\n%s", out)
 	}
 
-	// A binary that does not come up is replaced by the previous one.
+	// A binary that does not come up, shipped with a new configuration,
+	// is replaced by the previous binary, and the configuration too.
+	envBefore, err := hs.Exec(ctx, 1, "cat /etc/velo/velo.env")
+	if err != nil {
+		t.Fatal(err)
+	}
 	broken := filepath.Join(dir, "broken")
 	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho broken; exit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -260,15 +264,37 @@ func TestInstall(t *testing.T) {
 		Hosts:         []install.Host{{Target: mustTarget(t, hs.Hosts[1].Target()), Roles: []string{"worker"}}},
 		SSH:           install.SSH{Identity: hs.Identity, KnownHosts: hs.KnownHosts},
 		Binaries:      func(context.Context, string, string) (string, string, error) { return broken, "a broken build", nil },
+		Domain:        "broken.example.test",
 		Progress:      &progress,
 		HealthTimeout: 5 * time.Second,
 	})
-	if err == nil || !strings.Contains(err.Error(), "previous binary restored") {
+	if err == nil || !strings.Contains(err.Error(), "previous binary and configuration restored") {
 		t.Errorf("install of a binary that does not start: %v, want the previous one restored\n%s", err, progress.String())
+	}
+	if got, err := hs.Exec(ctx, 1, "cat /etc/velo/velo.env"); err != nil || got != envBefore {
+		t.Errorf("configuration after the refused upgrade: %v\n%s\nwant it as before:\n%s", err, got, envBefore)
 	}
 	if got, err := hs.Exec(ctx, 1, "/usr/local/bin/velo version && /usr/local/bin/velo healthcheck http://127.0.0.1:8082/healthz && echo healthy"); err != nil || !strings.Contains(got, "install-test-2") || !strings.Contains(got, "healthy") {
 		t.Errorf("after the refused upgrade: %q, %v; want install-test-2 running", got, err)
 	}
+
+	// --domain: components at NAME.<domain>, and the public URL says
+	// http:// at the routers' port (velo install sets up no TLS).
+	out, err = veloRun(t, v2, env, append([]string{"install", hs.Hosts[0].Target(), hs.Hosts[1].Target(), "--domain", "apps.example.test"}, sshArgs...)...)
+	if err != nil || !strings.Contains(out, "components: http://apps.example.test:8080/fn/NAME/") {
+		t.Errorf("install with --domain: %v\n%s\nwant the public URL http://apps.example.test:8080", err, out)
+	}
+	req, _ := http.NewRequest("GET", "http://"+hs.Hosts[0].IP+":8080/", nil)
+	req.Host = "hello.apps.example.test"
+	testsupport.EventuallyShow(t, 60*time.Second, "hello at hello.apps.example.test", func() bool {
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		return res.StatusCode == 200 && strings.Contains(string(b), "installed")
+	}, func() string { return out })
 }
 
 func mustTarget(t *testing.T, s string) install.Target {
@@ -278,26 +304,4 @@ func mustTarget(t *testing.T, s string) install.Target {
 		t.Fatal(err)
 	}
 	return tg
-}
-
-// TestInstallBinaryFor: a host of this platform gets this executable; one
-// of another platform, outside a source checkout, a message that says how
-// to get one.
-func TestInstallBinaryFor(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, origin, err := binaryFor(context.Background(), runtime.GOOS, runtime.GOARCH, t.TempDir()); err != nil || got != exe || origin != "this executable" {
-		t.Errorf("same platform: %s (%s), %v; want %s", got, origin, err, exe)
-	}
-	t.Chdir(t.TempDir())
-	other := "arm64"
-	if runtime.GOARCH == "arm64" {
-		other = "amd64"
-	}
-	_, _, err = binaryFor(context.Background(), "linux", other, t.TempDir())
-	if err == nil || !strings.Contains(err.Error(), "source checkout") || !strings.Contains(err.Error(), "GOARCH="+other) {
-		t.Errorf("other platform outside a checkout: %v, want it to say how to get a binary", err)
-	}
 }

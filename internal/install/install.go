@@ -103,8 +103,12 @@ type Options struct {
 	PostgresURL  string
 	WithPostgres bool
 	// Domain serves components at NAME.<domain> too.
-	Domain   string
-	Binaries Binaries
+	Domain string
+	// PublicURL is where users call components when something in front
+	// of the routers (a load balancer, a TLS proxy) makes it other than
+	// http://<domain or first router>:8080.
+	PublicURL string
+	Binaries  Binaries
 	// Progress gets one line per host and step.
 	Progress io.Writer
 	// HealthTimeout defaults to DefaultHealthTimeout.
@@ -216,6 +220,14 @@ func validate(o Options) error {
 	if o.PostgresURL != "" && !strings.HasPrefix(o.PostgresURL, "postgres://") && !strings.HasPrefix(o.PostgresURL, "postgresql://") {
 		return fmt.Errorf("--postgres %q: want postgres://user:password@host:5432/db", o.PostgresURL)
 	}
+	if o.PublicURL != "" {
+		if u, err := url.Parse(o.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--public-url %q: want http(s)://host[:port]", o.PublicURL)
+		}
+	}
+	if o.Domain != "" && (strings.ContainsAny(o.Domain, "/:@ ") || !strings.Contains(o.Domain, ".")) {
+		return fmt.Errorf("--domain %q: want a DNS name such as apps.example.com", o.Domain)
+	}
 	seen := map[string]bool{}
 	for _, h := range o.Hosts {
 		if seen[h.Target.Host] {
@@ -256,7 +268,13 @@ func goPlatform(sys, machine string) (string, string, error) {
 	default:
 		return "", "", fmt.Errorf("%s hosts are not supported: velo install sets up systemd units on Linux", sys)
 	}
-	arch := map[string]string{"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm", "i686": "386", "i386": "386", "riscv64": "riscv64", "ppc64le": "ppc64le", "s390x": "s390x"}[machine]
+	switch machine {
+	case "i386", "i486", "i586", "i686", "armv6l", "armv7l", "armv8l":
+		// riversqlite (the embedded queue's driver) does not build for
+		// 32-bit platforms.
+		return "", "", fmt.Errorf("machine %q is a 32-bit platform: Velo builds for 64-bit hosts only (x86_64, aarch64, riscv64, ppc64le, s390x)", machine)
+	}
+	arch := map[string]string{"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "riscv64": "riscv64", "ppc64le": "ppc64le", "s390x": "s390x"}[machine]
 	if arch == "" {
 		return "", "", fmt.Errorf("machine %q is not a platform Go builds for", machine)
 	}
@@ -393,14 +411,31 @@ func clusterEnv(ctx context.Context, o Options, hosts []*host) (*envFile, error)
 	env.setDefault("VELO_SECRETS_KEY", secrets.NewKey)
 	if o.Domain != "" {
 		env.set("VELO_DOMAIN", o.Domain)
-		env.set("VELO_PUBLIC_URL", "https://"+o.Domain)
-	} else if r := firstWith(hosts, "router"); r != nil && env.get("VELO_DOMAIN") == "" {
-		env.set("VELO_PUBLIC_URL", "http://"+net.JoinHostPort(r.Target.Host, Port("router")))
+	}
+	if u := publicURL(o, env.get("VELO_DOMAIN"), firstWith(hosts, "router")); u != "" {
+		env.set("VELO_PUBLIC_URL", u)
 	}
 	if w := firstWith(hosts, "webui"); w != nil {
 		env.set("VELO_DASHBOARD_URL", "http://"+net.JoinHostPort(w.Target.Host, Port("webui")))
 	}
 	return env, nil
+}
+
+// publicURL is where components are called: o.PublicURL when given (a
+// load balancer in front, perhaps terminating TLS), else the domain's
+// name at the routers' port — velo install sets up no TLS, so it is not
+// https:// unless said —, else the first router's address; "" keeps what
+// the configuration says.
+func publicURL(o Options, domain string, router *host) string {
+	switch {
+	case o.PublicURL != "":
+		return strings.TrimSuffix(o.PublicURL, "/")
+	case domain != "":
+		return "http://" + net.JoinHostPort(domain, Port("router"))
+	case router != nil:
+		return "http://" + net.JoinHostPort(router.Target.Host, Port("router"))
+	}
+	return ""
 }
 
 // hbaLines are the pg_hba.conf lines that let the hosts' roles reach the
@@ -578,8 +613,9 @@ if getent group docker >/dev/null && ! id -nG ` + userName + ` | grep -qw docker
 		h.progress("binary up to date: %s", h.version(ctx))
 	}
 
-	changedFiles := false
-	configChanged := false
+	// What the files were before, to put back if the roles do not come up
+	// with the new ones (held in memory only: the env file has secrets).
+	var previous []previousFile
 	for _, f := range h.files(env) {
 		cur, ok, err := h.conn.ReadFile(ctx, f.path)
 		if err != nil {
@@ -588,14 +624,12 @@ if getent group docker >/dev/null && ! id -nG ` + userName + ` | grep -qw docker
 		if ok && cur == f.data {
 			continue
 		}
+		previous = append(previous, previousFile{file{f.path, f.mode, cur}, ok})
 		if err := h.conn.WriteFile(ctx, f.path, f.mode, strings.NewReader(f.data)); err != nil {
 			return err
 		}
-		changedFiles = true
-		if f.path == EnvPath {
-			configChanged = true
-		}
 	}
+	changedFiles := len(previous) > 0
 	// Roles this host no longer runs stop.
 	var stale []string
 	for _, r := range roleOrder {
@@ -638,9 +672,15 @@ if getent group docker >/dev/null && ! id -nG ` + userName + ` | grep -qw docker
 			err = h.waitHealthy(ctx, r, healthTimeout)
 		}
 		if err != nil {
-			if newBinary && hadBinary && !configChanged {
-				h.progress("%s: did not come up with the new binary, restoring the previous one", r)
-				return h.restore(ctx, append(restarted, r), healthTimeout, err)
+			if hadBinary {
+				// An upgrade or a reconfiguration of a running host: back
+				// to what ran before.
+				what := "the new configuration"
+				if newBinary {
+					what = "the new binary"
+				}
+				h.progress("%s: did not come up with %s, restoring the previous one", r, what)
+				return h.restore(ctx, newBinary, previous, append(restarted, r), healthTimeout, err)
 			}
 			return fmt.Errorf("%s: %s: %w", h.Target.Host, r, err)
 		}
@@ -685,10 +725,40 @@ func (h *host) waitHealthy(ctx context.Context, role string, d time.Duration) er
 	}
 }
 
-// restore puts the previous binary back and restarts roles with it.
-func (h *host) restore(ctx context.Context, roles []string, healthTimeout time.Duration, cause error) error {
-	if _, err := h.conn.Run(ctx, "set -e; mv -f "+oldBin+" "+BinPath, nil); err != nil {
-		return fmt.Errorf("%s: %v; restoring the previous binary failed too: %w", h.Target.Host, cause, err)
+// previousFile is a file as it was before this run wrote it.
+type previousFile struct {
+	file
+	existed bool
+}
+
+// restore puts back the previous binary (when a new one was shipped) and
+// the previous configuration and units (those this run changed), then
+// restarts roles with them.
+func (h *host) restore(ctx context.Context, binary bool, files []previousFile, roles []string, healthTimeout time.Duration, cause error) error {
+	if binary {
+		if _, err := h.conn.Run(ctx, "set -e; mv -f "+oldBin+" "+BinPath, nil); err != nil {
+			return fmt.Errorf("%s: %v; restoring the previous binary failed too: %w", h.Target.Host, cause, err)
+		}
+	}
+	var gone []string
+	for _, f := range files {
+		if !f.existed {
+			gone = append(gone, f.path)
+			continue
+		}
+		if err := h.conn.WriteFile(ctx, f.path, f.mode, strings.NewReader(f.data)); err != nil {
+			return fmt.Errorf("%s: %v; restoring %s failed too: %w", h.Target.Host, cause, f.path, err)
+		}
+	}
+	if len(files) > 0 {
+		script := "set -e\n"
+		if len(gone) > 0 {
+			script += "rm -f " + strings.Join(quoteAll(gone), " ") + "\n"
+		}
+		script += "systemctl daemon-reload\n"
+		if _, err := h.conn.Run(ctx, script, nil); err != nil {
+			return fmt.Errorf("%s: %v; restoring the previous configuration failed too: %w", h.Target.Host, cause, err)
+		}
 	}
 	for _, r := range roles {
 		err := h.start(ctx, r)
@@ -699,8 +769,15 @@ func (h *host) restore(ctx context.Context, roles []string, healthTimeout time.D
 			return fmt.Errorf("%s: %v; %s did not come back with the previous binary either: %w", h.Target.Host, cause, r, err)
 		}
 	}
-	h.progress("previous binary %s restored and running", h.version(ctx))
-	return fmt.Errorf("%s: upgrade refused, previous binary restored: %w", h.Target.Host, cause)
+	var what []string
+	if binary {
+		what = append(what, "binary")
+	}
+	if len(files) > 0 {
+		what = append(what, "configuration")
+	}
+	h.progress("previous %s restored and running (%s)", strings.Join(what, " and "), h.version(ctx))
+	return fmt.Errorf("%s: upgrade refused, previous %s restored: %w", h.Target.Host, strings.Join(what, " and "), cause)
 }
 
 // version is what the host's velo says it is.

@@ -54,7 +54,7 @@ func TestGoPlatform(t *testing.T) {
 	for _, c := range []struct{ sys, machine, goos, goarch string }{
 		{"Linux", "x86_64", "linux", "amd64"},
 		{"Linux", "aarch64", "linux", "arm64"},
-		{"Linux", "armv7l", "linux", "arm"},
+		{"Linux", "riscv64", "linux", "riscv64"},
 	} {
 		if goos, goarch, err := goPlatform(c.sys, c.machine); err != nil || goos != c.goos || goarch != c.goarch {
 			t.Errorf("%s %s: %s/%s, %v", c.sys, c.machine, goos, goarch, err)
@@ -62,6 +62,13 @@ func TestGoPlatform(t *testing.T) {
 	}
 	if _, _, err := goPlatform("Darwin", "arm64"); err == nil || !strings.Contains(err.Error(), "Linux") {
 		t.Errorf("Darwin: %v", err)
+	}
+	// Velo does not build for 32-bit platforms (riversqlite): said before
+	// a cross-compile fails on it.
+	for _, m := range []string{"i686", "armv7l"} {
+		if _, _, err := goPlatform("Linux", m); err == nil || !strings.Contains(err.Error(), "64-bit hosts only") {
+			t.Errorf("%s: %v, want it refused as 32-bit", m, err)
+		}
 	}
 	if _, _, err := goPlatform("Linux", "pdp11"); err == nil {
 		t.Errorf("pdp11: no error")
@@ -127,5 +134,31 @@ func TestHBALines(t *testing.T) {
 	}
 	if got := hbaLines(hs("10.0.0.2", "db.example")); len(got) != 2 || !strings.Contains(got[0], "0.0.0.0/0") {
 		t.Errorf("a host by name: %q, want any address (with the password)", got)
+	}
+}
+
+func TestPublicURL(t *testing.T) {
+	router := &host{Host: Host{Target: Target{"admin", "10.0.0.2", "22"}}}
+	for _, c := range []struct {
+		o      Options
+		domain string
+		router *host
+		want   string
+	}{
+		{Options{}, "", router, "http://10.0.0.2:8080"},
+		// No TLS is set up, so a domain is not https:// unless said.
+		{Options{}, "apps.example.com", router, "http://apps.example.com:8080"},
+		{Options{PublicURL: "https://apps.example.com/"}, "apps.example.com", router, "https://apps.example.com"},
+		{Options{}, "", nil, ""},
+	} {
+		if got := publicURL(c.o, c.domain, c.router); got != c.want {
+			t.Errorf("publicURL(%+v, %q): %q, want %q", c.o, c.domain, got, c.want)
+		}
+	}
+	for _, o := range []Options{{PublicURL: "apps.example.com"}, {PublicURL: "ftp://x"}, {Domain: "https://apps.example.com"}, {Domain: "localhost"}} {
+		o.Hosts = []Host{{Target: Target{"admin", "10.0.0.2", "22"}}}
+		if err := validate(o); err == nil {
+			t.Errorf("validate(%+v): no error", o)
+		}
 	}
 }
