@@ -403,6 +403,9 @@ func (r *Router) Refresh(ctx context.Context) error {
 		if s.gate.Validate && rt.Deployment != 0 {
 			validators[rt.Deployment] = preps[i].validator // nil: unusable, not read again
 		}
+		if preps[i].canaryValidate {
+			validators[rt.Canary.Deployment] = preps[i].canaryValidator
+		}
 	}
 	r.parsed = parsed // what is no longer live goes
 	r.mu.Lock()
@@ -536,6 +539,10 @@ func (r *Router) RefreshComponents(ctx context.Context, names ...string) error {
 			delete(r.validators, prev.depID) // no longer live
 			delete(r.parsed, prev.depID)
 		}
+		if prev != nil && prev.canary != nil && (!f.found || prev.canary.depID != f.rt.Deployment &&
+			(f.rt.Canary == nil || f.rt.Canary.Deployment != prev.canary.depID)) {
+			delete(r.validators, prev.canary.depID) // no longer a canary
+		}
 	}
 	r.table.Store(t)
 	return nil
@@ -580,6 +587,11 @@ type prepared struct {
 	s         *settings
 	gate      *gate
 	validator *apidoc.Validator
+	// canaryValidate says the canary's manifest has validate = true: its
+	// share is checked against its own document (canaryValidator; nil:
+	// unusable), as it will be once promoted.
+	canaryValidate  bool
+	canaryValidator *apidoc.Validator
 }
 
 func (r *Router) prepareRoute(ctx context.Context, rt store.Route, s *settings, prev *route) prepared {
@@ -591,6 +603,10 @@ func (r *Router) prepareRoute(ctx context.Context, rt store.Route, s *settings, 
 	p.gate = r.newGate(rt.Component, s.gate, prevGate)
 	if s.gate.Validate && rt.Deployment != 0 {
 		p.validator = r.validatorFor(ctx, rt.Component, rt.Deployment)
+	}
+	if c := rt.Canary; c != nil && gateOf(c.Manifest).Validate {
+		p.canaryValidate = true
+		p.canaryValidator = r.validatorFor(ctx, rt.Component, c.Deployment)
 	}
 	return p
 }
@@ -633,12 +649,12 @@ func (r *Router) buildRoute(rt store.Route, p prepared, cutoff time.Time, usedBa
 	}
 	nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
 		!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
-		(nr.gate == nil || nr.gate.jwt == nil) && !p.s.gate.Validate // JWTs and validation may block: net/http
+		(nr.gate == nil || nr.gate.jwt == nil) && !p.s.gate.Validate && !p.canaryValidate // JWTs and validation may block: net/http
 	if prev != nil {
 		nr.next.Store(prev.next.Load())
 	}
 	if c := rt.Canary; c != nil && len(nr.targets) > 0 {
-		nr.addCanary(r, c, cutoff, usedBackends, prev)
+		nr.addCanary(r, c, cutoff, usedBackends, prev, p.canaryValidator)
 	}
 	return nr
 }
@@ -660,7 +676,7 @@ func (r *Router) countersOf(component string, deployment int64) *counters {
 // keeping the previous table's round-robin and split positions; r.mu must
 // be held. A canary whose workers are all gone is left out: its share
 // goes to the live deployment rather than failing.
-func (rt *route) addCanary(r *Router, c *store.Canary, cutoff time.Time, used map[string]bool, prev *route) {
+func (rt *route) addCanary(r *Router, c *store.Canary, cutoff time.Time, used map[string]bool, prev *route, v *apidoc.Validator) {
 	cr := &route{
 		name:      rt.name,
 		depID:     c.Deployment,
@@ -668,6 +684,7 @@ func (rt *route) addCanary(r *Router, c *store.Canary, cutoff time.Time, used ma
 		stats:     r.countersOf(rt.name, c.Deployment),
 		totals:    rt.totals,
 		gate:      rt.gate, // the component's access and limits, shared
+		validator: v,       // its own document's (validate = true in its manifest)
 	}
 	for _, w := range c.Workers {
 		if !w.SeenAt.Before(cutoff) {
