@@ -158,6 +158,9 @@ func (r *Router) ServeEvents(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.prepare(req)
+	if !r.limitEvent(w, req, rt, time.Now()) {
+		return
+	}
 	u := *req.URL
 	u.Path = Prefix + rest
 	u.RawPath = ""

@@ -131,22 +131,29 @@ func (r *Router) admit(ctx context.Context, t *table, rt *route, creds credentia
 		}
 	}
 	if l := g.limit; l != nil {
-		var buf [64]byte
-		var key []byte
-		switch {
-		case l.cfg.By == manifest.ByIP || a.subject == "":
-			b := client.As16()
-			key = append(buf[:0], b[:]...)
-		default: // by key: the key's subject; by subject, or a JWT: its sub
-			key = append(buf[:0], a.subject...)
-		}
-		a.limited = true
-		if a.rl = l.take(key, now); !a.rl.ok {
-			a.status = http.StatusTooManyRequests
-			a.msg = "rate limit of " + l.cfg.String() + " reached; retry in " + strconv.Itoa(a.rl.retry) + "s"
-		}
+		l.admit(&a, client, now)
 	}
 	return a
+}
+
+// admit takes a token for the call a is the verdict on: from the bucket
+// of its subject (by = "key" or "subject") or of its client's address (by
+// = "ip", or a call with no identity, as an inbound event).
+func (l *limiter) admit(a *admission, client netip.Addr, now time.Time) {
+	var buf [64]byte
+	var key []byte
+	switch {
+	case l.cfg.By == manifest.ByIP || a.subject == "":
+		b := client.As16()
+		key = append(buf[:0], b[:]...)
+	default: // by key: the key's subject; by subject, or a JWT: its sub
+		key = append(buf[:0], a.subject...)
+	}
+	a.limited = true
+	if a.rl = l.take(key, now); !a.rl.ok {
+		a.status = http.StatusTooManyRequests
+		a.msg = "rate limit of " + l.cfg.String() + " reached; retry in " + strconv.Itoa(a.rl.retry) + "s"
+	}
 }
 
 // identify checks a private component's caller.
@@ -214,24 +221,8 @@ func (r *Router) admitHTTP(w http.ResponseWriter, req *http.Request, rt *route, 
 	if vs := h[HeaderAPIKey]; len(vs) > 0 {
 		creds.apiKey = []byte(vs[0])
 	}
-	var client netip.Addr
-	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
-		client = ap.Addr().Unmap()
-	}
-	a := r.admit(req.Context(), t, rt, creds, client, start)
-	wh := w.Header()
-	if a.limited {
-		a.rl.setHeader(wh)
-	}
-	if a.status != 0 {
-		if a.challenge != "" {
-			wh.Set("WWW-Authenticate", a.challenge)
-		}
-		if a.status == http.StatusTooManyRequests {
-			wh.Set("Retry-After", strconv.Itoa(a.rl.retry))
-		}
-		plain(w, a.status, a.msg)
-		r.count(rt, a.status, start)
+	a := r.admit(req.Context(), t, rt, creds, clientOf(req), start)
+	if !r.answerHTTP(w, rt, &a, start) {
 		return false
 	}
 	if rt.gate.private {
@@ -243,6 +234,49 @@ func (r *Router) admitHTTP(w http.ResponseWriter, req *http.Request, rt *route, 
 		}
 	}
 	return true
+}
+
+// clientOf is the address of a prepared request's client.
+func clientOf(req *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// answerHTTP adds the rate-limit fields of verdict a to the answer and,
+// when a refuses the call, answers and counts it and returns false.
+func (r *Router) answerHTTP(w http.ResponseWriter, rt *route, a *admission, start time.Time) bool {
+	wh := w.Header()
+	if a.limited {
+		a.rl.setHeader(wh)
+	}
+	if a.status == 0 {
+		return true
+	}
+	if a.challenge != "" {
+		wh.Set("WWW-Authenticate", a.challenge)
+	}
+	if a.status == http.StatusTooManyRequests {
+		wh.Set("Retry-After", strconv.Itoa(a.rl.retry))
+	}
+	plain(w, a.status, a.msg)
+	r.count(rt, a.status, start)
+	return false
+}
+
+// limitEvent applies a component's [limits] to an inbound event (POST
+// /events/NAME/…), by the sender's address: events come from anyone (a
+// signature, [events] verify, says whether they are genuine), so they
+// carry no identity to count by. On a refusal it answers 429 and returns
+// false; nothing is queued.
+func (r *Router) limitEvent(w http.ResponseWriter, req *http.Request, rt *route, start time.Time) bool {
+	if rt.gate == nil || rt.gate.limit == nil {
+		return true
+	}
+	var a admission
+	rt.gate.limit.admit(&a, clientOf(req), start)
+	return r.answerHTTP(w, rt, &a, start)
 }
 
 // appendGateRefusal appends the answer to a call admit refused.
