@@ -850,7 +850,9 @@ func (l *loop) done(c *loopConn) {
 	l.s.count(c.rt, c.status, c.start)
 	size := c.req.size()
 	c.n = copy(c.in, c.in[size:c.n])
-	c.req = fastReq{lines: c.req.lines[:0]}
+	// The buffers go on to the next request: a gated call's header
+	// lines would otherwise be allocated anew on every call.
+	c.req = fastReq{lines: c.req.lines[:0], scratch: c.req.scratch[:0], gated: c.req.gated[:0]}
 	c.rt, c.b, c.busy = nil, nil, false
 	c.idleSince = l.now
 	if !l.flushClient(c) || c.pending() > 0 {
