@@ -13,6 +13,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/certs"
 	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
@@ -27,6 +28,13 @@ type secretStore interface {
 	SecretsNotSealedBy(ctx context.Context, keyID string, limit int) ([]store.Secret, error)
 	SecretKeyIDs(ctx context.Context) ([]string, error)
 	ResealSecret(ctx context.Context, old store.Secret, keyID string, sealed []byte) (bool, error)
+}
+
+// tlsStore is what a rotation needs of the TLS storage (internal/certs),
+// when the store holds one.
+type tlsStore interface {
+	certs.ResealStore
+	TLSKeyIDs(ctx context.Context) ([]string, error)
 }
 
 // secretRoutes registers the secrets API on the /api/v1 group. Values go
@@ -251,6 +259,26 @@ func (m *Manager) rotateKey(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// The TLS storage (certificates, their keys, the ACME account) is
+	// sealed with the same keyring: sealed again too, or retiring the
+	// old key would lose every certificate.
+	if ts, ok := m.store.(tlsStore); ok {
+		n, bad, err := certs.Reseal(ctx, ts, kr)
+		if err != nil {
+			return fmt.Errorf("reseal tls storage: %w", err)
+		}
+		out.ResealedTLS = n
+		for _, b := range bad {
+			out.Failed = append(out.Failed, "tls "+b)
+		}
+		ids, err := ts.TLSKeyIDs(ctx)
+		if err != nil {
+			return err
+		}
+		inUse = append(inUse, ids...)
+		slices.Sort(inUse)
+		inUse = slices.Compact(inUse)
+	}
 	others := slices.DeleteFunc(slices.Clone(inUse), func(id string) bool { return id == out.Key })
 	switch {
 	case len(others) > 0:
@@ -262,11 +290,11 @@ func (m *Manager) rotateKey(c echo.Context) error {
 		}
 	case len(kr.IDs()) > 1:
 		out.Note = fmt.Sprintf("every secret is sealed under key %s now: remove the other keys from %s on every role and restart them", out.Key, secrets.EnvKey)
-	case out.Resealed == 0:
+	case out.Resealed == 0 && out.ResealedTLS == 0:
 		out.Note = fmt.Sprintf("every secret is sealed under key %s already; to rotate, put a new key first on every role: %s=NEW,OLD (make one with `velo secrets new-key`), restart them and run this again",
 			out.Key, secrets.EnvKey)
 	}
 	out.Keys = kr.IDs()
-	m.log.Info("secrets key rotated", "key", out.Key, "resealed", out.Resealed, "failed", len(out.Failed), "by", c.Get(ctxUser))
+	m.log.Info("secrets key rotated", "key", out.Key, "resealed", out.Resealed, "resealed_tls", out.ResealedTLS, "failed", len(out.Failed), "by", c.Get(ctxUser))
 	return c.JSON(http.StatusOK, out)
 }

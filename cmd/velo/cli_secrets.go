@@ -170,6 +170,9 @@ and once it reports every secret under NEW, set VELO_SECRETS_KEY=NEW everywhere.
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "re-encrypted %d secret(s) under key %s; keys held: %s\n", res.Resealed, res.Key, strings.Join(res.Keys, ", "))
+			if res.ResealedTLS > 0 {
+				fmt.Fprintf(out, "re-encrypted %d TLS item(s) (certificates, their keys, the ACME account)\n", res.ResealedTLS)
+			}
 			for _, f := range res.Failed {
 				fmt.Fprintf(out, "not re-encrypted: %s\n", f)
 			}

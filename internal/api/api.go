@@ -189,8 +189,12 @@ type RotateKey struct {
 	Key string `json:"key"`
 	// Resealed counts the secrets re-encrypted under Key.
 	Resealed int `json:"resealed"`
-	// Failed names the secrets ("component/NAME: reason") that could not
-	// be opened and were left as they are.
+	// ResealedTLS counts the items of the TLS storage (certificates,
+	// their private keys, the ACME account) re-encrypted under Key.
+	ResealedTLS int `json:"resealed_tls"`
+	// Failed names the secrets ("component/NAME: reason") and TLS items
+	// ("tls KEY: reason") that could not be opened and were left as they
+	// are.
 	Failed []string `json:"failed,omitempty"`
 	// Keys are the key ids the server holds now, Key first.
 	Keys []string `json:"keys"`

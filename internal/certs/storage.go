@@ -267,5 +267,62 @@ func (s *Storage) Close() {
 	}
 }
 
+// ResealStore is what Reseal needs of Velo's store.
+type ResealStore interface {
+	TLSNotSealedBy(ctx context.Context, keyID string, limit int) ([]store.TLSItem, error)
+	ResealTLS(ctx context.Context, old store.TLSItem, keyID string, sealed []byte) (bool, error)
+}
+
+// resealBatch is how many items Reseal reads at a time.
+const resealBatch = 200
+
+// Reseal seals every TLS item again under the keyring's sealing key, for
+// a rotation of the secrets key (velo secrets rotate-key): once the old
+// key is retired, an item still sealed under it would no longer open, and
+// every certificate and the ACME account would have to be obtained again.
+// An item changed meanwhile (a renewal) is left as it is. It returns how many items it resealed
+// and the keys of those that did not open (still under their old key).
+func Reseal(ctx context.Context, st ResealStore, keys *secrets.Keyring) (int, []string, error) {
+	primary := keys.Primary()
+	resealed := 0
+	var failed []string
+	skip := map[string]bool{}
+	for {
+		batch, err := st.TLSNotSealedBy(ctx, primary, resealBatch+len(skip))
+		if err != nil {
+			return resealed, failed, err
+		}
+		progress := false
+		for _, it := range batch {
+			if skip[it.Key] {
+				continue
+			}
+			v, err := keys.Open(sealedAs, it.Key, it.KeyID, it.Value)
+			if err != nil {
+				skip[it.Key] = true
+				failed = append(failed, it.Key+": "+err.Error())
+				continue
+			}
+			id, sealed := keys.Seal(sealedAs, it.Key, v)
+			ok, err := st.ResealTLS(ctx, it, id, sealed)
+			if err != nil {
+				return resealed, failed, err
+			}
+			if ok {
+				resealed++
+				progress = true
+			} else {
+				// Written meanwhile: by a renewal, under the sealing
+				// key, so it is not read again; else it stays as it
+				// is, and its key is still in use (TLSKeyIDs).
+				skip[it.Key] = true
+			}
+		}
+		if !progress {
+			return resealed, failed, nil
+		}
+	}
+}
+
 // String names the storage in certmagic's logs.
 func (s *Storage) String() string { return "velo store" }

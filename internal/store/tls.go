@@ -130,3 +130,63 @@ func (s *Store) UnlockTLS(ctx context.Context, name, owner string) error {
 	}
 	return nil
 }
+
+// TLSNotSealedBy returns up to limit items sealed under another key than
+// keyID, in key order (for a rotation to seal them again).
+func (s *Store) TLSNotSealedBy(ctx context.Context, keyID string, limit int) ([]TLSItem, error) {
+	rs, err := s.db.query(ctx, `SELECT key, key_id, value, size, modified FROM tls_storage WHERE key_id <> $1
+		ORDER BY key LIMIT $2`, keyID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("tls items not sealed by %s: %w", keyID, err)
+	}
+	defer rs.Close()
+	var out []TLSItem
+	for rs.Next() {
+		var it TLSItem
+		var modified int64
+		if err := rs.Scan(&it.Key, &it.KeyID, &it.Value, &it.Size, &modified); err != nil {
+			return nil, fmt.Errorf("tls items not sealed by %s: %w", keyID, err)
+		}
+		it.Modified = fromMicros(modified)
+		out = append(out, it)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("tls items not sealed by %s: %w", keyID, err)
+	}
+	return out, nil
+}
+
+// TLSKeyIDs returns the distinct key ids the TLS items are sealed under,
+// sorted.
+func (s *Store) TLSKeyIDs(ctx context.Context) ([]string, error) {
+	rs, err := s.db.query(ctx, `SELECT DISTINCT key_id FROM tls_storage ORDER BY key_id`)
+	if err != nil {
+		return nil, fmt.Errorf("tls key ids: %w", err)
+	}
+	defer rs.Close()
+	var out []string
+	for rs.Next() {
+		var id string
+		if err := rs.Scan(&id); err != nil {
+			return nil, fmt.Errorf("tls key ids: %w", err)
+		}
+		out = append(out, id)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("tls key ids: %w", err)
+	}
+	return out, nil
+}
+
+// ResealTLS replaces old's ciphertext with sealed under keyID (Modified
+// and Size kept: the value is the same) only if the item still holds
+// old's ciphertext, so a rotation never overwrites a certificate renewed
+// meanwhile. It reports whether it replaced it.
+func (s *Store) ResealTLS(ctx context.Context, old TLSItem, keyID string, sealed []byte) (bool, error) {
+	n, err := s.db.exec(ctx, `UPDATE tls_storage SET key_id = $2, value = $3 WHERE key = $1 AND key_id = $4 AND value = $5`,
+		old.Key, keyID, sealed, old.KeyID, old.Value)
+	if err != nil {
+		return false, fmt.Errorf("reseal tls %s: %w", old.Key, err)
+	}
+	return n == 1, nil
+}

@@ -41,6 +41,28 @@ func testTLS(t *testing.T, s *Store) {
 	if keys, _ = s.TLSKeys(ctx, "certs"); !slices.Equal(keys, []string{"certs/ca/b.example/b.example.crt", "certs/ca_other/x.crt"}) {
 		t.Fatalf("after deleting a directory: %v", keys)
 	}
+	// A rotation's reads and conditional writes.
+	ids, err := s.TLSKeyIDs(ctx)
+	must(t, err)
+	if !slices.Equal(ids, []string{"k1"}) {
+		t.Fatalf("TLSKeyIDs = %v, want [k1]", ids)
+	}
+	old, err := s.TLSNotSealedBy(ctx, "k2", 2)
+	must(t, err)
+	if len(old) != 2 || old[0].Key != "acme/u.key" || old[1].Key != "certs/ca/b.example/b.example.crt" || old[0].KeyID != "k1" || !bytes.Equal(old[0].Value, val) {
+		t.Fatalf("TLSNotSealedBy(k2, 2) = %+v", old)
+	}
+	ok, err := s.ResealTLS(ctx, old[0], "k2", []byte("resealed"))
+	must(t, err)
+	if it, _ := s.TLS(ctx, "acme/u.key"); !ok || it.KeyID != "k2" || string(it.Value) != "resealed" || it.Size != 3 {
+		t.Fatalf("after ResealTLS: %v %+v", ok, it)
+	}
+	if ok, _ := s.ResealTLS(ctx, old[0], "k3", []byte("stale")); ok {
+		t.Fatal("ResealTLS replaced an item that changed since it was read")
+	}
+	if ids, _ = s.TLSKeyIDs(ctx); !slices.Equal(ids, []string{"k1", "k2"}) {
+		t.Fatalf("TLSKeyIDs after a reseal = %v", ids)
+	}
 	must(t, s.DeleteTLS(ctx, "acme/u.key"))
 	must(t, s.DeleteTLS(ctx, "acme/u.key")) // gone already: no error
 	if _, err := s.TLS(ctx, "acme/u.key"); !errors.Is(err, ErrNotFound) {
