@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -38,7 +39,16 @@ type FastServer struct {
 	// event loops, net/http serves every connection (through the same
 	// request parser, see screenedConn).
 	Loops int
+	// TLS, when set, makes Serve terminate TLS with it on every
+	// connection it accepts: HTTP/1.1 keep-alive requests take the fast
+	// path (on a goroutine per connection, see fasttls.go), h2 clients go
+	// to Fallback, which must then have the same TLSConfig.
+	TLS *tls.Config
+	// HSTS, when set, is the Strict-Transport-Security value of every
+	// answer the fast path writes on TLS (Fallback's handler sets its own).
+	HSTS string
 
+	tlsConns map[*tlsClient]struct{}
 	loops    []*loop
 	next     int // the loop the next connection goes to
 	mu       sync.Mutex
@@ -80,6 +90,11 @@ func (s *FastServer) Serve(ln net.Listener) error {
 			if n, b := sc.served.Add(1), sc.blindAt.Load(); b != 0 && n >= b {
 				w.Header().Set("Connection", "close")
 			}
+			// net/http sees TLS state only on a *tls.Conn it holds itself.
+			if tc, ok := sc.Conn.(*tls.Conn); ok && r.TLS == nil {
+				st := tc.ConnectionState()
+				r.TLS = &st
+			}
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -91,7 +106,9 @@ func (s *FastServer) Serve(ln net.Listener) error {
 		return context.WithValue(ctx, screenKey{}, c)
 	}
 	go func() { _ = s.Fallback.Serve(s.fallback) }()
-	s.startLoops()
+	if s.TLS == nil {
+		s.startLoops()
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -105,7 +122,20 @@ func (s *FastServer) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		if !s.dispatch(c) {
+		switch {
+		case s.TLS != nil:
+			// Added under mu, which Shutdown takes after closing is set:
+			// never an Add after its Wait began.
+			s.mu.Lock()
+			if s.closing.Load() {
+				s.mu.Unlock()
+				c.Close()
+				return http.ErrServerClosed
+			}
+			s.wg.Add(1)
+			s.mu.Unlock()
+			go s.serveTLS(c)
+		case !s.dispatch(c):
 			s.fallback.push(s.screen(c, nil))
 		}
 	}
@@ -121,12 +151,14 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.stopLoops(false)
+	s.closeTLS(false)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.stopLoops(true)
+		s.closeTLS(true)
 	}
 	return s.Fallback.Shutdown(ctx)
 }
@@ -216,7 +248,7 @@ func (s *FastServer) parseRequest(r *fastReq, buf []byte, size int, p *peer) (ve
 	}
 	r.fwd = p.fwd
 	if r.fwd == nil {
-		r.fwd = s.Router.forwardLines(p.addr, string(r.xff), string(r.xfp))
+		r.fwd = s.Router.forwardLines(p.addr, string(r.xff), string(r.xfp), p.scheme)
 	}
 	if rt.gate != nil {
 		s.admit(r, rt, p)
@@ -538,7 +570,7 @@ func (l *handoffListener) Addr() net.Addr { return l.addr }
 func (s *FastServer) admit(r *fastReq, rt *route, p *peer) {
 	client := p.addr
 	if s.Router.trusted(client) {
-		_, _, client = s.Router.forwarded(client, string(r.xff), string(r.xfp), "http")
+		_, _, client = s.Router.forwarded(client, string(r.xff), string(r.xfp), p.scheme)
 	}
 	t := s.Router.table.Load()
 	r.adm = s.Router.admit(context.Background(), t, rt, credentials{authorization: r.auth, apiKey: r.apiKey}, client, time.Now())

@@ -88,7 +88,7 @@ func (s *FastServer) dispatch(c net.Conn) bool {
 	if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
 		return false
 	}
-	p := s.Router.peerOf(c)
+	p := s.Router.peerOf(c, "http")
 	fd, err := detach(c)
 	if err != nil {
 		return false

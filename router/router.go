@@ -1144,26 +1144,28 @@ func (r *Router) trusted(a netip.Addr) bool {
 	return slices.ContainsFunc(r.cfg.TrustedProxies, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
-// peer is a client connection's address and, unless it is a trusted
-// proxy, the forwarding header lines of every request on it, made once.
+// peer is a client connection's address, the scheme it speaks ("http"
+// or "https") and, unless it is a trusted proxy, the forwarding header
+// lines of every request on it, made once.
 type peer struct {
-	addr netip.Addr
-	fwd  []byte
+	addr   netip.Addr
+	scheme string
+	fwd    []byte
 }
 
-func (r *Router) peerOf(c net.Conn) peer {
+func (r *Router) peerOf(c net.Conn, scheme string) peer {
 	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	p := peer{addr: ap.Addr().Unmap()}
+	p := peer{addr: ap.Addr().Unmap(), scheme: scheme}
 	if !r.trusted(p.addr) {
-		p.fwd = r.forwardLines(p.addr, "", "")
+		p.fwd = r.forwardLines(p.addr, "", "", scheme)
 	}
 	return p
 }
 
 // forwardLines are the header lines the fast path sends a worker for a
-// request from peer (see forwarded), each ending in CRLF.
-func (r *Router) forwardLines(peer netip.Addr, xff, xfp string) []byte {
-	xff, xfp, client := r.forwarded(peer, xff, xfp, "http")
+// request from peer over scheme (see forwarded), each ending in CRLF.
+func (r *Router) forwardLines(peer netip.Addr, xff, xfp, scheme string) []byte {
+	xff, xfp, client := r.forwarded(peer, xff, xfp, scheme)
 	b := append([]byte("X-Forwarded-For: "), xff...)
 	b = append(append(b, "\r\nX-Forwarded-Proto: "...), xfp...)
 	b = append(append(b, "\r\n"+HeaderRemoteAddr+": "...), client.String()...)

@@ -284,7 +284,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	httpsAddr := ""
 	if tlsLn != nil {
-		srv = newWithTLS(handler, tlsLn, tlsM, log)
+		srv = newWithTLS(handler, tlsLn, tlsM, rt, log)
 		httpsAddr = tlsLn.Addr().String()
 	}
 	return &Node{

@@ -183,7 +183,7 @@ func (r *Role) Run(ctx context.Context) error {
 			ln.Close()
 			return err
 		}
-		s = newWithTLS(r.handler, tlsLn, m, r.log)
+		s = newWithTLS(r.handler, tlsLn, m, r.fast, r.log)
 		r.log.Info("serving https", "addr", tlsLn.Addr().String())
 	case r.fast != nil:
 		s = &router.FastServer{Router: r.fast, Fallback: srv}

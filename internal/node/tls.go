@@ -14,6 +14,7 @@ import (
 	"github.com/velo-run/velo/internal/certs"
 	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
+	"github.com/velo-run/velo/router"
 )
 
 // HTTPSACME is TLS.HTTPS's value for certificates from ACME.
@@ -110,28 +111,40 @@ func port(ln net.Listener) int {
 // withTLS serves plain HTTP with one server and TLS with another, as one.
 type withTLS struct {
 	plain server
-	tls   *http.Server
+	tls   server // serves ln, terminating TLS
 	ln    net.Listener
 	certs *certs.Manager
 }
 
 // newWithTLS builds the pair: on plain HTTP, ACME challenges and
 // redirects (loopback hosts get handler itself), on TLS handler with HSTS.
-func newWithTLS(handler http.Handler, ln net.Listener, m *certs.Manager, log *slog.Logger) *withTLS {
+// With fast set, TLS is served by the router's FastServer: HTTP/1.1
+// component calls take its fast path, the rest (and h2) handler.
+func newWithTLS(handler http.Handler, ln net.Listener, m *certs.Manager, fast *router.Router, log *slog.Logger) *withTLS {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	srv := &http.Server{Handler: certs.HTTPSHandler(handler), TLSConfig: m.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: errLog}
+	var tls server = tlsServer{srv}
+	if fast != nil {
+		tls = &router.FastServer{Router: fast, Fallback: srv, TLS: m.TLSConfig(), HSTS: certs.HSTS}
+	}
 	return &withTLS{
 		plain: &http.Server{Handler: m.HTTPHandler(handler), ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: errLog},
-		tls: &http.Server{Handler: certs.HTTPSHandler(handler), TLSConfig: m.TLSConfig(),
-			ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: errLog},
+		tls:   tls,
 		ln:    ln,
 		certs: m,
 	}
 }
 
+// tlsServer is net/http terminating TLS itself (--no-fast-path).
+type tlsServer struct{ *http.Server }
+
+func (s tlsServer) Serve(ln net.Listener) error { return s.ServeTLS(ln, "", "") }
+
 func (s *withTLS) Serve(plain net.Listener) error {
 	errc := make(chan error, 2)
-	go func() { errc <- s.tls.ServeTLS(s.ln, "", "") }()
+	go func() { errc <- s.tls.Serve(s.ln) }()
 	go func() { errc <- s.plain.Serve(plain) }()
 	return <-errc
 }

@@ -1,0 +1,365 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync/atomic"
+	"time"
+)
+
+// The TLS fast path. A TLS connection cannot be served by an event loop
+// (crypto/tls reads and writes records on a goroutine), so each one gets
+// a goroutine that runs the fast path's request loop over the *tls.Conn:
+// heads parsed in place by parseRequest, the same routes, gate and
+// forwarding lines as the loops (X-Forwarded-Proto https), the request
+// written to a kept-alive worker connection in one write and the answer
+// written back in one TLS write where it fits. What the fast path does not
+// take goes with its connection to Fallback as on plain HTTP (screened,
+// with the connection's TLS state given to the handler); a client that
+// negotiated h2 goes to Fallback straight after the handshake. What
+// net/http cost per HTTPS call was its per-request allocations and the
+// hand-offs between its goroutines, not AES-GCM.
+
+// tlsClient is a TLS connection served by the fast path.
+type tlsClient struct {
+	s    *FastServer
+	c    *tls.Conn
+	peer peer
+	in   []byte // in[:n] read, not yet served
+	n    int
+	out  []byte // the answer being written
+	up   []byte // the request to the worker
+	req  fastReq
+	idle atomic.Bool // waiting for a request's first bytes
+}
+
+// hstsLine is the Strict-Transport-Security header line of answers on TLS.
+func (s *FastServer) hstsLine() string {
+	if s.HSTS == "" {
+		return ""
+	}
+	return "Strict-Transport-Security: " + s.HSTS + "\r\n"
+}
+
+// withLine inserts line (ending in CRLF) after the status line of the
+// answer head at dst[start:].
+func withLine(dst []byte, start int, line string) []byte {
+	if line == "" {
+		return dst
+	}
+	i := bytes.Index(dst[start:], []byte("\r\n"))
+	if i < 0 {
+		return dst
+	}
+	at := start + i + 2
+	dst = append(dst, line...)
+	copy(dst[at+len(line):], dst[at:len(dst)-len(line)])
+	copy(dst[at:], line)
+	return dst
+}
+
+// serveTLS shakes hands on an accepted connection and serves it.
+func (s *FastServer) serveTLS(nc net.Conn) {
+	defer s.wg.Done()
+	tc := tls.Server(nc, s.TLS)
+	_ = nc.SetDeadline(time.Now().Add(s.HeadTimeout))
+	ctx, cancel := context.WithTimeout(context.Background(), s.HeadTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		tc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		s.fallback.push(tc) // net/http serves HTTP/2
+		return
+	}
+	c := &tlsClient{s: s, c: tc, peer: s.Router.peerOf(tc, "https"), in: make([]byte, loopClientBuffer)}
+	if !s.track(c, true) {
+		tc.Close()
+		return
+	}
+	if c.serve() {
+		s.track(c, false)
+		tc.Close()
+		return
+	}
+	s.track(c, false)
+}
+
+// track adds c to the connections Shutdown closes when idle (add), or
+// takes it out; false when the server is closing already.
+func (s *FastServer) track(c *tlsClient, add bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !add {
+		delete(s.tlsConns, c)
+		return true
+	}
+	if s.closing.Load() {
+		return false
+	}
+	if s.tlsConns == nil {
+		s.tlsConns = map[*tlsClient]struct{}{}
+	}
+	s.tlsConns[c] = struct{}{}
+	return true
+}
+
+// closeTLS closes the TLS connections waiting for a request (all of them
+// when force is set); the others close after their answer.
+func (s *FastServer) closeTLS(force bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.tlsConns {
+		if force || c.idle.Load() {
+			c.c.NetConn().Close()
+		}
+	}
+}
+
+// serve runs the request loop; true when the connection is to be closed,
+// false when it went to net/http.
+func (c *tlsClient) serve() bool {
+	s := c.s
+	var headSince time.Time
+	for {
+		if c.n > 0 {
+			switch v, err := s.parseRequest(&c.req, c.in[:c.n], len(c.in), &c.peer); v {
+			case takeFast:
+				headSince = time.Time{}
+				if !c.exchange() {
+					return true
+				}
+				size := c.req.size()
+				c.n = copy(c.in, c.in[size:c.n])
+				c.req = fastReq{lines: c.req.lines[:0]}
+				if len(c.in) > loopClientBuffer && c.n <= loopClientBuffer {
+					nb := make([]byte, loopClientBuffer)
+					copy(nb, c.in[:c.n])
+					c.in = nb
+				}
+				continue
+			case leaveFast:
+				// A body the fast path takes (maxFastBody) but the
+				// buffer does not hold: the buffer grows for this one.
+				if need := len(c.req.head) + int(c.req.length); c.req.rt != nil && c.req.length > 0 && need > len(c.in) {
+					c.in = append(c.in[:c.n:c.n], make([]byte, need-c.n)...)
+					continue
+				}
+				c.handoff()
+				return false
+			case refuse:
+				c.out = withLine(appendRefusal(c.out[:0], err), 0, s.hstsLine())
+				_ = c.c.SetWriteDeadline(time.Now().Add(s.HeadTimeout))
+				_, _ = c.c.Write(c.out)
+				return true
+			}
+			if c.n == len(c.in) {
+				c.handoff() // not reached: parseRequest leaves full buffers
+				return false
+			}
+		}
+		now := time.Now()
+		if c.n == 0 {
+			c.idle.Store(true)
+			if s.closing.Load() {
+				return true
+			}
+			_ = c.c.SetReadDeadline(now.Add(s.IdleTimeout))
+		} else if headSince.IsZero() {
+			headSince = now
+			_ = c.c.SetReadDeadline(now.Add(s.HeadTimeout))
+		}
+		m, err := c.c.Read(c.in[c.n:])
+		c.idle.Store(false)
+		if m == 0 && err != nil {
+			return true
+		}
+		c.n += m
+	}
+}
+
+// handoff gives the connection to net/http with the bytes read so far.
+func (c *tlsClient) handoff() {
+	_ = c.c.SetDeadline(time.Time{})
+	c.s.fallback.push(c.s.screen(c.c, bytes.Clone(c.in[:c.n])))
+}
+
+// exchange answers the parsed request c.req: the gate's refusal, or the
+// answer of the first worker of the route that gives one (503 when none
+// does). False when the connection is to be closed after it.
+func (c *tlsClient) exchange() bool {
+	s := c.s
+	start := time.Now()
+	keep := !c.req.close && !s.closing.Load()
+	if c.req.adm.status != 0 {
+		c.out = withLine(appendGateRefusal(c.out[:0], &c.req.adm, keep), 0, s.hstsLine())
+		s.count(c.req.rt, c.req.adm.status, start)
+		return c.write(c.out) && keep
+	}
+	rt := c.req.rt.pick() // the canary's share goes to it
+	first := rt.next.Add(1)
+	n := uint64(len(rt.targets))
+	for tries := uint64(0); tries < n; tries++ {
+		t := rt.targets[(first+tries)%n]
+		b := t.ep
+		if !b.mayTry() {
+			continue
+		}
+		for attempt := 0; attempt < 2; attempt++ {
+			status, next, ok := c.try(b, rt, t.worker[0], keep, start)
+			if next == nextNone {
+				s.count(rt, status, start)
+				return ok && keep
+			}
+			if next == nextWorker {
+				break
+			}
+		}
+	}
+	c.out = withLine(appendNoInstance(c.out[:0], rt), 0, s.hstsLine())
+	s.count(rt, http.StatusServiceUnavailable, start)
+	return c.write(c.out) && keep
+}
+
+// What try leaves to do.
+const (
+	nextNone   = iota // answered (or the client's connection failed)
+	nextAgain         // send again, on a fresh connection to the same worker
+	nextWorker        // try the next worker
+)
+
+// try sends the request to worker b and copies its answer to the client.
+// ok is false when the client's connection failed or the answer could not
+// be passed on whole.
+func (c *tlsClient) try(b *Endpoint, rt *route, worker string, keep bool, start time.Time) (status, next int, ok bool) {
+	s := c.s
+	req := &c.req
+	wc, reused, err := b.get(context.Background())
+	if err != nil {
+		b.markDown() // never connected: the request did not reach it
+		return 0, nextWorker, true
+	}
+	b.downUntil.Store(0)
+	timeout := b.rm.cfg.ResponseTimeout
+	c.up = appendUpstream(c.up[:0], b, req, rt)
+	wc.extendDeadline(start, timeout)
+	_, err = wc.c.Write(c.up)
+	var res *response
+	if err == nil {
+		res, err = wc.ans.read(wc.br, req.method)
+	} else {
+		err = writeError{err}
+	}
+	if err != nil {
+		wc.c.Close()
+		if replayable(string(req.method)) || (reused && stale(err)) {
+			b.closeIdle()
+			return 0, nextAgain, true
+		}
+		c.out = withLine(s.appendBadGateway(c.out[:0], rt, worker, err), 0, s.hstsLine())
+		return http.StatusBadGateway, nextNone, c.write(c.out)
+	}
+	if res.status == StatusNotServed && res.notServed {
+		wc.c.Close()
+		return 0, nextWorker, true
+	}
+	c.out = withLine(appendAnswerHead(c.out[:0], &wc.ans, rt, worker, keep, req), 0, s.hstsLine())
+	if _, err := wc.br.Discard(wc.ans.headLen); err != nil {
+		wc.c.Close()
+		return res.status, nextNone, false
+	}
+	switch {
+	case !res.noBody && res.length < 0:
+		ok = c.copyUnsized(wc, res, timeout)
+		wc.c.Close()
+		return res.status, nextNone, ok
+	case res.noBody || res.length == 0:
+		ok = c.write(c.out)
+	case int64(wc.br.Buffered()) >= res.length && res.length <= maxQueued:
+		// The whole body is in: head and body in one write.
+		body, _ := wc.br.Peek(int(res.length))
+		c.out = append(c.out, body...)
+		_, _ = wc.br.Discard(int(res.length))
+		ok = c.write(c.out)
+	default:
+		ok = c.write(c.out) && c.copySized(wc, res.length, timeout)
+		if !ok {
+			wc.c.Close()
+			return res.status, nextNone, false
+		}
+	}
+	if res.keepAlive && wc.br.Buffered() == 0 {
+		b.put(wc)
+	} else {
+		wc.c.Close()
+	}
+	return res.status, nextNone, ok
+}
+
+// write writes p to the client, within IdleTimeout.
+func (c *tlsClient) write(p []byte) bool {
+	_ = c.c.SetWriteDeadline(time.Now().Add(c.s.IdleTimeout))
+	_, err := c.c.Write(p)
+	return err == nil
+}
+
+// copySized copies the rest of a body of length n from the worker.
+func (c *tlsClient) copySized(wc *wconn, n int64, timeout time.Duration) bool {
+	for n > 0 {
+		if wc.br.Buffered() == 0 {
+			if _, err := wc.br.Peek(1); err != nil {
+				return false
+			}
+			wc.extendDeadline(time.Now(), timeout)
+		}
+		p, _ := wc.br.Peek(int(min(int64(wc.br.Buffered()), n)))
+		if !c.write(p) {
+			return false
+		}
+		_, _ = wc.br.Discard(len(p))
+		n -= int64(len(p))
+	}
+	return true
+}
+
+// copyUnsized copies a body of unknown length (chunked, or up to the
+// close) to the client, chunked, after the head in c.out, flushing as it
+// comes.
+func (c *tlsClient) copyUnsized(wc *wconn, res *response, timeout time.Duration) bool {
+	var src io.Reader = wc.br
+	if res.chunked {
+		src = &chunkedBody{br: wc.br}
+	}
+	bw := bufio.NewWriterSize(c.c, loopClientBuffer)
+	bw.Write(c.out)
+	cw := httputil.NewChunkedWriter(bw)
+	buf := make([]byte, connBuffer)
+	for {
+		n, err := src.Read(buf)
+		wc.extendDeadline(time.Now(), timeout)
+		_ = c.c.SetWriteDeadline(time.Now().Add(c.s.IdleTimeout))
+		if n > 0 {
+			if _, werr := cw.Write(buf[:n]); werr != nil || bw.Flush() != nil {
+				return false
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return false
+		}
+	}
+	cw.Close()
+	bw.WriteString("\r\n")
+	return bw.Flush() == nil
+}
