@@ -36,6 +36,8 @@ type Store interface {
 	PutArtifact(ctx context.Context, digest string, data []byte) error
 	HasArtifact(ctx context.Context, digest string) (bool, error)
 	DropArtifacts(ctx context.Context, component string, keep int, storedBefore time.Time) (int64, error)
+	TrimBuildLogs(ctx context.Context, component string, keep int) (int64, error)
+	ReclaimSpace(ctx context.Context) error
 
 	Workers(ctx context.Context) ([]store.Worker, error)
 	PutPlacement(ctx context.Context, p store.Placement) error

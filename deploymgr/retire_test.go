@@ -12,6 +12,7 @@ import (
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/internal/testsupport"
 )
 
@@ -60,9 +61,9 @@ func TestOldVersionsGoAway(t *testing.T) {
 		if d.Status != "ready" || !d.Live {
 			t.Fatalf("deployment %d: %s %s", i, d.Status, d.Error)
 		}
-		// A call, so that the version's machine code is compiled (the
-		// worker compiles a module only once it is called) and there is
-		// compiled code of old versions to collect.
+		// A call, so that the version's machine code is compiled now
+		// (the worker otherwise compiles it in the background) and there
+		// is compiled code of old versions to collect.
 		e.do("GET", "/fn/churn/env", "", nil)
 		deps = append(deps, d)
 		ps, err := n.Store.Placements(ctx, deps[0].ID)
@@ -120,6 +121,22 @@ func TestOldVersionsGoAway(t *testing.T) {
 		return b.String()
 	}
 	testsupport.EventuallyShow(t, 15*time.Second, "only the newest artifacts kept", func() bool { return kept() == "" }, kept)
+	// The build logs of the dropped ones go too; their records stay.
+	logs := func() string {
+		var b strings.Builder
+		for i, d := range deps {
+			text, err := n.Store.BuildLog(ctx, d.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			trimmed := text == store.TrimmedBuildLog
+			if want := i < len(deps)-keep; trimmed != want || text == "" {
+				fmt.Fprintf(&b, "deployment %d of %d: build log trimmed %v, want %v (%q); ", i+1, len(deps), trimmed, want, text)
+			}
+		}
+		return b.String()
+	}
+	testsupport.EventuallyShow(t, 15*time.Second, "only the newest build logs kept", func() bool { return logs() == "" }, logs)
 
 	// Rollback to the oldest kept one works, and serves it.
 	oldest := deps[len(deps)-keep]

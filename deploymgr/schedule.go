@@ -338,4 +338,15 @@ func (m *Manager) dropArtifacts(ctx context.Context, component string) {
 	case n > 0:
 		m.log.Info("dropped artifacts of old deployments", "component", component, "count", n, "kept", m.cfg.KeepDeployments)
 	}
+	// Their build logs go too (the deployment records stay, as history),
+	// and the space of both goes back to the file system.
+	logs, err := m.store.TrimBuildLogs(ctx, component, m.cfg.KeepDeployments)
+	if err != nil && ctx.Err() == nil {
+		m.log.Warn("trim old build logs failed", "component", component, "err", err)
+	}
+	if n > 0 || logs > 0 {
+		if err := m.store.ReclaimSpace(ctx); err != nil && ctx.Err() == nil {
+			m.log.Warn("reclaim store space failed", "err", err)
+		}
+	}
 }

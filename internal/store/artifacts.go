@@ -65,3 +65,42 @@ func (s *Store) DropArtifacts(ctx context.Context, component string, keep int, s
 	}
 	return n, nil
 }
+
+// TrimmedBuildLog is the build log a deployment keeps once it is older than
+// its component's newest kept ones: its record stays (history), its log
+// goes.
+const TrimmedBuildLog = "(build log removed: this deployment is older than the newest ones kept for rollback, VELO_KEEP_DEPLOYMENTS)\n"
+
+// TrimBuildLogs replaces the build logs of component's deployments older
+// than its newest keep with TrimmedBuildLog, except the live one and the
+// one rolling out. It returns how many it trimmed.
+func (s *Store) TrimBuildLogs(ctx context.Context, component string, keep int) (int64, error) {
+	if keep < 1 {
+		return 0, fmt.Errorf("trim build logs of %s: keep must be at least 1", component)
+	}
+	n, err := s.db.exec(ctx, `UPDATE build_logs SET text = $3
+		WHERE text <> $3
+		AND deployment IN (SELECT d.id FROM deployments d WHERE d.component = $1
+			AND d.id < (SELECT n.id FROM deployments n WHERE n.component = $1 ORDER BY n.id DESC LIMIT 1 OFFSET $2 - 1)
+			AND d.id NOT IN (SELECT c.live FROM components c WHERE c.name = $1)
+			AND d.id NOT IN (SELECT c.target FROM components c WHERE c.name = $1))`,
+		component, keep, TrimmedBuildLog)
+	if err != nil {
+		return 0, fmt.Errorf("trim build logs of %s: %w", component, err)
+	}
+	return n, nil
+}
+
+// ReclaimSpace gives the space of deleted rows back: on SQLite the free
+// pages go back to the file system (the database is in incremental
+// auto-vacuum mode, see openSQLite); Postgres's autovacuum makes dead rows'
+// space reusable by itself, and there it does nothing.
+func (s *Store) ReclaimSpace(ctx context.Context) error {
+	if s.db.name() != EngineSQLite {
+		return nil
+	}
+	if _, err := s.db.exec(ctx, `PRAGMA incremental_vacuum`); err != nil {
+		return fmt.Errorf("reclaim space: %w", err)
+	}
+	return nil
+}

@@ -40,6 +40,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"BuildLog", testBuildLog},
 		{"Artifacts", testArtifacts},
 		{"DropArtifacts", testDropArtifacts},
+		{"TrimBuildLogs", testTrimBuildLogs},
 		{"DeleteComponent", testDeleteComponent},
 		{"Workers", testWorkers},
 		{"Placements", testPlacements},

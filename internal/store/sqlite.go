@@ -36,6 +36,9 @@ func openSQLite(ctx context.Context, path string, h *hub) (*sqliteEngine, error)
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(1)")
+	// The WAL file is cut back to this after a checkpoint (SQLite leaves
+	// it at its largest otherwise: 4 MiB and more of a small database).
+	q.Add("_pragma", "journal_size_limit(1048576)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", abs+"?"+q.Encode())
 	if err != nil {
@@ -49,7 +52,37 @@ func openSQLite(ctx context.Context, path string, h *hub) (*sqliteEngine, error)
 		db.Close()
 		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
 	}
+	if err := incrementalVacuum(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
+	}
 	return &sqliteEngine{sqlQuerier: sqlQuerier{db}, db: db, hub: h}, nil
+}
+
+// incrementalVacuum puts the database in incremental auto-vacuum mode, so
+// that Store.ReclaimSpace can hand the pages of deleted rows (old
+// deployments' artifacts and build logs) back to the file system; without
+// it the file only grows. A new file takes the mode at once; an existing
+// one needs a VACUUM, once, to switch: it rewrites the file (atomically,
+// through the WAL; it needs free disk about the database's size and holds
+// the write lock while it runs, which is why it runs here, at open, before
+// anything else uses the database).
+func incrementalVacuum(ctx context.Context, db *sql.DB) error {
+	const incremental = 2
+	var mode int
+	if err := db.QueryRowContext(ctx, `PRAGMA auto_vacuum`).Scan(&mode); err != nil {
+		return fmt.Errorf("read auto_vacuum: %w", err)
+	}
+	if mode == incremental {
+		return nil
+	}
+	if _, err := db.ExecContext(ctx, `PRAGMA auto_vacuum = INCREMENTAL`); err != nil {
+		return fmt.Errorf("set auto_vacuum: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, `VACUUM`); err != nil {
+		return fmt.Errorf("vacuum to switch to incremental auto_vacuum: %w", err)
+	}
+	return nil
 }
 
 func (e *sqliteEngine) name() string { return EngineSQLite }
