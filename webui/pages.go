@@ -24,6 +24,8 @@ var flashes = map[string]string{
 	"revoked":        "Token revoked: it no longer works, also for log streams it opened.",
 	"secret-set":     "Secret set: the component's instances restart with it within seconds.",
 	"secret-removed": "Secret removed: the component's instances restart without it within seconds.",
+	"replayed":       "Replayed: the call is queued again (a dead one gets one more attempt).",
+	"discarded":      "Discarded: the call is dropped from the queue.",
 }
 
 type signinPage struct {
@@ -182,7 +184,10 @@ type componentPage struct {
 	LastLog     int64
 	Env         []envVar
 	Secrets     []api.Secret // names and times only: the API never gives values
-	Snippet     string
+	// Dead and Recent are the component's dead queued calls and its
+	// newest ones (only when the server runs the event engine).
+	Dead, Recent []api.Invocation
+	Snippet      string
 }
 
 func (u *UI) component(w http.ResponseWriter, r *http.Request, v visitor) {
@@ -211,6 +216,10 @@ func (u *UI) component(w http.ResponseWriter, r *http.Request, v visitor) {
 			u.failAPI(w, r, err)
 			return
 		}
+	}
+	if err := u.componentEvents(r, &p); err != nil {
+		u.failAPI(w, r, err)
+		return
 	}
 	p.Hits, p.Latency = hitsChart(p.Stats.Buckets), latencyChart(p.Stats.Buckets)
 	if n := len(p.Logs); n > 0 {

@@ -60,7 +60,7 @@ func New(cfg Config) (*UI, error) {
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	u := &UI{cfg: cfg, log: cfg.Logger, pages: map[string]*template.Template{}}
-	for _, name := range []string{"signin", "list", "component", "deployment", "new", "token", "tokens", "error", "api"} {
+	for _, name := range []string{"signin", "list", "component", "deployment", "new", "token", "tokens", "error", "api", "invocation"} {
 		t, err := template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, fmt.Errorf("webui: template %s: %w", name, err)
@@ -85,6 +85,8 @@ func (u *UI) Handler() http.Handler {
 	mux.HandleFunc("GET /components/{name}/deployments/{id}", u.signedIn(u.deployment))
 	mux.HandleFunc("GET /components/{name}/api", u.signedIn(u.apiDoc))
 	mux.HandleFunc("POST /components/{name}/{action}", u.signedIn(u.act))
+	mux.HandleFunc("GET /components/{name}/invocations/{id}", u.signedIn(u.invocation))
+	mux.HandleFunc("POST /components/{name}/invocations/{id}/{action}", u.signedIn(u.invocationAct))
 	mux.HandleFunc("POST /start", u.signedIn(u.start))
 	mux.HandleFunc("GET /tokens", u.signedIn(u.tokens))
 	mux.HandleFunc("POST /tokens", u.signedIn(u.token))
@@ -338,4 +340,6 @@ var funcs = template.FuncMap{
 	"utc":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"iso":     func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"clock":   func(t time.Time) string { return t.UTC().Format("15:04:05") },
+	"ms":      ms,
+	"until":   until,
 }
