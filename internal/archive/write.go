@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 )
 
@@ -18,10 +19,9 @@ import (
 // compress/flate).
 func (t *Tree) WriteTo(w io.Writer) (int64, error) {
 	cw := &countWriter{w: w}
-	zw, err := gzip.NewWriterLevel(cw, gzip.DefaultCompression)
-	if err != nil {
-		return 0, fmt.Errorf("archive: %w", err)
-	}
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(cw) // the same bytes as a new writer: Reset keeps only the level
 	tw := tar.NewWriter(zw)
 	for _, p := range t.paths() {
 		n := t.nodes[p]
@@ -57,6 +57,14 @@ func (t *Tree) WriteTo(w io.Writer) (int64, error) {
 	}
 	return cw.n, nil
 }
+
+// gzipWriters are reused: a writer at the default level allocates about a
+// megabyte of tables, which at a deploy each was much of a deploy's
+// garbage.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.DefaultCompression) // a valid level: no error
+	return zw
+}}
 
 // countWriter counts the bytes written through it.
 type countWriter struct {
