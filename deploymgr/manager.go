@@ -43,6 +43,7 @@ type Store interface {
 	PutPlacement(ctx context.Context, p store.Placement) error
 	PlaceDeployment(ctx context.Context, id int64, workers []string) (bool, error)
 	AllPlacements(ctx context.Context) ([]store.Placement, error)
+	PlacementCounts(ctx context.Context) (map[string]int, error)
 	Placements(ctx context.Context, deployment int64) ([]store.Placement, error)
 	ComponentPlacements(ctx context.Context, component string) ([]store.Placement, error)
 	DeletePlacement(ctx context.Context, deployment int64, worker string) error

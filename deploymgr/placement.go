@@ -23,13 +23,9 @@ func (m *Manager) replicas(runtime string, live int) int {
 
 // load counts the placements on each worker.
 func (m *Manager) load(ctx context.Context) (map[string]int, error) {
-	all, err := m.store.AllPlacements(ctx)
+	load, err := m.store.PlacementCounts(ctx)
 	if err != nil {
-		return nil, err
-	}
-	load := make(map[string]int)
-	for _, p := range all {
-		load[p.Worker]++
+		return nil, fmt.Errorf("count placements: %w", err)
 	}
 	return load, nil
 }

@@ -46,6 +46,30 @@ func (s *Store) PlaceDeployment(ctx context.Context, id int64, workers []string)
 	return ok, nil
 }
 
+// PlacementCounts returns how many placements each worker holds (workers
+// with none are absent): the scheduler's load, counted by the database
+// rather than by reading every placement.
+func (s *Store) PlacementCounts(ctx context.Context) (map[string]int, error) {
+	rs, err := s.db.query(ctx, `SELECT worker, COUNT(*) FROM placements GROUP BY worker`)
+	if err != nil {
+		return nil, fmt.Errorf("placement counts: %w", err)
+	}
+	defer rs.Close()
+	out := map[string]int{}
+	for rs.Next() {
+		var w string
+		var n int
+		if err := rs.Scan(&w, &n); err != nil {
+			return nil, fmt.Errorf("placement counts: %w", err)
+		}
+		out[w] = n
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("placement counts: %w", err)
+	}
+	return out, nil
+}
+
 // AllPlacements returns every placement, ordered by deployment and worker:
 // the scheduler counts them per worker to find the least loaded.
 func (s *Store) AllPlacements(ctx context.Context) ([]Placement, error) {

@@ -484,6 +484,15 @@ func testPlacements(t *testing.T, s *Store) {
 	if ps, _ := s.Placements(ctx, d1.ID); len(ps) != 1 || ps[0].Worker != "w2" {
 		t.Errorf("Placements(d1) after delete = %+v", ps)
 	}
+	all, err := s.AllPlacements(ctx)
+	must(t, err)
+	want := map[string]int{}
+	for _, p := range all {
+		want[p.Worker]++
+	}
+	if got, err := s.PlacementCounts(ctx); err != nil || !reflect.DeepEqual(got, want) || len(got) == 0 {
+		t.Errorf("PlacementCounts = %v, %v; AllPlacements counts %v", got, err, want)
+	}
 }
 
 func testRoutes(t *testing.T, s *Store) {

@@ -51,7 +51,12 @@ func (s *Store) RoutesOf(ctx context.Context, component string) (r Route, ok boo
 
 // routes reads the routes of every component, or of only when not "".
 func (s *Store) routes(ctx context.Context, only string) ([]Route, error) {
-	// $3 = '' or the name: one statement for both, a plan either way.
+	// One component is read by its name (the primary key), not by a
+	// condition that also matches every name: SQLite would scan them all.
+	where, args := "", []any{PlacementReady, PlacementPending}
+	if only != "" {
+		where, args = "WHERE c.name = $3", append(args, only)
+	}
 	rs, err := s.db.query(ctx, `SELECT * FROM (
 		SELECT c.name AS component, 0 AS weight, c.paused, c.live AS deployment, COALESCE(d.runtime, '') AS runtime,
 			COALESCE(d.manifest, '') AS manifest, COALESCE(w.name, '') AS worker, COALESCE(w.addr, '') AS addr,
@@ -60,7 +65,7 @@ func (s *Store) routes(ctx context.Context, only string) ([]Route, error) {
 		LEFT JOIN deployments d ON d.id = c.live AND d.component = c.name
 		LEFT JOIN placements p ON p.deployment = c.live AND p.state IN ($1, $2)
 		LEFT JOIN workers w ON w.name = p.worker
-		WHERE (CAST($3 AS TEXT) = '' OR c.name = CAST($3 AS TEXT))
+		`+where+`
 		UNION ALL
 		SELECT c.name, r.weight, c.paused, r.canary, d.runtime, d.manifest, w.name, w.addr, w.started_at, w.seen_at, p.state
 		FROM components c
@@ -68,8 +73,8 @@ func (s *Store) routes(ctx context.Context, only string) ([]Route, error) {
 		JOIN deployments d ON d.id = r.canary AND d.component = c.name
 		JOIN placements p ON p.deployment = r.canary AND p.state = $1
 		JOIN workers w ON w.name = p.worker
-		WHERE (CAST($3 AS TEXT) = '' OR c.name = CAST($3 AS TEXT))
-	) routes ORDER BY component, weight, worker`, PlacementReady, PlacementPending, only)
+		`+where+`
+	) routes ORDER BY component, weight, worker`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("routes: %w", err)
 	}
