@@ -61,6 +61,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"Events", testEvents},
 		{"Rollouts", testRollouts},
 		{"DeploymentHits", testDeploymentHits},
+		{"Routers", testRouters},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
