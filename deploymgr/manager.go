@@ -57,6 +57,7 @@ type Store interface {
 	gatewayStore
 	rolloutStore
 	domainStore
+	routerStore
 
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	PutToken(ctx context.Context, t store.Token) error
@@ -126,6 +127,13 @@ type Config struct {
 	// follow the store's notifications instead. It is given the
 	// component whose routes changed.
 	RoutesChanged func(ctx context.Context, component string) error
+	// RouterWait bounds how long a promotion waits for every router to
+	// report serving it before the API calls it live anyway, naming the
+	// routers that lag in the build log (default DefaultRouterWait).
+	RouterWait time.Duration
+	// RouterTimeout: a router silent that long is not waited for
+	// (default DefaultRouterTimeout; routers report every second).
+	RouterTimeout time.Duration
 	// Secrets seals the secrets set through the API; nil refuses them.
 	Secrets *secrets.Keyring
 	// Events serves the invocations API (the event engine); nil answers
@@ -155,6 +163,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WorkerTimeout <= 0 {
 		c.WorkerTimeout = 10 * time.Second
+	}
+	if c.RouterWait <= 0 {
+		c.RouterWait = DefaultRouterWait
+	}
+	if c.RouterTimeout <= 0 {
+		c.RouterTimeout = DefaultRouterTimeout
 	}
 	if c.Schedule <= 0 {
 		c.Schedule = 2 * time.Second
@@ -210,10 +224,12 @@ type Manager struct {
 	// again; only Run's goroutine uses it.
 	redrop map[string]time.Time
 	// routing holds the deployments this process is promoting, from just
-	// before the store names one live until its routers were told: the
-	// API does not call them live in between (a client told "live" would
-	// still be answered by the version before).
+	// before the store names one live until every router serves it (or
+	// RouterWait passed): the API does not call them live in between (a
+	// client told "live" would still be answered by the version before).
 	routing sync.Map // int64 → struct{}
+	// awaiting is what Run's router waiter holds in routing.
+	awaiting awaiting
 	// swept is when the scheduler last swept (see schedule); sweepDue
 	// fires for a sweep a pass put off, sweepArmed says it is armed.
 	swept      time.Time
@@ -262,6 +278,14 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.sweepDue.Stop()
 	defer m.sweepDue.Stop()
 	m.prune(ctx)
+	var waiter sync.WaitGroup
+	defer waiter.Wait()
+	m.startWaiting()
+	waiter.Add(1)
+	go func() {
+		defer waiter.Done()
+		m.waitRouters(ctx)
+	}()
 	for {
 		if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn("schedule failed", "err", err)

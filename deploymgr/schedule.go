@@ -21,6 +21,7 @@ func (m *Manager) prune(ctx context.Context) {
 	case hits+jobs > 0:
 		m.log.Info("pruned", "hit_buckets", hits, "github_jobs", jobs, "older_than", m.cfg.Retention)
 	}
+	m.pruneRouters(ctx)
 }
 
 // schedule runs one round of the scheduler.
@@ -204,13 +205,16 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	if comp.Target == d.ID {
 		m.routing.Store(d.ID, struct{}{})
 		err := m.store.Promote(ctx, d.Component, d.ID)
+		var version int64
 		if err == nil {
-			err = m.routesChanged(ctx, d.Component)
+			version, err = m.announce(ctx, d.Component)
 		}
-		m.routing.Delete(d.ID)
 		if err != nil {
+			m.routing.Delete(d.ID)
 			return err
 		}
+		// Live to the API once every router serves it.
+		m.awaitRouters(d, version)
 		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
 	}
 	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, ""); err != nil {
@@ -249,13 +253,8 @@ func (m *Manager) dropLater(ctx context.Context) {
 // routesChanged tells routers that what component serves has changed:
 // they read its routes again.
 func (m *Manager) routesChanged(ctx context.Context, component string) error {
-	if err := m.store.Notify(ctx, store.RoutesChangedFor(component)); err != nil {
-		return err
-	}
-	if m.cfg.RoutesChanged != nil {
-		return m.cfg.RoutesChanged(ctx, component)
-	}
-	return nil
+	_, err := m.announce(ctx, component)
+	return err
 }
 
 // retire removes the placements of deployments that are neither live nor

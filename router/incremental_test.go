@@ -334,7 +334,7 @@ func TestCollect(t *testing.T) {
 		for _, n := range tc.queued {
 			c <- n
 		}
-		if got := collect(tc.first, c); !slices.Equal(got, tc.want) {
+		if got, _ := collect(tc.first, c); !slices.Equal(got, tc.want) {
 			t.Errorf("collect(%s, %v) = %v, want %v", tc.first, tc.queued, got, tc.want)
 		}
 		if len(c) != 0 {
@@ -345,13 +345,13 @@ func TestCollect(t *testing.T) {
 	for i := range maxIncremental + 1 {
 		c <- store.RoutesChangedFor(fmt.Sprint(i))
 	}
-	if got := collect(store.RoutesChangedFor("x"), c); got != nil {
+	if got, _ := collect(store.RoutesChangedFor("x"), c); got != nil {
 		t.Errorf("collect of %d names = %v, want nil (read everything)", maxIncremental+2, got)
 	}
 	c = make(chan store.Note, 1)
 	c <- store.RoutesChangedFor("b")
 	close(c)
-	if got := collect(store.RoutesChangedFor("a"), c); !slices.Equal(got, []string{"a", "b"}) {
+	if got, _ := collect(store.RoutesChangedFor("a"), c); !slices.Equal(got, []string{"a", "b"}) {
 		t.Errorf("collect up to a closed channel = %v", got)
 	}
 }

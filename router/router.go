@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -96,8 +97,22 @@ type Config struct {
 	// Async, when set, queues the calls made with Prefer: respond-async
 	// and the inbound events (ServeEvents); without it those are served
 	// as plain calls (and events are 404).
-	Async  Async
+	Async Async
+	// Report makes the router report to the store, every second and after
+	// each refresh, the route version of the table it serves (velo
+	// router): the deploymgr calls a deployment live only once every
+	// router reporting serves it. Addr (where it listens) goes with the
+	// report, to name a lagging router in the deploymgr's output.
+	Report bool
+	Addr   string
 	Logger *slog.Logger
+}
+
+// reportStore is what a reporting router needs besides Store.
+type reportStore interface {
+	RouteVersion(ctx context.Context) (int64, error)
+	ReportRouter(ctx context.Context, r store.RouterState) error
+	DeleteRouter(ctx context.Context, id string) error
 }
 
 // Prefix is the path prefix component calls are served under.
@@ -128,6 +143,11 @@ type Router struct {
 	// bound), so /metrics counts them together.
 	unrouted atomic.Int64
 	sw       sync.Pool
+	// reports is the store reports go to (nil unless Config.Report);
+	// started is when this router began; versions what it serves.
+	reports  reportStore
+	started  time.Time
+	versions versions
 	jwks     map[string]*jwks // guarded by mu
 	// validators by deployment (nil: none usable); guarded by mu.
 	validators map[int64]*apidoc.Validator
@@ -254,6 +274,9 @@ func New(cfg Config, st Store) *Router {
 		sync:       limitSync{id: routerID(), seen: map[int64]time.Time{}},
 	}
 	r.sw.New = func() any { return new(statusWriter) }
+	if rs, ok := st.(reportStore); ok && cfg.Report {
+		r.reports, r.started = rs, time.Now()
+	}
 	r.table.Store(&table{routes: map[string]*route{}, keys: map[[32]byte]apiKey{}})
 	return r
 }
@@ -282,6 +305,12 @@ func (r *Router) Run(ctx context.Context) error {
 			if err := r.FlushHits(fctx); err != nil {
 				r.cfg.Logger.Warn("final hit flush failed", "err", err)
 			}
+			if r.reports != nil {
+				// Gone: the deploymgr need not wait for it.
+				if err := r.reports.DeleteRouter(fctx, r.sync.id); err != nil && !errors.Is(err, store.ErrNotFound) {
+					r.cfg.Logger.Warn("unregister router failed", "err", err)
+				}
+			}
 			return nil
 		case n, ok := <-changes:
 			if !ok {
@@ -291,15 +320,22 @@ func (r *Router) Run(ctx context.Context) error {
 			// Coalesce a burst of notifications into one reload: of the
 			// components they name, or of everything after a note that
 			// names none (or too many to read one by one).
-			names := collect(n, changes)
-			if err := r.RefreshComponents(ctx, names...); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.Warn("reload routes failed", "components", names, "err", err)
+			names, noted := collect(n, changes)
+			if err := r.RefreshComponents(ctx, names...); err != nil {
+				if ctx.Err() == nil {
+					r.cfg.Logger.Warn("reload routes failed", "components", names, "err", err)
+				}
+			} else if r.reports != nil {
+				// Read after their notes came: those changes are served.
+				r.versions.noted(noted)
+				r.report(ctx)
 			}
 		case <-resync.C:
 			if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
 				r.cfg.Logger.Warn("resync routes failed", "err", err)
 			}
 		case <-flush.C:
+			r.report(ctx)
 			if err := r.FlushHits(ctx); err != nil && ctx.Err() == nil {
 				r.cfg.Logger.Warn("flush hits failed; kept for the next try", "err", err)
 			}
@@ -343,9 +379,13 @@ const maxIncremental = 32
 // behind it name, or nil (read everything) when one of them is a resync
 // or they name more than maxIncremental. The queued notes are consumed
 // either way.
-func collect(first store.Note, c <-chan store.Note) []string {
+func collect(first store.Note, c <-chan store.Note) ([]string, []int64) {
 	var names []string
-	all := first.Resync()
+	var versions []int64
+	if v := first.Version(); v > 0 {
+		versions = append(versions, v)
+	}
+	all := first.Resync() || first.Component() == ""
 	if !all {
 		names = append(names, first.Component())
 	}
@@ -356,15 +396,18 @@ func collect(first store.Note, c <-chan store.Note) []string {
 				c = nil // closed: what came is all there is
 				continue
 			}
-			if all = all || n.Resync(); !all && !slices.Contains(names, n.Component()) {
+			if v := n.Version(); v > 0 {
+				versions = append(versions, v)
+			}
+			if all = all || n.Resync() || n.Component() == ""; !all && !slices.Contains(names, n.Component()) {
 				names = append(names, n.Component())
 				all = len(names) > maxIncremental
 			}
 		default:
 			if all {
-				return nil
+				return nil, versions
 			}
-			return names
+			return names, versions
 		}
 	}
 }
@@ -376,6 +419,14 @@ func collect(first store.Note, c <-chan store.Note) []string {
 // that read saw every change made before the call. So a burst of changes
 // costs two reads, not one per change, and no change is missed.
 func (r *Router) Refresh(ctx context.Context) error {
+	err := r.refresh(ctx)
+	if err == nil {
+		r.report(ctx)
+	}
+	return err
+}
+
+func (r *Router) refresh(ctx context.Context) error {
 	n := r.asked.Add(1)
 	r.refreshing.Lock()
 	defer r.refreshing.Unlock()
@@ -383,6 +434,15 @@ func (r *Router) Refresh(ctx context.Context) error {
 		return nil
 	}
 	upto := r.asked.Load() // every call up to here began before this read
+	var version int64
+	if r.reports != nil {
+		// Read before the routes: they hold every change up to it.
+		v, err := r.reports.RouteVersion(ctx)
+		if err != nil {
+			return fmt.Errorf("read route version: %w", err)
+		}
+		version = v
+	}
 	routes, err := r.store.Routes(ctx)
 	if err != nil {
 		return fmt.Errorf("read routes: %w", err)
@@ -438,6 +498,9 @@ func (r *Router) Refresh(ctx context.Context) error {
 	}
 	r.table.Store(t)
 	r.covered = upto
+	if r.reports != nil {
+		r.versions.upTo(version)
+	}
 	return nil
 }
 
@@ -546,6 +609,78 @@ func (r *Router) RefreshComponents(ctx context.Context, names ...string) error {
 	}
 	r.table.Store(t)
 	return nil
+}
+
+// report tells the store that this router is alive and which route
+// version it serves (Config.Report); a failed write is retried by the
+// next heartbeat.
+func (r *Router) report(ctx context.Context) {
+	if r.reports == nil {
+		return
+	}
+	err := r.reports.ReportRouter(ctx, store.RouterState{ID: r.sync.id, Addr: r.cfg.Addr, StartedAt: r.started, Applied: r.versions.get()})
+	if err != nil && ctx.Err() == nil {
+		r.cfg.Logger.Debug("report route version failed", "err", err)
+	}
+}
+
+// versions is the route version a router serves: every change counted up
+// to applied is in its table. A whole read serves everything up to the
+// version read before it (upTo); a read of some components serves the
+// changes whose notes came before it (noted), and applied moves up once
+// the versions below are all served (notes may come out of order).
+type versions struct {
+	mu      sync.Mutex
+	applied int64
+	ahead   map[int64]bool // served, above applied
+}
+
+// maxAhead bounds the versions held above a gap; past it they are let go
+// and the next whole read (at most Config.Resync later) catches up.
+const maxAhead = 4096
+
+func (v *versions) get() int64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.applied
+}
+
+func (v *versions) upTo(version int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if version > v.applied {
+		v.applied = version
+	}
+	v.advance()
+}
+
+func (v *versions) noted(vs []int64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, n := range vs {
+		if n > v.applied {
+			if v.ahead == nil {
+				v.ahead = map[int64]bool{}
+			}
+			v.ahead[n] = true
+		}
+	}
+	v.advance()
+	if len(v.ahead) > maxAhead {
+		v.ahead = nil
+	}
+}
+
+func (v *versions) advance() {
+	for v.ahead[v.applied+1] {
+		delete(v.ahead, v.applied+1)
+		v.applied++
+	}
+	for n := range v.ahead {
+		if n <= v.applied {
+			delete(v.ahead, n)
+		}
+	}
 }
 
 // componentStore reads one component's routes (the store's RoutesOf).

@@ -290,6 +290,12 @@ func (d deployer) waitLive(ctx context.Context, dep api.Deployment, status strin
 					url = comp.URL
 				}
 			}
+			for _, l := range strings.Split(got.BuildLog, "\n") {
+				if strings.HasPrefix(l, "routers: ") {
+					// Live, but a router did not confirm it serves it.
+					fmt.Fprintf(d.errOut, "warning: %s\n", strings.TrimPrefix(l, "routers: "))
+				}
+			}
 			fmt.Fprintf(d.out, "live at %s\n", url)
 			return nil
 		case got.Status != status && got.Status != "pending":

@@ -36,6 +36,8 @@ const (
 	envWorkerName     = "VELO_WORKER_NAME"
 	envAdvertise      = "VELO_ADVERTISE"
 	envWorkerTimeout  = "VELO_WORKER_TIMEOUT"
+	envRouterWait     = "VELO_ROUTER_WAIT"
+	envRouterTimeout  = "VELO_ROUTER_TIMEOUT"
 	envWasmReplicas   = "VELO_WASM_REPLICAS"
 	envDockerReplicas = "VELO_DOCKER_REPLICAS"
 	envDockerRPS      = "VELO_DOCKER_TARGET_RPS"

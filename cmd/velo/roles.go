@@ -50,6 +50,8 @@ func deploymgrCmd() *cobra.Command {
 		Cluster:         e.cluster("127.0.0.1:8081"),
 		ClusterToken:    e.get(envClusterToken),
 		WorkerTimeout:   e.duration(envWorkerTimeout, node.DefaultWorkerTimeout),
+		RouterWait:      e.duration(envRouterWait, 0),
+		RouterTimeout:   e.duration(envRouterTimeout, 0),
 		WasmReplicas:    e.count(envWasmReplicas, 0),
 		DockerReplicas:  e.count(envDockerReplicas, 1),
 		DockerTargetRPS: e.number(envDockerRPS),
@@ -72,7 +74,10 @@ Environment: VELO_DATABASE_URL (required), VELO_ADMIN_TOKEN (API token for
 bootstrapping), VELO_CLUSTER_TOKEN (to reach the workers for velo shell;
 shells are off without it), VELO_PUBLIC_URL (where users reach the routers),
 VELO_DOMAIN, VELO_WORKER_TIMEOUT (default 10s: a worker silent that long
-loses its placements), VELO_WASM_REPLICAS (0 = every worker),
+loses its placements), VELO_ROUTER_WAIT (default 5s: how long a new
+deployment waits for every router to serve it before it is called live
+anyway, the lagging routers named), VELO_ROUTER_TIMEOUT (default 5s: a
+router silent that long is not waited for), VELO_WASM_REPLICAS (0 = every worker),
 VELO_DOCKER_REPLICAS (default 1; the floor when autoscaling),
 VELO_KEEP_DEPLOYMENTS (default 10: each component's newest deployments whose
 artifacts are kept for rollback; older ones are removed),

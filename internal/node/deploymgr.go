@@ -27,6 +27,12 @@ type DeploymgrConfig struct {
 	// WorkerTimeout: a worker silent that long loses its placements
 	// (VELO_WORKER_TIMEOUT, default DefaultWorkerTimeout).
 	WorkerTimeout time.Duration
+	// RouterWait bounds how long a promotion waits for every router to
+	// serve it before it is called live anyway (VELO_ROUTER_WAIT, default
+	// deploymgr.DefaultRouterWait); RouterTimeout: a router silent that
+	// long is not waited for (VELO_ROUTER_TIMEOUT, default
+	// deploymgr.DefaultRouterTimeout).
+	RouterWait, RouterTimeout time.Duration
 	// WasmReplicas is how many workers a WASM deployment is placed on, 0
 	// for every one (VELO_WASM_REPLICAS).
 	WasmReplicas int
@@ -95,6 +101,8 @@ func NewDeploymgr(ctx context.Context, cfg DeploymgrConfig) (*Role, error) {
 		Domain:          cfg.Domain,
 		AdminToken:      cfg.AdminToken,
 		WorkerTimeout:   cfg.WorkerTimeout,
+		RouterWait:      cfg.RouterWait,
+		RouterTimeout:   cfg.RouterTimeout,
 		WasmReplicas:    cfg.WasmReplicas,
 		DockerReplicas:  cfg.DockerReplicas,
 		DockerTargetRPS: cfg.DockerTargetRPS,

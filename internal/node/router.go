@@ -92,6 +92,8 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		TrustedProxies: cfg.TrustedProxies,
 		Async:          ev,
 		ShareLimits:    true, // routers of a cluster hold rate limits together
+		Report:         true, // the deploymgr waits for every router before "live"
+		Addr:           cfg.Addr,
 		Logger:         r.log,
 	}, r.store)
 	r.reg.MustRegister(router.Collector(rt), events.Collector(ev))

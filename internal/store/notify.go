@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -53,6 +54,14 @@ func RoutesChangedFor(component string) Note {
 	return Note{channel: ChannelRoutes, payload: component}
 }
 
+// RoutesChangedAt is RoutesChangedFor (component "" for more than one)
+// that also carries the route version the change was counted as (see
+// BumpRouteVersion): a router reports the versions it has applied, and
+// the deploymgr calls a deployment live once every router has.
+func RoutesChangedAt(component string, version int64) Note {
+	return Note{channel: ChannelRoutes, payload: component + "@" + strconv.FormatInt(version, 10)}
+}
+
 // PlacementsChanged is the Note on ChannelPlacements for deployment d; d 0
 // means more than one (or unknown).
 func PlacementsChanged(d int64) Note {
@@ -92,7 +101,29 @@ func (n Note) Component() string {
 	if n.channel != ChannelLogs && n.channel != ChannelSecrets && n.channel != ChannelRoutes {
 		return ""
 	}
+	if n.channel == ChannelRoutes {
+		if i := strings.LastIndexByte(n.payload, '@'); i >= 0 {
+			return n.payload[:i] // RoutesChangedAt (names have no '@')
+		}
+	}
 	return n.payload
+}
+
+// Version is the route version a ChannelRoutes note made by
+// RoutesChangedAt carries; 0 for any other note.
+func (n Note) Version() int64 {
+	if n.channel != ChannelRoutes {
+		return 0
+	}
+	i := strings.LastIndexByte(n.payload, '@')
+	if i < 0 {
+		return 0
+	}
+	v, err := strconv.ParseInt(n.payload[i+1:], 10, 64)
+	if err != nil || v < 0 {
+		return 0
+	}
+	return v
 }
 
 // String is the note as psql's LISTEN shows it: channel and payload.

@@ -1,0 +1,190 @@
+package deploymgr
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/velo-run/velo/internal/store"
+)
+
+// routerStore is what the deploymgr needs to know which route version
+// every router serves (see awaitRouters).
+type routerStore interface {
+	BumpRouteVersion(ctx context.Context) (int64, error)
+	Routers(ctx context.Context) ([]store.RouterState, error)
+	PruneRouters(ctx context.Context, before time.Time) error
+}
+
+// Defaults of Config.RouterWait and Config.RouterTimeout.
+const (
+	DefaultRouterWait    = 5 * time.Second
+	DefaultRouterTimeout = 5 * time.Second
+)
+
+// routerPoll is how often the routers' reports are read while a promotion
+// waits for them.
+const routerPoll = 20 * time.Millisecond
+
+// maxAwaiting bounds the promotions waiting for routers at once; past it a
+// promotion is called live without waiting (and the log says so).
+const maxAwaiting = 10000
+
+// awaiting is the promotions that wait until every router serves them.
+type awaiting struct {
+	mu      sync.Mutex
+	running bool // Run's waiter is there to release them
+	deps    map[int64]awaited
+	kick    chan struct{} // cap 1: something new to wait for
+}
+
+type awaited struct {
+	component string
+	version   int64
+	deadline  time.Time
+}
+
+// announce tells the routers that what component serves has changed
+// ("": more than one): it bumps the route version, notifies with it, and
+// refreshes the router in this process (Config.RoutesChanged). It returns
+// the version every router has to report before it serves the change.
+func (m *Manager) announce(ctx context.Context, component string) (int64, error) {
+	v, err := m.store.BumpRouteVersion(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := m.store.Notify(ctx, store.RoutesChangedAt(component, v)); err != nil {
+		return 0, err
+	}
+	if m.cfg.RoutesChanged != nil {
+		return v, m.cfg.RoutesChanged(ctx, component)
+	}
+	return v, nil
+}
+
+// awaitRouters keeps deployment d of component marked routing (not yet
+// live to the API) until every live router reports route version v or
+// later, at most Config.RouterWait. Without Run's waiter (a Manager not
+// running) the mark goes at once.
+func (m *Manager) awaitRouters(d store.Deployment, v int64) {
+	a := &m.awaiting
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.running || len(a.deps) >= maxAwaiting {
+		if a.running {
+			m.log.Warn("too many promotions waiting for the routers; live without waiting", "component", d.Component, "deployment", d.ID)
+		}
+		m.routing.Delete(d.ID)
+		return
+	}
+	a.deps[d.ID] = awaited{component: d.Component, version: v, deadline: time.Now().Add(m.cfg.RouterWait)}
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// startWaiting readies the waiter; Run calls it before it schedules, then
+// runs waitRouters.
+func (m *Manager) startWaiting() {
+	a := &m.awaiting
+	a.mu.Lock()
+	a.running, a.deps, a.kick = true, map[int64]awaited{}, make(chan struct{}, 1)
+	a.mu.Unlock()
+}
+
+// waitRouters releases the promotions awaitRouters holds, as the routers
+// report, until ctx is done (then it releases every one).
+func (m *Manager) waitRouters(ctx context.Context) {
+	a := &m.awaiting
+	a.mu.Lock()
+	kick := a.kick
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		for id := range a.deps {
+			m.routing.Delete(id)
+		}
+		a.running, a.deps = false, nil
+		a.mu.Unlock()
+	}()
+	tick := time.NewTicker(routerPoll)
+	defer tick.Stop()
+	for {
+		a.mu.Lock()
+		n := len(a.deps)
+		a.mu.Unlock()
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			}
+		}
+		m.releaseServed(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// releaseServed reads the routers' reports once and releases the
+// promotions every live router serves, and those past their deadline
+// (naming the routers that lag, in the log and the build log).
+func (m *Manager) releaseServed(ctx context.Context) {
+	rs, err := m.store.Routers(ctx)
+	now := time.Now()
+	var live []store.RouterState
+	for _, r := range rs {
+		if now.Sub(r.SeenAt) < m.cfg.RouterTimeout {
+			live = append(live, r) // one silent longer is not waited for
+		}
+	}
+	a := &m.awaiting
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, w := range a.deps {
+		var lagging []string
+		for _, r := range live {
+			if r.Applied < w.version {
+				lagging = append(lagging, routerName(r))
+			}
+		}
+		switch {
+		case err == nil && len(lagging) == 0:
+		case now.After(w.deadline):
+			why := "router(s) " + strings.Join(lagging, ", ") + " did not report serving it"
+			if err != nil {
+				why = "the routers' reports could not be read: " + err.Error()
+			}
+			msg := fmt.Sprintf("routers: live after %s without every router confirming: %s", m.cfg.RouterWait, why)
+			m.log.Warn("deployment live before every router serves it", "component", w.component, "deployment", id, "reason", why)
+			if err := m.store.AppendBuildLog(ctx, id, msg+"\n"); err != nil && ctx.Err() == nil {
+				m.log.Warn("append build log failed", "deployment", id, "err", err)
+			}
+		default:
+			continue
+		}
+		delete(a.deps, id)
+		m.routing.Delete(id)
+	}
+}
+
+// routerName names r for a person: its address, else its id.
+func routerName(r store.RouterState) string {
+	if r.Addr != "" {
+		return r.Addr + " (" + r.ID + ")"
+	}
+	return r.ID
+}
+
+// pruneRouters forgets routers silent for an hour (killed ones).
+func (m *Manager) pruneRouters(ctx context.Context) {
+	if err := m.store.PruneRouters(ctx, time.Now().Add(-time.Hour)); err != nil && ctx.Err() == nil {
+		m.log.Warn("prune routers failed", "err", err)
+	}
+}
