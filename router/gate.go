@@ -60,6 +60,9 @@ type gate struct {
 	jwt     *jwks // nil: no JWTs taken
 	limit   *limiter
 	realm   string // WWW-Authenticate challenge
+	// dashboard admits the dashboard's signed-in users who reach the
+	// component's repository (see session.go).
+	dashboard bool
 }
 
 // newGate builds the gate of a deployment's manifest; old is the route's
@@ -70,6 +73,7 @@ func (r *Router) newGate(name string, m gateManifest, old *gate) *gate {
 		return nil
 	}
 	g := &gate{private: m.Access != nil, realm: `Bearer realm="` + name + `"`}
+	g.dashboard = m.Access != nil && m.Access.Dashboard
 	if a := m.Access; a != nil && a.JWKS != "" {
 		g.jwt = r.jwksFor(a.JWKS, a.Issuer, a.Audience)
 	}
@@ -104,6 +108,7 @@ func gateOf(raw []byte) gateManifest {
 type credentials struct {
 	authorization []byte
 	apiKey        []byte
+	session       string // the dashboard session cookie's secret ("": none)
 }
 
 // admission is admit's verdict on one call. status 0 admits it.
@@ -177,8 +182,10 @@ func (r *Router) identify(ctx context.Context, t *table, rt *route, creds creden
 		return a
 	}
 	switch {
+	case len(token) == 0 && g.dashboard && creds.session != "" && r.cfg.Sessions != nil:
+		return r.identifySession(ctx, rt, creds.session, now)
 	case len(token) == 0:
-		return refuse(http.StatusUnauthorized, "", "component \""+rt.name+"\" is private: send an API key (Authorization: Bearer or X-Api-Key)"+jwtHint(g))
+		return refuse(http.StatusUnauthorized, "", "component \""+rt.name+"\" is private: send an API key (Authorization: Bearer or X-Api-Key)"+jwtHint(g)+dashboardHint(g))
 	case bytes.HasPrefix(token, []byte(APIKeyPrefix)):
 		k, ok := t.keys[sha256.Sum256(token)]
 		switch {
@@ -198,6 +205,13 @@ func (r *Router) identify(ctx context.Context, t *table, rt *route, creds creden
 	return refuse(http.StatusUnauthorized, "invalid_token", "not an API key of component \""+rt.name+"\""+jwtHint(g))
 }
 
+func dashboardHint(g *gate) string {
+	if g.dashboard {
+		return " or sign in to Velo's dashboard"
+	}
+	return ""
+}
+
 func jwtHint(g *gate) string {
 	if g.jwt != nil {
 		return " or a JWT from " + g.jwt.issuer
@@ -209,12 +223,12 @@ func jwtHint(g *gate) string {
 // answers and returns false; else the credential is taken out of the
 // request and the identity put in, and the rate-limit fields added to the
 // answer.
-func (r *Router) admitHTTP(w http.ResponseWriter, req *http.Request, rt *route, t *table, start time.Time) bool {
+func (r *Router) admitHTTP(w http.ResponseWriter, req *http.Request, rt *route, t *table, session string, start time.Time) bool {
 	if rt.gate == nil {
 		return true
 	}
 	h := req.Header
-	var creds credentials
+	creds := credentials{session: session}
 	if vs := h["Authorization"]; len(vs) > 0 {
 		creds.authorization = []byte(vs[0])
 	}
@@ -222,6 +236,13 @@ func (r *Router) admitHTTP(w http.ResponseWriter, req *http.Request, rt *route, 
 		creds.apiKey = []byte(vs[0])
 	}
 	a := r.admit(req.Context(), t, rt, creds, clientOf(req), start)
+	if a.status == http.StatusUnauthorized && rt.gate.dashboard && r.cfg.SignInURL != "" && browser(req) {
+		// A browser without a (live) session: sent to sign in.
+		w.Header().Set("WWW-Authenticate", a.challenge)
+		http.Redirect(w, req, r.cfg.SignInURL, http.StatusSeeOther)
+		r.count(rt, http.StatusSeeOther, start)
+		return false
+	}
 	if !r.answerHTTP(w, rt, &a, start) {
 		return false
 	}

@@ -105,7 +105,14 @@ type Config struct {
 	// report, to name a lagging router in the deploymgr's output.
 	Report bool
 	Addr   string
-	Logger *slog.Logger
+	// Sessions, when set, recognizes the dashboard's sessions for the
+	// components with [access] dashboard = true; without it those take
+	// only their API keys (and JWTs).
+	Sessions Sessions
+	// SignInURL is where a browser without a session is sent for such a
+	// component (without it: 401).
+	SignInURL string
+	Logger    *slog.Logger
 }
 
 // reportStore is what a reporting router needs besides Store.
@@ -151,6 +158,7 @@ type Router struct {
 	jwks     map[string]*jwks // guarded by mu
 	// validators by deployment (nil: none usable); guarded by mu.
 	validators map[int64]*apidoc.Validator
+	sessions   sessionCache // dashboard sessions seen (session.go)
 	// parsed caches the settings of the live deployments' manifests;
 	// freshest is the freshest heartbeat the refreshes saw (both guarded
 	// by refreshing).
@@ -188,8 +196,9 @@ type route struct {
 	timeout time.Duration   // the component's, from its manifest
 	events  manifest.Events // [events], with defaults
 	sched   []manifest.Schedule
-	fast    bool  // every target has an Endpoint: FastServer takes it
-	gate    *gate // access and rate limit; nil: neither
+	fast    bool   // every target has an Endpoint: FastServer takes it
+	gate    *gate  // access and rate limit; nil: neither
+	repo    string // the component's repository, for dashboard access
 	// validator checks calls against the OpenAPI document (validate =
 	// true); nil: not checked.
 	validator *apidoc.Validator
@@ -763,6 +772,7 @@ func (r *Router) buildRoute(rt store.Route, p prepared, cutoff time.Time, usedBa
 		totals:    tot,
 		gate:      p.gate,
 		validator: p.validator,
+		repo:      rt.Repo,
 	}
 	nr.timeout, nr.events, nr.sched = p.s.timeout, p.s.events, p.s.sched
 	for _, w := range rt.Workers {
@@ -784,7 +794,7 @@ func (r *Router) buildRoute(rt store.Route, p prepared, cutoff time.Time, usedBa
 	}
 	nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
 		!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
-		(nr.gate == nil || nr.gate.jwt == nil) && !p.s.gate.Validate && !p.canaryValidate // JWTs and validation may block: net/http
+		(nr.gate == nil || nr.gate.jwt == nil && !nr.gate.dashboard) && !p.s.gate.Validate && !p.canaryValidate // JWTs and validation may block: net/http
 	if prev != nil {
 		nr.next.Store(prev.next.Load())
 	}
@@ -819,7 +829,8 @@ func (rt *route) addCanary(r *Router, c *store.Canary, cutoff time.Time, used ma
 		stats:     r.countersOf(rt.name, c.Deployment),
 		totals:    rt.totals,
 		gate:      rt.gate, // the component's access and limits, shared
-		validator: v,       // its own document's (validate = true in its manifest)
+		repo:      rt.repo,
+		validator: v, // its own document's (validate = true in its manifest)
 	}
 	for _, w := range c.Workers {
 		if !w.SeenAt.Before(cutoff) {
@@ -950,8 +961,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	rt = rt.pick() // the canary's share goes to it
+	var session string
+	if rt.gate != nil && rt.gate.dashboard && r.cfg.Sessions != nil {
+		session = r.cfg.Sessions.SessionSecret(req) // before prepare strips Velo's cookies
+	}
 	r.prepare(req)
-	if !r.admitHTTP(w, req, rt, t, start) || !r.validateCall(w, req, rt, mount, start) {
+	if !r.admitHTTP(w, req, rt, t, session, start) || !r.validateCall(w, req, rt, mount, start) {
 		return
 	}
 	if async {

@@ -342,3 +342,29 @@ func (s *Sessions) logout(w http.ResponseWriter, r *http.Request) {
 	s.setCookie(w, r, SessionCookie, "", -1)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
+
+// SessionSecret is the secret of r's session cookie, "" without one (for
+// the router, which checks sessions for components with [access]
+// dashboard = true before it strips Velo's cookies).
+func (s *Sessions) SessionSecret(r *http.Request) string { return s.sessionSecret(r) }
+
+// SessionUser returns the user of the live session whose cookie holds
+// secret and when the session ends; ok false when there is none.
+func (s *Sessions) SessionUser(ctx context.Context, secret string) (user string, expires time.Time, ok bool, err error) {
+	if secret == "" {
+		return "", time.Time{}, false, nil
+	}
+	se, err := s.cfg.Store.Session(ctx, hashSecret(secret))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", time.Time{}, false, nil
+	}
+	if err != nil {
+		return "", time.Time{}, false, err
+	}
+	return se.User, se.ExpiresAt, true, nil
+}
+
+// Repos is Access().Repos: the repositories user can reach.
+func (s *Sessions) Repos(ctx context.Context, user string) (all bool, repos []string, err error) {
+	return s.access.Repos(ctx, user)
+}

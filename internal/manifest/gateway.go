@@ -22,7 +22,7 @@ import (
 //	jwks = "https://issuer.example.com/.well-known/jwks.json"   # or JWTs it signed
 //	issuer = "https://issuer.example.com/"
 //	audience = "my-api"
-//	dashboard = true           # reserved: dashboard sign-in (refused until built)
+//	dashboard = true           # users signed in to the dashboard who reach the repository
 //	[limits]
 //	rate = "100/m"             # calls per client
 //	burst = 20                 # at once (default: the rate's count)
@@ -162,10 +162,7 @@ func parseAccess(v any) (*Access, error) {
 		if !ok {
 			return nil, keyErr("access.dashboard", "must be a boolean, not %s", typeName(v))
 		}
-		if b {
-			// Not built yet: refused rather than silently ignored.
-			return nil, keyErr("access.dashboard", "dashboard sign-in for component calls is not available yet; use API keys (velo keys create) or JWTs (jwks)")
-		}
+		a.Dashboard = b
 	}
 	public := a == Access{}
 	if v, ok := t["public"]; ok {

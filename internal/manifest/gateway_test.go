@@ -21,6 +21,7 @@ func TestParseGateway(t *testing.T) {
 		{"jwt on loopback http", "[access]\njwks = \"http://127.0.0.1:9/k\"\nissuer = \"i\"\naudience = \"a\"\n",
 			Manifest{Access: &Access{JWKS: "http://127.0.0.1:9/k", Issuer: "i", Audience: "a"}}},
 		{"dashboard off", "[access]\ndashboard = false\n", Manifest{}},
+		{"dashboard", "[access]\ndashboard = true\n", Manifest{Access: &Access{Dashboard: true}}},
 		{"limits", "[limits]\nrate = \"100/m\"\n", Manifest{Limits: &Limits{Count: 100, Per: time.Minute, Burst: 100, By: ByIP}}},
 		{"limits by key", "[access]\npublic = false\n[limits]\nrate = \"10/30s\"\nburst = 3\nby = \"key\"\n",
 			Manifest{Access: &Access{}, Limits: &Limits{Count: 10, Per: 30 * time.Second, Burst: 3, By: ByKey}}},
@@ -40,7 +41,7 @@ func TestParseGateway(t *testing.T) {
 func TestParseGatewayBad(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"[access]\npublic = true\njwks = \"https://x/k\"\nissuer = \"i\"\naudience = \"a\"\n", "access.public: true, but"},
-		{"[access]\ndashboard = true\n", "access.dashboard: dashboard sign-in for component calls is not available yet"},
+		{"[access]\ndashboard = true\npublic = true\n", "access.public: true, but jwks or dashboard make the component private"},
 		{"[access]\npublik = false\n", `unknown key "access.publik" (did you mean "access.public"?)`},
 		{"[access]\njwks = \"https://x/k\"\n", "access.issuer: not set"},
 		{"[access]\nissuer = \"i\"\naudience = \"a\"\n", "access.jwks: not set"},

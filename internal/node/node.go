@@ -243,6 +243,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Components with [access] dashboard = true admit the dashboard's
+	// signed-in users; a browser without a session is sent to sign in.
+	rt.SetSessions(c.sessions, publicURL+"/")
 	mgr := c.mgr
 	var gh *deploymgr.GitHub
 	if app != nil {

@@ -85,6 +85,7 @@ type Placement struct {
 // Route is what the router needs for one component, in one row.
 type Route struct {
 	Component  string
+	Repo       string // the component's repository ("owner/name"), "" when uploaded
 	Paused     bool
 	Deployment int64  // live deployment, 0 when none
 	Runtime    string // of the live deployment

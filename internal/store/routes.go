@@ -58,7 +58,7 @@ func (s *Store) routes(ctx context.Context, only string) ([]Route, error) {
 		where, args = "WHERE c.name = $3", append(args, only)
 	}
 	rs, err := s.db.query(ctx, `SELECT * FROM (
-		SELECT c.name AS component, 0 AS weight, c.paused, c.live AS deployment, COALESCE(d.runtime, '') AS runtime,
+		SELECT c.name AS component, c.repo AS repo, 0 AS weight, c.paused, c.live AS deployment, COALESCE(d.runtime, '') AS runtime,
 			COALESCE(d.manifest, '') AS manifest, COALESCE(w.name, '') AS worker, COALESCE(w.addr, '') AS addr,
 			COALESCE(w.started_at, 0) AS started_at, COALESCE(w.seen_at, 0) AS seen_at, COALESCE(p.state, '') AS state
 		FROM components c
@@ -67,7 +67,7 @@ func (s *Store) routes(ctx context.Context, only string) ([]Route, error) {
 		LEFT JOIN workers w ON w.name = p.worker
 		`+where+`
 		UNION ALL
-		SELECT c.name, r.weight, c.paused, r.canary, d.runtime, d.manifest, w.name, w.addr, w.started_at, w.seen_at, p.state
+		SELECT c.name, c.repo, r.weight, c.paused, r.canary, d.runtime, d.manifest, w.name, w.addr, w.started_at, w.seen_at, p.state
 		FROM components c
 		JOIN rollouts r ON r.component = c.name AND r.canary <> 0 AND r.weight > 0 AND r.canary <> c.live
 		JOIN deployments d ON d.id = r.canary AND d.component = c.name
@@ -87,7 +87,7 @@ func (s *Store) routes(ctx context.Context, only string) ([]Route, error) {
 		var started, seen int64
 		var state string
 		var weight int
-		if err := rs.Scan(&r.Component, &weight, &r.Paused, &r.Deployment, &r.Runtime, &manifest,
+		if err := rs.Scan(&r.Component, &r.Repo, &weight, &r.Paused, &r.Deployment, &r.Runtime, &manifest,
 			&w.Name, &w.Addr, &started, &seen, &state); err != nil {
 			return nil, fmt.Errorf("routes: %w", err)
 		}
