@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -66,10 +68,31 @@ type Engine struct {
 	exec   riverdriver.Executor
 	log    *slog.Logger
 
+	// inserts and attempts commit what concurrent requests and workers
+	// write together (batch.go).
+	inserts  *groupCommit[*router.Call, enqueued]
+	attempts *groupCommit[store.Attempt, error]
+
 	mu     sync.Mutex
 	queues map[string]bool         // queues this process works
 	depth  map[string]*depthSample // recent queue depths, for max_queued
 }
+
+// enqueued is what a batched insert answers each call.
+type enqueued struct {
+	id  int64
+	dup bool // an earlier call with its Idempotency-Key made invocation id
+}
+
+// Batch bounds (batch.go). maxBatch keeps a transaction short (a
+// request waits for the whole batch it is in); batchSlots lets a second
+// batch fill while one commits.
+const (
+	maxBatch     = 128
+	batchSlots   = 2
+	batchBacklog = 8192
+	batchTimeout = 10 * time.Second
+)
 
 type depthSample struct {
 	n  int64
@@ -143,13 +166,18 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Caller != nil {
 		rc.Queues = map[string]river.QueueConfig{controlQueue: {MaxWorkers: 1}}
 	}
-	var err error
+	var (
+		err    error
+		insert func(context.Context, []*router.Call) ([]enqueued, error)
+		slots  = batchSlots
+	)
 	switch {
 	case cfg.Store.PostgresPool() != nil:
 		d := riverpgxv5.New(cfg.Store.PostgresPool())
 		var c *river.Client[pgx.Tx]
 		c, err = river.NewClient(d, rc)
 		e.client, e.exec = c, d.GetExecutor()
+		insert = insertCalls(c, cfg.Store)
 	case cfg.Store.SQLiteDB() != nil:
 		// No LISTEN on SQLite: inserts in this process wake its queues at
 		// once, others are found by polling.
@@ -158,13 +186,74 @@ func New(cfg Config) (*Engine, error) {
 		var c *river.Client[*sql.Tx]
 		c, err = river.NewClient(d, rc)
 		e.client, e.exec = c, d.GetExecutor()
+		insert = insertCalls(c, cfg.Store)
+		slots = 1 // one connection: a second batch could only wait for it
 	default:
 		err = errors.New("unknown store engine")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("events: river client: %w", err)
 	}
+	e.inserts = &groupCommit[*router.Call, enqueued]{flush: insert, max: maxBatch, slots: slots, bound: batchBacklog, timeout: batchTimeout}
+	e.attempts = &groupCommit[store.Attempt, error]{flush: e.st.AddAttempts, max: maxBatch, slots: slots, bound: batchBacklog, timeout: batchTimeout}
 	return e, nil
+}
+
+// insertCalls returns the flush of Engine.inserts: calls inserted with
+// River's InsertManyTx in one transaction with their idempotency keys.
+// A call whose key another call holds already (committed, or earlier in
+// the same batch) is deleted again in the transaction and answered with
+// the holder's invocation.
+func insertCalls[TTx any](c *river.Client[TTx], st *store.Store) func(context.Context, []*router.Call) ([]enqueued, error) {
+	return func(ctx context.Context, calls []*router.Call) ([]enqueued, error) {
+		params := make([]river.InsertManyParams, len(calls))
+		var keyed []int
+		for i, call := range calls {
+			params[i] = river.InsertManyParams{Args: callArgs{Call: *call},
+				InsertOpts: &river.InsertOpts{Queue: store.EventQueue(call.Component), MaxAttempts: call.Events.MaxAttempts}}
+			if call.Key != "" {
+				keyed = append(keyed, i)
+			}
+		}
+		// Keys in one order in every batch: two batches in flight wait
+		// for each other's keys without deadlocking.
+		slices.SortFunc(keyed, func(a, b int) int {
+			return cmp.Or(strings.Compare(calls[a].Component, calls[b].Component), strings.Compare(calls[a].Key, calls[b].Key))
+		})
+		out := make([]enqueued, len(calls))
+		err := st.InEventTx(ctx, func(tx store.EventTx) error {
+			rtx, ok := tx.Raw.(TTx)
+			if !ok {
+				return fmt.Errorf("queue calls: the store's transaction is a %T", tx.Raw)
+			}
+			res, err := c.InsertManyTx(ctx, rtx, params)
+			if err != nil {
+				return fmt.Errorf("queue %d calls: %w", len(calls), err)
+			}
+			for i, r := range res {
+				out[i] = enqueued{id: r.Job.ID}
+			}
+			since := time.Now().Add(-idempotencyWindow)
+			for _, i := range keyed {
+				winner, won, err := tx.PutIdempotencyKey(ctx, calls[i].Component, calls[i].Key, out[i].id, since)
+				if err != nil {
+					return err
+				}
+				if won {
+					continue
+				}
+				if _, err := c.JobDeleteTx(ctx, rtx, out[i].id); err != nil {
+					return fmt.Errorf("drop a duplicate queued call: %w", err)
+				}
+				out[i] = enqueued{id: winner, dup: true}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
 }
 
 // Run works the queues until ctx is done (an executor), or, without a
@@ -232,26 +321,16 @@ func (e *Engine) Enqueue(ctx context.Context, c *router.Call) (int64, bool, erro
 	if err := e.checkDepth(ctx, queue, c.Events.MaxQueued); err != nil {
 		return 0, false, err
 	}
-	res, err := e.client.Insert(ctx, callArgs{Call: *c}, &river.InsertOpts{Queue: queue, MaxAttempts: c.Events.MaxAttempts})
+	// Group commit (batch.go): this returns once the call's row has
+	// committed, with the requests that came at the same time.
+	r, err := e.inserts.Submit(ctx, c)
 	if err != nil {
 		return 0, false, fmt.Errorf("queue call for %s: %w", c.Component, err)
 	}
-	id := res.Job.ID
-	e.noteInsert(queue, c.Events.Concurrency)
-	if c.Key != "" {
-		winner, won, err := e.st.PutIdempotencyKey(ctx, c.Component, c.Key, id, time.Now().Add(-idempotencyWindow))
-		if err != nil {
-			return 0, false, err
-		}
-		if !won {
-			// Another request with the key got there first: this job goes.
-			if _, err := e.client.JobDelete(ctx, id); err != nil {
-				e.log.Warn("drop a duplicate queued call", "component", c.Component, "id", id, "err", err)
-			}
-			return winner, true, nil
-		}
+	if !r.dup {
+		e.noteInsert(queue, c.Events.Concurrency)
 	}
-	return id, false, nil
+	return r.id, r.dup, nil
 }
 
 // checkDepth refuses a call when queue holds max calls waiting. The depth
@@ -513,7 +592,13 @@ func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 	if ctx.Err() != nil && a.Error == "" && rec.status == 0 {
 		a.Error = "cut off at the component's timeout"
 	}
-	if rerr := w.e.st.AddAttempt(context.WithoutCancel(ctx), a); rerr != nil {
+	// Batched with the attempts other workers finish (batch.go); the
+	// attempt is recorded before River hears how it went.
+	rerr, serr := w.e.attempts.Submit(context.WithoutCancel(ctx), a)
+	if serr != nil {
+		rerr = serr
+	}
+	if rerr != nil {
 		if errors.Is(rerr, store.ErrNotFound) {
 			return river.JobCancel(fmt.Errorf("component %s is gone", c.Component))
 		}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -155,7 +156,11 @@ func (s *Store) IdempotentInvocation(ctx context.Context, component, key string,
 // since since holds the key already: then it returns that row's
 // invocation (the one to answer with) and false.
 func (s *Store) PutIdempotencyKey(ctx context.Context, component, key string, invocation int64, since time.Time) (int64, bool, error) {
-	n, err := s.db.exec(ctx, `INSERT INTO idempotency_keys (component, key, invocation, created_at)
+	return putIdempotencyKey(ctx, s.db, component, key, invocation, since)
+}
+
+func putIdempotencyKey(ctx context.Context, q querier, component, key string, invocation int64, since time.Time) (int64, bool, error) {
+	n, err := q.exec(ctx, `INSERT INTO idempotency_keys (component, key, invocation, created_at)
 		VALUES ($1, $2, $3, $4)
 		ON CONFLICT (component, key) DO UPDATE SET invocation = excluded.invocation, created_at = excluded.created_at
 		WHERE idempotency_keys.created_at < $5`,
@@ -166,11 +171,87 @@ func (s *Store) PutIdempotencyKey(ctx context.Context, component, key string, in
 	if n > 0 {
 		return invocation, true, nil
 	}
-	winner, err := s.IdempotentInvocation(ctx, component, key, since)
+	var winner int64
+	err = q.queryRow(ctx, `SELECT invocation FROM idempotency_keys
+		WHERE component = $1 AND key = $2 AND created_at >= $3`, component, key, micros(since)).Scan(&winner)
 	if err != nil {
 		return 0, false, fmt.Errorf("idempotency key of %s: %w", component, err)
 	}
 	return winner, false, nil
+}
+
+// EventTx is a transaction of the event engine: River's inserts run in it
+// beside the store's own writes, and commit with them or not at all.
+type EventTx struct {
+	q txn
+	// Raw is the driver's transaction, for River: a pgx.Tx on Postgres,
+	// a *sql.Tx on SQLite.
+	Raw any
+}
+
+// PutIdempotencyKey is Store.PutIdempotencyKey in the transaction.
+func (t EventTx) PutIdempotencyKey(ctx context.Context, component, key string, invocation int64, since time.Time) (int64, bool, error) {
+	return putIdempotencyKey(ctx, t.q, component, key, invocation, since)
+}
+
+// InEventTx runs fn in a transaction and commits it when fn returns nil.
+func (s *Store) InEventTx(ctx context.Context, fn func(tx EventTx) error) error {
+	return s.tx(ctx, func(q querier) error {
+		t := EventTx{q: q.(txn)}
+		switch r := q.(type) {
+		case pgTx:
+			t.Raw = r.t
+		case sqlTx:
+			t.Raw = r.t
+		}
+		return fn(t)
+	})
+}
+
+// AddAttempts records attempts in one statement (the event engine batches
+// the attempts its workers finish together: one commit, not one each).
+// Recording one again replaces it. When the batch fails (a component gone
+// among them) it falls back to one AddAttempt each and returns their
+// errors by index; err is set only when nothing could be tried.
+func (s *Store) AddAttempts(ctx context.Context, as []Attempt) ([]error, error) {
+	errs := make([]error, len(as))
+	if len(as) == 0 {
+		return errs, nil
+	}
+	// ON CONFLICT cannot touch one row twice in a statement: the last of
+	// each (invocation, attempt) counts.
+	last := make(map[[2]int64]int, len(as))
+	for i, a := range as {
+		last[[2]int64{a.Invocation, int64(a.Attempt)}] = i
+	}
+	var sb strings.Builder
+	sb.WriteString(`INSERT INTO invocation_attempts
+		(invocation, attempt, component, started_at, duration_us, status, error, headers, body) VALUES `)
+	args := make([]any, 0, 9*len(last))
+	for i, a := range as {
+		if last[[2]int64{a.Invocation, int64(a.Attempt)}] != i {
+			continue
+		}
+		if len(args) > 0 {
+			sb.WriteString(", ")
+		}
+		n := len(args)
+		fmt.Fprintf(&sb, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9)
+		args = append(args, a.Invocation, a.Attempt, a.Component, micros(a.StartedAt), a.Duration.Microseconds(),
+			a.Status, cleanText(a.Error), cleanText(string(a.Headers)), a.Body)
+	}
+	sb.WriteString(` ON CONFLICT (invocation, attempt) DO UPDATE SET started_at = excluded.started_at,
+			duration_us = excluded.duration_us, status = excluded.status, error = excluded.error,
+			headers = excluded.headers, body = excluded.body`)
+	if _, err := s.db.exec(ctx, sb.String(), args...); err == nil {
+		return errs, nil
+	} else if ctx.Err() != nil {
+		return nil, fmt.Errorf("add %d attempts: %w", len(as), err)
+	}
+	for i, a := range as {
+		errs[i] = s.AddAttempt(ctx, a)
+	}
+	return errs, nil
 }
 
 // PruneEvents deletes the idempotency keys and attempt records older than
