@@ -39,6 +39,25 @@ func testEvents(t *testing.T, s *Store) {
 	if err := s.AddAttempt(ctx, Attempt{Invocation: 8, Attempt: 1, Component: "nope", StartedAt: start}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("attempt of a missing component: %v, want ErrNotFound", err)
 	}
+	// AddAttempts: one statement, the last of a repeated attempt counts;
+	// with a missing component among them each is tried alone.
+	errs, err := s.AddAttempts(ctx, []Attempt{
+		{Invocation: 9, Attempt: 1, Component: "ev", StartedAt: start, Status: 500, Error: "first"},
+		{Invocation: 9, Attempt: 2, Component: "ev", StartedAt: start, Status: 200},
+		{Invocation: 9, Attempt: 1, Component: "ev", StartedAt: start, Status: 502, Error: "again"},
+	})
+	must(t, err)
+	if as, err := s.Attempts(ctx, 9); err != nil || len(errs) != 3 || errs[0] != nil || len(as) != 2 ||
+		as[0].Status != 502 || as[0].Error != "again" || as[1].Status != 200 {
+		t.Errorf("AddAttempts: %v; Attempts = %+v, %v", errs, as, err)
+	}
+	errs, err = s.AddAttempts(ctx, []Attempt{
+		{Invocation: 10, Attempt: 1, Component: "ev", StartedAt: start, Status: 200},
+		{Invocation: 11, Attempt: 1, Component: "nope", StartedAt: start, Status: 200},
+	})
+	if as, aerr := s.Attempts(ctx, 10); err != nil || len(errs) != 2 || errs[0] != nil || !errors.Is(errs[1], ErrNotFound) || aerr != nil || len(as) != 1 {
+		t.Errorf("AddAttempts with a missing component: %v %v; Attempts of the other = %+v, %v", errs, err, as, aerr)
+	}
 
 	day := time.Now().Add(-24 * time.Hour)
 	if _, err := s.IdempotentInvocation(ctx, "ev", "k1", day); !errors.Is(err, ErrNotFound) {
