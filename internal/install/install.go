@@ -672,7 +672,7 @@ if getent group docker >/dev/null && ! id -nG ` + userName + ` | grep -qw docker
 			err = h.waitHealthy(ctx, r, healthTimeout)
 		}
 		if err != nil {
-			if hadBinary {
+			if hadBinary && (newBinary || changedFiles) {
 				// An upgrade or a reconfiguration of a running host: back
 				// to what ran before.
 				what := "the new configuration"
