@@ -45,19 +45,9 @@ type invocationPage struct {
 
 // invocation shows one queued call: its attempts, state and final answer.
 func (u *UI) invocation(w http.ResponseWriter, r *http.Request, v visitor) {
-	name := r.PathValue("name")
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id <= 0 {
-		u.fail(w, r, http.StatusNotFound, "There is no such invocation.")
-		return
-	}
 	var inv api.Invocation
-	if err := u.call(r, http.MethodGet, "/api/v1/invocations/"+strconv.FormatInt(id, 10), "", nil, &inv); err != nil {
-		u.failAPI(w, r, err)
-		return
-	}
-	if inv.Component != name {
-		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Not found: component %q has no invocation %d.", name, id))
+	name, id, ok := u.componentItem(w, r, "invocation", &inv, func() string { return inv.Component })
+	if !ok {
 		return
 	}
 	p := invocationPage{base: base{Title: fmt.Sprintf("%s call %d", name, id), visitor: v, Flash: flashes[r.URL.Query().Get("done")]}, Name: name, I: inv}

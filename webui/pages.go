@@ -261,20 +261,31 @@ type deploymentPage struct {
 	D    api.Deployment
 }
 
-func (u *UI) deployment(w http.ResponseWriter, r *http.Request, v visitor) {
-	name := r.PathValue("name")
+// componentItem reads what /components/{name}/KIND/{id} shows — the API's
+// /api/v1/KINDs/{id} into out — and refuses (404, said) a bad id or one of
+// another component than the path names; ok is false once it answered.
+func (u *UI) componentItem(w http.ResponseWriter, r *http.Request, kind string, out any, component func() string) (name string, id int64, ok bool) {
+	name = r.PathValue("name")
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		u.fail(w, r, http.StatusNotFound, "There is no such deployment.")
-		return
+		u.fail(w, r, http.StatusNotFound, "There is no such "+kind+".")
+		return name, id, false
 	}
-	var d api.Deployment
-	if err := u.call(r, http.MethodGet, "/api/v1/deployments/"+strconv.FormatInt(id, 10), "", nil, &d); err != nil {
+	if err := u.call(r, http.MethodGet, "/api/v1/"+kind+"s/"+strconv.FormatInt(id, 10), "", nil, out); err != nil {
 		u.failAPI(w, r, err)
-		return
+		return name, id, false
 	}
-	if d.Component != name {
-		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Not found: component %q has no deployment %d.", name, id))
+	if component() != name {
+		u.fail(w, r, http.StatusNotFound, fmt.Sprintf("Not found: component %q has no %s %d.", name, kind, id))
+		return name, id, false
+	}
+	return name, id, true
+}
+
+func (u *UI) deployment(w http.ResponseWriter, r *http.Request, v visitor) {
+	var d api.Deployment
+	name, id, ok := u.componentItem(w, r, "deployment", &d, func() string { return d.Component })
+	if !ok {
 		return
 	}
 	u.render(w, http.StatusOK, "deployment", deploymentPage{base: base{Title: fmt.Sprintf("%s #%d", name, id), visitor: v}, Name: name, D: d})
