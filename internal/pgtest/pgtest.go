@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +42,11 @@ type server struct {
 	pgCtl   string   // path of pg_ctl
 	asUser  []string // command prefix that runs as the server's user
 	started bool
+	// watch is the write end of the pipe the watchdog reads: when this
+	// process ends, however it ends, the pipe closes and the watchdog stops
+	// the server and removes its files (a test binary killed by go test's
+	// -timeout never reaches Main's stop).
+	watch *os.File
 }
 
 // the process's one server; Main stops it.
@@ -186,6 +192,9 @@ func (s *server) start() (string, error) {
 		out, err := s.run(s.pgCtl, "-D", data, "-l", filepath.Join(s.dir, "log"), "-w", "-t", "60", "-o", opts, "start")
 		if err == nil {
 			s.started = true
+			if err := s.startWatchdog(); err != nil {
+				return "", err
+			}
 			return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port), nil
 		}
 		if attempt == 2 {
@@ -212,8 +221,48 @@ func stop() error {
 	return shared.stop()
 }
 
+// startWatchdog starts a shell, in a process group of its own, that waits
+// for end of file on its standard input (the read end of a pipe only this
+// process holds the write end of) and then stops the server immediately and
+// removes its files. The process's exit, by Main or by a kill -9, closes the
+// pipe.
+func (s *server) startWatchdog() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("watchdog pipe: %w", err)
+	}
+	stop := append(append(append([]string{}, s.asUser...), s.pgCtl), "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop")
+	script := "cat >/dev/null; " + shellJoin(stop) + " >/dev/null 2>&1; rm -rf " + shellQuote(s.dir)
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Stdin = r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return fmt.Errorf("watchdog: %w", err)
+	}
+	r.Close()
+	go func() { _ = cmd.Wait() }() // reap it when it ends before this process
+	s.watch = w
+	return nil
+}
+
+func shellJoin(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
 // stop stops s, if it was started, and removes its files.
 func (s *server) stop() error {
+	if s.watch != nil {
+		// The server is stopped here; the watchdog's stop then finds none.
+		defer s.watch.Close()
+	}
 	var err error
 	if s.started {
 		if out, e := s.run(s.pgCtl, "-D", filepath.Join(s.dir, "data"), "-m", "immediate", "-w", "stop"); e != nil {
