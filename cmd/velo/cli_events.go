@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/velo-run/velo/internal/api"
+	"github.com/velo-run/velo/internal/client"
 )
 
 // eventsCommand is velo events: a component's queued calls (async calls,
@@ -80,37 +81,35 @@ func invocationArg(s string) (int64, error) {
 }
 
 func eventsReplayCommand() *cobra.Command {
-	var cn conn
-	cmd := &cobra.Command{
-		Use:   "replay ID",
-		Short: "Run a queued call again (a dead one gets one more attempt)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := invocationArg(args[0])
-			if err != nil {
-				return err
-			}
-			c, err := cn.client()
-			if err != nil {
-				return err
-			}
+	return invocationCommand("replay ID", "Run a queued call again (a dead one gets one more attempt)",
+		func(cmd *cobra.Command, c *client.Client, id int64) error {
 			inv, err := c.Replay(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "replaying invocation %d of %s (%s %s): %s\n", inv.ID, inv.Component, inv.Method, inv.Path, inv.State)
 			return nil
-		},
-	}
-	cn.addFlags(cmd)
-	return cmd
+		})
 }
 
 func eventsDiscardCommand() *cobra.Command {
+	return invocationCommand("discard ID", "Drop a queued call",
+		func(cmd *cobra.Command, c *client.Client, id int64) error {
+			if err := c.Discard(cmd.Context(), id); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "discarded invocation %d\n", id)
+			return nil
+		})
+}
+
+// invocationCommand is a command that acts on one invocation, named by the
+// id its only argument gives.
+func invocationCommand(use, short string, run func(*cobra.Command, *client.Client, int64) error) *cobra.Command {
 	var cn conn
 	cmd := &cobra.Command{
-		Use:   "discard ID",
-		Short: "Drop a queued call",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := invocationArg(args[0])
@@ -121,11 +120,7 @@ func eventsDiscardCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.Discard(cmd.Context(), id); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "discarded invocation %d\n", id)
-			return nil
+			return run(cmd, c, id)
 		},
 	}
 	cn.addFlags(cmd)
