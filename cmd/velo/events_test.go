@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	_ "embed"
 	"net/http"
 	"regexp"
 	"strings"
@@ -13,13 +12,11 @@ import (
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/testsupport"
+	"github.com/velo-run/velo/internal/testsupport/testmods"
 )
 
-// flakyWasm answers 503 to a queued call until its attempt reaches ?ok=N
-// (testdata/flaky.c).
-//
-//go:embed testdata/flaky.wasm
-var flakyWasm []byte
+// flakyWasm answers 503 to a queued call until its attempt reaches ?ok=N.
+var flakyWasm = testmods.Flaky
 
 // TestEventsCLI: velo events lists a component's queued calls, --dead the
 // dead ones; velo status counts them; replay runs one again, discard drops

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	_ "embed"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -22,14 +21,13 @@ import (
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/testsupport"
+	"github.com/velo-run/velo/internal/testsupport/testmods"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// flakyWasm answers 503 until the attempt reaches ?ok=N (testdata/flaky.c).
-//
-//go:embed testdata/flaky.wasm
-var flakyWasm []byte
+// flakyWasm answers 503 to a queued call until its attempt reaches ?ok=N.
+var flakyWasm = testmods.Flaky
 
 // spine is an in-process Velo with one deployed flaky component.
 type spine struct {

@@ -4,7 +4,7 @@
 // method, the path and the request body. /sleep?ms=N spins for about N ms
 // first, so that a test can catch a call in flight. A direct call (no
 // attempt header) always gets 200.
-// Rebuild: clang --target=wasm32-wasi -O2 -s -o flaky.wasm flaky.c
+// Rebuild (in testmods): clang --target=wasm32-wasi -O2 -s -o flaky.wasm src/flaky.c
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
