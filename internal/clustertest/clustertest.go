@@ -1,0 +1,244 @@
+package clustertest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"crypto/rand"
+
+	"github.com/velo-run/velo/internal/archive/archivetest"
+	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/pgtest"
+	"github.com/velo-run/velo/internal/testsupport"
+)
+
+var bin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// Run runs the tests (pgtest.Run) and removes the velo binary they built:
+// func TestMain(m *testing.M) { os.Exit(clustertest.Run(m)) }.
+func Run(m *testing.M) int {
+	code := pgtest.Run(m)
+	if bin.dir != "" {
+		os.RemoveAll(bin.dir)
+	}
+	return code
+}
+
+// repoRoot is the module's root, found from this file's place in it.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Binary builds the velo binary once per test process (static, as the
+// image ships it) and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin.once.Do(func() {
+		bin.dir, bin.err = os.MkdirTemp("", "velo-clustertest-bin-")
+		if bin.err != nil {
+			return
+		}
+		bin.path = filepath.Join(bin.dir, "velo")
+		cmd := exec.Command("go", "build", "-o", bin.path, "./cmd/velo")
+		cmd.Dir = repoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			bin.err = fmt.Errorf("go build ./cmd/velo: %v\n%s", err, out)
+		}
+	})
+	if bin.err != nil {
+		t.Fatal(bin.err)
+	}
+	return bin.path
+}
+
+// Cluster is a set of role processes sharing one Postgres database.
+type Cluster struct {
+	T     *testing.T
+	Ctx   context.Context
+	Admin string // admin API token
+	env   []string
+	mu    sync.Mutex
+	procs []*Proc
+}
+
+// Proc is one running role.
+type Proc struct {
+	Name string
+	URL  string // http://127.0.0.1:PORT
+	Out  *testsupport.SyncBuffer
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// New returns a cluster on a fresh database, with env (KEY=VALUE) added to
+// every role's environment. Its processes are stopped when t ends, and
+// their output logged if t failed. Skipped with -short.
+func New(t *testing.T, env ...string) *Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("cluster tests start processes; skipped with -short")
+	}
+	Binary(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c := &Cluster{T: t, Ctx: ctx, Admin: "admin-" + rand.Text()}
+	c.env = append([]string{
+		"VELO_DATABASE_URL=" + pgtest.URL(t),
+		"VELO_CLUSTER_TOKEN=cluster-" + rand.Text(),
+		"VELO_ADMIN_TOKEN=" + c.Admin,
+		"VELO_LOG_LEVEL=info",
+	}, env...)
+	t.Cleanup(func() {
+		c.mu.Lock()
+		procs := c.procs
+		c.mu.Unlock()
+		for _, p := range procs {
+			p.Stop()
+		}
+		if t.Failed() {
+			for _, p := range procs {
+				t.Logf("--- %s output:\n%s", p.Name, tail(p.Out.String(), 60))
+			}
+		}
+	})
+	return c
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Start runs `velo ROLE --addr 127.0.0.1:PORT args…` on a free port and
+// waits (up to 30s) for its /healthz.
+func (c *Cluster) Start(name, role string, args ...string) *Proc {
+	c.T.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.T.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(Binary(c.T), append([]string{role, "--addr", addr}, args...)...)
+	cmd.Env = append(os.Environ(), c.env...)
+	p := &Proc{Name: name, URL: "http://" + addr, Out: new(testsupport.SyncBuffer), cmd: cmd, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.Out, p.Out
+	if err := cmd.Start(); err != nil {
+		c.T.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := hc.Get(p.URL + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return p
+			}
+		}
+		select {
+		case <-p.done:
+			c.T.Fatalf("%s exited early:\n%s", name, p.Out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			c.T.Fatalf("%s not healthy after 30s: %v\n%s", name, err, p.Out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop asks the process to shut down, then kills it after 10s.
+func (p *Proc) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// Client is an API client of deploymgr dm with the admin token.
+func (c *Cluster) Client(dm *Proc) *client.Client { return client.New(dm.URL, c.Admin, nil) }
+
+// HelloWasm is bench's small C WAGI module: it answers "$GREETING from
+// Velo! …".
+func HelloWasm(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(), "bench", "testdata", "hello.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Deploy uploads component name (HelloWasm with greeting) through
+// deploymgr dm and waits (up to 60s) until it is live; it returns the
+// deployment's ID.
+func (c *Cluster) Deploy(dm *Proc, name, greeting string) int64 {
+	c.T.Helper()
+	archive := archivetest.TarGz(c.T, map[string]string{
+		"hello.wasm": string(HelloWasm(c.T)),
+		"velo.toml":  fmt.Sprintf("name = %q\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\n[env]\nGREETING = %q\n", name, greeting),
+	})
+	d, err := c.Client(dm).Deploy(c.Ctx, name, bytes.NewReader(archive))
+	if err != nil {
+		c.T.Fatalf("deploy %s: %v", name, err)
+	}
+	testsupport.Eventually(c.T, 60*time.Second, fmt.Sprintf("deployment %d of %s live", d.ID, name), func() bool {
+		comp, err := c.Client(dm).Component(c.Ctx, name)
+		return err == nil && comp.Live != nil && comp.Live.ID == d.ID
+	})
+	return d.ID
+}
+
+// ReadyOn returns the workers holding a ready placement of component
+// name's live deployment, per the API of dm.
+func (c *Cluster) ReadyOn(dm *Proc, name string) ([]string, error) {
+	comp, err := c.Client(dm).Component(c.Ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if comp.Live == nil {
+		return nil, nil
+	}
+	var ws []string
+	for _, in := range comp.Instances {
+		if in.Deployment == comp.Live.ID && in.State == "ready" {
+			ws = append(ws, in.Worker)
+		}
+	}
+	return ws, nil
+}
