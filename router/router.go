@@ -297,6 +297,12 @@ func (r *Router) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for route changes: %w", err)
 	}
+	var ended <-chan store.Note // sign-outs, for the sessions remembered
+	if r.cfg.Sessions != nil {
+		if ended, err = r.store.Listen(ctx, store.ChannelSessions); err != nil {
+			return fmt.Errorf("listen for sign-outs: %w", err)
+		}
+	}
 	if err := r.Refresh(ctx); err != nil {
 		r.cfg.Logger.Warn("load routes failed", "err", err)
 	}
@@ -339,6 +345,12 @@ func (r *Router) Run(ctx context.Context) error {
 				r.versions.noted(noted)
 				r.report(ctx)
 			}
+		case n, ok := <-ended:
+			if !ok {
+				ended = nil
+				continue
+			}
+			r.sessionEnded(n)
 		case <-resync.C:
 			if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
 				r.cfg.Logger.Warn("resync routes failed", "err", err)

@@ -3,10 +3,13 @@ package router
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/velo-run/velo/internal/store"
 )
 
 // Components with [access] dashboard = true admit the users signed in to
@@ -15,7 +18,9 @@ import (
 // session from the store, the repositories from GitHub through
 // Sessions.Repos) and then remembered for at most sessionTTL and never
 // past the session's end, in a bounded cache: no store read per call. A
-// sign-out or a repository taken away is seen within sessionTTL.
+// sign-out is seen at once (the dashboard's note on
+// store.ChannelSessions), or within sessionTTL when the note is lost; a
+// repository taken away within sessionTTL.
 
 // Sessions recognizes the dashboard's sessions (internal/auth.Sessions).
 type Sessions interface {
@@ -61,6 +66,9 @@ type sessionCache struct {
 	m  map[[32]byte]*session
 }
 
+// The cache is keyed by the sha256 of the secret, which is what the store
+// keeps of a session (hex): a sign-out's note names it.
+
 // sessionOf returns what secret's session is, reading it when not
 // remembered (or remembered too long).
 func (r *Router) sessionOf(ctx context.Context, secret string, now time.Time) (*session, error) {
@@ -105,6 +113,24 @@ func (r *Router) sessionOf(ctx context.Context, secret string, now time.Time) (*
 	c.m[k] = s
 	c.mu.Unlock()
 	return s, nil
+}
+
+// sessionEnded forgets the session n names (a sign-out, from any
+// dashboard of the cluster), or every session on a resync (a sign-out may
+// have been missed): they are read again on their next call.
+func (r *Router) sessionEnded(n store.Note) {
+	c := &r.sessions
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n.Resync() {
+		clear(c.m)
+		return
+	}
+	var k [32]byte
+	if b, err := hex.DecodeString(n.Session()); err == nil && len(b) == len(k) {
+		copy(k[:], b)
+		delete(c.m, k)
+	}
 }
 
 // identifySession admits the caller of a dashboard = true component by

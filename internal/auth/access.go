@@ -23,16 +23,16 @@ type Access struct {
 	log  *slog.Logger
 
 	mu    sync.Mutex
-	cache map[string]cached
+	cache map[string]cachedRepos
 }
 
-type cached struct {
+type cachedRepos struct {
 	repos   []string
 	expires time.Time
 }
 
 func newAccess(app *github.App, seal *sealer, st Store, ttl time.Duration, log *slog.Logger) *Access {
-	return &Access{app: app, seal: seal, st: st, ttl: ttl, log: log, cache: make(map[string]cached)}
+	return &Access{app: app, seal: seal, st: st, ttl: ttl, log: log, cache: make(map[string]cachedRepos)}
 }
 
 // Repos implements deploymgr.Access: the admin sees everything, a GitHub
@@ -40,6 +40,12 @@ func newAccess(app *github.App, seal *sealer, st Store, ttl time.Duration, log *
 // reach, anyone else nothing. GitHub refusing the user's token (expired,
 // revoked) means no repositories until they sign in again.
 func (a *Access) Repos(ctx context.Context, user string) (all bool, repos []string, err error) {
+	return a.repos(ctx, user, true)
+}
+
+// repos is Repos, with the remembered answer when cached is set, else
+// asking GitHub now (for a caller that remembers the answer itself).
+func (a *Access) repos(ctx context.Context, user string, cached bool) (all bool, repos []string, err error) {
 	if user == AdminUser {
 		return true, nil, nil
 	}
@@ -47,11 +53,13 @@ func (a *Access) Repos(ctx context.Context, user string) (all bool, repos []stri
 	if !ok || a.app == nil {
 		return false, nil, nil
 	}
-	a.mu.Lock()
-	c, ok := a.cache[user]
-	a.mu.Unlock()
-	if ok && time.Now().Before(c.expires) {
-		return false, c.repos, nil
+	if cached {
+		a.mu.Lock()
+		c, ok := a.cache[user]
+		a.mu.Unlock()
+		if ok && time.Now().Before(c.expires) {
+			return false, c.repos, nil
+		}
 	}
 	sealed, err := a.st.GitHubUserToken(ctx, login)
 	if errors.Is(err, store.ErrNotFound) || a.seal == nil {
@@ -71,9 +79,11 @@ func (a *Access) Repos(ctx context.Context, user string) (all bool, repos []stri
 		a.log.Warn("list user repositories failed", "user", user, "err", err)
 		return false, nil, nil
 	}
-	a.mu.Lock()
-	a.cache[user] = cached{repos: repos, expires: time.Now().Add(a.ttl)}
-	a.mu.Unlock()
+	if cached {
+		a.mu.Lock()
+		a.cache[user] = cachedRepos{repos: repos, expires: time.Now().Add(a.ttl)}
+		a.mu.Unlock()
+	}
 	return false, repos, nil
 }
 

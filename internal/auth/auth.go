@@ -60,6 +60,7 @@ type Store interface {
 	DeleteExpiredSessions(ctx context.Context) (int64, error)
 	PutGitHubUserToken(ctx context.Context, login, token string) error
 	GitHubUserToken(ctx context.Context, login string) (string, error)
+	Notify(ctx context.Context, n store.Note) error
 }
 
 // Config configures Sessions.
@@ -335,8 +336,12 @@ func (s *Sessions) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if secret := s.sessionSecret(r); secret != "" {
-		if err := s.cfg.Store.DeleteSession(r.Context(), hashSecret(secret)); err != nil {
+		hash := hashSecret(secret)
+		if err := s.cfg.Store.DeleteSession(r.Context(), hash); err != nil {
 			s.log.Warn("delete session failed", "err", err)
+		} else if err := s.cfg.Store.Notify(r.Context(), store.SessionEnded(hash)); err != nil {
+			// The routers then forget it when their entry expires.
+			s.log.Warn("tell the routers of a sign-out failed", "err", err)
 		}
 	}
 	s.setCookie(w, r, SessionCookie, "", -1)
@@ -364,7 +369,10 @@ func (s *Sessions) SessionUser(ctx context.Context, secret string) (user string,
 	return se.User, se.ExpiresAt, true, nil
 }
 
-// Repos is Access().Repos: the repositories user can reach.
+// Repos is Access().Repos asked now, not remembered: the repositories
+// user can reach, for the router, which remembers the answer itself (for
+// at most a minute; remembered here too, a lost repository would count
+// only after both had expired).
 func (s *Sessions) Repos(ctx context.Context, user string) (all bool, repos []string, err error) {
-	return s.access.Repos(ctx, user)
+	return s.access.repos(ctx, user, false)
 }

@@ -34,6 +34,10 @@ const (
 	// ChannelSecrets: a component's secrets changed; workers restart its
 	// instances with them. Payload: its name. Made by SecretsChanged.
 	ChannelSecrets Channel = "secrets"
+	// ChannelSessions: a dashboard session ended (signed out); routers
+	// forget it at once rather than when its cached entry expires.
+	// Payload: the session's hash (Session.Hash). Made by SessionEnded.
+	ChannelSessions Channel = "sessions"
 )
 
 // Note is one notification: a channel and a payload of that channel's
@@ -78,6 +82,19 @@ func LogsWritten(component string) Note { return Note{channel: ChannelLogs, payl
 
 // SecretsChanged is the Note on ChannelSecrets for component.
 func SecretsChanged(component string) Note { return Note{channel: ChannelSecrets, payload: component} }
+
+// SessionEnded is the Note on ChannelSessions for the session whose hash
+// (Session.Hash) is hash.
+func SessionEnded(hash string) Note { return Note{channel: ChannelSessions, payload: hash} }
+
+// Session is the hash of the session a ChannelSessions note names ("" on
+// a resync or another channel's note).
+func (n Note) Session() string {
+	if n.channel != ChannelSessions {
+		return ""
+	}
+	return n.payload
+}
 
 func idPayload(id int64) string {
 	if id == 0 {
