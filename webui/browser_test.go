@@ -42,7 +42,7 @@ type tab struct {
 	ctx context.Context
 	dir string
 	// base is where the tab reaches Velo, when not at its own address
-	// (behind a TLS-terminating proxy).
+	// (behind a TLS-terminating proxy; the dashboard of a cluster, v nil).
 	base string
 }
 
@@ -89,9 +89,9 @@ func run[T any](b *tab, a chromedp.Action[T]) T {
 
 func (b *tab) open(path string) {
 	b.t.Helper()
-	base := b.v.n.URL
-	if b.base != "" {
-		base = b.base
+	base := b.base
+	if base == "" {
+		base = b.v.n.URL
 	}
 	b.do(chromedp.Navigate(base+path), chromedp.WaitReady(chromedp.CSS("body")))
 }

@@ -103,25 +103,39 @@ func (v *velo) get(path string) (int, string) {
 // browser is an HTTP client with a cookie jar that does not follow
 // redirects, standing for a browser in httptest-level tests.
 type browser struct {
-	t   *testing.T
-	v   *velo
-	hc  *http.Client
-	jar *cookiejar.Jar
+	t    *testing.T
+	v    *velo // nil for a browser on a cluster
+	ctx  context.Context
+	base string // where paths are requested: the dashboard
+	hc   *http.Client
+	jar  *cookiejar.Jar
 }
 
 func (v *velo) browser() *browser {
+	b := newBrowser(v.t, v.ctx, v.n.URL)
+	b.v = v
+	return b
+}
+
+// newBrowser is a browser on the dashboard at base.
+func newBrowser(t *testing.T, ctx context.Context, base string) *browser {
 	jar, _ := cookiejar.New(nil)
-	return &browser{t: v.t, v: v, jar: jar, hc: &http.Client{Jar: jar, Timeout: 10 * time.Second,
+	return &browser{t: t, ctx: ctx, base: base, jar: jar, hc: &http.Client{Jar: jar, Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
+// do requests path on the dashboard, or the absolute URL path.
 func (b *browser) do(method, path string, form url.Values, header ...string) (*http.Response, string) {
 	b.t.Helper()
 	var body io.Reader
 	if form != nil {
 		body = strings.NewReader(form.Encode())
 	}
-	req, err := http.NewRequestWithContext(b.v.ctx, method, b.v.n.URL+path, body)
+	u := path
+	if !strings.HasPrefix(path, "http://") && !strings.HasPrefix(path, "https://") {
+		u = b.base + path
+	}
+	req, err := http.NewRequestWithContext(b.ctx, method, u, body)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -160,7 +174,7 @@ func (b *browser) signInAdmin() {
 func (b *browser) signInGitHub() {
 	b.t.Helper()
 	hc := &http.Client{Jar: b.jar, Timeout: 10 * time.Second}
-	res, err := hc.Get(b.v.n.URL + auth.GitHubLoginPath)
+	res, err := hc.Get(b.base + auth.GitHubLoginPath)
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -163,10 +163,18 @@ VELO_DOMAIN, VELO_WORKER_TIMEOUT (default 10s: workers silent that long
 leave the table). HTTPS: VELO_HTTPS=acme (or --https) with VELO_ACME_EMAIL,
 VELO_ACME_CA and VELO_SECRETS_KEY (certificates are shared by every router
 through the store, sealed), or VELO_TLS_CERT and VELO_TLS_KEY; served on
---https-addr while --addr answers ACME challenges and redirects.`,
+--https-addr while --addr answers ACME challenges and redirects.
+Dashboard sign-in ([access] dashboard = true): VELO_DASHBOARD_URL (where
+browsers without a session are sent to sign in) and the webui's
+VELO_GITHUB_* (to check a signed-in user's repositories on GitHub).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			applyTLS()
+			gh, err := githubConfig(os.Getenv)
+			if err != nil {
+				return fmt.Errorf("router: %w", err)
+			}
+			cfg.GitHub = gh
 			return runRole(cmd, e, &cfg.Cluster, func(ctx context.Context) (*node.Role, error) { return node.NewRouter(ctx, cfg) })
 		},
 	}
@@ -174,6 +182,7 @@ through the store, sealed), or VELO_TLS_CERT and VELO_TLS_KEY; served on
 	cmd.Flags().StringVar(&cfg.Domain, "domain", e.get(envDomain), "serve component NAME at NAME.<domain> too ("+envDomain+")")
 	cmd.Flags().BoolVar(&cfg.NoHits, "no-hits", false, "do not record hit statistics (to measure their cost)")
 	cmd.Flags().BoolVar(&cfg.NoFastPath, "no-fast-path", false, "serve every request through net/http instead of the router's lean HTTP/1.1 path (to compare them)")
+	cmd.Flags().StringVar(&cfg.DashboardURL, "dashboard-url", e.get(envDashboardURL), "where browsers reach the dashboard, to sign in for components with [access] dashboard = true ("+envDashboardURL+")")
 	applyTLS = tlsFlags(cmd, &cfg.TLS)
 	return cmd
 }

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"strings"
 	"time"
 
+	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/events"
+	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/router"
 )
 
@@ -37,6 +41,19 @@ type RouterConfig struct {
 	// domains; certificates from ACME are shared by every router through
 	// the store (sealed with VELO_SECRETS_KEY, which ACME then requires).
 	TLS TLS
+	// DashboardURL is where browsers reach the dashboard (velo webui;
+	// VELO_DASHBOARD_URL, --dashboard-url): a browser calling a component
+	// with [access] dashboard = true without a session is sent there to
+	// sign in, and the session cookie's name follows its scheme
+	// (__Host-velo_session over https). Empty: such browsers get the 401
+	// every other caller gets.
+	DashboardURL string
+	// GitHub is the GitHub App the dashboard signs users in with
+	// (VELO_GITHUB_*, the same values as the webui's): the router opens a
+	// signed-in user's GitHub token with its OAuth client secret and asks
+	// GitHub which repositories the user reaches. Nil: only the admin's
+	// dashboard session is admitted.
+	GitHub *github.Config
 }
 
 func (c RouterConfig) withDefaults() RouterConfig {
@@ -52,6 +69,11 @@ func (c RouterConfig) validate() error {
 	}
 	if err := c.TLS.validate(); err != nil {
 		return fmt.Errorf("router: %w", err)
+	}
+	if c.DashboardURL != "" {
+		if u, err := url.Parse(c.DashboardURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("router: VELO_DASHBOARD_URL %q: want the dashboard's absolute http(s) URL, like https://velo.example.com", c.DashboardURL)
+		}
 	}
 	if c.TLS.HTTPS == HTTPSACME && c.SecretsKey == "" {
 		return errors.New("router: VELO_HTTPS=acme needs VELO_SECRETS_KEY: certificates' private keys are sealed with it in the store")
@@ -96,6 +118,9 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		Addr:           cfg.Addr,
 		Logger:         r.log,
 	}, r.store)
+	if err := dashboardSessions(rt, r, cfg); err != nil {
+		return r.fail(err)
+	}
 	r.reg.MustRegister(router.Collector(rt), events.Collector(ev))
 	r.routes = rt
 	if !cfg.NoFastPath {
@@ -113,4 +138,33 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		return rt.Run(ctx)
 	}, ev.Run)
 	return r, nil
+}
+
+// dashboardSessions makes rt admit the dashboard's signed-in users to the
+// components with [access] dashboard = true, as `velo up` does: sessions
+// are read from the cluster's store (where the webui keeps them, hashed),
+// and a GitHub user's repositories asked of GitHub with their token, which
+// the store keeps sealed under the App's OAuth client secret.
+func dashboardSessions(rt *router.Router, r *Role, cfg RouterConfig) error {
+	app, err := githubApp(cfg.GitHub)
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	if app == nil {
+		r.log.Info("no GitHub App configured (VELO_GITHUB_*): components with [access] dashboard = true admit only the admin's dashboard session")
+	}
+	cookies := strings.TrimRight(cfg.DashboardURL, "/")
+	if cookies == "" {
+		cookies = "http://" + cfg.Addr // only the scheme counts: the cookie's name
+	}
+	sessions, err := auth.New(auth.Config{Store: r.store, PublicURL: cookies, App: app, Logger: r.log})
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	signIn := ""
+	if cfg.DashboardURL != "" {
+		signIn = strings.TrimRight(cfg.DashboardURL, "/") + "/"
+	}
+	rt.SetSessions(sessions, signIn)
+	return nil
 }
