@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -61,7 +62,7 @@ func (m *Manager) listSecrets(c echo.Context) error {
 	}
 	out := make([]api.Secret, 0, len(list))
 	for _, s := range list {
-		out = append(out, api.Secret{Name: s.Name, UpdatedAt: s.UpdatedAt})
+		out = append(out, api.Secret{Name: s.Name, UpdatedAt: s.UpdatedAt, Preview: s.Preview})
 	}
 	return c.JSON(http.StatusOK, out)
 }
@@ -78,6 +79,17 @@ func (m *Manager) putSecret(c echo.Context) error {
 	name := c.Param("key")
 	if err := secrets.ValidName(name); err != nil {
 		return inputErr("%v", err)
+	}
+	// ?preview=true marks the secret for the component's previews,
+	// ?preview=false unmarks it; without the parameter a replaced value
+	// keeps its mark (clients from before previews never change it).
+	markPreview, setMark := false, false
+	if v := c.QueryParam("preview"); v != "" || c.QueryParams().Has("preview") {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return inputErr("secret %s: preview=%q: want true or false", name, v)
+		}
+		markPreview, setMark = b, true
 	}
 	body, err := io.ReadAll(io.LimitReader(c.Request().Body, secrets.MaxValue+1))
 	if err != nil {
@@ -100,20 +112,30 @@ func (m *Manager) putSecret(c echo.Context) error {
 	if len(existing) >= secrets.MaxPerComponent && !slices.ContainsFunc(existing, func(s store.Secret) bool { return s.Name == name }) {
 		return &ConflictError{Msg: fmt.Sprintf("component %q has %d secrets, the most one may hold; remove one first", comp.Name, len(existing))}
 	}
+	if !setMark {
+		for _, s := range existing {
+			if s.Name == name {
+				markPreview = s.Preview
+			}
+		}
+	}
+	if markPreview && isPreview(comp.Name) {
+		return inputErr("secret %s: %s is a preview; mark the secret for previews on the component it previews", name, comp.Name)
+	}
 	keyID, sealed := m.cfg.Secrets.Seal(comp.Name, name, value)
-	sec := store.Secret{Component: comp.Name, Name: name, KeyID: keyID, Sealed: sealed}
+	sec := store.Secret{Component: comp.Name, Name: name, KeyID: keyID, Sealed: sealed, Preview: markPreview}
 	if err := m.store.PutSecret(ctx, sec); err != nil {
 		return err
 	}
 	m.secretsChanged(ctx, comp.Name)
-	m.log.Info("secret set", "component", comp.Name, "secret", name, "by", c.Get(ctxUser))
+	m.log.Info("secret set", "component", comp.Name, "secret", name, "preview", markPreview, "by", c.Get(ctxUser))
 	list, err := m.store.Secrets(ctx, comp.Name)
 	if err != nil {
 		return err
 	}
 	for _, s := range list {
 		if s.Name == name {
-			return c.JSON(http.StatusOK, api.Secret{Name: s.Name, UpdatedAt: s.UpdatedAt})
+			return c.JSON(http.StatusOK, api.Secret{Name: s.Name, UpdatedAt: s.UpdatedAt, Preview: s.Preview})
 		}
 	}
 	return c.JSON(http.StatusOK, api.Secret{Name: name}) // removed meanwhile

@@ -328,8 +328,10 @@ func (u *UI) act(w http.ResponseWriter, r *http.Request, v visitor) {
 	case "set-secret":
 		// The value goes to the API as the request body, as is; it is
 		// never put in a redirect, a flash or the page.
+		// The form always says whether previews get the secret.
 		key := r.PostFormValue("key")
-		err = u.call(r, http.MethodPut, componentPath(name, "/secrets/"+url.PathEscape(key)), csrf, rawBody(r.PostFormValue("value")), nil)
+		preview := strconv.FormatBool(r.PostFormValue("preview") == "true")
+		err = u.call(r, http.MethodPut, componentPath(name, "/secrets/"+url.PathEscape(key))+"?preview="+preview, csrf, rawBody(r.PostFormValue("value")), nil)
 		action = "secret-set"
 	case "remove-secret":
 		err = u.call(r, http.MethodDelete, componentPath(name, "/secrets/"+url.PathEscape(r.PostFormValue("key"))), csrf, nil, nil)

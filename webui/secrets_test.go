@@ -52,6 +52,22 @@ func TestSecretsSection(t *testing.T) {
 			code, strings.Contains(page, "<code>API_KEY</code>"), strings.Contains(page, value))
 	}
 
+	// The checkbox marks a secret for previews; the table shows the mark.
+	res, _ = b.do(http.MethodPost, "/components/echo/set-secret", url.Values{"csrf": {tok}, "key": {"SANDBOX_KEY"}, "value": {value}, "preview": {"true"}})
+	if res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("set-secret with preview: %d", res.StatusCode)
+	}
+	list, err := v.c.Secrets(v.ctx, "echo")
+	if err != nil || len(list) != 2 || list[0].Name != "API_KEY" || list[0].Preview || !list[1].Preview {
+		t.Fatalf("secrets after marking SANDBOX_KEY for previews: %+v, %v", list, err)
+	}
+	if _, page = b.get("/components/echo"); strings.Count(page, "for previews too") != 1 || strings.Count(page, "not for previews") != 1 {
+		t.Errorf("the secrets table does not show which secret previews get")
+	}
+	if res, _ = b.do(http.MethodPost, "/components/echo/remove-secret", url.Values{"csrf": {tok}, "key": {"SANDBOX_KEY"}}); res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("remove SANDBOX_KEY: %d", res.StatusCode)
+	}
+
 	// A bad name is refused with the reason.
 	res, body = b.do(http.MethodPost, "/components/echo/set-secret", url.Values{"csrf": {tok}, "key": {"PATH_INFO"}, "value": {"x"}})
 	if res.StatusCode != http.StatusBadRequest || !strings.Contains(body, "set by the runtime") {

@@ -3,12 +3,14 @@ package worker
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/secrets"
 	"github.com/velo-run/velo/internal/store"
 )
@@ -23,12 +25,56 @@ type secretSet struct {
 	redact *secrets.Redactor
 }
 
-// openSecrets reads and opens the secrets of component. A component with
-// secrets cannot start on a worker without the key that sealed them.
-func (w *Worker) openSecrets(ctx context.Context, component string) (secretSet, error) {
+// secretsOf reads the secrets component receives: its own and, for a
+// preview (NAME--pr-N, made from the same repository as NAME), those of
+// NAME marked for previews; its own win over NAME's of the same name.
+// Ordered by name. A preview never sees NAME's unmarked secrets, nor any
+// of NAME's when the two do not come from the same repository (an upload
+// named like a preview).
+func (w *Worker) secretsOf(ctx context.Context, component string) ([]store.Secret, error) {
 	list, err := w.store.Secrets(ctx, component)
 	if err != nil {
-		return secretSet{}, fmt.Errorf("read secrets of %s: %w", component, err)
+		return nil, fmt.Errorf("read secrets of %s: %w", component, err)
+	}
+	parent, _, ok := manifest.PreviewOf(component)
+	if !ok {
+		return list, nil
+	}
+	pc, err := w.store.Component(ctx, parent)
+	if errors.Is(err, store.ErrNotFound) {
+		return list, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read component %s of preview %s: %w", parent, component, err)
+	}
+	c, err := w.store.Component(ctx, component)
+	if errors.Is(err, store.ErrNotFound) {
+		return list, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read component %s: %w", component, err)
+	}
+	if c.Repo == "" || !strings.EqualFold(c.Repo, pc.Repo) {
+		return list, nil
+	}
+	inherited, err := w.store.Secrets(ctx, parent)
+	if err != nil {
+		return nil, fmt.Errorf("read secrets of %s for its preview %s: %w", parent, component, err)
+	}
+	for _, s := range inherited {
+		if s.Preview && !slices.ContainsFunc(list, func(o store.Secret) bool { return o.Name == s.Name }) {
+			list = append(list, s)
+		}
+	}
+	slices.SortFunc(list, func(a, b store.Secret) int { return strings.Compare(a.Name, b.Name) })
+	return list, nil
+}
+
+// openSecrets reads and opens the secrets of component (secretsOf). A
+// component with secrets cannot start on a worker without the key that
+// sealed them.
+func (w *Worker) openSecrets(ctx context.Context, component string) (secretSet, error) {
+	list, err := w.secretsOf(ctx, component)
+	if err != nil {
+		return secretSet{}, err
 	}
 	if len(list) == 0 {
 		return secretSet{}, nil
@@ -65,12 +111,28 @@ const reloadGrace = 2 * time.Second
 type reloadState struct{ again bool }
 
 // secretsChanged restarts the instances of component whose secrets are no
-// longer what they run with. Changes to one component are applied one at
+// longer what they run with, and those of its previews (NAME--pr-N, which
+// may receive some of them). Changes to one component are applied one at
 // a time, the last one last; different components restart in parallel.
 func (w *Worker) secretsChanged(ctx context.Context, component string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.secretEvents++
+	w.reloadLocked(ctx, component)
+	var previews []string
+	for _, spec := range w.loaded {
+		if parent, _, ok := manifest.PreviewOf(spec.component); ok && parent == component && !slices.Contains(previews, spec.component) {
+			previews = append(previews, spec.component)
+		}
+	}
+	for _, p := range previews {
+		w.reloadLocked(ctx, p)
+	}
+}
+
+// reloadLocked starts (or asks again for) the reload of component; w.mu
+// is held.
+func (w *Worker) reloadLocked(ctx context.Context, component string) {
 	if st := w.reloading[component]; st != nil {
 		st.again = true
 		return

@@ -34,6 +34,9 @@ type Store interface {
 	AppendBuildLog(ctx context.Context, id int64, text string) error
 	AppendLogs(ctx context.Context, lines []store.LogLine) error
 	Secrets(ctx context.Context, component string) ([]store.Secret, error)
+	// Component is read for previews: whether NAME--pr-N and NAME come
+	// from the same repository (and so share secrets marked for previews).
+	Component(ctx context.Context, name string) (store.Component, error)
 	Listen(ctx context.Context, channel store.Channel) (<-chan store.Note, error)
 	Notify(ctx context.Context, n store.Note) error
 }

@@ -28,6 +28,7 @@ instances within seconds, without a redeploy.`,
 
 func secretsSetCommand() *cobra.Command {
 	var cn conn
+	var preview bool
 	cmd := &cobra.Command{
 		Use:   "set NAME KEY=VALUE…",
 		Short: "Set secrets of a component (KEY=- reads the value from stdin)",
@@ -38,7 +39,14 @@ out of the shell history and the process list:
   printf %s "$TOKEN" | velo secrets set hello TOKEN=-
 
 One trailing newline of a value read from stdin is dropped. A name that the
-component's velo.toml sets in [env] is refused: keep it in one place.`,
+component's velo.toml sets in [env] is refused: keep it in one place.
+
+Previews of pull requests (NAME--pr-N) get none of NAME's secrets unless a
+secret is marked for them: --preview marks the secrets set, --preview=false
+unmarks them; without the flag a replaced secret keeps its mark. Running
+previews restart with the change, as NAME's instances do.
+
+  velo secrets set hello --preview SANDBOX_API_KEY=-  < sandbox-key.txt`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -73,15 +81,30 @@ component's velo.toml sets in [env] is refused: keep it in one place.`,
 			if err != nil {
 				return err
 			}
+			mark := cmd.Flags().Changed("preview")
 			for _, p := range pairs {
-				if _, err := c.SetSecret(cmd.Context(), name, p.key, p.value); err != nil {
+				var err error
+				if mark {
+					_, err = c.SetSecretMarked(cmd.Context(), name, p.key, p.value, preview)
+				} else {
+					_, err = c.SetSecret(cmd.Context(), name, p.key, p.value)
+				}
+				if err != nil {
 					return fmt.Errorf("set %s: %w", p.key, err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "set %s on %s\n", p.key, name)
+				switch {
+				case mark && preview:
+					fmt.Fprintf(cmd.OutOrStdout(), "set %s on %s, for its previews too\n", p.key, name)
+				case mark:
+					fmt.Fprintf(cmd.OutOrStdout(), "set %s on %s, not for its previews\n", p.key, name)
+				default:
+					fmt.Fprintf(cmd.OutOrStdout(), "set %s on %s\n", p.key, name)
+				}
 			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&preview, "preview", false, "mark the secrets for the component's previews (NAME--pr-N); --preview=false unmarks them")
 	cn.addFlags(cmd)
 	return cmd
 }
@@ -91,7 +114,7 @@ func secretsLsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "ls NAME",
 		Aliases: []string{"list"},
-		Short:   "List a component's secrets: names and when they were set, never values",
+		Short:   "List a component's secrets: names, whether previews get them and when they were set, never values",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cn.client()
@@ -108,10 +131,14 @@ func secretsLsCommand() *cobra.Command {
 				return nil
 			}
 			tw := newTable(out)
-			fmt.Fprintln(tw, "NAME\tSET")
+			fmt.Fprintln(tw, "NAME\tPREVIEWS\tSET")
 			now := time.Now()
 			for _, s := range list {
-				fmt.Fprintf(tw, "%s\t%s (%s)\n", s.Name, ago(now, s.UpdatedAt), s.UpdatedAt.Local().Format(time.DateTime))
+				mark := "-"
+				if s.Preview {
+					mark = "yes"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s (%s)\n", s.Name, mark, ago(now, s.UpdatedAt), s.UpdatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,15 @@ func testSecrets(t *testing.T, db string) {
 		strings.Contains(out, apiKeyValue) || strings.Contains(out, tokenValue) {
 		t.Errorf("velo secrets ls:\n%s", out)
 	}
+	// --preview marks a secret for the component's previews; ls shows it.
+	if out := s.velo(0, "secrets", "set", "vault", "--preview", "SANDBOX=sandbox-value"); !strings.Contains(out, "for its previews too") {
+		t.Errorf("velo secrets set --preview: %s", out)
+	}
+	out = s.velo(0, "secrets", "ls", "vault")
+	if !regexp.MustCompile(`(?m)^SANDBOX\s+yes\s`).MatchString(out) || !regexp.MustCompile(`(?m)^API_KEY\s+-\s`).MatchString(out) {
+		t.Errorf("velo secrets ls after --preview:\n%s", out)
+	}
+	s.velo(0, "secrets", "rm", "vault", "SANDBOX")
 
 	// A component printing its secret: the logs hold the name, not the value.
 	if _, body := s.get("/fn/vault/leak?API_KEY"); body != apiKeyValue {

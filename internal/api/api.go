@@ -162,10 +162,13 @@ type Error struct {
 }
 
 // Secret is one entry of GET /api/v1/components/{name}/secrets and the
-// answer to PUT …/secrets/{key}: a name and when it was set, never a value.
+// answer to PUT …/secrets/{key}: a name, when it was set and whether previews
+// get it, never a value.
 type Secret struct {
 	Name      string    `json:"name"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Preview says the component's previews (NAME--pr-N) receive it too.
+	Preview bool `json:"preview"`
 }
 
 // APIKey is one entry of GET /api/v1/components/{name}/keys: a private

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/velo-run/velo/internal/api"
@@ -22,6 +23,16 @@ func (c *Client) Secrets(ctx context.Context, name string) ([]api.Secret, error)
 func (c *Client) SetSecret(ctx context.Context, name, key, value string) (api.Secret, error) {
 	var out api.Secret
 	err := c.do(ctx, http.MethodPut, componentPath(name, "/secrets/"+url.PathEscape(key)), strings.NewReader(value), "text/plain; charset=utf-8", &out)
+	return out, err
+}
+
+// SetSecretMarked sets the secret key of a component and marks it for the
+// component's previews (NAME--pr-N) or unmarks it; SetSecret keeps the mark
+// a replaced value had.
+func (c *Client) SetSecretMarked(ctx context.Context, name, key, value string, preview bool) (api.Secret, error) {
+	var out api.Secret
+	p := componentPath(name, "/secrets/"+url.PathEscape(key)) + "?preview=" + strconv.FormatBool(preview)
+	err := c.do(ctx, http.MethodPut, p, strings.NewReader(value), "text/plain; charset=utf-8", &out)
 	return out, err
 }
 

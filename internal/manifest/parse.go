@@ -589,3 +589,21 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// PreviewSep separates a component's name from the number of the pull
+// request a preview of it deploys: NAME--pr-N.
+const PreviewSep = "--pr-"
+
+// PreviewOf splits the name of a preview, NAME--pr-N, into NAME and N; ok
+// is false for any other name.
+func PreviewOf(name string) (parent string, number int, ok bool) {
+	i := strings.LastIndex(name, PreviewSep)
+	if i <= 0 {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(name[i+len(PreviewSep):])
+	if err != nil || n <= 0 || strconv.Itoa(n) != name[i+len(PreviewSep):] {
+		return "", 0, false
+	}
+	return name[:i], n, true
+}

@@ -14,16 +14,19 @@ type Secret struct {
 	Name      string
 	KeyID     string
 	Sealed    []byte
+	// Preview marks a secret that the component's previews (NAME--pr-N)
+	// receive too; an unmarked one they never see.
+	Preview   bool
 	UpdatedAt time.Time
 }
 
-const secretCols = `component, name, key_id, sealed, updated_at`
+const secretCols = `component, name, key_id, sealed, updated_at, preview`
 
 func scanSecret(r row) (Secret, error) {
 	var s Secret
-	var updated int64
-	err := r.Scan(&s.Component, &s.Name, &s.KeyID, &s.Sealed, &updated)
-	s.UpdatedAt = fromMicros(updated)
+	var updated, preview int64
+	err := r.Scan(&s.Component, &s.Name, &s.KeyID, &s.Sealed, &updated, &preview)
+	s.UpdatedAt, s.Preview = fromMicros(updated), preview != 0
 	return s, err
 }
 
@@ -33,10 +36,14 @@ func (s *Store) PutSecret(ctx context.Context, sec Secret) error {
 	if sec.UpdatedAt.IsZero() {
 		sec.UpdatedAt = now()
 	}
-	_, err := s.db.exec(ctx, `INSERT INTO secrets (`+secretCols+`) VALUES ($1, $2, $3, $4, $5)
+	preview := 0
+	if sec.Preview {
+		preview = 1
+	}
+	_, err := s.db.exec(ctx, `INSERT INTO secrets (`+secretCols+`) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (component, name) DO UPDATE
-		SET key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at`,
-		sec.Component, sec.Name, sec.KeyID, sec.Sealed, micros(sec.UpdatedAt))
+		SET key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at, preview = excluded.preview`,
+		sec.Component, sec.Name, sec.KeyID, sec.Sealed, micros(sec.UpdatedAt), preview)
 	if err != nil {
 		return fmt.Errorf("put secret %s of %s: %w", sec.Name, sec.Component, err)
 	}

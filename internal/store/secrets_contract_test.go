@@ -29,8 +29,13 @@ func testSecrets(t *testing.T, s *Store) {
 	// Put replaces.
 	must(t, s.PutSecret(ctx, Secret{Component: "app", Name: "TOKEN", KeyID: "k2", Sealed: []byte("new")}))
 	got, _ = s.Secrets(ctx, "app")
-	if len(got) != 2 || string(got[1].Sealed) != "new" || got[1].KeyID != "k2" {
+	if len(got) != 2 || string(got[1].Sealed) != "new" || got[1].KeyID != "k2" || got[1].Preview {
 		t.Fatalf("after replacing TOKEN: %+v", got)
+	}
+	// The preview mark is kept and replaced with the value.
+	must(t, s.PutSecret(ctx, Secret{Component: "app", Name: "TOKEN", KeyID: "k2", Sealed: []byte("new"), Preview: true}))
+	if got, _ = s.Secrets(ctx, "app"); !got[1].Preview || got[0].Preview {
+		t.Fatalf("after marking TOKEN for previews: %+v", got)
 	}
 	ids, err := s.SecretKeyIDs(ctx)
 	must(t, err)
