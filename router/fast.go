@@ -47,15 +47,21 @@ type FastServer struct {
 	// HSTS, when set, is the Strict-Transport-Security value of every
 	// answer the fast path writes on TLS (Fallback's handler sets its own).
 	HSTS string
+	// InProcess, without TLS, serves every plain connection on a goroutine
+	// of its own running the fast path, which also takes the calls of
+	// components whose workers are all in this process (InProcess
+	// backends) and calls them directly (fastlocal.go). For velo up.
+	InProcess bool
 
-	tlsConns map[*tlsClient]struct{}
-	loops    []*loop
-	next     int // the loop the next connection goes to
-	mu       sync.Mutex
-	ln       net.Listener
-	closing  atomic.Bool
-	wg       sync.WaitGroup
-	fallback *handoffListener
+	tlsConns   map[*tlsClient]struct{}
+	localConns map[*localClient]struct{}
+	loops      []*loop
+	next       int // the loop the next connection goes to
+	mu         sync.Mutex
+	ln         net.Listener
+	closing    atomic.Bool
+	wg         sync.WaitGroup
+	fallback   *handoffListener
 }
 
 // Serve accepts connections on ln until Shutdown or a listener failure.
@@ -123,6 +129,16 @@ func (s *FastServer) Serve(ln net.Listener) error {
 			return err
 		}
 		switch {
+		case s.InProcess && s.TLS == nil:
+			s.mu.Lock()
+			if s.closing.Load() {
+				s.mu.Unlock()
+				c.Close()
+				return http.ErrServerClosed
+			}
+			s.wg.Add(1)
+			s.mu.Unlock()
+			go s.serveLocal(c)
 		case s.TLS != nil:
 			// Added under mu, which Shutdown takes after closing is set:
 			// never an Add after its Wait began.
@@ -152,6 +168,7 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.stopLoops(false)
 	s.closeTLS(false)
+	s.closeLocal(false)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -159,6 +176,7 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.stopLoops(true)
 		s.closeTLS(true)
+		s.closeLocal(true)
 	}
 	return s.Fallback.Shutdown(ctx)
 }
@@ -209,6 +227,12 @@ const (
 // far into a buffer of size bytes, into r, whose slices point into buf.
 // err says why a request is refused.
 func (s *FastServer) parseRequest(r *fastReq, buf []byte, size int, p *peer) (verdict, error) {
+	return s.parse(r, buf, size, p, false)
+}
+
+// parse is parseRequest, also taking the routes served in this process
+// when local is set (the in-process path, fastlocal.go).
+func (s *FastServer) parse(r *fastReq, buf []byte, size int, p *peer, local bool) (verdict, error) {
 	n, err := parseRequestHead(r, buf)
 	switch {
 	case err != nil:
@@ -233,7 +257,7 @@ func (s *FastServer) parseRequest(r *fastReq, buf []byte, size int, p *peer) (ve
 		return leaveFast, nil
 	}
 	rt := s.Router.table.Load().routes[string(name)]
-	if rt == nil || !rt.fast {
+	if rt == nil || !rt.fast && !(local && rt.local) {
 		return leaveFast, nil // ServeHTTP serves those, or writes their answers
 	}
 	r.rt, r.mount = rt, mount

@@ -197,6 +197,7 @@ type route struct {
 	events  manifest.Events // [events], with defaults
 	sched   []manifest.Schedule
 	fast    bool   // every target has an Endpoint: FastServer takes it
+	local   bool   // every target is in this process: FastServer.InProcess takes it
 	gate    *gate  // access and rate limit; nil: neither
 	repo    string // the component's repository, for dashboard access
 	// validator checks calls against the OpenAPI document (validate =
@@ -804,9 +805,10 @@ func (r *Router) buildRoute(rt store.Route, p prepared, cutoff time.Time, usedBa
 			nr.wait = nr.timeout
 		}
 	}
-	nr.fast = !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
-		!slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil }) &&
+	takes := !nr.paused && nr.depID != 0 && len(nr.targets) > 0 &&
 		(nr.gate == nil || nr.gate.jwt == nil && !nr.gate.dashboard) && !p.s.gate.Validate && !p.canaryValidate // JWTs and validation may block: net/http
+	nr.fast = takes && !slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep == nil })
+	nr.local = takes && !slices.ContainsFunc(nr.targets, func(t target) bool { return t.ep != nil })
 	if prev != nil {
 		nr.next.Store(prev.next.Load())
 	}
@@ -854,6 +856,8 @@ func (rt *route) addCanary(r *Router, c *store.Canary, cutoff time.Time, used ma
 	}
 	cr.fast = !slices.ContainsFunc(cr.targets, func(t target) bool { return t.ep == nil })
 	rt.fast = rt.fast && cr.fast // FastServer takes both or neither
+	cr.local = !slices.ContainsFunc(cr.targets, func(t target) bool { return t.ep != nil })
+	rt.local = rt.local && cr.local
 	if prev != nil {
 		rt.split.Store(prev.split.Load())
 		if prev.canary != nil {

@@ -280,9 +280,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if gh != nil {
 		runs = append(runs, gh.Run)
 	}
-	// Through FastServer, without event loops: every request head passes
-	// the router's parser before net/http frames it.
-	var srv server = &router.FastServer{Router: rt, Loops: -1, Fallback: &http.Server{Handler: handler,
+	// Through FastServer, without event loops: component calls are served
+	// on its in-process path (a goroutine per connection, the worker
+	// called directly, the answer written in one piece), and every other
+	// request head passes the router's parser before net/http frames it.
+	var srv server = &router.FastServer{Router: rt, Loops: -1, InProcess: true, Fallback: &http.Server{Handler: handler,
 		ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	httpsAddr := ""
