@@ -64,6 +64,9 @@ func (s *session) reaches(repo string) bool {
 type sessionCache struct {
 	mu sync.Mutex
 	m  map[[32]byte]*session
+	// ended counts the sign-outs seen: a session read while one came in
+	// is not remembered (it may have been read just before it ended).
+	ended uint64
 }
 
 // The cache is keyed by the sha256 of the secret, which is what the store
@@ -75,7 +78,7 @@ func (r *Router) sessionOf(ctx context.Context, secret string, now time.Time) (*
 	k := sha256.Sum256([]byte(secret))
 	c := &r.sessions
 	c.mu.Lock()
-	s := c.m[k]
+	s, ended := c.m[k], c.ended
 	c.mu.Unlock()
 	if s != nil && now.Before(s.until) {
 		return s, nil
@@ -100,6 +103,10 @@ func (r *Router) sessionOf(ctx context.Context, secret string, now time.Time) (*
 		}
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended != ended {
+		return s, nil
+	}
 	if c.m == nil {
 		c.m = map[[32]byte]*session{}
 	}
@@ -111,7 +118,6 @@ func (r *Router) sessionOf(ctx context.Context, secret string, now time.Time) (*
 		}
 	}
 	c.m[k] = s
-	c.mu.Unlock()
 	return s, nil
 }
 
@@ -122,6 +128,7 @@ func (r *Router) sessionEnded(n store.Note) {
 	c := &r.sessions
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.ended++
 	if n.Resync() {
 		clear(c.m)
 		return
