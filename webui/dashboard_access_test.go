@@ -2,10 +2,12 @@ package webui_test
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/velo-run/velo/internal/auth"
 	"github.com/velo-run/velo/internal/github/githubtest"
 	"github.com/velo-run/velo/internal/testsupport"
 )
@@ -68,4 +70,22 @@ func TestDashboardAccess(t *testing.T) {
 	if res.StatusCode != http.StatusUnauthorized {
 		t.Errorf("forged session: %d", res.StatusCode)
 	}
+	// Alice signs out: her session, remembered by the router, is refused
+	// at once (sent by hand: the sign-out clears it in her browser).
+	var cookie string
+	if u, err := url.Parse(v.n.URL); err == nil {
+		for _, k := range a.jar.Cookies(u) {
+			if k.Name == auth.SessionCookie {
+				cookie = k.String()
+			}
+		}
+	}
+	res, _ = a.do(http.MethodPost, auth.LogoutPath, url.Values{"csrf": {a.csrf()}})
+	if cookie == "" || res.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d (cookie %q)", res.StatusCode, cookie)
+	}
+	testsupport.Eventually(t, 30*time.Second, "alice's signed-out session refused", func() bool {
+		res, _ := anon.do(http.MethodGet, "/fn/alice-site/env", nil, "Cookie", cookie)
+		return res.StatusCode == http.StatusUnauthorized
+	})
 }
