@@ -40,6 +40,8 @@ type GitHubStore interface {
 
 	GitHubPreview(ctx context.Context, repo string, number int) (store.GitHubPreview, error)
 	PutGitHubPreview(ctx context.Context, p store.GitHubPreview) error
+	GitHubPreviewComponents(ctx context.Context, repo string, number int) ([]store.GitHubPreviewComponent, error)
+	PutGitHubPreviewComponent(ctx context.Context, p store.GitHubPreviewComponent) error
 }
 
 // GitHubConfig configures the GitHub App integration.

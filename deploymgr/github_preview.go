@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
+	"github.com/velo-run/velo/internal/archive"
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/store"
 )
@@ -37,10 +37,14 @@ const previewMarker = "<!-- velo-preview -->\n"
 // fork's pull request or withdraw the approval. Like a push job, it picks
 // up where it left off: a job with a deployment only waits for it.
 func (g *GitHub) runPreview(ctx context.Context, j *store.GitHubJob) error {
-	var pr github.PullRequest
-	if err := json.Unmarshal(j.Payload, &pr); err != nil {
+	var pj previewJob
+	if err := json.Unmarshal(j.Payload, &pj); err != nil {
 		return fmt.Errorf("decode pull request: %w", err)
 	}
+	if pj.Component != "" {
+		return g.runComponentPreview(ctx, j, &pj)
+	}
+	pr := pj.PullRequest
 	if j.Deployment == 0 {
 		if done, err := g.actOnPreview(ctx, j, &pr); err != nil || done {
 			return err
@@ -115,7 +119,11 @@ func (g *GitHub) decidePreview(ctx context.Context, j *store.GitHubJob, pr *gith
 		g.comment(ctx, pr, prev, fmt.Sprintf("This pull request comes from a fork, so Velo does not deploy a preview of it until someone with write access to %s adds the label `%s`.", pr.FullName, PreviewLabel))
 		return true, nil
 	}
-	if err := g.deployPreview(ctx, j, pr, prev); err != nil {
+	tree, handled, err := g.fanOutPreview(ctx, j, pr, prev)
+	if handled || err != nil {
+		return true, err
+	}
+	if err := g.deployPreview(ctx, j, pr, prev, tree); err != nil {
 		var se *staleError
 		if errors.As(err, &se) {
 			j.Note = se.msg
@@ -130,7 +138,7 @@ func (g *GitHub) decidePreview(ctx context.Context, j *store.GitHubJob, pr *gith
 // deployment to the preview environment, the tarball of the head commit
 // (GitHub serves a fork's commits from the base repository too), and
 // Manager.Deploy under the preview's name.
-func (g *GitHub) deployPreview(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest, prev *store.GitHubPreview) error {
+func (g *GitHub) deployPreview(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest, prev *store.GitHubPreview, tree *archive.Tree) error {
 	l := g.repoLock(pr.FullName)
 	l.Lock()
 	defer l.Unlock()
@@ -173,7 +181,7 @@ func (g *GitHub) deployPreview(ctx context.Context, j *store.GitHubJob, pr *gith
 	if j.GitHubDeployment != 0 {
 		prev.GitHubDeployment = j.GitHubDeployment
 	}
-	d, err := g.previewCommit(ctx, pr)
+	d, err := g.previewCommit(ctx, pr, tree)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -192,18 +200,19 @@ func (g *GitHub) deployPreview(ctx context.Context, j *store.GitHubJob, pr *gith
 	return nil
 }
 
-// previewCommit fetches the head's tarball and deploys it as the preview.
-func (g *GitHub) previewCommit(ctx context.Context, pr *github.PullRequest) (store.Deployment, error) {
-	rc, err := g.app.Tarball(ctx, pr.InstallationID, pr.Owner, pr.Repo, pr.HeadSHA, g.m.cfg.Limits.Compressed)
-	if err != nil {
-		return store.Deployment{}, fmt.Errorf("fetch %s@%s: %w", pr.FullName, short(pr.HeadSHA), err)
+// previewCommit deploys the head's tree (fetched now when nil) as the
+// preview.
+func (g *GitHub) previewCommit(ctx context.Context, pr *github.PullRequest, tree *archive.Tree) (store.Deployment, error) {
+	if tree == nil {
+		var err error
+		if tree, err = g.fetchPRTree(ctx, pr); err != nil {
+			return store.Deployment{}, err
+		}
 	}
-	defer rc.Close()
 	d, err := g.m.Deploy(ctx, DeployRequest{
 		DefaultName: pr.Repo,
 		NameSuffix:  fmt.Sprintf("%s%d", previewSep, pr.Number),
-		Archive:     rc,
-		StripTop:    true,
+		Tree:        tree,
 		Source:      SourceGitHub,
 		Repo:        pr.FullName,
 		Commit:      pr.HeadSHA,
@@ -268,24 +277,21 @@ func (g *GitHub) closePreview(ctx context.Context, j *store.GitHubJob, pr *githu
 	l.Lock()
 	defer l.Unlock()
 	if prev.Component != "" {
-		c, err := g.m.store.Component(ctx, prev.Component)
-		switch {
-		case err == nil && strings.EqualFold(c.Repo, pr.FullName):
-			if err := g.m.store.DeleteComponent(ctx, c.Name); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("remove preview %s: %w", c.Name, err)
-			}
-			if err := g.m.routesChanged(ctx, c.Name); err != nil {
-				g.log.Warn("routes change note failed", "err", err)
-			}
-			g.m.notify(ctx, store.PlacementsChanged(0))
-		case err != nil && !errors.Is(err, store.ErrNotFound):
+		if err := g.removePreview(ctx, prev.Component, pr.FullName); err != nil {
 			return err
 		}
 	}
 	if prev.GitHubDeployment != 0 {
 		g.ghStatus(ctx, pr.InstallationID, pr.Owner, pr.Repo, prev.GitHubDeployment, github.StateInactive, "Pull request closed; preview removed", "", "")
 	}
-	if prev.Component != "" || prev.CommentID != 0 {
+	several, err := g.closeComponentPreviews(ctx, pr)
+	if err != nil {
+		return err
+	}
+	switch {
+	case several:
+		g.comment(ctx, pr, prev, "The pull request is closed: Velo removed its previews.")
+	case prev.Component != "" || prev.CommentID != 0:
 		g.comment(ctx, pr, prev, "The pull request is closed: Velo removed its preview.")
 	}
 	j.Note = fmt.Sprintf("pull request #%d closed; preview %s removed", pr.Number, prev.Component)

@@ -15,6 +15,7 @@ import (
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/github/githubtest"
 	"github.com/velo-run/velo/internal/node"
+	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/internal/testsupport"
 )
 
@@ -185,4 +186,157 @@ func TestPreviewSecretsAndHost(t *testing.T) {
 	}
 	e.settle(d.ID)
 	e.sees(fake, "an upload named like a preview", []string{"GREETING=fake"}, []string{"PROD_KEY", "SANDBOX_KEY"})
+}
+
+// TestPreviewSeveralComponents: a pull request of a repository whose root
+// velo.toml lists components previews only the components it changes (by
+// GitHub's pull request files API), each as NAME--pr-N with its own
+// transient GitHub deployment (environment preview/NAME); the one comment
+// lists every preview and is edited on each push; closing removes them
+// all and marks their deployments inactive.
+func TestPreviewSeveralComponents(t *testing.T) {
+	e := startGitHub(t)
+	ctx, gh := e.ctx, e.gh
+	comp := func(name, version string) string {
+		return "name = \"" + name + "\"\nmodule = \"echo.wasm\"\n[env]\nVERSION = \"" + version + "\"\n"
+	}
+	tree := map[string]string{
+		"velo.toml":                 "components = [\"services/*\"]\n\n[[component]]\npath = \"web\"\n",
+		"README.md":                 "mono\n",
+		"services/api/velo.toml":    comp("api", "api-1"),
+		"services/api/echo.wasm":    string(echoWasm),
+		"services/worker/velo.toml": comp("jobs", "jobs-1"),
+		"services/worker/echo.wasm": string(echoWasm),
+		"web/velo.toml":             comp("web", "web-1"),
+		"web/echo.wasm":             string(echoWasm),
+	}
+	files := func(edits map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range tree {
+			out[k] = v
+		}
+		for k, v := range edits {
+			out[k] = v
+		}
+		return out
+	}
+	repo := gh.AddRepo("octo", "mono", "main", 42)
+	repo.Commit(files(nil), "three components")
+	e.deliver(gh.Push(ctx, e.hook(), repo, "main", "", ""))
+	for _, n := range []string{"api", "jobs", "web"} {
+		e.sees(n, "the push", []string{"VERSION=" + n + "-1"}, nil)
+	}
+	settled := func() {
+		t.Helper()
+		testsupport.Eventually(t, 60*time.Second, "every GitHub job to end", func() bool {
+			open, err := e.n.Store.GitHubJobs(ctx, "queued", "running")
+			return err == nil && len(open) == 0
+		})
+	}
+	previews := func() map[string][]githubtest.Deployment {
+		out := map[string][]githubtest.Deployment{}
+		for _, d := range gh.Deployments(repo.Owner, repo.Name) {
+			if strings.HasPrefix(d.Environment, "preview") {
+				out[d.Environment] = append(out[d.Environment], d)
+			}
+		}
+		return out
+	}
+	last := func(d githubtest.Deployment) string {
+		if len(d.Statuses) == 0 {
+			return ""
+		}
+		return d.Statuses[len(d.Statuses)-1].State
+	}
+	exists := func(name string) bool {
+		_, err := e.n.Store.Component(ctx, name)
+		return err == nil
+	}
+
+	// 1. The pull request changes services/api: api alone is previewed.
+	pr := gh.OpenPullRequest(repo, "", "api-change", "API v2")
+	n := pr.Number
+	api, jobs, web := fmt.Sprintf("api--pr-%d", n), fmt.Sprintf("jobs--pr-%d", n), fmt.Sprintf("web--pr-%d", n)
+	head1 := pr.Commit(files(map[string]string{"services/api/velo.toml": comp("api", "api-pr")}), "api v2")
+	e.deliver(gh.PullRequestEvent(ctx, e.hook(), pr, "opened", "", ""))
+	e.sees(api, "the api preview", []string{"VERSION=api-pr"}, nil)
+	testsupport.Eventually(t, 60*time.Second, "the api preview reported live", func() bool {
+		ps := previews()["preview/api"]
+		return len(ps) == 1 && last(ps[0]) == "success"
+	})
+	settled()
+	if exists(jobs) || exists(web) {
+		t.Errorf("unchanged components were previewed: %s %v, %s %v", jobs, exists(jobs), web, exists(web))
+	}
+	ps := previews()
+	// With a domain, a preview's URL is its host.
+	apiURL, webURL := "http://"+api+"."+e.domain+"/", "http://"+web+"."+e.domain+"/"
+	if d := ps["preview/api"][0]; len(ps) != 1 || d.SHA != head1 || !d.TransientEnvironment || d.ProductionEnvironment || d.Statuses[len(d.Statuses)-1].EnvironmentURL != apiURL {
+		t.Errorf("preview deployments after opening = %+v", ps)
+	}
+	for _, n := range []string{"api", "jobs", "web"} {
+		e.sees(n, "production untouched", []string{"VERSION=" + n + "-1"}, nil)
+	}
+	cs := gh.Comments(repo.Owner, repo.Name, n)
+	if len(cs) != 1 || !strings.Contains(cs[0].Body, apiURL) || strings.Contains(cs[0].Body, web) || !strings.Contains(cs[0].Body, head1[:7]) {
+		t.Fatalf("comments after opening = %+v", cs)
+	}
+
+	// 2. A push that changes web too: web is previewed, api (previewed
+	// already) follows the new head; one comment, edited, lists both.
+	head2 := pr.Commit(files(map[string]string{"services/api/velo.toml": comp("api", "api-pr"), "web/velo.toml": comp("web", "web-pr")}), "web v2")
+	e.deliver(gh.PullRequestEvent(ctx, e.hook(), pr, "synchronize", "", ""))
+	e.sees(web, "the web preview", []string{"VERSION=web-pr"}, nil)
+	testsupport.Eventually(t, 60*time.Second, "both previews live at the new head", func() bool {
+		ps := previews()
+		a, w := ps["preview/api"], ps["preview/web"]
+		return len(a) == 2 && len(w) == 1 && a[1].SHA == head2 && last(a[1]) == "success" && last(a[0]) == "inactive" && last(w[0]) == "success"
+	})
+	settled()
+	if exists(jobs) {
+		t.Errorf("%s previewed; the pull request does not change it", jobs)
+	}
+	if d, err := e.n.Store.Deployment(ctx, mustComponent(t, e, api).Live); err != nil || d.Commit != head2 {
+		t.Errorf("%s serves %q (%v), want %s", api, d.Commit, err, head2)
+	}
+	cs = gh.Comments(repo.Owner, repo.Name, n)
+	if len(cs) != 1 || cs[0].Edits == 0 || !strings.Contains(cs[0].Body, apiURL) || !strings.Contains(cs[0].Body, webURL) || !strings.Contains(cs[0].Body, head2[:7]) {
+		t.Fatalf("comments after the second push = %+v", cs)
+	}
+
+	// 3. Closed: every preview goes, every preview deployment inactive.
+	pr.Close(false)
+	e.deliver(gh.PullRequestEvent(ctx, e.hook(), pr, "closed", "", ""))
+	settled()
+	for _, name := range []string{api, web} {
+		if exists(name) {
+			t.Errorf("%s left after close", name)
+		}
+		testsupport.Eventually(t, 60*time.Second, name+" gone from the router", func() bool {
+			code, _ := e.envOf(name, "")
+			return code == http.StatusNotFound
+		})
+	}
+	for env, ds := range previews() {
+		for _, d := range ds {
+			if last(d) != "inactive" {
+				t.Errorf("%s deployment %d after close: %s", env, d.ID, last(d))
+			}
+		}
+	}
+	if cs = gh.Comments(repo.Owner, repo.Name, n); len(cs) != 1 || !strings.Contains(cs[0].Body, "closed") {
+		t.Errorf("comments after close = %+v", cs)
+	}
+	for _, n := range []string{"api", "jobs", "web"} {
+		e.sees(n, "production after close", []string{"VERSION=" + n + "-1"}, nil)
+	}
+}
+
+func mustComponent(t *testing.T, e *ghEnv, name string) store.Component {
+	t.Helper()
+	c, err := e.n.Store.Component(e.ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -149,3 +149,35 @@ func (a *App) CanWrite(ctx context.Context, installationID int64, owner, repo, u
 	}
 	return false, nil
 }
+
+// MaxPullFiles is the most files GitHub lists for a pull request; a
+// longer list is cut there.
+const MaxPullFiles = 3000
+
+// PullRequestFiles lists the paths pull request number changes (GET
+// /repos/{owner}/{repo}/pulls/{number}/files, every page; a renamed file
+// under both names). truncated says GitHub listed MaxPullFiles: there may
+// be more.
+func (a *App) PullRequestFiles(ctx context.Context, installationID int64, owner, repo string, number int) (files []string, truncated bool, err error) {
+	c := a.installation(installationID)
+	opts := &gh.ListOptions{PerPage: 100}
+	listed := 0
+	for page := 0; page < MaxPullFiles/100+1; page++ {
+		fs, resp, err := c.PullRequests.ListFiles(ctx, owner, repo, number, opts)
+		if err != nil {
+			return nil, false, apiError(fmt.Sprintf("files of %s/%s#%d", owner, repo, number), resp, err)
+		}
+		for _, f := range fs {
+			listed++
+			files = append(files, f.GetFilename())
+			if p := f.GetPreviousFilename(); p != "" {
+				files = append(files, p)
+			}
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	return files, listed >= MaxPullFiles, nil
+}

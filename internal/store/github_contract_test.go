@@ -39,6 +39,18 @@ func testGitHubPreviews(t *testing.T, s *Store) {
 	if other, err := s.GitHubPreview(ctx, "o/r", 2); err != nil || other.Head != "def" {
 		t.Errorf("other preview = %+v, %v", other, err)
 	}
+	// Component previews of a repository that lists several components.
+	must(t, s.PutGitHubPreviewComponent(ctx, GitHubPreviewComponent{Repo: "O/r", Number: 1, Component: "web", Dir: "web", Preview: "web--pr-1", Head: "abc", GitHubDeployment: 3, Line: "live"}))
+	must(t, s.PutGitHubPreviewComponent(ctx, GitHubPreviewComponent{Repo: "o/r", Number: 1, Component: "api", Dir: "services/api", Preview: "api--pr-1", Head: "abc"}))
+	must(t, s.PutGitHubPreviewComponent(ctx, GitHubPreviewComponent{Repo: "o/r", Number: 1, Component: "web", Dir: "web", Preview: "web--pr-1", Head: "def", GitHubDeployment: 4, Line: "deploying"}))
+	cs, err := s.GitHubPreviewComponents(ctx, "o/R", 1)
+	must(t, err)
+	if len(cs) != 2 || cs[0].Component != "api" || cs[0].Dir != "services/api" || cs[1].Head != "def" || cs[1].GitHubDeployment != 4 || cs[1].Line != "deploying" || cs[1].Preview != "web--pr-1" {
+		t.Errorf("GitHubPreviewComponents = %+v", cs)
+	}
+	if cs, err := s.GitHubPreviewComponents(ctx, "o/r", 2); err != nil || len(cs) != 0 {
+		t.Errorf("GitHubPreviewComponents of another pull request = %+v, %v", cs, err)
+	}
 }
 
 func testGitHubJobs(t *testing.T, s *Store) {

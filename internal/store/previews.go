@@ -66,3 +66,60 @@ func (s *Store) PutGitHubPreview(ctx context.Context, p GitHubPreview) error {
 	}
 	return nil
 }
+
+// GitHubPreviewComponent is one component's preview in a pull request of
+// a repository whose root velo.toml lists several components.
+type GitHubPreviewComponent struct {
+	Repo   string
+	Number int
+	// Component is the component previewed (NAME), in directory Dir;
+	// Preview its preview (NAME--pr-N).
+	Component, Dir, Preview string
+	// Head is the last head commit deployed (or tried) for it.
+	Head string
+	// GitHubDeployment is its newest GitHub deployment.
+	GitHubDeployment int64
+	// Line is what Velo's comment on the pull request says of it.
+	Line      string
+	UpdatedAt time.Time
+}
+
+// GitHubPreviewComponents returns the component previews of pull request
+// number of repo, by component name.
+func (s *Store) GitHubPreviewComponents(ctx context.Context, repo string, number int) ([]GitHubPreviewComponent, error) {
+	rs, err := s.db.query(ctx, `SELECT component, dir, preview, head, gh_deployment, line, updated_at
+		FROM github_preview_components WHERE repo_key = $1 AND number = $2 ORDER BY component`, strings.ToLower(repo), number)
+	if err != nil {
+		return nil, fmt.Errorf("github preview components %s#%d: %w", repo, number, err)
+	}
+	defer rs.Close()
+	var out []GitHubPreviewComponent
+	for rs.Next() {
+		p := GitHubPreviewComponent{Repo: repo, Number: number}
+		var updated int64
+		if err := rs.Scan(&p.Component, &p.Dir, &p.Preview, &p.Head, &p.GitHubDeployment, &p.Line, &updated); err != nil {
+			return nil, fmt.Errorf("github preview components %s#%d: %w", repo, number, err)
+		}
+		p.UpdatedAt = fromMicros(updated)
+		out = append(out, p)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("github preview components %s#%d: %w", repo, number, err)
+	}
+	return out, nil
+}
+
+// PutGitHubPreviewComponent records a component's preview in a pull
+// request, replacing the one of the same component.
+func (s *Store) PutGitHubPreviewComponent(ctx context.Context, p GitHubPreviewComponent) error {
+	_, err := s.db.exec(ctx, `INSERT INTO github_preview_components
+		(repo_key, number, component, dir, preview, head, gh_deployment, line, updated_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT (repo_key, number, component) DO UPDATE SET dir = excluded.dir, preview = excluded.preview,
+			head = excluded.head, gh_deployment = excluded.gh_deployment, line = excluded.line, updated_at = excluded.updated_at`,
+		strings.ToLower(p.Repo), p.Number, p.Component, p.Dir, p.Preview, p.Head, p.GitHubDeployment, p.Line, micros(now()))
+	if err != nil {
+		return fmt.Errorf("put github preview component %s#%d %s: %w", p.Repo, p.Number, p.Component, err)
+	}
+	return nil
+}

@@ -87,3 +87,37 @@ func TestPushPayloadForced(t *testing.T) {
 	}
 	_ = githubtest.ZeroSHA
 }
+
+// TestPullRequestFiles: the files of a pull request are those its head
+// changes since it left the base branch (not what the base did since),
+// listed over pages of at most 100, as GitHub's pull request files API.
+func TestPullRequestFiles(t *testing.T) {
+	s, repo, _, app := setup(t)
+	ctx := context.Background()
+	tree := map[string]string{"velo.toml": "name = \"hello\"\n", "src/main.go": "package main\n"}
+	repo.Commit(tree, "base")
+	pr := s.OpenPullRequest(repo, "", "many", "Many files")
+	head := map[string]string{"velo.toml": "name = \"hello\"\n", "src/main.go": "package main // pr\n"}
+	for i := range 249 {
+		head[fmt.Sprintf("gen/f%03d.txt", i)] = "x\n"
+	}
+	pr.Commit(head, "many files")
+	// The base moves on: its change is not the pull request's.
+	repo.Commit(map[string]string{"velo.toml": "name = \"moved\"\n", "src/main.go": "package main\n"}, "base moves")
+
+	files, truncated, err := app.PullRequestFiles(ctx, inst, repo.Owner, repo.Name, pr.Number)
+	if err != nil || truncated {
+		t.Fatalf("PullRequestFiles = %d files, truncated %v, %v", len(files), truncated, err)
+	}
+	if len(files) != 250 || !slices.Contains(files, "src/main.go") || !slices.Contains(files, "gen/f248.txt") || slices.Contains(files, "velo.toml") {
+		t.Errorf("PullRequestFiles = %d files (src/main.go %v, velo.toml %v)", len(files), slices.Contains(files, "src/main.go"), slices.Contains(files, "velo.toml"))
+	}
+	var page []map[string]any
+	if code := getJSON(t, s, s.InstallationToken(inst), fmt.Sprintf("repos/%s/pulls/%d/files", repo.FullName(), pr.Number), &page); code != 200 || len(page) != 30 ||
+		page[0]["filename"] == nil || page[0]["status"] == nil {
+		t.Errorf("default page: %d, %d files", code, len(page))
+	}
+	if _, _, err := app.PullRequestFiles(ctx, inst, repo.Owner, repo.Name, 999); !errors.Is(err, github.ErrNotFound) {
+		t.Errorf("files of an unknown pull request: %v, want ErrNotFound", err)
+	}
+}

@@ -356,3 +356,61 @@ func (s *Server) permission(w http.ResponseWriter, req *http.Request, r *Repo) {
 		"user": map[string]any{"login": login, "id": 583231, "type": "User", "site_admin": false},
 	})
 }
+
+// maxPullFiles is the most files GitHub lists for a pull request.
+const maxPullFiles = 3000
+
+// pullFiles serves GET /repos/{o}/{r}/pulls/{number}/files as GitHub
+// documents it: the files the pull request changes (from the merge base
+// of its base branch and its head, to its head), paginated (30 a page by
+// default, at most 100), at most 3000 in all; an unknown number is 404.
+func (s *Server) pullFiles(w http.ResponseWriter, req *http.Request, r *Repo) {
+	n, err := strconv.Atoi(req.PathValue("number"))
+	var pr *PullRequest
+	for _, p := range s.pulls[r.ID] {
+		if err == nil && p.Number == n {
+			pr = p
+		}
+	}
+	if pr == nil {
+		writeError(w, http.StatusNotFound, "Not Found")
+		return
+	}
+	head := r.commits[r.branches[pr.headRef()]]
+	fromBase := r.ancestorsLocked(r.branches[r.DefaultBranch])
+	var mergeBase *commit
+	for c := head; c != nil; c = r.commits[c.parent] {
+		if fromBase[c.sha] {
+			mergeBase = c
+			break
+		}
+	}
+	changed := changedLocked(mergeBase, head)
+	if len(changed) > maxPullFiles {
+		changed = changed[:maxPullFiles]
+	}
+	lo, hi := paginate(w, req, s.srv.URL, len(changed))
+	files := []map[string]any{}
+	for _, p := range changed[lo:hi] {
+		st := "modified"
+		inBase := false
+		if mergeBase != nil {
+			_, inBase = mergeBase.files[p]
+		}
+		_, inHead := head.files[p]
+		switch {
+		case !inBase:
+			st = "added"
+		case !inHead:
+			st = "removed"
+		}
+		files = append(files, map[string]any{
+			"sha": head.tree, "filename": p, "status": st, "additions": 1, "deletions": 0, "changes": 1,
+			"blob_url":     s.WebURL() + "/" + r.FullName() + "/blob/" + head.sha + "/" + p,
+			"raw_url":      s.WebURL() + "/" + r.FullName() + "/raw/" + head.sha + "/" + p,
+			"contents_url": s.URL() + "repos/" + r.FullName() + "/contents/" + p + "?ref=" + head.sha,
+			"patch":        "@@ -1 +1 @@",
+		})
+	}
+	writeJSON(w, http.StatusOK, files)
+}

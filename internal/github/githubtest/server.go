@@ -236,6 +236,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /repos/{owner}/{repo}/issues/{number}/comments", s.repoAuth(s.listComments))
 	mux.HandleFunc("PATCH /repos/{owner}/{repo}/issues/comments/{id}", s.repoAuth(s.editComment))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/collaborators/{username}/permission", s.repoAuth(s.permission))
+	mux.HandleFunc("GET /repos/{owner}/{repo}/pulls/{number}/files", s.repoAuth(s.pullFiles))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/tarball", s.repoAuth(s.tarballLink))
 	mux.HandleFunc("GET /repos/{owner}/{repo}/tarball/{ref...}", s.repoAuth(s.tarballLink))
 	mux.HandleFunc("POST /repos/{owner}/{repo}/deployments", s.repoAuth(s.createDeployment))
