@@ -28,6 +28,11 @@ type Limits struct {
 	// QueueWait is the longest a call waits for room before it is turned
 	// away with 503. Default DefaultQueueWait.
 	QueueWait time.Duration
+	// HeapFloor, when set, keeps the Go collector's goal at least that
+	// many bytes above the live heap while the worker runs (heapfloor.go);
+	// it sets the process's GOGC, so only a worker that owns its process
+	// sets it (velo up, velo worker: DefaultHeapFloor unless GOGC is set).
+	HeapFloor int64
 }
 
 // Defaults of Limits.

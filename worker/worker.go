@@ -228,6 +228,12 @@ func (w *Worker) Serves(d int64) bool {
 // flight, and returns.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.markStarted()
+	if f := w.cfg.Limits.HeapFloor; f > 0 {
+		done := make(chan struct{})
+		floorCtx, stop := context.WithCancel(ctx)
+		go func() { defer close(done); holdHeapFloor(floorCtx, f) }()
+		defer func() { stop(); <-done }()
+	}
 	now := time.Now()
 	if err := w.store.UpsertWorker(ctx, store.Worker{Name: w.cfg.Name, Addr: w.cfg.Addr, StartedAt: now, SeenAt: now}); err != nil {
 		return fmt.Errorf("register worker %s: %w", w.cfg.Name, err)

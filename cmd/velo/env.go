@@ -234,6 +234,9 @@ func workerLimits() (worker.Limits, error) {
 	if e.get("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(l.Memory)
 	}
+	if e.get("GOGC") == "" {
+		l.HeapFloor = worker.DefaultHeapFloor
+	}
 	return l, nil
 }
 
