@@ -80,7 +80,7 @@ func (m *Manager) apiComponent(ctx context.Context, comp store.Component, instan
 		if err != nil {
 			return ac, fmt.Errorf("read live deployment %d: %w", comp.Live, err)
 		}
-		ad := m.apiDeployment(d, comp)
+		ad := m.apiDeployment(ctx, d, comp)
 		ac.Live = &ad
 	}
 	if comp.Target != comp.Live && comp.Target != 0 {
@@ -88,7 +88,7 @@ func (m *Manager) apiComponent(ctx context.Context, comp store.Component, instan
 		if err != nil {
 			return ac, fmt.Errorf("read target deployment %d: %w", comp.Target, err)
 		}
-		ad := m.apiDeployment(d, comp)
+		ad := m.apiDeployment(ctx, d, comp)
 		ac.Target = &ad
 	}
 	if ro, err := m.store.Rollout(ctx, comp.Name); err != nil {
@@ -98,13 +98,13 @@ func (m *Manager) apiComponent(ctx context.Context, comp store.Component, instan
 		if err != nil {
 			return ac, fmt.Errorf("read canary deployment %d: %w", ro.Canary, err)
 		}
-		ad := m.apiDeployment(d, comp)
+		ad := m.apiDeployment(ctx, d, comp)
 		ac.Canary, ac.CanaryWeight = &ad, ro.Weight
 	}
 	switch {
 	case comp.Paused:
 		ac.Status = "paused"
-	case ac.Target != nil || (comp.Live != 0 && !m.live(comp, comp.Live)):
+	case ac.Target != nil || (ac.Live != nil && !ac.Live.Live):
 		ac.Status = "deploying"
 	case comp.Live != 0:
 		ac.Status = "live"
@@ -126,17 +126,21 @@ func (m *Manager) apiComponent(ctx context.Context, comp store.Component, instan
 	return ac, nil
 }
 
-// live tells whether deployment id of comp is live: the store names it
-// and, where this process promotes it, its routers were told (see settle).
-func (m *Manager) live(comp store.Component, id int64) bool {
-	if comp.Live != id {
+// live tells whether deployment d of comp is live: the store names it
+// and every router serves it — held back by this process while it
+// promotes it (see settle), else judged from the routers' reports
+// (servedByRouters).
+func (m *Manager) live(ctx context.Context, comp store.Component, d store.Deployment) bool {
+	if comp.Live != d.ID {
 		return false
 	}
-	_, routing := m.routing.Load(id)
-	return !routing
+	if _, routing := m.routing.Load(d.ID); routing {
+		return false
+	}
+	return m.servedByRouters(ctx, d)
 }
 
-func (m *Manager) apiDeployment(d store.Deployment, comp store.Component) api.Deployment {
+func (m *Manager) apiDeployment(ctx context.Context, d store.Deployment, comp store.Component) api.Deployment {
 	return api.Deployment{
 		ID:        d.ID,
 		Component: d.Component,
@@ -147,7 +151,7 @@ func (m *Manager) apiDeployment(d store.Deployment, comp store.Component) api.De
 		Message:   d.Message,
 		Author:    d.Author,
 		Status:    d.Status,
-		Live:      m.live(comp, d.ID),
+		Live:      m.live(ctx, comp, d),
 		Error:     d.Error,
 		URL:       m.ComponentURL(d.Component),
 		CreatedAt: d.CreatedAt,
@@ -165,7 +169,9 @@ func (m *Manager) pause(paused bool) echo.HandlerFunc {
 		if err := m.store.SetPaused(ctx, comp.Name, paused); err != nil {
 			return err
 		}
-		if err := m.routesChanged(ctx, comp.Name); err != nil {
+		// Answered once the routers act on it (at most RouterWait).
+		warning, err := m.changeServed(ctx, comp.Name)
+		if err != nil {
 			return err
 		}
 		m.log.Info("component paused", "component", comp.Name, "paused", paused, "by", c.Get(ctxUser))
@@ -174,6 +180,7 @@ func (m *Manager) pause(paused bool) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		ac.Warning = warning
 		return c.JSON(http.StatusOK, ac)
 	}
 }
@@ -198,7 +205,7 @@ func (m *Manager) rollback(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, m.apiDeployment(d, comp))
+	return c.JSON(http.StatusAccepted, m.apiDeployment(ctx, d, comp))
 }
 
 // Rollback makes deployment id of comp (0: the newest ready one older than
@@ -303,7 +310,7 @@ func (m *Manager) startComponent(c echo.Context) error {
 		return err
 	}
 	m.log.Info("repository started", "repo", req.Repo, "component", d.Component, "deployment", d.ID, "by", c.Get(ctxUser))
-	return c.JSON(http.StatusAccepted, m.apiDeployment(d, comp))
+	return c.JSON(http.StatusAccepted, m.apiDeployment(ctx, d, comp))
 }
 
 // schedulesOf describes the live deployment's [[schedule]] tables.

@@ -58,7 +58,7 @@ func (m *Manager) postDeployment(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, m.apiDeployment(d, comp))
+	return c.JSON(http.StatusAccepted, m.apiDeployment(r.Context(), d, comp))
 }
 
 func (m *Manager) listDeployments(c echo.Context) error {
@@ -78,7 +78,7 @@ func (m *Manager) listDeployments(c echo.Context) error {
 	}
 	out := make([]api.Deployment, 0, len(ds))
 	for _, d := range ds {
-		out = append(out, m.apiDeployment(d, comp))
+		out = append(out, m.apiDeployment(c.Request().Context(), d, comp))
 	}
 	return c.JSON(http.StatusOK, out)
 }
@@ -105,7 +105,7 @@ func (m *Manager) getDeployment(c echo.Context) error {
 	} else if err != nil {
 		return err
 	}
-	ad := m.apiDeployment(d, comp)
+	ad := m.apiDeployment(ctx, d, comp)
 	if ad.BuildLog, err = m.store.BuildLog(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}

@@ -62,7 +62,7 @@ func (g *GitHub) waitSettled(ctx context.Context, id int64) (store.Deployment, b
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				return d, false, fmt.Errorf("component %s was removed", d.Component)
-			case err == nil && g.m.live(c, id):
+			case err == nil && g.m.live(ctx, c, d):
 				return d, true, nil
 			case err == nil && d.Status == store.StatusFailed:
 				return d, false, nil

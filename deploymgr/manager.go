@@ -23,6 +23,7 @@ type Store interface {
 	SetPaused(ctx context.Context, name string, paused bool) error
 	SetTarget(ctx context.Context, name string, deployment int64) error
 	Promote(ctx context.Context, name string, deployment int64) error
+	PromoteVersioned(ctx context.Context, name string, deployment int64) (int64, error)
 	DeleteComponent(ctx context.Context, name string) error
 
 	CreateDeployment(ctx context.Context, d store.Deployment) (store.Deployment, error)

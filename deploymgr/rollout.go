@@ -52,7 +52,7 @@ func (m *Manager) promote(c echo.Context) error {
 	if err := json.NewDecoder(io.LimitReader(c.Request().Body, 1<<16)).Decode(&req); err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, `promote body: want {"weight": 0-100}: `+err.Error())
 	}
-	d, err := m.Promote(ctx, comp, id, req.Weight)
+	d, warning, err := m.Promote(ctx, comp, id, req.Weight)
 	if err != nil {
 		return err
 	}
@@ -61,69 +61,94 @@ func (m *Manager) promote(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, m.apiDeployment(d, comp))
+	ad := m.apiDeployment(ctx, d, comp)
+	ad.Warning = warning
+	return c.JSON(http.StatusOK, ad)
 }
 
 // Promote gives deployment id of comp weight percent of the calls: 1-99
 // makes it the component's canary (placed first if it is not), 100 makes
-// it live at once (it must be ready), 0 ends it being the canary.
-func (m *Manager) Promote(ctx context.Context, comp store.Component, id int64, weight int) (store.Deployment, error) {
+// it live at once (it must be ready), 0 ends it being the canary. It
+// returns once every router serves the change, at most Config.RouterWait;
+// then with a warning naming the routers that lag (see changeServed).
+func (m *Manager) Promote(ctx context.Context, comp store.Component, id int64, weight int) (store.Deployment, string, error) {
+	d, served, err := m.promote1(ctx, comp, id, weight)
+	if err != nil || served == nil {
+		return d, "", err
+	}
+	warning, err := served()
+	return d, warning, err
+}
+
+// promote1 is Promote up to the wait, which it returns (nil: no change).
+func (m *Manager) promote1(ctx context.Context, comp store.Component, id int64, weight int) (store.Deployment, func() (string, error), error) {
+	changed := func() (string, error) { return m.changeServed(ctx, comp.Name) }
 	if weight < 0 || weight > 100 {
-		return store.Deployment{}, inputErr("weight %d: want 0 to 100 (percent of the calls)", weight)
+		return store.Deployment{}, nil, inputErr("weight %d: want 0 to 100 (percent of the calls)", weight)
 	}
 	d, err := m.store.Deployment(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && d.Component != comp.Name) {
-		return store.Deployment{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("component %q has no deployment %d", comp.Name, id))
+		return store.Deployment{}, nil, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("component %q has no deployment %d", comp.Name, id))
 	} else if err != nil {
-		return store.Deployment{}, err
+		return store.Deployment{}, nil, err
 	}
 	ro, err := m.store.Rollout(ctx, comp.Name)
 	if err != nil {
-		return store.Deployment{}, err
+		return store.Deployment{}, nil, err
 	}
 	switch {
 	case weight == 0:
 		if ro.Canary == id {
 			if err := m.store.SetCanary(ctx, comp.Name, 0, 0); err != nil {
-				return store.Deployment{}, err
+				return store.Deployment{}, nil, err
 			}
 			m.componentLog(ctx, comp.Name, id, fmt.Sprintf("canary deployment %d ended: deployment %d takes every call", id, comp.Live))
 		}
-		return d, m.routesChanged(ctx, comp.Name)
+		return d, changed, nil
 	case d.Status == store.StatusFailed:
-		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("deployment %d failed (%s)", id, d.Error)}
+		return store.Deployment{}, nil, &ConflictError{Msg: fmt.Sprintf("deployment %d failed (%s)", id, d.Error)}
 	case id == comp.Live:
 		if weight == 100 {
-			return d, nil
+			return d, nil, nil
 		}
-		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("deployment %d is live: it takes every call already", id)}
+		return store.Deployment{}, nil, &ConflictError{Msg: fmt.Sprintf("deployment %d is live: it takes every call already", id)}
 	case weight == 100:
 		if d.Status != store.StatusReady || ro.Canary != id {
-			return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("deployment %d is %s and not the canary: make it one first (weight 1-99), or roll back to it", id, d.Status)}
+			return store.Deployment{}, nil, &ConflictError{Msg: fmt.Sprintf("deployment %d is %s and not the canary: make it one first (weight 1-99), or roll back to it", id, d.Status)}
 		}
-		if err := m.store.Promote(ctx, comp.Name, id); err != nil {
-			return store.Deployment{}, err
+		// Not live to the API until the routers serve it, as in settle.
+		m.routing.Store(id, struct{}{})
+		v, err := m.store.PromoteVersioned(ctx, comp.Name, id)
+		if err == nil {
+			err = m.announced(ctx, comp.Name, v)
+		}
+		if err != nil {
+			m.routing.Delete(id)
+			return store.Deployment{}, nil, err
 		}
 		m.componentLog(ctx, comp.Name, id, fmt.Sprintf("canary deployment %d promoted: it takes every call", id))
-		return d, m.routesChanged(ctx, comp.Name)
+		return d, func() (string, error) {
+			defer m.routing.Delete(id)
+			return m.waitServed(ctx, comp.Name, v)
+		}, nil
 	}
 	if comp.Live == 0 {
-		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf("component %q has no live deployment to share calls with", comp.Name)}
+		return store.Deployment{}, nil, &ConflictError{Msg: fmt.Sprintf("component %q has no live deployment to share calls with", comp.Name)}
 	}
 	if err := m.store.SetCanary(ctx, comp.Name, id, weight); err != nil {
-		return store.Deployment{}, err
+		return store.Deployment{}, nil, err
 	}
 	if d.Status == store.StatusReady && ro.Canary != id {
 		// Not placed any more (an older deployment): the scheduler places
 		// it again, and the router sends it its share once it is ready.
 		if err := m.store.SetDeploymentStatus(ctx, id, store.StatusPending, ""); err != nil {
-			return store.Deployment{}, err
+			return store.Deployment{}, nil, err
 		}
 		d.Status = store.StatusPending
 		m.notify(ctx, store.DeploymentChanged(id))
 	}
 	m.componentLog(ctx, comp.Name, id, fmt.Sprintf("deployment %d is the canary: %d %% of the calls, deployment %d the rest", id, weight, comp.Live))
-	return d, m.routesChanged(ctx, comp.Name)
+	return d, changed, nil
 }
 
 // componentLog writes a line about the component from Velo into its logs

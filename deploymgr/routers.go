@@ -14,6 +14,7 @@ import (
 // every router serves (see awaitRouters).
 type routerStore interface {
 	BumpRouteVersion(ctx context.Context) (int64, error)
+	RouteVersion(ctx context.Context) (int64, error)
 	Routers(ctx context.Context) ([]store.RouterState, error)
 	PruneRouters(ctx context.Context, before time.Time) error
 }
@@ -55,13 +56,104 @@ func (m *Manager) announce(ctx context.Context, component string) (int64, error)
 	if err != nil {
 		return 0, err
 	}
+	return v, m.announced(ctx, component, v)
+}
+
+// announced is announce for a change whose version v is already bumped
+// (PromoteVersioned): it notifies the routers with it and refreshes the
+// router in this process.
+func (m *Manager) announced(ctx context.Context, component string, v int64) error {
 	if err := m.store.Notify(ctx, store.RoutesChangedAt(component, v)); err != nil {
-		return 0, err
+		return err
 	}
 	if m.cfg.RoutesChanged != nil {
-		return v, m.cfg.RoutesChanged(ctx, component)
+		return m.cfg.RoutesChanged(ctx, component)
 	}
-	return v, nil
+	return nil
+}
+
+// lagging returns the routers seen within Config.RouterTimeout that do not
+// serve route version v yet, as named for a person.
+func (m *Manager) lagging(ctx context.Context, v int64) ([]string, error) {
+	rs, err := m.store.Routers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	var out []string
+	for _, r := range rs {
+		if now.Sub(r.SeenAt) < m.cfg.RouterTimeout && r.Applied < v {
+			out = append(out, routerName(r))
+		}
+	}
+	return out, nil
+}
+
+// changeServed announces a change of component (announce) and waits until
+// every router serves it, at most Config.RouterWait: what the API answers
+// a pause, a resume or a canary weight after, so that the answer means the
+// routers act on it. When a router lags at the deadline it returns a
+// warning naming it (the change is made either way). Any deploymgr may
+// call it: it reads only the store.
+func (m *Manager) changeServed(ctx context.Context, component string) (warning string, err error) {
+	v, err := m.announce(ctx, component)
+	if err != nil {
+		return "", err
+	}
+	return m.waitServed(ctx, component, v)
+}
+
+// waitServed is changeServed's wait for route version v.
+func (m *Manager) waitServed(ctx context.Context, component string, v int64) (warning string, err error) {
+	deadline := time.Now().Add(m.cfg.RouterWait)
+	tick := time.NewTicker(routerPoll)
+	defer tick.Stop()
+	for {
+		lag, err := m.lagging(ctx, v)
+		switch {
+		case err == nil && len(lag) == 0:
+			return "", nil
+		case time.Now().After(deadline):
+			why := "router(s) " + strings.Join(lag, ", ") + " did not report serving it"
+			if err != nil {
+				why = "the routers' reports could not be read: " + err.Error()
+			}
+			m.log.Warn("change made before every router serves it", "component", component, "reason", why)
+			return fmt.Sprintf("not confirmed by every router within %s: %s", m.cfg.RouterWait, why), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// servedByRouters tells whether deployment d, live in the store, is served
+// by every router, for a deploymgr that did not promote it itself (one
+// not scheduling: it has no hold in routing). PromoteVersioned bumped the
+// route version with the promotion, so every router that reports the
+// current version or a later one serves it; the check is conservative (a
+// later change also has to be served) and ends a RouterWait after the
+// promotion, plus a second for the promoter's own deadline and build-log
+// line (velo deploy prints it) to come first.
+func (m *Manager) servedByRouters(ctx context.Context, d store.Deployment) bool {
+	if m.awaiting.isRunning() || time.Since(d.UpdatedAt) > m.cfg.RouterWait+time.Second {
+		return true
+	}
+	v, err := m.store.RouteVersion(ctx)
+	if err != nil {
+		return false // asked again by the next poll
+	}
+	lag, err := m.lagging(ctx, v)
+	return err == nil && len(lag) == 0
+}
+
+// isRunning reports whether Run's waiter holds this process's promotions.
+func (a *awaiting) isRunning() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.running
 }
 
 // awaitRouters keeps deployment d of component marked routing (not yet

@@ -204,10 +204,9 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	}
 	if comp.Target == d.ID {
 		m.routing.Store(d.ID, struct{}{})
-		err := m.store.Promote(ctx, d.Component, d.ID)
-		var version int64
+		version, err := m.store.PromoteVersioned(ctx, d.Component, d.ID)
 		if err == nil {
-			version, err = m.announce(ctx, d.Component)
+			err = m.announced(ctx, d.Component, version)
 		}
 		if err != nil {
 			m.routing.Delete(d.ID)

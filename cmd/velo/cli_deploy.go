@@ -368,10 +368,12 @@ func rollbackCommand() *cobra.Command {
 					return err
 				}
 				if comp.Canary != nil {
-					if _, err := c.Promote(ctx, args[0], comp.Canary.ID, 0); err != nil {
+					ended, err := c.Promote(ctx, args[0], comp.Canary.ID, 0)
+					if err != nil {
 						return err
 					}
 					fmt.Fprintf(cmd.OutOrStdout(), "canary #%d of %s ended: the live deployment takes every call\n", comp.Canary.ID, args[0])
+					warn(cmd.ErrOrStderr(), ended.Warning)
 					return nil
 				}
 			}
@@ -435,8 +437,10 @@ DEPLOYMENT makes another deployment the canary, or live.`,
 			}
 			if weight < 100 {
 				fmt.Fprintf(cmd.OutOrStdout(), "deployment #%d of %s takes %d %% of the calls\n", id, args[0], weight)
+				warn(cmd.ErrOrStderr(), dep.Warning)
 				return nil
 			}
+			warn(cmd.ErrOrStderr(), dep.Warning)
 			fmt.Fprintf(cmd.OutOrStdout(), "promoting deployment #%d of %s\n", id, args[0])
 			d := deployer{c: c, out: cmd.OutOrStdout(), errOut: cmd.ErrOrStderr()}
 			return d.waitLive(ctx, dep, dep.Status, timeout)

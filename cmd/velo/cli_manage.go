@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -26,6 +27,7 @@ func pauseCommand() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "paused %s\n", comp.Name)
+			warn(cmd.ErrOrStderr(), comp.Warning)
 			return nil
 		},
 	}
@@ -49,6 +51,7 @@ func resumeCommand() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "resumed %s (%s) at %s\n", comp.Name, comp.Status, orDash(comp.URL))
+			warn(cmd.ErrOrStderr(), comp.Warning)
 			return nil
 		},
 	}
@@ -94,4 +97,12 @@ func rmCommand() *cobra.Command {
 	cn.addFlags(cmd)
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
 	return cmd
+}
+
+// warn prints the server's warning about a change (a router that did not
+// confirm serving it), if there is one.
+func warn(w io.Writer, warning string) {
+	if warning != "" {
+		fmt.Fprintf(w, "warning: %s\n", warning)
+	}
 }

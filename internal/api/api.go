@@ -30,6 +30,9 @@ type Component struct {
 	Schedules []Schedule `json:"schedules,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
+	// Warning is set on the answer to a pause or resume when a router
+	// did not report serving the change within VELO_ROUTER_WAIT.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Instance is one placement of a component's deployment on a worker.
@@ -59,6 +62,9 @@ type Deployment struct {
 	URL       string            `json:"url,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 	UpdatedAt time.Time         `json:"updated_at"`
+	// Warning is set on the answer to a promote (canary weight) when a
+	// router did not report serving the change within VELO_ROUTER_WAIT.
+	Warning string `json:"warning,omitempty"`
 }
 
 // Promote is the body of POST

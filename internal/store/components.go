@@ -106,25 +106,47 @@ func (s *Store) SetTarget(ctx context.Context, name string, deployment int64) er
 // belongs to the component. The deployment live until then is recorded as
 // the component's Rollout.Previous.
 func (s *Store) Promote(ctx context.Context, name string, deployment int64) error {
-	err := s.tx(ctx, func(q querier) error {
-		var live int64
-		if err := q.queryRow(ctx, `SELECT live FROM components WHERE name = $1`, name).Scan(&live); err != nil {
-			return err
-		}
-		if err := promote(ctx, q, name, deployment); err != nil {
-			return err
-		}
-		if err := recordPromotion(ctx, q, name, deployment, live); err != nil {
-			return err
-		}
-		_, err := q.exec(ctx, `UPDATE deployments SET status = $2, error = '', updated_at = $3 WHERE id = $1`,
-			deployment, StatusReady, micros(now()))
-		return err
-	})
+	err := s.tx(ctx, func(q querier) error { return promoteReady(ctx, q, name, deployment) })
 	if err != nil {
 		return fmt.Errorf("promote %s to %d: %w", name, deployment, err)
 	}
 	return nil
+}
+
+// PromoteVersioned is Promote that bumps the route version (see
+// BumpRouteVersion) in the same transaction and returns it: whoever reads
+// that version or a later one reads the promotion too. So a router that
+// reports it serves the promotion, and a deploymgr that did not promote
+// can tell that from the routers' reports and the current version alone.
+func (s *Store) PromoteVersioned(ctx context.Context, name string, deployment int64) (int64, error) {
+	var v int64
+	err := s.tx(ctx, func(q querier) error {
+		if err := promoteReady(ctx, q, name, deployment); err != nil {
+			return err
+		}
+		return q.queryRow(ctx, `UPDATE route_version SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("promote %s to %d: %w", name, deployment, err)
+	}
+	return v, nil
+}
+
+// promoteReady is Promote's transaction.
+func promoteReady(ctx context.Context, q querier, name string, deployment int64) error {
+	var live int64
+	if err := q.queryRow(ctx, `SELECT live FROM components WHERE name = $1`, name).Scan(&live); err != nil {
+		return err
+	}
+	if err := promote(ctx, q, name, deployment); err != nil {
+		return err
+	}
+	if err := recordPromotion(ctx, q, name, deployment, live); err != nil {
+		return err
+	}
+	_, err := q.exec(ctx, `UPDATE deployments SET status = $2, error = '', updated_at = $3 WHERE id = $1`,
+		deployment, StatusReady, micros(now()))
+	return err
 }
 
 func promote(ctx context.Context, q querier, name string, deployment int64) error {

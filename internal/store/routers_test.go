@@ -44,6 +44,28 @@ func testRouters(t *testing.T, s *Store) {
 	if len(rs) != 1 || rs[0].ID != "b" {
 		t.Fatalf("after pruning = %+v", rs)
 	}
+	// A promotion bumps the version in its own transaction; one that
+	// fails leaves the version as it was.
+	must(t, s.CreateComponent(ctx, Component{Name: "versioned", Runtime: "wasm"}))
+	d, err := s.CreateDeployment(ctx, Deployment{Component: "versioned", Digest: "sha256:v", Runtime: "wasm", Source: "upload", Status: StatusPreparing})
+	must(t, err)
+	v2, err := s.PromoteVersioned(ctx, "versioned", d.ID)
+	must(t, err)
+	if v2 != v1+1 {
+		t.Fatalf("PromoteVersioned returned version %d after %d", v2, v1)
+	}
+	if c, err := s.Component(ctx, "versioned"); err != nil || c.Live != d.ID {
+		t.Fatalf("after PromoteVersioned: %+v, %v", c, err)
+	}
+	if got, err := s.Deployment(ctx, d.ID); err != nil || got.Status != StatusReady {
+		t.Fatalf("promoted deployment %+v, %v; want ready", got, err)
+	}
+	if _, err := s.PromoteVersioned(ctx, "versioned", d.ID+1000); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("promoting a missing deployment: %v, want ErrNotFound", err)
+	}
+	if got, err := s.RouteVersion(ctx); err != nil || got != v2 {
+		t.Fatalf("version after a failed promotion = %d, %v; want %d", got, err, v2)
+	}
 	must(t, s.DeleteRouter(ctx, "b"))
 	if err := s.DeleteRouter(ctx, "b"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleting a gone router: %v", err)
