@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -74,7 +75,13 @@ func (a *Access) repos(ctx context.Context, user string, cached bool) (all bool,
 		return false, nil, nil
 	}
 	repos, err = a.fetch(ctx, tok)
-	if err != nil {
+	switch {
+	case err != nil && !cached && !errors.Is(err, github.ErrUnauthorized) && !errors.Is(err, github.ErrNotFound):
+		// GitHub could not be asked (down, slow, rate-limited): the
+		// caller, which would remember "no repositories" for a minute,
+		// answers "try again" instead.
+		return false, nil, fmt.Errorf("list the repositories of %s on github: %w", user, err)
+	case err != nil:
 		// Not cached: the next request asks GitHub again.
 		a.log.Warn("list user repositories failed", "user", user, "err", err)
 		return false, nil, nil

@@ -372,7 +372,9 @@ func (s *Sessions) SessionUser(ctx context.Context, secret string) (user string,
 // Repos is Access().Repos asked now, not remembered: the repositories
 // user can reach, for the router, which remembers the answer itself (for
 // at most a minute; remembered here too, a lost repository would count
-// only after both had expired).
+// only after both had expired). GitHub failing to answer is an error
+// (the router says "try again" rather than remember no repositories);
+// GitHub refusing the user's token means none.
 func (s *Sessions) Repos(ctx context.Context, user string) (all bool, repos []string, err error) {
 	return s.access.repos(ctx, user, false)
 }

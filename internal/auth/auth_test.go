@@ -234,3 +234,50 @@ func TestVeloCookie(t *testing.T) {
 		}
 	}
 }
+
+// TestReposAskedNow: Sessions.Repos (the router's) asks GitHub each time:
+// GitHub refusing the user's token means no repositories, GitHub not
+// answering is an error (the router then says "try again" instead of
+// remembering no access for a minute).
+func TestReposAskedNow(t *testing.T) {
+	ctx := context.Background()
+	gh := githubtest.New(t)
+	app, err := github.NewApp(gh.Config(), gh.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh.AddRepo("alice", "app", "main", 7)
+	tok := gh.AddUser("alice", 7)
+	s, st := newSessions(t, "http://127.0.0.1:8080", app)
+	if err := st.PutGitHubUserToken(ctx, "alice", s.seal.seal("alice", tok)); err != nil {
+		t.Fatal(err)
+	}
+	if _, repos, err := s.Repos(ctx, GitHubUser("alice")); err != nil || len(repos) != 1 {
+		t.Fatalf("alice's repos = %v %v", repos, err)
+	}
+
+	// GitHub away: an error, for this one and for the dashboard's cached
+	// Access none.
+	cfg := gh.Config()
+	cfg.APIURL = "http://127.0.0.1:1/" // nothing listens on port 1
+	down, err := github.NewApp(cfg, &http.Client{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, dst := newSessions(t, "http://127.0.0.1:8080", down)
+	if err := dst.PutGitHubUserToken(ctx, "alice", d.seal.seal("alice", tok)); err != nil {
+		t.Fatal(err)
+	}
+	if _, repos, err := d.Repos(ctx, GitHubUser("alice")); err == nil {
+		t.Errorf("with GitHub away: repos %v and no error", repos)
+	}
+	if _, repos, err := d.Access().Repos(ctx, GitHubUser("alice")); err != nil || len(repos) != 0 {
+		t.Errorf("the dashboard's Access with GitHub away: %v %v, want none", repos, err)
+	}
+
+	// The token revoked on GitHub: no repositories, no error.
+	gh.RevokeUser("alice")
+	if _, repos, err := s.Repos(ctx, GitHubUser("alice")); err != nil || len(repos) != 0 {
+		t.Errorf("with the token revoked: %v %v, want none and no error", repos, err)
+	}
+}

@@ -25,6 +25,10 @@ var (
 	// installation does not exist or the token may not see it (GitHub does
 	// not distinguish the two).
 	ErrNotFound = errors.New("not found on github")
+	// ErrUnauthorized: GitHub answered 401 — the token is not (or no
+	// longer) valid: expired, revoked, or the App was uninstalled by the
+	// user.
+	ErrUnauthorized = errors.New("github refused the token")
 	// ErrTooLarge: a tarball or webhook body exceeds the caller's limit.
 	ErrTooLarge = errors.New("too large")
 )
@@ -133,8 +137,11 @@ func apiError(what string, resp *gh.Response, err error) error {
 	if errors.As(err, &herr) && herr.Response != nil {
 		status = herr.Response.StatusCode
 	}
-	if status == http.StatusNotFound {
+	switch status {
+	case http.StatusNotFound:
 		return fmt.Errorf("%s: %w: %w", what, ErrNotFound, err)
+	case http.StatusUnauthorized:
+		return fmt.Errorf("%s: %w: %w", what, ErrUnauthorized, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
