@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,14 @@ const migrationLockKey = 0x76656c6f
 // listenAppName marks the dedicated LISTEN connection in pg_stat_activity.
 const listenAppName = "velo-listen"
 
+// defaultMaxConns is the pool's size when the URL does not set one
+// (pool_max_conns). pgxpool's own default, 4 on a 2-core machine, starves
+// the event engine: River's notifier holds one connection, its fetches,
+// completer and Velo's batched inserts and attempt records share the rest,
+// and every wait for a connection is added to a 202. Connections are
+// opened only as they are needed.
+const defaultMaxConns = 16
+
 // pgEngine is a Postgres database behind a pgxpool.
 type pgEngine struct {
 	pgQuerier
@@ -30,6 +39,9 @@ func openPostgres(ctx context.Context, url string, h *hub) (*pgEngine, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres config: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = defaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

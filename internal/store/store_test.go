@@ -3,11 +3,14 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/velo-run/velo/internal/pgtest"
 )
@@ -72,6 +75,57 @@ func TestPostgresConcurrentOpen(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestPostgresPoolSize holds connections of the store's pool at once: the
+// default holds defaultMaxConns (pgxpool's own would stop at 4 on a 2-core
+// machine and starve the event engine), and pool_max_conns in the URL
+// still sets the size.
+func TestPostgresPoolSize(t *testing.T) {
+	url := pgtest.URL(t)
+	ctx := context.Background()
+	hold := func(s *Store, n int) error {
+		pool := s.PostgresPool()
+		var conns []*pgxpool.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Release()
+			}
+		}()
+		for i := range n {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			c, err := pool.Acquire(actx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("connection %d of %d: %w", i+1, n, err)
+			}
+			conns = append(conns, c)
+		}
+		return nil
+	}
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := hold(s, defaultMaxConns); err != nil {
+		t.Fatalf("default pool: %v", err)
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	small, err := Open(ctx, url+sep+"pool_max_conns=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	if err := hold(small, 2); err != nil {
+		t.Fatalf("pool_max_conns=2: %v", err)
+	}
+	if err := hold(small, 3); err == nil {
+		t.Fatal("pool_max_conns=2 held 3 connections at once")
 	}
 }
 
