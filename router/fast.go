@@ -40,9 +40,10 @@ type FastServer struct {
 	// request parser, see screenedConn).
 	Loops int
 	// TLS, when set, makes Serve terminate TLS with it on every
-	// connection it accepts: HTTP/1.1 keep-alive requests take the fast
-	// path (on a goroutine per connection, see fasttls.go), h2 clients go
-	// to Fallback, which must then have the same TLSConfig.
+	// connection it accepts: the handshake runs on a goroutine, then
+	// HTTP/1.1 keep-alive requests take the fast path on the event loops
+	// (on a goroutine per connection without them, see fasttls.go), h2
+	// clients go to Fallback, which must then have the same TLSConfig.
 	TLS *tls.Config
 	// HSTS, when set, is the Strict-Transport-Security value of every
 	// answer the fast path writes on TLS (Fallback's handler sets its own).
@@ -53,10 +54,11 @@ type FastServer struct {
 	// backends) and calls them directly (fastlocal.go). For velo up.
 	InProcess bool
 
+	hsts       string // the HSTS header line, from HSTS
 	tlsConns   map[*tlsClient]struct{}
 	localConns map[*localClient]struct{}
 	loops      []*loop
-	next       int // the loop the next connection goes to
+	next       atomic.Uint64 // the loop the next connection goes to
 	mu         sync.Mutex
 	ln         net.Listener
 	closing    atomic.Bool
@@ -71,6 +73,9 @@ func (s *FastServer) Serve(ln net.Listener) error {
 	}
 	if s.HeadTimeout <= 0 {
 		s.HeadTimeout = 10 * time.Second
+	}
+	if s.HSTS != "" {
+		s.hsts = "Strict-Transport-Security: " + s.HSTS + "\r\n"
 	}
 	if s.closing.Load() {
 		return http.ErrServerClosed
@@ -112,9 +117,7 @@ func (s *FastServer) Serve(ln net.Listener) error {
 		return context.WithValue(ctx, screenKey{}, c)
 	}
 	go func() { _ = s.Fallback.Serve(s.fallback) }()
-	if s.TLS == nil {
-		s.startLoops()
-	}
+	s.startLoops()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -212,6 +215,13 @@ type fastReq struct {
 func (r *fastReq) size() int { return len(r.head) + int(max(r.length, 0)) }
 
 const maxFastBody = 64 << 10
+
+const (
+	loopClientBuffer = 16 << 10 // a client connection's read buffer
+	// maxQueued is how much of an answer is queued for a client that is
+	// behind before the worker's connection is read no more.
+	maxQueued = 64 << 10
+)
 
 // verdict is what the fast path makes of the bytes of a request so far.
 type verdict int

@@ -13,18 +13,29 @@ import (
 	"time"
 )
 
-// The TLS fast path. A TLS connection cannot be served by an event loop
-// (crypto/tls reads and writes records on a goroutine), so each one gets
-// a goroutine that runs the fast path's request loop over the *tls.Conn:
-// heads parsed in place by parseRequest, the same routes, gate and
-// forwarding lines as the loops (X-Forwarded-Proto https), the request
-// written to a kept-alive worker connection in one write and the answer
-// written back in one TLS write where it fits. What the fast path does not
-// take goes with its connection to Fallback as on plain HTTP (screened,
-// with the connection's TLS state given to the handler); a client that
-// negotiated h2 goes to Fallback straight after the handshake. What
-// net/http cost per HTTPS call was its per-request allocations and the
-// hand-offs between its goroutines, not AES-GCM.
+// The TLS fast path. Each accepted connection shakes hands on a goroutine
+// of its own (crypto/tls; a full handshake is the costly part of TLS and
+// blocks on the client's flights). A client that negotiated h2 then goes
+// to Fallback. An HTTP/1.1 one goes to an event loop (loop_linux.go), as
+// a plain connection does: the loop reads the socket when epoll says so,
+// crypto/tls decrypts the records it holds (tlsIO: reads that would block
+// return a temporary error, which crypto/tls takes as "no record yet"),
+// the fast path parses and forwards as on plain HTTP, and the answer is
+// encrypted into records the loop sends. So an HTTPS call costs no
+// goroutine wake-ups: run on a goroutine per connection, each call woke
+// its goroutine twice through the runtime's poller and scheduler (the
+// client's request, then the worker's answer), and under load those
+// waits (p99 1.3 ms each, 10 ms at worst, the scheduler's netpoll
+// interval when every P is busy) set the tail against nginx.
+//
+// Without event loops (other platforms, Loops < 0) a goroutine per TLS
+// connection runs the same request loop over the *tls.Conn: heads parsed
+// in place by parseRequest, the same routes, gate and forwarding lines
+// (X-Forwarded-Proto https), the request written to a kept-alive worker
+// connection in one write and the answer written back in one TLS write
+// where it fits. Either way, what the fast path does not take goes with
+// its connection to Fallback as on plain HTTP (screened, with the
+// connection's TLS state given to the handler).
 
 // tlsClient is a TLS connection served by the fast path.
 type tlsClient struct {
@@ -40,12 +51,7 @@ type tlsClient struct {
 }
 
 // hstsLine is the Strict-Transport-Security header line of answers on TLS.
-func (s *FastServer) hstsLine() string {
-	if s.HSTS == "" {
-		return ""
-	}
-	return "Strict-Transport-Security: " + s.HSTS + "\r\n"
-}
+func (s *FastServer) hstsLine() string { return s.hsts }
 
 // withLine inserts line (ending in CRLF) after the status line of the
 // answer head at dst[start:].
@@ -64,10 +70,89 @@ func withLine(dst []byte, start int, line string) []byte {
 	return dst
 }
 
+// tlsIO is the transport under a TLS connection of the fast path. The
+// handshake runs over nc; once a loop takes the socket (nc nil, fd set),
+// crypto/tls reads records straight from the non-blocking socket (recv)
+// and writes them into out, which the loop sends. Handed back to net/http,
+// nc is set again (the socket attached anew). Only one goroutine at a time
+// uses it: the handshake's, then the loop's, then net/http's.
+type tlsIO struct {
+	nc            net.Conn
+	fd            int
+	local, remote net.Addr
+	drained       bool // the socket was read empty since it last became readable
+	eof           bool // the client shut its side: read to the end
+	out           []byte
+	outOff        int
+}
+
+// errWouldBlock is what a read of tlsIO returns when the socket has no
+// more bytes now. It is temporary, so crypto/tls keeps the partial record
+// it holds and reads on at the next call.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "no bytes to read yet" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+func (t *tlsIO) Read(p []byte) (int, error) {
+	if t.nc != nil {
+		return t.nc.Read(p)
+	}
+	return t.recv(p)
+}
+
+func (t *tlsIO) Write(p []byte) (int, error) {
+	if t.nc != nil {
+		return t.nc.Write(p)
+	}
+	t.out = append(t.out, p...)
+	return len(p), nil
+}
+
+// pending is how many encrypted bytes are still to send.
+func (t *tlsIO) pending() int { return len(t.out) - t.outOff }
+
+// Close closes nc; the loop closes its socket itself.
+func (t *tlsIO) Close() error {
+	if t.nc != nil {
+		return t.nc.Close()
+	}
+	return nil
+}
+
+func (t *tlsIO) LocalAddr() net.Addr  { return t.local }
+func (t *tlsIO) RemoteAddr() net.Addr { return t.remote }
+
+// Deadlines apply on nc; a loop keeps its own (sweep).
+func (t *tlsIO) SetDeadline(d time.Time) error {
+	if t.nc != nil {
+		return t.nc.SetDeadline(d)
+	}
+	return nil
+}
+
+func (t *tlsIO) SetReadDeadline(d time.Time) error {
+	if t.nc != nil {
+		return t.nc.SetReadDeadline(d)
+	}
+	return nil
+}
+
+func (t *tlsIO) SetWriteDeadline(d time.Time) error {
+	if t.nc != nil {
+		return t.nc.SetWriteDeadline(d)
+	}
+	return nil
+}
+
 // serveTLS shakes hands on an accepted connection and serves it.
 func (s *FastServer) serveTLS(nc net.Conn) {
 	defer s.wg.Done()
-	tc := tls.Server(nc, s.TLS)
+	tio := &tlsIO{nc: nc, fd: -1, local: nc.LocalAddr(), remote: nc.RemoteAddr()}
+	tc := tls.Server(tio, s.TLS)
 	_ = nc.SetDeadline(time.Now().Add(s.HeadTimeout))
 	ctx, cancel := context.WithTimeout(context.Background(), s.HeadTimeout)
 	err := tc.HandshakeContext(ctx)
@@ -79,6 +164,9 @@ func (s *FastServer) serveTLS(nc net.Conn) {
 	_ = nc.SetDeadline(time.Time{})
 	if tc.ConnectionState().NegotiatedProtocol == "h2" {
 		s.fallback.push(tc) // net/http serves HTTP/2
+		return
+	}
+	if s.dispatchTLS(tc, tio) {
 		return
 	}
 	c := &tlsClient{s: s, c: tc, peer: s.Router.peerOf(tc, "https"), in: make([]byte, loopClientBuffer)}

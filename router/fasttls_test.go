@@ -15,10 +15,13 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/velo-run/velo/internal/testsupport"
 )
 
 const testHSTS = "max-age=63072000"
@@ -301,4 +304,74 @@ func TestTLSHTTP2AndResumption(t *testing.T) {
 		}
 		c.Close()
 	}
+}
+
+// TestTLSOnEventLoops: kept-alive HTTPS connections are served by the
+// event loops, as plain ones are — no goroutine stays with a connection
+// after its handshake — and calls go on right, also when their TLS
+// records reach the router in pieces.
+func TestTLSOnEventLoops(t *testing.T) {
+	a := viewWorker(t)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
+	ts := serveFastTLS(t, r)
+	call := func(c *tls.Conn, br *bufio.Reader, path string) {
+		t.Helper()
+		fmt.Fprintf(c, "GET /fn/hello/%s HTTP/1.1\r\nHost: h\r\n\r\n", path)
+		res := readAnswers(t, br, 1)[0]
+		if body := readBody(res); res.StatusCode != 200 || !strings.HasPrefix(body, "xff=127.0.0.1 xfp=https ") ||
+			res.Header.Get("Strict-Transport-Security") != testHSTS {
+			t.Fatalf("%s: %d %q %v", path, res.StatusCode, body, res.Header)
+		}
+	}
+	const n = 32
+	conns := make([]*tls.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		conns[i] = ts.dial(t)
+		defer conns[i].Close()
+		readers[i] = bufio.NewReader(conns[i])
+		call(conns[i], readers[i], fmt.Sprint(i))
+	}
+	perConn := func() int {
+		buf := make([]byte, 1<<20)
+		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "router.(*FastServer).serveTLS(")
+	}
+	testsupport.EventuallyShow(t, 30*time.Second, "no goroutine per kept-alive TLS connection", func() bool { return perConn() == 0 },
+		func() string { return fmt.Sprintf("%d goroutines in serveTLS for %d open connections", perConn(), n) })
+	for i, c := range conns {
+		call(c, readers[i], fmt.Sprintf("again%d", i))
+	}
+
+	// Each record the client writes reaches the router in two pieces, a
+	// moment apart: the loop waits for the rest of a record.
+	raw, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(&splitConn{Conn: raw}, ts.client)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		call(c, br, fmt.Sprintf("split%d", i))
+	}
+	if n := ts.fallback.Load(); n != 0 {
+		t.Errorf("net/http served %d of the calls, want 0", n)
+	}
+}
+
+// splitConn writes each write in two halves, 20 ms apart.
+type splitConn struct{ net.Conn }
+
+func (s *splitConn) Write(p []byte) (int, error) {
+	if len(p) < 2 {
+		return s.Conn.Write(p)
+	}
+	n, err := s.Conn.Write(p[:len(p)/2])
+	if err != nil {
+		return n, err
+	}
+	time.Sleep(20 * time.Millisecond)
+	m, err := s.Conn.Write(p[len(p)/2:])
+	return n + m, err
 }

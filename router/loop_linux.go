@@ -5,6 +5,7 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -36,15 +37,14 @@ import (
 // its connection back; a request the fast path does not take goes with
 // its connection to net/http (Fallback), and an answer whose length is not
 // known ahead (chunked, or up to the close) is copied on a goroutine, which
-// then gives the client connection to net/http.
+// then gives the client connection back to a loop.
+//
+// TLS connections are served the same way once their handshake is done
+// (on a goroutine, see fasttls.go): the loop reads through the
+// connection's *tls.Conn, whose records come straight from the socket
+// (tlsIO), and encrypts each answer into records when it sends it.
 
-const (
-	loopClientBuffer = 16 << 10 // as the goroutine path's reader
-	loopSweep        = 100 * time.Millisecond
-	// maxQueued is how much of an answer is queued for a client that is
-	// behind before the worker's connection is read no more.
-	maxQueued = 64 << 10
-)
+const loopSweep = 100 * time.Millisecond
 
 // startLoops starts the event loops, or returns false when the server
 // serves each connection on its own goroutine.
@@ -89,18 +89,55 @@ func (s *FastServer) dispatch(c net.Conn) bool {
 		return false
 	}
 	p := s.Router.peerOf(c, "http")
-	fd, err := detach(c)
+	if !s.toLoop(c, nil, nil, p, nil) {
+		// The loop is gone (it failed): net/http serves.
+		go s.fallback.push(s.screen(c, nil))
+	}
+	return true
+}
+
+// dispatchTLS gives a TLS connection whose handshake is done to a loop,
+// or returns false to serve it on its goroutine.
+func (s *FastServer) dispatchTLS(tc *tls.Conn, tio *tlsIO) bool {
+	if len(s.loops) == 0 {
+		return false
+	}
+	if _, ok := tio.remote.(*net.TCPAddr); !ok {
+		return false
+	}
+	return s.toLoop(tc, tc, tio, s.Router.peerOf(tc, "https"), nil)
+}
+
+// toLoop gives connection c (tc over tio for TLS) to the next loop, with
+// pre read from it already. False when it stays with the caller, c as it
+// was (on a failure to take the socket out of c, or a loop gone), and
+// true when the loop has it or it is closed.
+func (s *FastServer) toLoop(c net.Conn, tc *tls.Conn, tio *tlsIO, p peer, pre []byte) bool {
+	under := c
+	if tio != nil {
+		under = tio.nc
+	}
+	fd, err := detach(under)
 	if err != nil {
 		return false
 	}
-	s.next++
-	l := s.loops[s.next%len(s.loops)]
-	if !l.post(func() { l.addClient(fd, p) }) {
-		// That loop is gone (it failed): net/http serves.
-		if nc, err := attachConn(fd); err == nil {
-			go s.fallback.push(s.screen(nc, nil))
-		}
+	if tio != nil {
+		tio.nc, tio.fd = nil, fd
 	}
+	l := s.loops[s.next.Add(1)%uint64(len(s.loops))]
+	if l.post(func() { l.addClient(fd, p, tc, tio, pre) }) {
+		return true
+	}
+	nc, err := attachConn(fd)
+	if err != nil {
+		return true // closed
+	}
+	if tio != nil {
+		tio.nc, tio.fd = nc, -1
+		return false
+	}
+	// A plain connection is a new net.Conn: hand it on here.
+	go s.fallback.push(s.screen(nc, pre))
 	return true
 }
 
@@ -303,6 +340,10 @@ type loopConn struct {
 	closed   bool
 	serving  bool // serveClient is on the stack
 	keep     bool
+	// tls and tio are set on a TLS connection: in[:n] and out hold
+	// plaintext, tio.out the records still to send.
+	tls *tls.Conn
+	tio *tlsIO
 	// headSince is when the first bytes of a request head came, idleSince
 	// when the connection became idle.
 	headSince, idleSince time.Time
@@ -323,7 +364,21 @@ type loopConn struct {
 	left    int64 // answer body bytes still to copy
 }
 
-func (c *loopConn) pending() int { return len(c.out) - c.outOff }
+func (c *loopConn) pending() int {
+	n := len(c.out) - c.outOff
+	if c.tio != nil {
+		n += c.tio.pending()
+	}
+	return n
+}
+
+// secure adds to the answer head at c.out[start:] what an answer on TLS
+// carries (HSTS).
+func (l *loop) secure(c *loopConn, start int) {
+	if c.tls != nil {
+		c.out = withLine(c.out, start, l.s.hstsLine())
+	}
+}
 
 // upConn is a connection to a worker, idle or serving one exchange.
 type upConn struct {
@@ -347,12 +402,15 @@ func (u *upConn) consume(n int) {
 	u.n = copy(u.in, u.in[n:u.n])
 }
 
-func (l *loop) addClient(fd int, p peer) {
+// addClient takes a client connection, with pre read from it already; tc
+// and tio are set for TLS.
+func (l *loop) addClient(fd int, p peer, tc *tls.Conn, tio *tlsIO, pre []byte) {
 	if l.stopping {
 		unix.Close(fd)
 		return
 	}
-	c := &loopConn{fd: fd, peer: p, in: make([]byte, loopClientBuffer), keep: true, idleSince: l.now}
+	c := &loopConn{fd: fd, peer: p, in: make([]byte, max(loopClientBuffer, len(pre))), keep: true, idleSince: l.now, tls: tc, tio: tio}
+	c.n = copy(c.in, pre)
 	if c.idleSince.IsZero() {
 		c.idleSince = time.Now()
 	}
@@ -362,6 +420,13 @@ func (l *loop) addClient(fd int, p peer) {
 	}
 	l.fds[int32(fd)] = c
 	l.clients++
+	if tc != nil || c.n > 0 {
+		// crypto/tls may hold a request read with the handshake's
+		// last flight, which no readiness event will announce; pre
+		// may hold requests.
+		c.readable = true
+		l.serveClient(c)
+	}
 }
 
 // forgetClient takes c out of the loop without closing its socket.
@@ -378,6 +443,12 @@ func (l *loop) closeClient(c *loopConn) {
 	}
 	if u := c.up; u != nil {
 		l.closeUp(u) // mid-answer: the connection cannot be reused
+	}
+	if c.tls != nil && !c.eof && c.pending() == 0 {
+		// close_notify, if the socket takes it now.
+		if c.tls.CloseWrite() == nil {
+			_, _ = sendSome(c.fd, c.tio.out[c.tio.outOff:])
+		}
 	}
 	l.forgetClient(c)
 	unix.Close(c.fd)
@@ -408,6 +479,9 @@ func (l *loop) clientEvent(c *loopConn, ev uint32) {
 	}
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		c.readable = true
+		if c.tio != nil {
+			c.tio.drained, c.tio.eof = false, c.eof
+		}
 	}
 	if c.pending() > 0 {
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) == 0 || !l.flushClient(c) || c.pending() > 0 {
@@ -450,10 +524,18 @@ func (l *loop) serveClient(c *loopConn) {
 				l.startExchange(c)
 				continue
 			case leaveFast:
+				// A body the fast path takes (maxFastBody) but the
+				// buffer does not hold: the buffer grows for this one.
+				if need := len(c.req.head) + int(c.req.length); c.req.rt != nil && c.req.length > 0 && need > len(c.in) {
+					c.in = append(c.in[:c.n:c.n], make([]byte, need-c.n)...)
+					continue
+				}
 				l.handoff(c)
 				return
 			case refuse:
+				start := len(c.out)
 				c.out, c.n, c.keep = appendRefusal(c.out, err), 0, false
+				l.secure(c, start)
 				if !l.flushClient(c) {
 					return
 				}
@@ -470,6 +552,22 @@ func (l *loop) serveClient(c *loopConn) {
 			l.handoff(c) // not reached: parseRequest leaves full buffers
 			return
 		}
+		if c.tls != nil {
+			m, err := c.tls.Read(c.in[c.n:])
+			if c.tio.pending() > 0 && !l.flushClient(c) {
+				return // crypto/tls answered something itself (a key update)
+			}
+			if m == 0 {
+				if err == errWouldBlock {
+					c.readable = false // no whole record yet: the next event
+				} else {
+					l.closeClient(c) // closed, or a bad record
+				}
+				return
+			}
+			c.n += m
+			continue
+		}
 		m, err := recvSome(c.fd, c.in[c.n:])
 		switch {
 		case err != nil:
@@ -484,6 +582,29 @@ func (l *loop) serveClient(c *loopConn) {
 		}
 		c.n += m
 	}
+}
+
+// recv reads what a loop's TLS socket has into p for crypto/tls: once
+// the socket was read empty since its last readiness event, errWouldBlock
+// without a system call (the next bytes come with an event, as for a
+// plain client).
+func (t *tlsIO) recv(p []byte) (int, error) {
+	if t.drained {
+		return 0, errWouldBlock
+	}
+	m, err := recvSome(t.fd, p)
+	switch {
+	case err == io.ErrUnexpectedEOF:
+		return 0, io.EOF
+	case err != nil:
+		return 0, err
+	case m == 0:
+		t.drained = true
+		return 0, errWouldBlock
+	case m < len(p) && !t.eof:
+		t.drained = true
+	}
+	return m, nil
 }
 
 // recvSome reads what the socket has into p: 0 and no error when it has
@@ -524,7 +645,9 @@ func (l *loop) refuseGate(c *loopConn) {
 	c.start = l.now
 	c.rt = c.req.rt
 	c.keep = !c.req.close && !l.stopping
+	start := len(c.out)
 	c.out = appendGateRefusal(c.out, &c.req.adm, c.keep)
+	l.secure(c, start)
 	c.status = c.req.adm.status
 	l.done(c)
 }
@@ -544,7 +667,9 @@ func (l *loop) nextTarget(c *loopConn) {
 		l.sendTo(c)
 		return
 	}
+	start := len(c.out)
 	c.out = appendNoInstance(c.out, c.rt)
+	l.secure(c, start)
 	c.status = 503
 	l.done(c)
 }
@@ -645,6 +770,9 @@ func (l *loop) flushUp(u *upConn) bool {
 // flushClient sends what the client has not been sent yet; false when the
 // connection failed (and is closed).
 func (l *loop) flushClient(c *loopConn) bool {
+	if c.tls != nil {
+		return l.flushTLS(c)
+	}
 	m, err := sendSome(c.fd, c.out[c.outOff:])
 	c.outOff += m
 	switch {
@@ -657,6 +785,33 @@ func (l *loop) flushClient(c *loopConn) bool {
 		}
 	default:
 		c.out, c.outOff, c.outSince = c.out[:0], 0, time.Time{}
+	}
+	return true
+}
+
+// flushTLS encrypts what is queued in c.out (in records of up to 16 KiB,
+// one for a small answer) and sends what the socket takes of the records.
+func (l *loop) flushTLS(c *loopConn) bool {
+	t := c.tio
+	if c.outOff < len(c.out) {
+		if _, err := c.tls.Write(c.out[c.outOff:]); err != nil {
+			l.closeClient(c)
+			return false
+		}
+		c.out, c.outOff = c.out[:0], 0
+	}
+	m, err := sendSome(c.fd, t.out[t.outOff:])
+	t.outOff += m
+	switch {
+	case err != nil:
+		l.closeClient(c)
+		return false
+	case t.outOff < len(t.out):
+		if c.outSince.IsZero() {
+			c.outSince = l.now
+		}
+	default:
+		t.out, t.outOff, c.outSince = t.out[:0], 0, time.Time{}
 	}
 	return true
 }
@@ -782,7 +937,9 @@ func (l *loop) answerHead(c *loopConn, u *upConn) bool {
 		l.slowLane(c, u)
 		return false
 	}
+	start := len(c.out)
 	c.out = appendAnswerHead(c.out, &c.ans, c.rt, c.worker, c.keep, &c.req)
+	l.secure(c, start)
 	u.consume(c.ans.headLen)
 	u.headDone, c.status = true, res.status
 	c.left = res.length
@@ -838,7 +995,9 @@ func (l *loop) upFailed(u *upConn, err error) {
 		l.nextTarget(c)
 		return
 	}
+	start := len(c.out)
 	c.out = l.s.appendBadGateway(c.out, c.rt, c.worker, err)
+	l.secure(c, start)
 	c.status = 502
 	l.done(c)
 }
@@ -850,6 +1009,11 @@ func (l *loop) done(c *loopConn) {
 	l.s.count(c.rt, c.status, c.start)
 	size := c.req.size()
 	c.n = copy(c.in, c.in[size:c.n])
+	if len(c.in) > loopClientBuffer && c.n <= loopClientBuffer {
+		nb := make([]byte, loopClientBuffer)
+		copy(nb, c.in[:c.n])
+		c.in = nb
+	}
 	// The buffers go on to the next request: a gated call's header
 	// lines would otherwise be allocated anew on every call.
 	c.req = fastReq{lines: c.req.lines[:0], scratch: c.req.scratch[:0], gated: c.req.gated[:0]}
@@ -865,25 +1029,41 @@ func (l *loop) done(c *loopConn) {
 func (l *loop) handoff(c *loopConn) {
 	l.forgetClient(c)
 	pre := bytes.Clone(c.in[:c.n])
-	nc, err := attachConn(c.fd)
+	nc, err := l.attachClient(c)
 	if err != nil {
 		return
 	}
 	go l.s.fallback.push(l.s.screen(nc, pre))
 }
 
+// attachClient makes a net.Conn of a client connection the loop lets go
+// of: its socket, or the *tls.Conn over it.
+func (l *loop) attachClient(c *loopConn) (net.Conn, error) {
+	nc, err := attachConn(c.fd)
+	if err != nil || c.tls == nil {
+		return nc, err
+	}
+	c.tio.nc, c.tio.fd = nc, -1
+	return c.tls, nil
+}
+
 // slowLane hands an exchange whose answer has no length to a goroutine,
 // which copies it (chunked to the client) and then gives the client
-// connection to net/http.
+// connection back to a loop.
 func (l *loop) slowLane(c *loopConn, u *upConn) {
 	clientRest := bytes.Clone(c.in[c.req.size():c.n])
+	p, tc, tio := c.peer, c.tls, c.tio
 	answer := bytes.Clone(u.in[:u.n])
 	req := &fastReq{method: bytes.Clone(c.req.method), mount: bytes.Clone(c.req.mount)}
 	rt, b, worker, keep, start := c.rt, c.b, c.worker, c.keep, c.start
 	l.forgetUp(u)
 	l.forgetClient(c)
 	uc, uerr := attachConn(u.fd)
-	cc, cerr := attachConn(c.fd)
+	cc, cerr := l.attachClient(c)
+	extra := ""
+	if c.tls != nil {
+		extra = l.s.hstsLine()
+	}
 	if uerr != nil || cerr != nil {
 		for _, x := range []net.Conn{uc, cc} {
 			if x != nil {
@@ -895,20 +1075,27 @@ func (l *loop) slowLane(c *loopConn, u *upConn) {
 	l.s.wg.Add(1)
 	go func() {
 		defer l.s.wg.Done()
-		status, ok := l.s.copyUnsized(cc, uc, answer, req, rt, worker, keep, b.rm.cfg.ResponseTimeout)
+		status, ok := l.s.copyUnsized(cc, uc, answer, req, rt, worker, keep, extra, b.rm.cfg.ResponseTimeout)
 		l.s.count(rt, status, start)
-		if ok && keep {
+		switch {
+		case ok && keep && len(l.s.loops) > 0 && !l.s.closing.Load():
+			// Back to a loop (this one, or another) for its next requests.
+			if !l.s.toLoop(cc, tc, tio, p, clientRest) {
+				l.s.fallback.push(l.s.screen(cc, clientRest))
+			}
+		case ok && keep:
 			l.s.fallback.push(l.s.screen(cc, clientRest))
-		} else {
+		default:
 			cc.Close()
 		}
 	}()
 }
 
 // copyUnsized copies a worker's answer of unknown length (read from uc
-// after pre) to the client, chunked, and reports whether it went out
-// whole. The worker's connection is closed after.
-func (s *FastServer) copyUnsized(cc, uc net.Conn, pre []byte, req *fastReq, rt *route, worker string, keep bool, timeout time.Duration) (int, bool) {
+// after pre) to the client, chunked, with the header line extra (HSTS on
+// TLS, or ""), and reports whether it went out whole. The worker's
+// connection is closed after.
+func (s *FastServer) copyUnsized(cc, uc net.Conn, pre []byte, req *fastReq, rt *route, worker string, keep bool, extra string, timeout time.Duration) (int, bool) {
 	defer uc.Close()
 	br := bufio.NewReaderSize(&prefixReader{pre: pre, r: uc}, connBuffer)
 	var a answer
@@ -918,7 +1105,7 @@ func (s *FastServer) copyUnsized(cc, uc net.Conn, pre []byte, req *fastReq, rt *
 		return http.StatusBadGateway, false
 	}
 	bw := bufio.NewWriterSize(cc, loopClientBuffer)
-	bw.Write(appendAnswerHead(bw.AvailableBuffer(), &a, rt, worker, keep, req))
+	bw.Write(withLine(appendAnswerHead(bw.AvailableBuffer(), &a, rt, worker, keep, req), 0, extra))
 	_, _ = br.Discard(a.headLen)
 	var src io.Reader = br
 	if res.chunked {
