@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,13 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 		return "", err
 	}
 	defer stopVelo()
+	// The same router held to one core and one event loop, as nginx has
+	// one worker process.
+	oneTLS, stopOne, onePid, err := startVeloTLSRouter(ctx, b, velo, db, certFile, keyFile, roots, host, "GOMAXPROCS=1")
+	if err != nil {
+		return "", err
+	}
+	defer stopOne()
 
 	type target struct {
 		name, addr      string
@@ -95,7 +103,8 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 		bad, hsBad      int64
 		fullCPU, resCPU []time.Duration
 	}
-	targets := []*target{{name: "nginx", addr: nginxTLS, pid: nginxPid}, {name: "velo router", addr: veloTLS, pid: veloPid}}
+	targets := []*target{{name: "nginx", addr: nginxTLS, pid: nginxPid}, {name: "velo router", addr: veloTLS, pid: veloPid},
+		{name: "velo 1 core", addr: oneTLS, pid: onePid}}
 	for _, t := range targets {
 		if _, err := b.Wrk(ctx, "https://"+t.addr+"/fn/bench/", 2, 32, 2*time.Second); err != nil {
 			return "", fmt.Errorf("%s: %w", t.name, err)
@@ -113,6 +122,10 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 				t.cpu = append(t.cpu, (cpuTime(t.pid)-cpu0)/time.Duration(r.requests))
 			}
 			t.bad += r.non2xx + r.socketErrors
+			if t.name == "velo 1 core" {
+				b.logf("https round %d: %-12s %8.0f req/s p50 %v p99 %v", round, t.name, r.rps, r.p50, r.p99)
+				continue // throughput and latency only
+			}
 			for _, resume := range []bool{false, true} {
 				cpu0 := cpuTime(t.pid)
 				n, errs, first := handshakes(ctx, t.addr, host, roots, resume, 8, b.Duration/2)
@@ -135,11 +148,13 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 				t.full[len(t.full)-1], t.resumed[len(t.resumed)-1])
 		}
 	}
-	ng, vr := targets[0], targets[1]
-	var ratios, fullR, resR []float64
-	var p50d, p99d []time.Duration
+	ng, vr, one := targets[0], targets[1], targets[2]
+	var ratios, oneR, fullR, resR []float64
+	var p50d, p99d, oneP99d []time.Duration
 	for i := range ng.rps {
 		ratios = append(ratios, vr.rps[i]/ng.rps[i])
+		oneR = append(oneR, one.rps[i]/ng.rps[i])
+		oneP99d = append(oneP99d, one.p99[i]-ng.p99[i])
 		fullR = append(fullR, vr.full[i]/ng.full[i])
 		resR = append(resR, vr.resumed[i]/ng.resumed[i])
 		p50d = append(p50d, vr.p50[i]-ng.p50[i])
@@ -151,6 +166,8 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 		fmt.Sprintf("%.2f×", ratio), "≥ 1.0× nginx", verdict(ratio >= 1.0))
 	t.add("HTTPS p50 latency", fmtDur(median(vr.p50)), fmtDur(median(ng.p50)), fmtDiff(median(p50d)), "", info)
 	t.add("HTTPS p99 latency", fmtDur(median(vr.p99)), fmtDur(median(ng.p99)), fmtDiff(median(p99d)), "no worse than nginx", verdict(median(p99d) <= 0))
+	t.add("one core (GOMAXPROCS=1), as nginx's one worker", fmt.Sprintf("%.0f, p99 %s", median(one.rps), fmtDur(median(one.p99))),
+		fmt.Sprintf("%.0f, p99 %s nginx", median(ng.rps), fmtDur(median(ng.p99))), fmt.Sprintf("%.2f×, p99 %s", median(oneR), fmtDiff(median(oneP99d))), "", info)
 	t.add("proxy CPU time per HTTPS call", fmtDur(median(vr.cpu)), fmtDur(median(ng.cpu))+" nginx",
 		fmt.Sprintf("%.2f×", float64(median(vr.cpu))/float64(median(ng.cpu))), "", info)
 	t.add("full handshakes per second (8 clients)", fmt.Sprintf("%.0f", median(vr.full)), fmt.Sprintf("%.0f nginx", median(ng.full)),
@@ -163,13 +180,15 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 	var sb strings.Builder
 	sb.WriteString("## HTTPS\n\n")
 	sb.WriteString(b.Stamp() + "\n\n")
-	sb.WriteString("TLS termination: `velo router` (its own process, route table in a throwaway Postgres) serving HTTPS with a certificate from files (`VELO_TLS_CERT`/`VELO_TLS_KEY`, ECDSA P-256) against Debian's nginx (one worker process, `ssl_session_cache shared:SSL:10m`, `upstream { keepalive 64; }`) terminating TLS with the same certificate; both forward over plain HTTP/1.1 keep-alive to the same static backend (a second nginx, `return 200`). " +
+	sb.WriteString("TLS termination: `velo router` (its own process, route table in a throwaway Postgres) serving HTTPS with a certificate from files (`VELO_TLS_CERT`/`VELO_TLS_KEY`, ECDSA P-256) against Debian's nginx (one worker process, `ssl_protocols TLSv1.2 TLSv1.3`, `ssl_session_cache shared:SSL:10m`, session tickets on (its default), `upstream { keepalive 64; }`, `proxy_http_version 1.1`, keep-alive requests unlimited) terminating TLS with the same certificate; both forward over plain HTTP/1.1 keep-alive to the same static backend (a second nginx, `return 200`). " +
 		fmt.Sprintf("wrk -t2 -c32 over HTTPS (keep-alive: the handshakes happen once, then every request is TLS records), %v per run after a 2s warm-up, interleaved in each of %d rounds; medians of values and of per-round ratios. "+
 			"Handshakes: a Go client with 8 goroutines dials, completes a TLS handshake (TLS 1.3, X25519, verifying the certificate) and closes, for %v per run; *full* without a session cache, *resumed* with one (TLS 1.3 session tickets; nginx and Go both issue them by default); server CPU per handshake is the serving process's CPU time over the run divided by the handshakes. "+
-			"The router's TLS connections are shaken hands by Go's crypto/tls and then, for HTTP/1.1 (what wrk speaks; h2 is offered by ALPN and goes to net/http), served by the fast path's request loop on a goroutine per connection over the *tls.Conn (router/fasttls.go), not by the event loops, which serve plain TCP only. wrk errors (non-2xx, socket) velo/nginx: %d/%d; failed handshakes: %d/%d. Clients close with a reset (no TIME_WAIT on their ports).\n\n", b.Duration, b.Rounds, b.Duration/2, vr.bad, ng.bad, vr.hsBad, ng.hsBad))
+			"The router's TLS connections are shaken hands by Go's crypto/tls on a goroutine each and then, for HTTP/1.1 (what wrk speaks; h2 is offered by ALPN and goes to net/http), served by the event loops as plain connections are (one loop per GOMAXPROCS, here %d; the loop reads the socket, crypto/tls decrypts the records, one record per small answer; router/fasttls.go). *One core* is the same router with GOMAXPROCS=1 (one loop, like nginx's one worker; wrk runs only). wrk, the backend, nginx and the routers share the machine's CPUs. wrk errors (non-2xx, socket) velo/nginx: %d/%d; failed handshakes: %d/%d. Clients close with a reset (no TIME_WAIT on their ports).\n\n", b.Duration, b.Rounds, b.Duration/2, runtime.GOMAXPROCS(0), vr.bad, ng.bad, vr.hsBad, ng.hsBad))
 	sb.WriteString(t.String())
 	sb.WriteString("\nPer round — req/s velo router / nginx: " + pairs(vr.rps, ng.rps, func(v float64) string { return fmt.Sprintf("%.0f", v) }) +
 		"; p99: " + pairs(durFloats(vr.p99), durFloats(ng.p99), func(v float64) string { return fmtDur(time.Duration(v)) }) +
+		"; one core req/s/nginx's, one core p99/nginx's: " + pairs(one.rps, ng.rps, func(v float64) string { return fmt.Sprintf("%.0f", v) }) + "; " +
+		pairs(durFloats(one.p99), durFloats(ng.p99), func(v float64) string { return fmtDur(time.Duration(v)) }) +
 		"; full handshakes/s: " + pairs(vr.full, ng.full, func(v float64) string { return fmt.Sprintf("%.0f", v) }) +
 		"; resumed: " + pairs(vr.resumed, ng.resumed, func(v float64) string { return fmt.Sprintf("%.0f", v) }) + ".\n")
 	return sb.String(), nil
@@ -207,7 +226,7 @@ func benchCert(dir, host string) (*x509.CertPool, string, string, error) {
 
 // startVeloTLSRouter runs velo router with HTTPS from files and returns
 // its TLS address once /fn/bench/ answers there.
-func startVeloTLSRouter(ctx context.Context, b *Bench, velo, db, certFile, keyFile string, roots *x509.CertPool, host string) (string, func(), int, error) {
+func startVeloTLSRouter(ctx context.Context, b *Bench, velo, db, certFile, keyFile string, roots *x509.CertPool, host string, env ...string) (string, func(), int, error) {
 	plain, err := freeAddr()
 	if err != nil {
 		return "", nil, 0, err
@@ -216,13 +235,14 @@ func startVeloTLSRouter(ctx context.Context, b *Bench, velo, db, certFile, keyFi
 	if err != nil {
 		return "", nil, 0, err
 	}
-	logf, err := os.Create(filepath.Join(b.Tmp, "router-tls.log"))
+	logf, err := os.Create(filepath.Join(b.Tmp, fmt.Sprintf("router-tls-%s.log", strings.ReplaceAll(tlsAddr, ":", "-"))))
 	if err != nil {
 		return "", nil, 0, err
 	}
 	cmd := exec.Command(velo, "router", "--addr", plain, "--https-addr", tlsAddr)
 	cmd.Env = append(os.Environ(), "VELO_DATABASE_URL="+db, "VELO_CLUSTER_TOKEN=bench", "VELO_LOG_LEVEL=warn",
 		"VELO_TLS_CERT="+certFile, "VELO_TLS_KEY="+keyFile)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
