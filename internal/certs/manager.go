@@ -27,7 +27,10 @@ const HSTS = "max-age=63072000"
 // Config configures a Manager: either ACME (Storage set) or a certificate
 // the operator brings (CertFile and KeyFile).
 type Config struct {
-	// Storage keeps certificates and the ACME account (ACME only).
+	// Storage keeps certificates and the ACME account (ACME), and the
+	// session ticket keys every router on the store shares (both ways;
+	// without it each process has its own, and a client resumes only
+	// with the router that issued its ticket).
 	Storage *Storage
 	// CA is the ACME directory URL (VELO_ACME_CA; default Let's Encrypt).
 	CA string
@@ -60,10 +63,11 @@ type Config struct {
 
 // Manager serves TLS certificates and the plain-HTTP side of HTTPS.
 type Manager struct {
-	cfg    Config
-	tls    *tls.Config
-	cache  *certmagic.Cache // nil with a certificate from files
-	issuer *certmagic.ACMEIssuer
+	cfg     Config
+	tls     *tls.Config
+	cache   *certmagic.Cache // nil with a certificate from files
+	issuer  *certmagic.ACMEIssuer
+	tickets *Tickets // nil without Storage
 }
 
 // New returns a Manager. With ACME, nothing is obtained yet: a
@@ -80,7 +84,11 @@ func New(cfg Config) (*Manager, error) {
 		cfg.HTTPSPort = 443
 	}
 	if cfg.CertFile != "" || cfg.KeyFile != "" {
-		return fromFiles(cfg)
+		m, err := fromFiles(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return m, m.shareTickets()
 	}
 	if cfg.Storage == nil || cfg.Serves == nil {
 		return nil, errors.New("tls: ACME needs the store and the hosts Velo serves")
@@ -124,7 +132,27 @@ func New(cfg Config) (*Manager, error) {
 	tc := mc.TLSConfig()
 	tc.NextProtos = append([]string{"h2", "http/1.1"}, tc.NextProtos...)
 	tc.MinVersion = tls.VersionTLS12
-	return &Manager{cfg: cfg, tls: tc, cache: cache, issuer: issuer}, nil
+	m := &Manager{cfg: cfg, tls: tc, cache: cache, issuer: issuer}
+	if err := m.shareTickets(); err != nil {
+		cache.Stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+// shareTickets serves session tickets with the keys in the store.
+func (m *Manager) shareTickets() error {
+	if m.cfg.Storage == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t, err := ShareTickets(ctx, m.tls, m.cfg.Storage, m.cfg.Logger)
+	if err != nil {
+		return fmt.Errorf("tls: session ticket keys: %w", err)
+	}
+	m.tickets = t
+	return nil
 }
 
 // fromFiles serves one certificate the operator brings, for every name.
@@ -149,8 +177,13 @@ func (m *Manager) TLSConfig() *tls.Config { return m.tls }
 
 // Close stops renewing; at shutdown.
 func (m *Manager) Close() {
+	if m.tickets != nil {
+		m.tickets.Stop()
+	}
 	if m.cache != nil {
 		m.cache.Stop()
+	}
+	if m.cfg.Storage != nil {
 		m.cfg.Storage.Close()
 	}
 }

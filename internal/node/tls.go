@@ -88,7 +88,10 @@ func (t TLS) listen(st *store.Store, keys *secrets.Keyring, plain net.Listener, 
 		CertFile: t.CertFile, KeyFile: t.KeyFile,
 		RenewCheck: t.RenewCheck, OnEvent: t.OnEvent, Logger: log,
 	}
-	if t.HTTPS == HTTPSACME {
+	// With ACME the store keeps the certificates; either way it keeps
+	// the session ticket keys every router shares, when there is a
+	// keyring to seal them with.
+	if t.HTTPS == HTTPSACME || keys != nil {
 		if cfg.Storage, err = certs.NewStorage(st, keys, log); err != nil {
 			ln.Close()
 			return nil, nil, err
