@@ -294,8 +294,12 @@ func (g *GitHub) closePreview(ctx context.Context, j *store.GitHubJob, pr *githu
 	case prev.Component != "" || prev.CommentID != 0:
 		g.comment(ctx, pr, prev, "The pull request is closed: Velo removed its preview.")
 	}
-	j.Note = fmt.Sprintf("pull request #%d closed; preview %s removed", pr.Number, prev.Component)
-	g.log.Info("preview removed", "repo", pr.FullName, "pr", pr.Number, "component", prev.Component)
+	if several {
+		j.Note = fmt.Sprintf("pull request #%d closed; its component previews removed", pr.Number)
+	} else {
+		j.Note = fmt.Sprintf("pull request #%d closed; preview %s removed", pr.Number, prev.Component)
+		g.log.Info("preview removed", "repo", pr.FullName, "pr", pr.Number, "component", prev.Component)
+	}
 	prev.Closed = true
 	return g.st.PutGitHubPreview(ctx, *prev)
 }

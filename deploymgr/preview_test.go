@@ -5,10 +5,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
@@ -17,6 +22,9 @@ import (
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/store"
 	"github.com/velo-run/velo/internal/testsupport"
+	"github.com/velo-run/velo/worker"
+	"github.com/velo-run/velo/worker/docker"
+	"github.com/velo-run/velo/worker/docker/dockertest"
 )
 
 // ghEnv is a whole in-process Velo (velo up) connected to the GitHub
@@ -28,14 +36,18 @@ type ghEnv struct {
 	domain string
 }
 
-func startGitHub(t *testing.T) *ghEnv {
+func startGitHub(t *testing.T, opts ...func(*node.Config)) *ghEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	gh := githubtest.New(t)
 	cfg := gh.Config()
 	const domain = "velo.test"
-	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), GitHub: &cfg, Domain: domain})
+	nc := node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), GitHub: &cfg, Domain: domain}
+	for _, o := range opts {
+		o(&nc)
+	}
+	n, err := node.Start(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,4 +351,72 @@ func mustComponent(t *testing.T, e *ghEnv, name string) store.Component {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestPreviewSecretsDocker: a Docker component's preview gets the
+// secrets marked for previews as environment variables of its container
+// and not the others; marking one reaches the preview's new containers.
+func TestPreviewSecretsDocker(t *testing.T) {
+	engine := dockertest.Engine(t)
+	owner := fmt.Sprintf("velopreview-%d", os.Getpid())
+	name := fmt.Sprintf("dock%d", os.Getpid())
+	// Registered first, so it runs last, once the node has stopped: what
+	// is left of the images (both start with name; the preview's is
+	// velo/NAME-pr-N).
+	t.Cleanup(func() {
+		imgs, _ := engine.ImageList(context.Background(), image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", "velo/"+name+"*"))})
+		for _, img := range imgs {
+			_, _ = engine.ImageRemove(context.Background(), img.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+		}
+	})
+	e := startGitHub(t, func(c *node.Config) {
+		c.Docker = func(ctx context.Context, _ string, log *slog.Logger) (worker.Runtime, error) {
+			return docker.New(ctx, docker.Config{Owner: owner, Logger: log})
+		}
+	})
+	ctx, gh := e.ctx, e.gh
+	server := string(dockertest.Server(t))
+	files := map[string]string{
+		"Dockerfile": dockertest.Dockerfile,
+		"server":     server,
+		"velo.toml":  "name = \"" + name + "\"\nruntime = \"docker\"\nport = 8080\n",
+	}
+	repo := gh.AddRepo("octo", "docked", "main", 42)
+	repo.SetExecutable("server")
+	repo.Commit(files, "docker")
+	pr := gh.OpenPullRequest(repo, "", "feature", "Docker preview")
+	preview := fmt.Sprintf("%s--pr-%d", name, pr.Number)
+	// Leave nothing behind: the components (their containers).
+	t.Cleanup(func() {
+		for _, c := range []string{preview, name} {
+			_ = e.c.Delete(context.Background(), c)
+		}
+	})
+	getenv := func(component, key string) string {
+		_, body := e.do("GET", "/fn/"+component+"/getenv?name="+key, "", nil)
+		return body
+	}
+	e.deliver(gh.Push(ctx, e.hook(), repo, "main", "", ""))
+	testsupport.Eventually(t, 120*time.Second, name+" serving", func() bool { return getenv(name, "PORT") == "8080" })
+
+	const sandbox, prod = "sandbox-docker-51", "prod-docker-77"
+	if _, err := e.c.SetSecretMarked(ctx, name, "SANDBOX_KEY", sandbox, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.SetSecret(ctx, name, "PROD_KEY", prod); err != nil {
+		t.Fatal(err)
+	}
+	pr.Commit(files, "same tree, new commit")
+	e.deliver(gh.PullRequestEvent(ctx, e.hook(), pr, "opened", "", ""))
+	testsupport.Eventually(t, 120*time.Second, preview+" serving with the marked secret", func() bool { return getenv(preview, "SANDBOX_KEY") == sandbox })
+	if got := getenv(preview, "PROD_KEY"); got != "(unset)" {
+		t.Errorf("the preview's container has PROD_KEY = %q, want it unset", got)
+	}
+	if got := getenv(name, "PROD_KEY"); got != prod {
+		t.Errorf("%s's container has PROD_KEY = %q", name, got)
+	}
+	if _, err := e.c.SetSecretMarked(ctx, name, "PROD_KEY", prod, true); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.Eventually(t, 120*time.Second, "the preview's new containers with PROD_KEY", func() bool { return getenv(preview, "PROD_KEY") == prod })
 }

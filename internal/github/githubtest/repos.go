@@ -28,6 +28,21 @@ type Repo struct {
 	branches map[string]string // branch → head sha
 	commits  map[string]*commit
 	perms    map[string]string // lower-case login → role
+	// exec holds the paths committed with git's executable mode (100755),
+	// which GitHub's tarballs carry as 0775.
+	exec map[string]bool
+}
+
+// SetExecutable marks path as executable in every commit's tree, as `git
+// update-index --chmod=+x path` does for a repository whose history always
+// had it so.
+func (r *Repo) SetExecutable(path string) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if r.exec == nil {
+		r.exec = map[string]bool{}
+	}
+	r.exec[path] = true
 }
 
 type commit struct {
@@ -329,7 +344,7 @@ func (s *Server) codeload(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Content-Type", "application/x-gzip")
 	w.Header().Set("Content-Disposition", "attachment; filename="+prefix+".tar.gz")
 	d.Status = http.StatusOK
-	if err := writeTarball(w, prefix, c); err != nil {
+	if err := writeTarball(w, prefix, c, r.exec); err != nil {
 		s.t.Errorf("githubtest: write tarball: %v", err)
 	}
 }
@@ -337,7 +352,7 @@ func (s *Server) codeload(w http.ResponseWriter, req *http.Request) {
 // writeTarball writes the archive as git archive (and so GitHub) does: a pax
 // global header whose comment is the commit SHA, then every directory and
 // file under prefix/, directories before their contents, in git's order.
-func writeTarball(w http.ResponseWriter, prefix string, c *commit) error {
+func writeTarball(w http.ResponseWriter, prefix string, c *commit, exec map[string]bool) error {
 	zw := gzip.NewWriter(w)
 	tw := tar.NewWriter(zw)
 	if err := tw.WriteHeader(&tar.Header{
@@ -366,8 +381,12 @@ func writeTarball(w http.ResponseWriter, prefix string, c *commit) error {
 		if strings.HasSuffix(n, "/") {
 			hdr.Typeflag, hdr.Mode = tar.TypeDir, 0o775
 		} else {
-			content := c.files[strings.TrimPrefix(n, prefix+"/")]
+			p := strings.TrimPrefix(n, prefix+"/")
+			content := c.files[p]
 			hdr.Typeflag, hdr.Mode, hdr.Size = tar.TypeReg, 0o664, int64(len(content))
+			if exec[p] {
+				hdr.Mode = 0o775
+			}
 			if err := tw.WriteHeader(hdr); err != nil {
 				return err
 			}
