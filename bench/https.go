@@ -182,7 +182,7 @@ func httpsSection(ctx context.Context, b *Bench) (string, error) {
 	sb.WriteString(b.Stamp() + "\n\n")
 	sb.WriteString("TLS termination: `velo router` (its own process, route table in a throwaway Postgres) serving HTTPS with a certificate from files (`VELO_TLS_CERT`/`VELO_TLS_KEY`, ECDSA P-256) against Debian's nginx (one worker process, `ssl_protocols TLSv1.2 TLSv1.3`, `ssl_session_cache shared:SSL:10m`, session tickets on (its default), `upstream { keepalive 64; }`, `proxy_http_version 1.1`, keep-alive requests unlimited) terminating TLS with the same certificate; both forward over plain HTTP/1.1 keep-alive to the same static backend (a second nginx, `return 200`). " +
 		fmt.Sprintf("wrk -t2 -c32 over HTTPS (keep-alive: the handshakes happen once, then every request is TLS records), %v per run after a 2s warm-up, interleaved in each of %d rounds; medians of values and of per-round ratios. "+
-			"Handshakes: a Go client with 8 goroutines dials, completes a TLS handshake (TLS 1.3, X25519, verifying the certificate) and closes, for %v per run; *full* without a session cache, *resumed* with one (TLS 1.3 session tickets; nginx and Go both issue them by default); server CPU per handshake is the serving process's CPU time over the run divided by the handshakes. "+
+			"Handshakes: a Go client with 8 goroutines dials, completes a TLS handshake (TLS 1.3, X25519 only: without that setting Go's client offers the hybrid X25519MLKEM768 first, which Velo's crypto/tls takes and nginx's OpenSSL 3.0 cannot; verifying the certificate) and closes, for %v per run; *full* without a session cache, *resumed* with one (TLS 1.3 session tickets; nginx and Go both issue them by default); server CPU per handshake is the serving process's CPU time over the run divided by the handshakes. "+
 			"The router's TLS connections are shaken hands by Go's crypto/tls on a goroutine each and then, for HTTP/1.1 (what wrk speaks; h2 is offered by ALPN and goes to net/http), served by the event loops as plain connections are (one loop per GOMAXPROCS, here %d; the loop reads the socket, crypto/tls decrypts the records, one record per small answer; router/fasttls.go). *One core* is the same router with GOMAXPROCS=1 (one loop, like nginx's one worker; wrk runs only). wrk, the backend, nginx and the routers share the machine's CPUs. wrk errors (non-2xx, socket) velo/nginx: %d/%d; failed handshakes: %d/%d. Clients close with a reset (no TIME_WAIT on their ports).\n\n", b.Duration, b.Rounds, b.Duration/2, runtime.GOMAXPROCS(0), vr.bad, ng.bad, vr.hsBad, ng.hsBad))
 	sb.WriteString(t.String())
 	sb.WriteString("\nPer round — req/s velo router / nginx: " + pairs(vr.rps, ng.rps, func(v float64) string { return fmt.Sprintf("%.0f", v) }) +
@@ -279,7 +279,10 @@ func handshakes(ctx context.Context, addr, host string, roots *x509.CertPool, re
 	defer cancel()
 	var wg sync.WaitGroup
 	for range clients {
-		cfg := &tls.Config{RootCAs: roots, ServerName: host}
+		// X25519 alone, as wrk (OpenSSL) and Debian's nginx (OpenSSL
+		// 3.0, no ML-KEM) do: Go's default offers X25519MLKEM768 first,
+		// which a Go server takes, at several times the cost.
+		cfg := &tls.Config{RootCAs: roots, ServerName: host, CurvePreferences: []tls.CurveID{tls.X25519}}
 		if resume {
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(8)
 		}

@@ -62,7 +62,7 @@ type tlsSetup struct {
 
 // serveFastTLS serves r over TLS: fast path first, the fallback (counted,
 // with HSTS as certs.HTTPSHandler sets it) for the rest and for h2.
-func serveFastTLS(t *testing.T, r *Router) *tlsSetup {
+func serveFastTLS(t *testing.T, r *Router, opts ...func(*FastServer)) *tlsSetup {
 	t.Helper()
 	cert, pool := testCert(t)
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
@@ -71,6 +71,9 @@ func serveFastTLS(t *testing.T, r *Router) *tlsSetup {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.Handle(Prefix, r)
 	fs := &FastServer{Router: r, TLS: cfg, HSTS: testHSTS}
+	for _, o := range opts {
+		o(fs)
+	}
 	fs.Fallback = &http.Server{TLSConfig: cfg, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		ts.fallback.Add(1)
 		if req.TLS != nil {
@@ -332,10 +335,6 @@ func TestTLSOnEventLoops(t *testing.T) {
 		readers[i] = bufio.NewReader(conns[i])
 		call(conns[i], readers[i], fmt.Sprint(i))
 	}
-	perConn := func() int {
-		buf := make([]byte, 1<<20)
-		return strings.Count(string(buf[:runtime.Stack(buf, true)]), "router.(*FastServer).serveTLS(")
-	}
 	testsupport.EventuallyShow(t, 30*time.Second, "no goroutine per kept-alive TLS connection", func() bool { return perConn() == 0 },
 		func() string { return fmt.Sprintf("%d goroutines in serveTLS for %d open connections", perConn(), n) })
 	for i, c := range conns {
@@ -354,6 +353,37 @@ func TestTLSOnEventLoops(t *testing.T) {
 	br := bufio.NewReader(c)
 	for i := range 3 {
 		call(c, br, fmt.Sprintf("split%d", i))
+	}
+	if n := ts.fallback.Load(); n != 0 {
+		t.Errorf("net/http served %d of the calls, want 0", n)
+	}
+}
+
+// perConn counts the goroutines serving a TLS connection each.
+func perConn() int {
+	buf := make([]byte, 1<<20)
+	return strings.Count(string(buf[:runtime.Stack(buf, true)]), "router.(*FastServer).serveTLS(")
+}
+
+// TestTLSWithoutLoops: without event loops (other platforms, Loops < 0)
+// a goroutine per TLS connection serves its calls, with the same answers.
+func TestTLSWithoutLoops(t *testing.T) {
+	a := viewWorker(t)
+	r := remoteRouter(t, NewRemote(RemoteConfig{Logger: discardLogger(), Token: "tok"}), a)
+	ts := serveFastTLS(t, r, func(fs *FastServer) { fs.Loops = -1 })
+	c := ts.dial(t)
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 20 {
+		fmt.Fprintf(c, "GET /fn/hello/%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+		res := readAnswers(t, br, 1)[0]
+		if body := readBody(res); res.StatusCode != 200 || !strings.HasPrefix(body, "xff=127.0.0.1 xfp=https ") ||
+			res.Header.Get("Strict-Transport-Security") != testHSTS {
+			t.Fatalf("call %d: %d %q %v", i, res.StatusCode, body, res.Header)
+		}
+	}
+	if n := perConn(); n != 1 {
+		t.Errorf("%d goroutines in serveTLS for one open connection, want 1 (no loops)", n)
 	}
 	if n := ts.fallback.Load(); n != 0 {
 		t.Errorf("net/http served %d of the calls, want 0", n)
