@@ -7,8 +7,8 @@
 // Hits, errors and latencies are counted in memory and flushed in batches.
 //
 // FastServer serves a router's listener: calls to remote workers on event
-// loops (fast.go, loop_linux.go) or, over TLS, a goroutine per connection
-// (fasttls.go); in velo up, calls to the worker in the same process on a
-// goroutine per connection that calls it directly (fastlocal.go). What
-// none of those take, net/http serves through Router.ServeHTTP.
+// loops (fast.go, loop_linux.go; over TLS, fasttls.go); in velo up, calls
+// to the worker in the same process on a goroutine per connection that
+// calls it directly (fastlocal.go). What none of those take, net/http
+// serves through Router.ServeHTTP.
 package router
