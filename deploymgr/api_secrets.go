@@ -192,8 +192,9 @@ func (m *Manager) envClash(ctx context.Context, comp store.Component, name strin
 }
 
 // secretsClash refuses a deployment whose [env] sets a name that is also a
-// secret of the component, naming both.
-func (m *Manager) secretsClash(ctx context.Context, man manifest.Manifest) error {
+// secret of the component, naming both. A preview's (parent: the component
+// it previews) clashes with the parent's secrets marked for previews too.
+func (m *Manager) secretsClash(ctx context.Context, man manifest.Manifest, parent string) error {
 	if len(man.Env) == 0 {
 		return nil
 	}
@@ -201,17 +202,30 @@ func (m *Manager) secretsClash(ctx context.Context, man manifest.Manifest) error
 	if err != nil {
 		return fmt.Errorf("read secrets of %s: %w", man.Name, err)
 	}
+	owner := man.Name
+	if parent != "" {
+		inherited, err := m.store.Secrets(ctx, parent)
+		if err != nil {
+			return fmt.Errorf("read secrets of %s: %w", parent, err)
+		}
+		for _, s := range inherited {
+			if s.Preview {
+				list = append(list, s)
+			}
+		}
+	}
 	var both []string
 	for _, s := range list {
-		if _, ok := man.Env[s.Name]; ok {
+		if _, ok := man.Env[s.Name]; ok && !slices.Contains(both, s.Name) {
 			both = append(both, s.Name)
+			owner = s.Component
 		}
 	}
 	if len(both) == 0 {
 		return nil
 	}
 	return inputErr("%s: [env] sets %s, also set as secret%s of component %q; keep one: drop it from [env], or remove the secret (velo secrets rm %s %s)",
-		manifest.FileName, strings.Join(both, ", "), plural(len(both)), man.Name, man.Name, both[0])
+		manifest.FileName, strings.Join(both, ", "), plural(len(both)), owner, owner, both[len(both)-1])
 }
 
 func plural(n int) string {

@@ -114,14 +114,16 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest) (store.Deployme
 		}
 		man.Name = req.Name
 	}
+	parent := "" // the component a preview previews
 	if req.NameSuffix != "" {
+		parent = man.Name
 		n := man.Name + req.NameSuffix
 		if err := manifest.ValidName(n); err != nil {
 			return store.Deployment{}, inputErr("component name %q: %w; shorten name in %s", n, err, manifest.FileName)
 		}
 		man.Name = n
 	}
-	if err := m.secretsClash(ctx, man); err != nil {
+	if err := m.secretsClash(ctx, man, parent); err != nil {
 		return store.Deployment{}, err
 	}
 	if req.Canary < 0 || req.Canary > 99 {

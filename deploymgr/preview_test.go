@@ -190,6 +190,18 @@ func TestPreviewSecretsAndHost(t *testing.T) {
 		t.Errorf("marking a secret of the preview itself: %v, want 400", err)
 	}
 
+	// A preview whose [env] sets a name site marks for previews is refused,
+	// as site's own deploy would be: which value it saw would be a surprise.
+	clash := gh.OpenPullRequest(repo, "", "clash", "Clash")
+	cf := siteFiles("clash")
+	cf["velo.toml"] += "PROD_KEY = \"plain\"\n"
+	clash.Commit(cf, "env clash")
+	e.deliver(gh.PullRequestEvent(ctx, e.hook(), clash, "opened", "", ""))
+	testsupport.Eventually(t, 60*time.Second, "the clash reported on the pull request", func() bool {
+		cs := gh.Comments(repo.Owner, repo.Name, clash.Number)
+		return len(cs) == 1 && strings.Contains(cs[0].Body, "failed") && strings.Contains(cs[0].Body, "PROD_KEY") && strings.Contains(cs[0].Body, `"site"`)
+	})
+
 	// An upload named like a preview of site is no preview: no secrets.
 	fake := "site--pr-99"
 	d, err := e.c.Deploy(ctx, fake, bytes.NewReader(archivetest.TarGz(t, echoFiles("fake"))))
