@@ -59,6 +59,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"Domains", testDomains},
 		{"Gateway", testGateway},
 		{"Events", testEvents},
+		{"EventSlots", testEventSlots},
 		{"Rollouts", testRollouts},
 		{"DeploymentHits", testDeploymentHits},
 		{"Routers", testRouters},
