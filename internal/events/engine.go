@@ -73,6 +73,10 @@ type Engine struct {
 	inserts  *groupCommit[*router.Call, enqueued]
 	attempts *groupCommit[store.Attempt, error]
 
+	// slots keeps [events] concurrency across the executors sharing a
+	// Postgres (slots.go); nil on SQLite and without a Caller.
+	slots *slots
+
 	mu     sync.Mutex
 	queues map[string]bool         // queues this process works
 	depth  map[string]*depthSample // recent queue depths, for max_queued
@@ -221,6 +225,9 @@ func New(cfg Config) (*Engine, error) {
 		c, err = river.NewClient(d, rc)
 		e.client, e.exec = c, d.GetExecutor()
 		insert = insertCalls(c, cfg.Store)
+		if cfg.Caller != nil {
+			e.slots = newSlots(cfg.Store, cfg.Logger)
+		}
 	case cfg.Store.SQLiteDB() != nil:
 		// No LISTEN on SQLite: inserts in this process wake its queues at
 		// once, others are found by polling.
@@ -305,6 +312,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.cfg.Caller == nil {
 		return nil
 	}
+	var slotsDone chan struct{}
+	if e.slots != nil {
+		// Leases first: River's first calls wait for them.
+		slotsDone = make(chan struct{})
+		sctx, cancel := context.WithCancel(ctx)
+		defer func() { cancel(); <-slotsDone }()
+		go func() { defer close(slotsDone); e.slots.run(sctx) }()
+	}
 	if err := e.client.Start(ctx); err != nil {
 		return fmt.Errorf("events: start river: %w", err)
 	}
@@ -313,6 +328,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer cancel()
 		if err := e.client.Stop(sctx); err != nil {
 			e.log.Warn("stop the event engine", "err", err)
+		}
+		if e.slots != nil {
+			// No call runs any more: the slots go to the others now,
+			// not when the leases expire.
+			e.slots.drop(sctx)
 		}
 	}()
 	if e.cfg.Schedules != nil {
@@ -480,7 +500,7 @@ func (e *Engine) rescue(ctx context.Context) error {
 		if err := json.Unmarshal(j.EncodedArgs, &a); err != nil {
 			continue
 		}
-		if j.AttemptedAt.Add(a.Timeout + e.cfg.Grace).After(now) {
+		if j.AttemptedAt.Add(e.maxWait() + a.Timeout + e.cfg.Grace).After(now) {
 			continue
 		}
 		msg := "the call was cut off: the process running it stopped before it answered"
@@ -513,6 +533,14 @@ func (e *Engine) rescue(ctx context.Context) error {
 	}
 	e.log.Info("retried calls whose process stopped mid-call", "count", len(p.ID))
 	return nil
+}
+
+// maxWait is how long a call may wait for a slot before it runs.
+func (e *Engine) maxWait() time.Duration {
+	if e.slots != nil {
+		return slotWait
+	}
+	return 0
 }
 
 // ErrBadSignature is Enqueue's error for an inbound event whose signature
@@ -579,10 +607,10 @@ type callWorker struct {
 	e *Engine
 }
 
-// Timeout lets a call run its component's timeout and a little more, for
-// the worker's own 504 to come back.
+// Timeout lets a call wait for a slot, then run its component's timeout
+// and a little more, for the worker's own 504 to come back.
 func (w *callWorker) Timeout(j *river.Job[callArgs]) time.Duration {
-	return j.Args.Timeout + time.Second
+	return w.e.maxWait() + j.Args.Timeout + time.Second
 }
 
 // NextRetry waits [events] backoff before the first retry and doubles the
@@ -610,6 +638,19 @@ func backoff(base time.Duration, attempt int) time.Duration {
 // last, makes it dead); a paused component holds it.
 func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 	c := &j.Args.Call
+	if s := w.e.slots; s != nil {
+		limit := c.Events.Concurrency
+		if limit <= 0 {
+			limit = manifest.EventConcurrency
+		}
+		release, ok := s.acquire(ctx, j.Queue, limit)
+		if !ok {
+			// The cluster runs as many of the component's calls as it
+			// may: back to the queue, no attempt spent.
+			return river.JobSnooze(snoozeJitter())
+		}
+		defer release()
+	}
 	rec := newRecorder()
 	start := time.Now()
 	err := w.e.cfg.Caller.Invoke(ctx, rec, c, j.ID, j.Attempt)
