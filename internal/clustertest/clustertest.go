@@ -190,6 +190,13 @@ func (p *Proc) Stop() {
 	}
 }
 
+// Kill sends SIGKILL (kill -9: no shutdown, no goodbye) and waits for the
+// process to be gone.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
 // Client is an API client of deploymgr dm with the admin token.
 func (c *Cluster) Client(dm *Proc) *client.Client { return client.New(dm.URL, c.Admin, nil) }
 
@@ -209,10 +216,18 @@ func HelloWasm(t testing.TB) []byte {
 // deployment's ID.
 func (c *Cluster) Deploy(dm *Proc, name, greeting string) int64 {
 	c.T.Helper()
-	archive := archivetest.TarGz(c.T, map[string]string{
-		"hello.wasm": string(HelloWasm(c.T)),
-		"velo.toml":  fmt.Sprintf("name = %q\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\n[env]\nGREETING = %q\n", name, greeting),
+	return c.DeployFiles(dm, name, map[string][]byte{
+		"hello.wasm": HelloWasm(c.T),
+		"velo.toml":  fmt.Appendf(nil, "name = %q\nruntime = \"wasm\"\nmodule = \"hello.wasm\"\n[env]\nGREETING = %q\n", name, greeting),
 	})
+}
+
+// DeployFiles uploads component name made of files (a velo.toml among
+// them) through deploymgr dm and waits (up to 60s) until it is live; it
+// returns the deployment's ID.
+func (c *Cluster) DeployFiles(dm *Proc, name string, files map[string][]byte) int64 {
+	c.T.Helper()
+	archive := archivetest.TarGz(c.T, files)
 	d, err := c.Client(dm).Deploy(c.Ctx, name, bytes.NewReader(archive))
 	if err != nil {
 		c.T.Fatalf("deploy %s: %v", name, err)
