@@ -643,13 +643,21 @@ func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 		if limit <= 0 {
 			limit = manifest.EventConcurrency
 		}
-		release, ok := s.acquire(ctx, j.Queue, limit)
+		release, waited, ok := s.acquire(ctx, j.Queue, limit)
 		if !ok {
 			// The cluster runs as many of the component's calls as it
 			// may: back to the queue, no attempt spent.
 			return river.JobSnooze(snoozeJitter())
 		}
 		defer release()
+		if waited {
+			// Its component may have been deleted (its queue with it)
+			// and made again meanwhile: a dropped call must not run on
+			// the new one.
+			if _, err := w.e.client.JobGet(ctx, j.ID); errors.Is(err, rivertype.ErrNotFound) {
+				return river.JobCancel(fmt.Errorf("the call of %s was dropped while it waited for a slot", c.Component))
+			}
+		}
 	}
 	rec := newRecorder()
 	start := time.Now()

@@ -71,8 +71,9 @@ func newSlots(st *store.Store, log *slog.Logger) *slots {
 
 // acquire takes one of queue's slots, waiting up to slotWait for one. ok
 // false: none came (or ctx ended); the call should go back to the queue.
-// release gives the slot back.
-func (s *slots) acquire(ctx context.Context, queue string, limit int) (release func(), ok bool) {
+// waited reports that it did not get one at once. release gives the slot
+// back.
+func (s *slots) acquire(ctx context.Context, queue string, limit int) (release func(), waited, ok bool) {
 	timer := time.NewTimer(slotWait)
 	defer timer.Stop()
 	s.mu.Lock()
@@ -92,7 +93,7 @@ func (s *slots) acquire(ctx context.Context, queue string, limit int) (release f
 			}
 			g.busy++
 			s.mu.Unlock()
-			return func() { s.release(g) }, true
+			return func() { s.release(g) }, counted, true
 		}
 		if !counted {
 			g.waiting++
@@ -122,7 +123,7 @@ func (s *slots) acquire(ctx context.Context, queue string, limit int) (release f
 			g.waiting--
 			g.active = time.Now()
 			s.mu.Unlock()
-			return nil, false
+			return nil, true, false
 		}
 	}
 }
