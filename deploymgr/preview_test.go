@@ -354,6 +354,20 @@ func TestPreviewSeveralComponents(t *testing.T) {
 	for _, n := range []string{"api", "jobs", "web"} {
 		e.sees(n, "production after close", []string{"VERSION=" + n + "-1"}, nil)
 	}
+
+	// 4. A pull request of more files than GitHub lists (3000): which
+	// components it changes is unknown, so every one is previewed.
+	big := gh.OpenPullRequest(repo, "", "big", "Many docs")
+	edits := map[string]string{}
+	for i := range 3000 {
+		edits[fmt.Sprintf("docs/page%04d.md", i)] = "doc\n"
+	}
+	big.Commit(files(edits), "docs")
+	e.deliver(gh.PullRequestEvent(ctx, e.hook(), big, "opened", "", ""))
+	for _, n := range []string{"api", "jobs", "web"} {
+		e.sees(fmt.Sprintf("%s--pr-%d", n, big.Number), "a cut file list previews every component", []string{"VERSION=" + n + "-1"}, nil)
+	}
+	settled()
 }
 
 func mustComponent(t *testing.T, e *ghEnv, name string) store.Component {
