@@ -209,12 +209,17 @@ type Manager struct {
 	// github is set by EnableGitHub.
 	access Access
 	github *GitHub
-	// scheduling is when Run started or a scheduling round last failed
-	// to read the store: a worker is judged dead only a WorkerTimeout
+	// scheduling is when Run started, a scheduling round last failed to
+	// read the store, or the first one after read it again: a worker is judged dead only a WorkerTimeout
 	// after it, so that workers starting alongside (velo up, a restarted
 	// cluster) or writing again after a store outage have had the time
 	// to heartbeat (see judging).
 	scheduling time.Time
+	// reached is when a scheduling round last read the store; lost is
+	// what reached was when the store last went away, away whether it
+	// still is (see liveWorkers).
+	reached, lost time.Time
+	away          bool
 	// scaled is when the autoscaler last changed each component's
 	// replicas; only Run's goroutine uses it.
 	scaled map[string]time.Time
@@ -262,7 +267,10 @@ func (m *Manager) ComponentURL(name string) string {
 // the live workers, promotes those their workers have prepared, fails
 // those no worker could prepare, and retires old placements.
 func (m *Manager) Run(ctx context.Context) error {
-	m.scheduling = time.Now()
+	// A (re)start counts as the store coming back: leadership is lost
+	// when Postgres goes away, and the next term starts after it; the
+	// gap runs from the last read of the term before, if any.
+	m.scheduling, m.lost, m.away = time.Now(), m.reached, false
 	deps, err := m.store.Listen(ctx, store.ChannelDeployments)
 	if err != nil {
 		return fmt.Errorf("listen for deployments: %w", err)

@@ -32,8 +32,17 @@ func (m *Manager) schedule(ctx context.Context) error {
 		// worker is judged dead until it has been back a WorkerTimeout
 		// (see judging). Judged at once, every worker would look dead
 		// after an outage longer than that, and lose its placements.
+		if !m.away {
+			m.away, m.lost = true, m.reached // the store's last sign before this gap
+		}
 		m.scheduling = time.Now()
 		return fmt.Errorf("read open deployments: %w", err)
+	}
+	m.reached = time.Now()
+	if m.away {
+		// Back: the workers' heartbeats are judged a WorkerTimeout from
+		// now, not from the last failed read (which may be a while ago).
+		m.away, m.scheduling = false, m.reached
 	}
 	workers, err := m.liveWorkers(ctx)
 	if err != nil {
@@ -95,6 +104,15 @@ func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
 		}
 		if c := freshest.Add(-m.cfg.WorkerTimeout); c.Before(cutoff) {
 			cutoff = c
+		}
+		// And after an outage only the silence while the store could be
+		// reached counts (before lost and since it is back): against the
+		// freshest alone, a worker that had not beaten yet when another
+		// had would look dead.
+		if since := time.Since(m.scheduling); !m.lost.IsZero() && m.lost.Before(m.scheduling) {
+			if c := m.lost.Add(-(m.cfg.WorkerTimeout - since)); c.Before(cutoff) {
+				cutoff = c
+			}
 		}
 	}
 	var live []store.Worker

@@ -161,3 +161,28 @@ func TestHeartbeatsAfterStoreOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestSilenceCutoff: for a worker timeout after the store is back, only a
+// worker's silence while the store could be reached counts.
+func TestSilenceCutoff(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	lost, back := t0, t0.Add(30*time.Second) // a 30s outage
+	const timeout = 10 * time.Second
+	for _, tc := range []struct {
+		now  time.Time
+		want time.Time
+		ok   bool
+	}{
+		{back, lost.Add(-10 * time.Second), true},                     // just back: 10s of silence before the outage
+		{back.Add(4 * time.Second), lost.Add(-6 * time.Second), true}, // 4s since, 6s before
+		{back.Add(timeout), time.Time{}, false},                       // the clock alone again
+	} {
+		got, ok := silenceCutoff(lost, back, tc.now, timeout)
+		if ok != tc.ok || !got.Equal(tc.want) {
+			t.Errorf("at %v after back: %v %v, want %v %v", tc.now.Sub(back), got, ok, tc.want, tc.ok)
+		}
+	}
+	if _, ok := silenceCutoff(time.Time{}, back, back, timeout); ok {
+		t.Error("no bound wanted without a last contact before the outage")
+	}
+}

@@ -165,6 +165,46 @@ type Router struct {
 	parsed   map[int64]*settings
 	freshest time.Time
 	sync     limitSync // used by Run's loop only
+	// contact is what this router saw of the store (see silenceCutoff).
+	contact contact
+}
+
+// contact is what a router saw of its store: the last time it was
+// reached before it went away, and when it was reached again. Every read
+// and write of the router's own loop (refreshes, reports, hit flushes)
+// counts, so the router notices an outage within a second or so.
+type contact struct {
+	mu   sync.Mutex
+	ok   time.Time // last success
+	down bool      // the last try failed
+	lost time.Time // ok when the store went away
+	back time.Time // first success after that
+}
+
+// saw records a try of the store at now; errors of a cancelled ctx do
+// not count.
+func (c *contact) saw(ctx context.Context, err error, now time.Time) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err != nil && !c.down:
+		c.down, c.lost = true, c.ok
+	case err == nil:
+		if c.down {
+			c.down, c.back = false, now
+		}
+		c.ok = now
+	}
+}
+
+// cutoff is silenceCutoff for what c saw.
+func (c *contact) cutoff(now time.Time, timeout time.Duration) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return silenceCutoff(c.lost, c.back, now, timeout)
 }
 
 type cachedBackend struct {
@@ -467,9 +507,11 @@ func (r *Router) refresh(ctx context.Context) error {
 	}
 	routes, err := r.store.Routes(ctx)
 	if err != nil {
+		r.contact.saw(ctx, err, time.Now())
 		return fmt.Errorf("read routes: %w", err)
 	}
 	keys, err := r.apiKeys(ctx, "")
+	r.contact.saw(ctx, err, time.Now()) // before the cutoff below uses it
 	if err != nil {
 		return err
 	}
@@ -559,6 +601,7 @@ func (r *Router) RefreshComponents(ctx context.Context, names ...string) error {
 			continue
 		}
 		rt, found, err := cs.RoutesOf(ctx, name)
+		r.contact.saw(ctx, err, time.Now()) // before the cutoff below uses it
 		if err != nil {
 			return fmt.Errorf("read routes of %s: %w", name, err)
 		}
@@ -641,6 +684,7 @@ func (r *Router) report(ctx context.Context) {
 		return
 	}
 	err := r.reports.ReportRouter(ctx, store.RouterState{ID: r.sync.id, Addr: r.cfg.Addr, StartedAt: r.started, Applied: r.versions.get()})
+	r.contact.saw(ctx, err, time.Now())
 	if err != nil && ctx.Err() == nil {
 		r.cfg.Logger.Debug("report route version failed", "err", err)
 	}
@@ -888,7 +932,27 @@ func (r *Router) cutoff(freshest time.Time) time.Time {
 	if r.cfg.WorkerTimeout <= 0 {
 		return time.Time{}
 	}
-	return heartbeatCutoff(freshest, time.Now(), r.cfg.WorkerTimeout)
+	now := time.Now()
+	c := heartbeatCutoff(freshest, now, r.cfg.WorkerTimeout)
+	if g, ok := r.contact.cutoff(now, r.cfg.WorkerTimeout); ok && g.Before(c) {
+		c = g
+	}
+	return c
+}
+
+// silenceCutoff is, for a WorkerTimeout after the store came back (back)
+// from an outage that began after lost, the heartbeat older than which a
+// worker counts as dead when only its silence while the store could be
+// reached counts: before lost and since back. Judged by the freshest
+// heartbeat alone, a worker that had not beaten yet when another had
+// would look dead, its beat being as old as the outage. ok is false
+// outside that time.
+func silenceCutoff(lost, back, now time.Time, timeout time.Duration) (time.Time, bool) {
+	since := now.Sub(back)
+	if lost.IsZero() || back.IsZero() || since >= timeout {
+		return time.Time{}, false
+	}
+	return lost.Add(-(timeout - max(since, 0))), true
 }
 
 // freshestBeat is the freshest heartbeat of the workers of routes.
@@ -1136,7 +1200,9 @@ func (r *Router) FlushHits(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := r.store.AddHits(ctx, batch); err != nil {
+	err := r.store.AddHits(ctx, batch)
+	r.contact.saw(ctx, err, time.Now())
+	if err != nil {
 		r.mu.Lock()
 		for _, b := range batch {
 			r.addPending(b)

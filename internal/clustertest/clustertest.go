@@ -75,6 +75,7 @@ type Cluster struct {
 	T     *testing.T
 	Ctx   context.Context
 	Admin string // admin API token
+	DB    string // the Postgres database's URL
 	env   []string
 	mu    sync.Mutex
 	procs []*Proc
@@ -100,9 +101,9 @@ func New(t *testing.T, env ...string) *Cluster {
 	Binary(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c := &Cluster{T: t, Ctx: ctx, Admin: "admin-" + rand.Text()}
+	c := &Cluster{T: t, Ctx: ctx, Admin: "admin-" + rand.Text(), DB: pgtest.URL(t)}
 	c.env = append([]string{
-		"VELO_DATABASE_URL=" + pgtest.URL(t),
+		"VELO_DATABASE_URL=" + c.DB,
 		"VELO_CLUSTER_TOKEN=cluster-" + rand.Text(),
 		"VELO_ADMIN_TOKEN=" + c.Admin,
 		"VELO_LOG_LEVEL=info",
@@ -173,6 +174,9 @@ func (c *Cluster) Start(name, role string, args ...string) *Proc {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Signal sends sig to the process (SIGSTOP, SIGCONT: a stalled process).
+func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Stop asks the process to shut down, then kills it after 10s.
 func (p *Proc) Stop() {

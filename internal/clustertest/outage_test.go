@@ -1,6 +1,7 @@
 package clustertest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,8 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/testsupport"
@@ -33,14 +37,14 @@ type call struct {
 // two workers: during the outage the routers serve from their last table,
 // and once Postgres is back no healthy worker looks dead (no "no healthy
 // instance" 503, no placement moved), although for a while after it the
-// workers' last heartbeats are older than the timeout and they come back
-// one after the other.
+// workers' last heartbeats are older than the timeout, and one of them
+// stalls across the restart while the routers reread their tables.
 func TestPostgresOutage(t *testing.T) {
-	const timeout = 5 * time.Second // VELO_WORKER_TIMEOUT, well under the outage
+	const timeout = 8 * time.Second // VELO_WORKER_TIMEOUT, under the outage
 	c := New(t, "VELO_WORKER_TIMEOUT="+timeout.String(), "VELO_WASM_REPLICAS=1")
 	dm := c.Start("deploymgr", "deploymgr")
 	c.Start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
-	c.Start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
+	wb := c.Start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
 	routers := []*Proc{c.Start("router-1", "router"), c.Start("router-2", "router")}
 
 	// One component per worker: with a worker left out of a table, its
@@ -133,10 +137,49 @@ func TestPostgresOutage(t *testing.T) {
 			pgtest.Start(t) // the next test's database lives there too
 		}
 	}()
-	time.Sleep(10 * time.Second) // twice the worker timeout: every heartbeat expires
+	time.Sleep(10 * time.Second) // more than the worker timeout: every heartbeat expires
+	// Worker b stalls across the restart (a loaded machine): a beats
+	// again first, and the routers reread their whole table while b's
+	// last beat is as old as the outage. b's calls wait meanwhile.
+	if err := wb.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stalled := true
+	resume := func() {
+		if stalled {
+			stalled = false
+			_ = wb.Signal(syscall.SIGCONT)
+		}
+	}
+	defer resume()
 	pgtest.Start(t)
 	restarted = true
 	up := time.Now()
+	db, err := pgx.Connect(c.Ctx, c.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	testsupport.Eventually(t, 30*time.Second, "worker a beating again", func() bool {
+		var seen int64
+		err := db.QueryRow(c.Ctx, `SELECT seen_at FROM workers WHERE name = 'a'`).Scan(&seen)
+		return err == nil && time.UnixMicro(seen).After(up)
+	})
+	// Cut every LISTEN connection: each router reconnects and rereads its
+	// whole table now (a resync), with a fresh and b stale.
+	var cut int
+	if err := db.QueryRow(c.Ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE pid <> pg_backend_pid() AND datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&cut); err != nil {
+		t.Fatal(err)
+	}
+	testsupport.Eventually(t, 30*time.Second, "the listeners back", func() bool {
+		var n int
+		err := db.QueryRow(c.Ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE pid <> pg_backend_pid() AND datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&n)
+		return err == nil && n >= cut
+	})
+	time.Sleep(time.Second) // their resync reads
+	resume()
 	// Long enough after the store's return for every worker to beat
 	// again, the deploymgr to judge workers again (a worker timeout after
 	// its reads work) and each router to reread its whole table (every
