@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,6 +29,7 @@ type Store interface {
 	Heartbeat(ctx context.Context, name string, at time.Time) error
 	ResetPlacements(ctx context.Context, worker string) error
 	WorkerPlacements(ctx context.Context, worker string) ([]store.Placement, error)
+	Placements(ctx context.Context, deployment int64) ([]store.Placement, error)
 	PutPlacement(ctx context.Context, p store.Placement) error
 	Deployment(ctx context.Context, id int64) (store.Deployment, error)
 	Artifact(ctx context.Context, digest string) ([]byte, error)
@@ -268,12 +270,18 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.shutdown()
 			<-logsDone
 			return nil
-		case _, ok := <-events:
+		case n, ok := <-events:
 			if !ok {
 				events = nil // the store closed; ctx ends next
 				continue
 			}
-			w.reconcile(ctx)
+			if ds := drainPlacementNotes(n, events); ds == nil {
+				w.reconcile(ctx)
+			} else {
+				for _, d := range ds {
+					w.reconcileOne(ctx, d)
+				}
+			}
 		case <-resync.C:
 			w.reconcile(ctx)
 		case n, ok := <-secretEvents:
@@ -293,8 +301,38 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 }
 
+// maxNamedNotes is how many placement notes naming a deployment one turn
+// of Run reads them one by one; beyond it, or on a note naming none, it
+// reads all of this worker's placements at once.
+const maxNamedNotes = 32
+
+// drainPlacementNotes returns the deployments named by first and by the
+// notes already waiting behind it, or nil (read every placement) when one
+// of them names none (a resync, a change of many) or there are more than
+// maxNamedNotes.
+func drainPlacementNotes(first store.Note, more <-chan store.Note) []int64 {
+	if first.Resync() {
+		return nil
+	}
+	ds := []int64{first.Deployment()}
+	for {
+		select {
+		case n, ok := <-more:
+			if !ok || n.Resync() || len(ds) == maxNamedNotes {
+				return nil
+			}
+			if !slices.Contains(ds, n.Deployment()) {
+				ds = append(ds, n.Deployment())
+			}
+		default:
+			return ds
+		}
+	}
+}
+
 // reconcile starts preparing new placements and closes instances whose
-// placement is gone.
+// placement is gone: every placement of this worker, read at start, on a
+// resync and every Config.Resync.
 func (w *Worker) reconcile(ctx context.Context) {
 	placements, err := w.store.WorkerPlacements(ctx, w.cfg.Name)
 	if err != nil {
@@ -303,7 +341,33 @@ func (w *Worker) reconcile(ctx context.Context) {
 		}
 		return
 	}
-	want := map[int64]store.Placement{}
+	w.converge(ctx, placements, 0)
+}
+
+// reconcileOne is reconcile for deployment d alone, after a note naming
+// it: what a deploy costs does not grow with the deployments placed here.
+func (w *Worker) reconcileOne(ctx context.Context, d int64) {
+	all, err := w.store.Placements(ctx, d)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.cfg.Logger.Warn("read placements failed", "worker", w.cfg.Name, "deployment", d, "err", err)
+		}
+		return
+	}
+	var mine []store.Placement
+	for _, p := range all {
+		if p.Worker == w.cfg.Name {
+			mine = append(mine, p)
+		}
+	}
+	w.converge(ctx, mine, d)
+}
+
+// converge makes what this worker serves follow placements: all of them
+// when only is 0, else those of deployment only (placements holds no
+// other).
+func (w *Worker) converge(ctx context.Context, placements []store.Placement, only int64) {
+	want := make(map[int64]store.Placement, len(placements))
 	for _, p := range placements {
 		want[p.Deployment] = p
 	}
@@ -311,15 +375,25 @@ func (w *Worker) reconcile(ctx context.Context) {
 	defer w.mu.Unlock()
 	serving := *w.serving.Load()
 	var gone []int64
-	next := make(map[int64]Instance, len(serving))
-	for d, inst := range serving {
-		if _, ok := want[d]; ok {
-			next[d] = inst
-		} else {
-			gone = append(gone, d)
+	if only == 0 {
+		for d := range serving {
+			if _, ok := want[d]; !ok {
+				gone = append(gone, d)
+			}
+		}
+	} else if _, ok := want[only]; !ok {
+		if _, ok := serving[only]; ok {
+			gone = append(gone, only)
 		}
 	}
 	if len(gone) > 0 {
+		next := make(map[int64]Instance, len(serving))
+		for d, inst := range serving {
+			next[d] = inst
+		}
+		for _, d := range gone {
+			delete(next, d)
+		}
 		w.serving.Store(&next)
 		for _, d := range gone {
 			inst, spec := serving[d], w.loaded[d]
@@ -338,7 +412,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 		if p.State == store.PlacementFailed {
 			continue
 		}
-		if _, ok := next[d]; ok {
+		if _, ok := serving[d]; ok {
 			if p.State != store.PlacementReady {
 				// Loaded but the store lost track (e.g. reset): say so again.
 				w.report(ctx, d, w.loaded[d].component, nil)

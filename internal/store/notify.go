@@ -126,6 +126,20 @@ func (n Note) Component() string {
 	return n.payload
 }
 
+// Deployment is the deployment a ChannelPlacements or ChannelDeployments
+// note names (0 on a resync, for more than one, or on another channel's
+// note).
+func (n Note) Deployment() int64 {
+	if n.channel != ChannelPlacements && n.channel != ChannelDeployments {
+		return 0
+	}
+	d, err := strconv.ParseInt(n.payload, 10, 64)
+	if err != nil || d < 0 {
+		return 0
+	}
+	return d
+}
+
 // Version is the route version a ChannelRoutes note made by
 // RoutesChangedAt carries; 0 for any other note.
 func (n Note) Version() int64 {
