@@ -109,6 +109,12 @@ type Config struct {
 	// session or token still holds and that they still reach the
 	// component (default 5s; also before each batch of lines).
 	StreamRecheck time.Duration
+	// Sweep is how often the scheduler reads every component and
+	// placement even when nothing told it to (default 30s): in between it
+	// looks only at what the notes it gets name, so that a deploy costs
+	// the same whatever the number of components. It sweeps at once when
+	// the live workers change.
+	Sweep time.Duration
 	// Grace is how long an old deployment stays placed after a newer one
 	// went live, so that routers switch before it goes away (default 3s).
 	Grace time.Duration
@@ -183,6 +189,9 @@ func (c Config) withDefaults() Config {
 	if c.ScaleCooldown <= 0 {
 		c.ScaleCooldown = 30 * time.Second
 	}
+	if c.Sweep <= 0 {
+		c.Sweep = 30 * time.Second
+	}
 	if c.Grace <= 0 {
 		c.Grace = 3 * time.Second
 	}
@@ -233,14 +242,26 @@ type Manager struct {
 	// before the store names one live until every router serves it (or
 	// RouterWait passed): the API does not call them live in between (a
 	// client told "live" would still be answered by the version before).
-	routing sync.Map // int64 → struct{}
+	routing routingSet
+	// changes wakes the API's waits for a deployment to change.
+	changes deploymentChanges
 	// awaiting is what Run's router waiter holds in routing.
 	awaiting awaiting
-	// swept is when the scheduler last swept (see schedule); sweepDue
-	// fires for a sweep a pass put off, sweepArmed says it is armed.
-	swept      time.Time
-	sweepDue   *time.Timer
-	sweepArmed bool
+	// swept is when the scheduler last swept all components (see
+	// schedule), and workersKey the live workers it saw then;
+	// sweepWanted asks the next pass for a full sweep. sweepDue fires for
+	// a pass that a sweep was put off to or a dirty component waits for,
+	// at sweepAt when sweepArmed. dirty holds the components whose
+	// placements a pass looks at, each from when; watched is when watch
+	// last ran. Only Run's goroutine uses them.
+	swept       time.Time
+	workersKey  string
+	sweepWanted bool
+	sweepDue    *time.Timer
+	sweepArmed  bool
+	sweepAt     time.Time
+	dirty       map[string]time.Time
+	watched     time.Time
 }
 
 // New returns a Manager.
@@ -249,7 +270,9 @@ func New(cfg Config, st Store) (*Manager, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Manager{cfg: cfg, store: st, log: cfg.Logger}, nil
+	m := &Manager{cfg: cfg, store: st, log: cfg.Logger}
+	m.routing.changes = &m.changes
+	return m, nil
 }
 
 // ComponentURL is where component name answers.
@@ -279,6 +302,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for placements: %w", err)
 	}
+	// A routes note names a component whose live version or canary
+	// changed (here or through the API of another process): its old
+	// placements are looked at, without a pass of its own.
+	routes, err := m.store.Listen(ctx, store.ChannelRoutes)
+	if err != nil {
+		return fmt.Errorf("listen for routes: %w", err)
+	}
 	tick := time.NewTicker(m.cfg.Schedule)
 	defer tick.Stop()
 	prune := time.NewTicker(time.Hour)
@@ -295,10 +325,13 @@ func (m *Manager) Run(ctx context.Context) error {
 		defer waiter.Done()
 		m.waitRouters(ctx)
 	}()
-	for {
-		if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("schedule failed", "err", err)
+	for pass := true; ; {
+		if pass {
+			if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn("schedule failed", "err", err)
+			}
 		}
+		pass = true
 		select {
 		case <-ctx.Done():
 			return nil
@@ -310,6 +343,13 @@ func (m *Manager) Run(ctx context.Context) error {
 			if !ok {
 				places = nil
 			}
+		case n, ok := <-routes:
+			if !ok {
+				routes = nil
+				continue
+			}
+			m.markDirty(n.Component()) // "" (a resync, many): a full sweep
+			pass = false
 		case <-tick.C:
 		case <-m.sweepDue.C:
 			m.sweepArmed = false

@@ -84,7 +84,7 @@ func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
 	}
 	load := make(map[string]int)
 	held := make(map[int64]map[string]bool) // deployment → live workers holding it
-	changed := false
+	var changed []int64                     // deployments placed or unplaced
 	judge := m.judging()
 	for _, p := range all {
 		if !live[p.Worker] {
@@ -95,7 +95,7 @@ func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
 				return err
 			}
 			m.log.Info("placement removed from dead worker", "deployment", p.Deployment, "worker", p.Worker)
-			changed = true
+			changed = append(changed, p.Deployment)
 			continue
 		}
 		load[p.Worker]++
@@ -119,7 +119,9 @@ func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
 				if err != nil {
 					return err
 				}
-				changed = changed || ch
+				if ch {
+					changed = append(changed, c.Live)
+				}
 				continue
 			}
 			if len(has) >= m.replicas(c.Runtime, len(workers)) && c.Runtime != "" {
@@ -140,12 +142,13 @@ func (m *Manager) rebalance(ctx context.Context, workers []store.Worker) error {
 					return fmt.Errorf("place %d on %s: %w", d.ID, w, err)
 				}
 				m.log.Info("live deployment placed on another worker", "component", c.Name, "deployment", d.ID, "worker", w)
-				changed = true
+				changed = append(changed, d.ID)
 			}
 		}
 	}
-	if changed {
-		if err := m.store.Notify(ctx, store.PlacementsChanged(0)); err != nil {
+	if len(changed) > 0 {
+		slices.Sort(changed)
+		if err := m.placementsChanged(ctx, slices.Compact(changed)); err != nil {
 			return err
 		}
 		return m.store.Notify(ctx, store.RoutesChanged())

@@ -21,6 +21,7 @@ import (
 type rolloutStore interface {
 	Rollout(ctx context.Context, component string) (store.Rollout, error)
 	Rollouts(ctx context.Context) ([]store.Rollout, error)
+	PromotedRollouts(ctx context.Context, since time.Time) ([]store.Rollout, error)
 	SetCanary(ctx context.Context, component string, deployment int64, weight int) error
 	DeploymentStats(ctx context.Context, deployment int64, since time.Time) ([]store.Hits, error)
 	AppendLogs(ctx context.Context, lines []store.LogLine) error
@@ -168,11 +169,11 @@ func (m *Manager) componentLog(ctx context.Context, component string, deployment
 // rate over the same length of time before the promotion (twice it plus
 // one point).
 func (m *Manager) watch(ctx context.Context) error {
-	ros, err := m.store.Rollouts(ctx)
+	now := time.Now()
+	ros, err := m.store.PromotedRollouts(ctx, now.Add(-manifest.MaxWatch))
 	if err != nil {
 		return fmt.Errorf("read rollouts: %w", err)
 	}
-	now := time.Now()
 	for _, ro := range ros {
 		if ro.Previous == 0 || ro.PromotedAt.IsZero() || now.Sub(ro.PromotedAt) > manifest.MaxWatch {
 			continue

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/velo-run/velo/internal/manifest"
@@ -61,31 +64,99 @@ func (m *Manager) schedule(ctx context.Context) error {
 			m.log.Warn("schedule deployment failed", "deployment", d.ID, "err", err)
 		}
 	}
-	// The sweeps read every component and placement, which at thousands
-	// of components costs far more than the deployments above: during a
-	// burst of deploys (a pass per notification) they run at most every
-	// sweepEvery, the pass that skips them arming sweepDue.
-	if wait := sweepEvery - time.Since(m.swept); wait > 0 && m.sweepDue != nil {
-		if !m.sweepArmed {
-			m.sweepArmed = true
-			m.sweepDue.Reset(wait)
-		}
-		return nil
-	}
-	m.swept = time.Now()
-	if err := m.rebalance(ctx, workers); err != nil {
-		return err
-	}
 	m.dropLater(ctx)
-	if err := m.watch(ctx); err != nil {
+	if time.Since(m.watched) >= m.cfg.Schedule {
+		m.watched = time.Now()
+		if err := m.watch(ctx); err != nil {
+			return err
+		}
+	}
+	// A full sweep reads every component and placement, which at
+	// thousands of components costs far more than the deployments above:
+	// it runs every Config.Sweep, when the live workers change (or start
+	// being judged), after a note naming no component, and with Docker
+	// autoscaling (which follows the request rates) on every pass; at
+	// most every sweepEvery, the pass that puts it off arming sweepDue.
+	// In between only the components something happened to are looked
+	// at (m.dirty).
+	key := workersKey(workers, m.judging())
+	full := m.sweepWanted || key != m.workersKey || time.Since(m.swept) >= m.cfg.Sweep || m.cfg.DockerTargetRPS > 0
+	if full {
+		if wait := sweepEvery - time.Since(m.swept); wait > 0 && m.sweepDue != nil {
+			m.armSweep(wait)
+			full = false
+		}
+	}
+	if full {
+		m.swept, m.workersKey, m.sweepWanted = time.Now(), key, false
+		if err := m.rebalance(ctx, workers); err != nil {
+			return err
+		}
+		if err := m.retire(ctx); err != nil {
+			return err
+		}
+	} else if err := m.retireDirty(ctx); err != nil {
 		return err
 	}
-	return m.retire(ctx)
+	if next := m.nextDirty(); !next.IsZero() {
+		m.armSweep(time.Until(next))
+	}
+	return nil
 }
 
-// sweepEvery is the least time between two sweeps of the scheduler
-// (rebalance, retire): a fraction of Grace, so retiring keeps its clock.
+// sweepEvery is the least time between two full sweeps of the scheduler
+// (rebalance, retire), and the longest a component marked dirty waits to
+// be looked at: a fraction of Grace, so retiring keeps its clock.
 const sweepEvery = 250 * time.Millisecond
+
+// armSweep makes the scheduler run a pass in d (or sooner, if armed
+// sooner already).
+func (m *Manager) armSweep(d time.Duration) {
+	if m.sweepDue == nil {
+		return // not running (tests calling schedule directly)
+	}
+	d = max(d, time.Millisecond)
+	at := time.Now().Add(d)
+	if m.sweepArmed && !m.sweepAt.After(at) {
+		return
+	}
+	m.sweepDue.Stop()
+	m.sweepDue.Reset(d)
+	m.sweepArmed, m.sweepAt = true, at
+}
+
+// workersKey names a set of live workers and whether dead ones are
+// judged: when it changes, deployments may need other workers.
+func workersKey(ws []store.Worker, judging bool) string {
+	names := make([]string, 0, len(ws))
+	for _, w := range ws {
+		names = append(names, w.Name)
+	}
+	slices.Sort(names)
+	return strconv.FormatBool(judging) + " " + strings.Join(names, " ")
+}
+
+// markDirty says that what component serves changed: its placements are
+// looked at for retiring at the latest sweepEvery from now.
+func (m *Manager) markDirty(component string) {
+	if component == "" {
+		m.sweepWanted = true
+	} else {
+		m.dirtyAt(component, time.Now().Add(sweepEvery))
+	}
+	m.armSweep(sweepEvery)
+}
+
+// nextDirty is when the next dirty component is due (zero: none is).
+func (m *Manager) nextDirty() time.Time {
+	var next time.Time
+	for _, at := range m.dirty {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
 
 func (m *Manager) liveWorkers(ctx context.Context) ([]store.Worker, error) {
 	all, err := m.store.Workers(ctx)
@@ -150,6 +221,7 @@ func (m *Manager) place(ctx context.Context, d store.Deployment, workers []store
 	if err != nil || !ok {
 		return err
 	}
+	m.changes.changed(d.ID) // preparing now
 	return m.store.Notify(ctx, store.PlacementsChanged(d.ID))
 }
 
@@ -159,6 +231,10 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	ps, err := m.store.Placements(ctx, d.ID)
 	if err != nil {
 		return err
+	}
+	setStatus := func(status, msg string) error {
+		defer m.changes.changed(d.ID) // the API's waits for it read it again
+		return m.store.SetDeploymentStatus(ctx, d.ID, status, msg)
 	}
 	live := make(map[string]bool, len(workers))
 	for _, w := range workers {
@@ -195,19 +271,20 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 	if len(ps) == 0 {
 		if d.ID != comp.Target && d.ID != comp.Live && !canary {
 			// Retired (see retire) before any worker was done with it.
-			return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusFailed,
+			return setStatus(store.StatusFailed,
 				fmt.Sprintf("superseded by deployment %d before it was ready", comp.Target))
 		}
 		// Its placements vanished (workers removed): place it again.
-		return m.store.SetDeploymentStatus(ctx, d.ID, store.StatusPending, "")
+		return setStatus(store.StatusPending, "")
 	}
 	if ready == 0 || failed != "" && healthGated(d) {
 		// A health-gated deployment goes live only where every worker
 		// it is placed on passed the check.
 		m.log.Warn("deployment failed", "component", d.Component, "deployment", d.ID, "reason", failed)
-		if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusFailed, failed); err != nil {
+		if err := setStatus(store.StatusFailed, failed); err != nil {
 			return err
 		}
+		m.markDirty(d.Component) // its placements go
 		if comp.Target == d.ID {
 			if err := m.store.SetTarget(ctx, d.Component, comp.Live); err != nil {
 				return err
@@ -234,9 +311,10 @@ func (m *Manager) settle(ctx context.Context, d store.Deployment, workers []stor
 		m.awaitRouters(d, version)
 		m.log.Info("deployment live", "component", d.Component, "deployment", d.ID)
 	}
-	if err := m.store.SetDeploymentStatus(ctx, d.ID, store.StatusReady, ""); err != nil {
+	if err := setStatus(store.StatusReady, ""); err != nil {
 		return err
 	}
+	m.markDirty(d.Component) // the version before it goes, or it does (superseded)
 	if canary {
 		// Ready: the routers give it its share from now on.
 		if err := m.routesChanged(ctx, d.Component); err != nil {
@@ -278,7 +356,8 @@ func (m *Manager) routesChanged(ctx context.Context, component string) error {
 // being rolled out, a Grace after the scheduler first saw them so, which
 // gives routers the time to switch. The clock runs per deployment: a
 // component redeployed more often than every Grace still sees its old
-// versions go.
+// versions go. It reads every component and placement (a full sweep);
+// retireDirty looks at the components marked dirty alone.
 func (m *Manager) retire(ctx context.Context) error {
 	comps, err := m.store.Components(ctx)
 	if err != nil {
@@ -299,40 +378,146 @@ func (m *Manager) retire(ctx context.Context) error {
 	for _, ro := range ros {
 		current[ro.Canary] = true // 0 is no deployment
 	}
-	if m.superseded == nil {
-		m.superseded = map[int64]time.Time{}
-	}
-	now := time.Now()
-	seen := make(map[int64]bool)
-	removed := false
-	for _, p := range all {
-		if current[p.Deployment] {
-			continue
-		}
-		seen[p.Deployment] = true
-		since, ok := m.superseded[p.Deployment]
-		if !ok {
-			m.superseded[p.Deployment] = now
-			continue
-		}
-		if now.Sub(since) < m.cfg.Grace {
-			continue
-		}
-		if err := m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil && !isNotFound(err) {
-			return err
-		}
-		removed = true
+	seen, waiting, err := m.retireOf(ctx, all, current)
+	if err != nil {
+		return err
 	}
 	for d := range m.superseded {
 		if !seen[d] {
 			delete(m.superseded, d) // gone, or current again (a rollback)
 		}
 	}
-	if removed {
-		return m.store.Notify(ctx, store.PlacementsChanged(0))
+	// What waits for its Grace is looked at again then, by component
+	// (rare here: a change the scheduler was told of marks its component
+	// dirty itself).
+	for d, due := range waiting {
+		dep, err := m.store.Deployment(ctx, d)
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return err
+		}
+		m.dirtyAt(dep.Component, due)
 	}
 	return nil
 }
+
+// retireDirty is retire for the components marked dirty whose time has
+// come, each read alone: a deploy costs the same at ten components and at
+// ten thousand.
+func (m *Manager) retireDirty(ctx context.Context) error {
+	now := time.Now()
+	for c, at := range m.dirty {
+		if at.After(now) {
+			continue
+		}
+		delete(m.dirty, c)
+		if err := m.retireComponent(ctx, c); err != nil {
+			m.dirtyAt(c, now.Add(sweepEvery)) // again, next time
+			return err
+		}
+	}
+	return nil
+}
+
+// retireComponent is retire for component c's placements alone.
+func (m *Manager) retireComponent(ctx context.Context, c string) error {
+	comp, err := m.store.Component(ctx, c)
+	if isNotFound(err) {
+		return nil // removed, and its placements with it
+	} else if err != nil {
+		return fmt.Errorf("read component %s: %w", c, err)
+	}
+	ro, err := m.store.Rollout(ctx, c)
+	if err != nil {
+		return err
+	}
+	ps, err := m.store.ComponentPlacements(ctx, c)
+	if err != nil {
+		return err
+	}
+	current := map[int64]bool{comp.Live: true, comp.Target: true, ro.Canary: true}
+	for _, p := range ps {
+		if current[p.Deployment] {
+			delete(m.superseded, p.Deployment) // current again (a rollback)
+		}
+	}
+	_, waiting, err := m.retireOf(ctx, ps, current)
+	for _, due := range waiting {
+		m.dirtyAt(c, due)
+	}
+	return err
+}
+
+// dirtyAt marks component dirty for at (or sooner, if it is already).
+func (m *Manager) dirtyAt(component string, at time.Time) {
+	if m.dirty == nil {
+		m.dirty = map[string]time.Time{}
+	}
+	if was, ok := m.dirty[component]; !ok || was.After(at) {
+		m.dirty[component] = at
+	}
+}
+
+// retireOf removes the placements of ps whose deployment is not in
+// current once it has been so for a Grace, starting the clock of those
+// seen so for the first time, and tells the workers. It returns the
+// deployments of ps not current, and of those when each still placed
+// is due.
+func (m *Manager) retireOf(ctx context.Context, ps []store.Placement, current map[int64]bool) (seen map[int64]bool, waiting map[int64]time.Time, err error) {
+	if m.superseded == nil {
+		m.superseded = map[int64]time.Time{}
+	}
+	now := time.Now()
+	seen, waiting = map[int64]bool{}, map[int64]time.Time{}
+	var removed []int64
+	for _, p := range ps {
+		if current[p.Deployment] {
+			continue
+		}
+		seen[p.Deployment] = true
+		since, ok := m.superseded[p.Deployment]
+		if !ok {
+			m.superseded[p.Deployment], since = now, now
+		}
+		if now.Sub(since) < m.cfg.Grace {
+			waiting[p.Deployment] = since.Add(m.cfg.Grace)
+			continue
+		}
+		if err = m.store.DeletePlacement(ctx, p.Deployment, p.Worker); err != nil && !isNotFound(err) {
+			break
+		}
+		err = nil
+		if !slices.Contains(removed, p.Deployment) {
+			removed = append(removed, p.Deployment)
+		}
+	}
+	if len(removed) > 0 {
+		if nerr := m.placementsChanged(ctx, removed); err == nil {
+			err = nerr
+		}
+	}
+	return seen, waiting, err
+}
+
+// placementsChanged tells workers that the placements of ds changed: one
+// note each, or one for all beyond maxNamedNotes.
+func (m *Manager) placementsChanged(ctx context.Context, ds []int64) error {
+	if len(ds) > maxNamedNotes {
+		return m.store.Notify(ctx, store.PlacementsChanged(0))
+	}
+	for _, d := range ds {
+		if err := m.store.Notify(ctx, store.PlacementsChanged(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxNamedNotes is how many changed deployments get a note each; beyond
+// it one note says "many" (workers then read all their placements).
+const maxNamedNotes = 32
 
 // dropOldArtifacts removes the artifacts of component's deployments older
 // than its newest KeepDeployments, unless a deployment kept (of any

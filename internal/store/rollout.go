@@ -51,7 +51,19 @@ func (s *Store) Rollout(ctx context.Context, component string) (Rollout, error) 
 // Rollouts returns the rollout state of every component that has one,
 // ordered by component.
 func (s *Store) Rollouts(ctx context.Context) ([]Rollout, error) {
-	rs, err := s.db.query(ctx, `SELECT `+rolloutCols+` FROM rollouts ORDER BY component`)
+	return s.rollouts(ctx, `SELECT `+rolloutCols+` FROM rollouts ORDER BY component`)
+}
+
+// PromotedRollouts returns the rollout state of the components promoted
+// past a previous deployment at or after since, ordered by component:
+// what automatic rollback watches, without reading every component's.
+func (s *Store) PromotedRollouts(ctx context.Context, since time.Time) ([]Rollout, error) {
+	return s.rollouts(ctx, `SELECT `+rolloutCols+` FROM rollouts
+		WHERE previous <> 0 AND promoted_at >= $1 ORDER BY component`, micros(since))
+}
+
+func (s *Store) rollouts(ctx context.Context, query string, args ...any) ([]Rollout, error) {
+	rs, err := s.db.query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("rollouts: %w", err)
 	}

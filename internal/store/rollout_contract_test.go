@@ -80,6 +80,15 @@ func testRollouts(t *testing.T, s *Store) {
 	if len(all) != 1 || all[0].Component != "app" || all[0].Previous != v1.ID {
 		t.Errorf("Rollouts = %+v", all)
 	}
+	// What automatic rollback watches: promotions past a previous
+	// deployment since a time, not a first promotion.
+	must(t, s.Promote(ctx, "other", ov.ID))
+	if got, err := s.PromotedRollouts(ctx, before); err != nil || len(got) != 1 || got[0] != all[0] {
+		t.Errorf("PromotedRollouts(since before) = %+v, %v; want app's alone: %+v", got, err, all[0])
+	}
+	if got, err := s.PromotedRollouts(ctx, time.Now().Add(time.Minute)); err != nil || len(got) != 0 {
+		t.Errorf("PromotedRollouts(since later) = %+v, %v; want none", got, err)
+	}
 }
 
 // testDeploymentHits: hits with a deployment count for the component and
