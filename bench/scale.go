@@ -133,7 +133,7 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 		"live (far faster than the 3 s retirement grace); the peer column is the same process after the first %d deploys "+
 		"(`VELO_KEEP_DEPLOYMENTS`, default 10), i.e. what N versions need.\n", churnDeploys, churnKeep)
 	fmt.Fprintf(&s, "2. **Many components** — a fresh `velo up`; distinct components deployed by %d clients at once, each "+
-		"uploading and polling until live; RSS per idle component is (RSS − RSS with one component) / components.\n", scaleClients)
+		"uploading and waiting until live (`GET /deployments/{id}?wait=`, held by the server until the deployment changes); RSS per idle component is (RSS − RSS with one component) / components.\n", scaleClients)
 	fmt.Fprintf(&s, "3. **First call to a long-idle component** — the %d components deployed first, never called since, whose "+
 		"compiled code was unloaded (the worker keeps %d modules loaded); one call each, then a second one (the peer).\n\n",
 		min(firstCalls, deployed-1), 256)
@@ -241,8 +241,10 @@ func deployVariant(ctx context.Context, b *Bench, v *Velo, name string, bin []by
 		return fmt.Errorf("deploy %s: %w", name, err)
 	}
 	deadline := time.Now().Add(deployTimeout)
-	for {
-		got, err := v.Client.Deployment(ctx, d.ID)
+	for got := d; ; {
+		// Held by the server until the deployment changes (as velo
+		// deploy does), not polled.
+		got, err = v.Client.WaitDeployment(ctx, d.ID, got, 30*time.Second)
 		if err != nil {
 			return err
 		}
@@ -253,11 +255,6 @@ func deployVariant(ctx context.Context, b *Bench, v *Velo, name string, bin []by
 			return nil
 		case time.Now().After(deadline):
 			return fmt.Errorf("deployment %d of %s not live after %s", d.ID, name, deployTimeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }

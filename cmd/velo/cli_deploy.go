@@ -25,6 +25,7 @@ import (
 // Deployment progress.
 const (
 	pollInterval   = 200 * time.Millisecond
+	deployWait     = 30 * time.Second // the server's hold of one request
 	defaultTimeout = 5 * time.Minute
 	buildLogTail   = 20 // lines of a failed deployment's build log shown
 )
@@ -250,13 +251,21 @@ func (d deployer) runBuild(ctx context.Context, dir, cmdline string) error {
 	return nil
 }
 
-// waitLive polls deployment dep until it is ready and live, or failed, or
-// ctx ends; it prints each status change. status is the one already shown.
+// waitLive follows deployment dep until it is ready and live, or failed,
+// or ctx ends; it prints each status change. status is the one already
+// shown. Each request waits on the server for the next change
+// (Client.WaitDeployment); an answer with no change (a server without
+// the wait, or its end) is followed by a pause of pollInterval.
 func (d deployer) waitLive(ctx context.Context, dep api.Deployment, status string, timeout time.Duration) error {
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		got, err := d.c.Deployment(ctx, dep.ID)
+	seen := dep
+	for first := true; ; first = false {
+		var got api.Deployment
+		var err error
+		if first {
+			got, err = d.c.Deployment(ctx, dep.ID)
+		} else {
+			got, err = d.c.WaitDeployment(ctx, dep.ID, seen, deployWait)
+		}
 		if err != nil {
 			return timedOut(ctx, err, fmt.Sprintf("deployment #%d is not live after %s (last status: %s)", dep.ID, timeout, status))
 		}
@@ -303,10 +312,14 @@ func (d deployer) waitLive(ctx context.Context, dep api.Deployment, status strin
 			status = got.Status
 			fmt.Fprintf(d.out, "deployment #%d: %s…\n", got.ID, status)
 		}
+		if first || got.Status != seen.Status || got.Live != seen.Live {
+			seen = got
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return timedOut(ctx, ctx.Err(), fmt.Sprintf("deployment #%d is not live after %s (last status: %s)", dep.ID, timeout, status))
-		case <-tick.C:
+		case <-time.After(pollInterval):
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/velo-run/velo/internal/api"
 )
@@ -98,6 +99,18 @@ func (c *Client) Deployments(ctx context.Context, name string) ([]api.Deployment
 func (c *Client) Deployment(ctx context.Context, id int64) (api.Deployment, error) {
 	var out api.Deployment
 	err := c.do(ctx, http.MethodGet, "/deployments/"+strconv.FormatInt(id, 10), nil, "", &out)
+	return out, err
+}
+
+// WaitDeployment returns deployment id once its status or liveness
+// differs from seen's, or as it is after wait (at most a minute): the
+// server holds the request until then (GET /deployments/{id}?wait=), so
+// following a deployment costs a request per change rather than one per
+// poll. A server without the wait answers at once.
+func (c *Client) WaitDeployment(ctx context.Context, id int64, seen api.Deployment, wait time.Duration) (api.Deployment, error) {
+	q := url.Values{"wait": {wait.String()}, "status": {seen.Status}, "live": {strconv.FormatBool(seen.Live)}}
+	var out api.Deployment
+	err := c.do(ctx, http.MethodGet, "/deployments/"+strconv.FormatInt(id, 10)+"?"+q.Encode(), nil, "", &out)
 	return out, err
 }
 
