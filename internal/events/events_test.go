@@ -68,6 +68,25 @@ func (s *spine) deploy(toml string) {
 	})
 }
 
+// settledTotals returns the router's hits and errors of component name once
+// they have stopped moving: a call's hit is counted just after its answer
+// is written, so a count read the moment a client has its answer may not
+// hold it yet.
+func (s *spine) settledTotals(name string) [2]int64 {
+	s.t.Helper()
+	last := s.n.Router.Totals()[name]
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		now := s.n.Router.Totals()[name]
+		if now == last {
+			return now
+		}
+		last = now
+	}
+	s.t.Fatalf("hits of %s still moving after 10 s: %v", name, last)
+	return last
+}
+
 // post calls path with Prefer: respond-async and returns the invocation id.
 func (s *spine) post(path, body string, header ...string) (int64, *http.Response) {
 	s.t.Helper()
@@ -149,11 +168,11 @@ func testAsync(t *testing.T, db string) {
 	s := start(t, db, flakyToml)
 
 	// Succeeds at the second attempt; a forged attempt header is dropped.
-	before := s.n.Router.Totals()["flaky"]
+	before := s.settledTotals("flaky")
 	id, _ := s.post("/fn/flaky/job?ok=2", "hello", "X-Velo-Attempt", "7")
 	inv := s.waitState(id, "succeeded")
 	// Both attempts count in the statistics like any call, one an error.
-	if after := s.n.Router.Totals()["flaky"]; after[0]-before[0] != 2 || after[1]-before[1] != 1 {
+	if after := s.settledTotals("flaky"); after[0]-before[0] != 2 || after[1]-before[1] != 1 {
 		t.Errorf("hits and errors counted for two attempts: %v, want +2 and +1", [2]int64{after[0] - before[0], after[1] - before[1]})
 	}
 	if inv.Component != "flaky" || inv.Source != "async" || inv.Method != "POST" || inv.Path != "/fn/flaky/job" ||

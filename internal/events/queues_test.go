@@ -51,7 +51,7 @@ func testPausedHoldsQueue(t *testing.T, db string) {
 	if code := s.api("POST", "/components/flaky/pause", nil); code != 200 && code != 204 {
 		t.Fatalf("pause: %d", code)
 	}
-	before := s.n.Router.Totals()["flaky"]
+	before := s.settledTotals("flaky")
 	var ids []int64
 	for i := range 3 {
 		id, res := s.post(fmt.Sprintf("/fn/flaky/held%d?ok=1", i), "x")
@@ -69,7 +69,7 @@ func testPausedHoldsQueue(t *testing.T, db string) {
 			t.Errorf("invocation %d while paused: state %s, %d attempts %+v", id, inv.State, inv.Attempt, inv.Attempts)
 		}
 	}
-	if after := s.n.Router.Totals()["flaky"]; after != before {
+	if after := s.settledTotals("flaky"); after != before {
 		t.Errorf("the paused component was called: hits %v → %v", before, after)
 	}
 	if c := s.counts("flaky"); c.Queued+c.Running != 3 {
@@ -120,11 +120,11 @@ func testDeleteDropsQueue(t *testing.T, db string) {
 	}
 	// A new flaky: its own calls run, the old ones never do.
 	s.deploy(flakyToml)
-	before := s.n.Router.Totals()["flaky"]
+	before := s.settledTotals("flaky")
 	id, _ := s.post("/fn/flaky/new?ok=1", "x")
 	s.waitState(id, "succeeded")
 	time.Sleep(2 * time.Second)
-	if after := s.n.Router.Totals()["flaky"]; after[0]-before[0] != 1 {
+	if after := s.settledTotals("flaky"); after[0]-before[0] != 1 {
 		t.Errorf("the new flaky got %d calls, want only its own", after[0]-before[0])
 	}
 	var list []api.Invocation
