@@ -31,7 +31,10 @@ const testToken = "t0ken"
 
 // fakeVelo fakes /api/v1 with the shapes of package api: it keeps
 // components and deployments in memory and moves an uploaded deployment
-// through pending → preparing → ready and live (or failed) as it is polled.
+// through pending → preparing → ready and live (or failed) as it is polled,
+// a step at most every stepEvery: a request with ?wait= is held until the
+// next step is due, as the real server holds it until the deployment
+// changes.
 type fakeVelo struct {
 	t   *testing.T
 	srv *httptest.Server
@@ -46,7 +49,11 @@ type fakeVelo struct {
 	// failWith, when set, fails every new deployment with that reason and
 	// build log.
 	failWith, failLog string
+	lastStep          time.Time // when a deployment last moved on
 }
+
+// stepEvery is how often the fake moves a polled deployment on.
+const stepEvery = 200 * time.Millisecond
 
 func newFakeVelo(t *testing.T) *fakeVelo {
 	f := &fakeVelo{t: t, components: map[string]*api.Component{}, deployments: map[int64]*api.Deployment{},
@@ -221,8 +228,19 @@ func (f *fakeVelo) componentDeployments(w http.ResponseWriter, r *http.Request) 
 // poll answers GET /deployments/{id}, moving a deployment one step on.
 func (f *fakeVelo) poll(w http.ResponseWriter, r *http.Request) {
 	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if r.URL.Query().Get("wait") != "" {
+		f.mu.Lock()
+		due := f.lastStep.Add(stepEvery)
+		f.mu.Unlock()
+		select {
+		case <-time.After(time.Until(due)):
+		case <-r.Context().Done():
+			return
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.lastStep = time.Now()
 	d := f.deployments[id]
 	if d == nil {
 		writeJSON(w, 404, api.Error{Error: fmt.Sprintf("deployment %d not found", id)})
