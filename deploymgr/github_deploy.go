@@ -151,9 +151,15 @@ func (g *GitHub) deployPush(ctx context.Context, j *store.GitHubJob, pj *pushJob
 
 // fetchTree downloads and reads the pushed commit's tarball.
 func (g *GitHub) fetchTree(ctx context.Context, p *github.Push) (*archive.Tree, error) {
-	rc, err := g.app.Tarball(ctx, p.InstallationID, p.Owner, p.Repo, p.After, g.m.cfg.Limits.Compressed)
+	return g.fetchCommit(ctx, p.InstallationID, p.Owner, p.Repo, p.FullName, p.After)
+}
+
+// fetchCommit downloads and reads the tarball of commit sha of owner/repo
+// (fullName), within the archive limits.
+func (g *GitHub) fetchCommit(ctx context.Context, installation int64, owner, repo, fullName, sha string) (*archive.Tree, error) {
+	rc, err := g.app.Tarball(ctx, installation, owner, repo, sha, g.m.cfg.Limits.Compressed)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s@%s: %w", p.FullName, short(p.After), err)
+		return nil, fmt.Errorf("fetch %s@%s: %w", fullName, short(sha), err)
 	}
 	defer rc.Close()
 	tree, err := archive.Read(rc, g.m.cfg.Limits, true)

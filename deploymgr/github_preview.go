@@ -226,14 +226,21 @@ func (g *GitHub) previewCommit(ctx context.Context, pr *github.PullRequest, tree
 	return d, nil
 }
 
+// previewSettled waits for job j's preview deployment to settle; when
+// waiting fails (not for the end of ctx), its GitHub deployment says so.
+func (g *GitHub) previewSettled(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest) (store.Deployment, bool, error) {
+	d, live, err := g.waitSettled(ctx, j.Deployment)
+	if err != nil && ctx.Err() == nil {
+		g.ghStatus(ctx, pr.InstallationID, pr.Owner, pr.Repo, j.GitHubDeployment, github.StateError, err.Error(), "", "")
+	}
+	return d, live, err
+}
+
 // reportPreview waits for the preview's deployment to settle and says how
 // it went: the GitHub deployment's status and the pull request's comment.
 func (g *GitHub) reportPreview(ctx context.Context, j *store.GitHubJob, pr *github.PullRequest) error {
-	d, live, err := g.waitSettled(ctx, j.Deployment)
+	d, live, err := g.previewSettled(ctx, j, pr)
 	if err != nil {
-		if ctx.Err() == nil {
-			g.ghStatus(ctx, pr.InstallationID, pr.Owner, pr.Repo, j.GitHubDeployment, github.StateError, err.Error(), "", "")
-		}
 		return err
 	}
 	l := g.prLock(pr.FullName, pr.Number)

@@ -38,16 +38,7 @@ func PreviewComponentEnvironment(name string) string { return PreviewEnvironment
 
 // fetchPRTree downloads and reads the tree of the pull request's head.
 func (g *GitHub) fetchPRTree(ctx context.Context, pr *github.PullRequest) (*archive.Tree, error) {
-	rc, err := g.app.Tarball(ctx, pr.InstallationID, pr.Owner, pr.Repo, pr.HeadSHA, g.m.cfg.Limits.Compressed)
-	if err != nil {
-		return nil, fmt.Errorf("fetch %s@%s: %w", pr.FullName, short(pr.HeadSHA), err)
-	}
-	defer rc.Close()
-	tree, err := archive.Read(rc, g.m.cfg.Limits, true)
-	if err != nil {
-		return nil, &InputError{Err: err, TooLarge: errors.Is(err, archive.ErrTooLarge)}
-	}
-	return tree, nil
+	return g.fetchCommit(ctx, pr.InstallationID, pr.Owner, pr.Repo, pr.FullName, pr.HeadSHA)
 }
 
 // fanOutPreview handles a pull request of a repository that lists several
@@ -259,11 +250,8 @@ func (g *GitHub) deployComponentPreview(ctx context.Context, j *store.GitHubJob,
 // comment.
 func (g *GitHub) reportComponentPreview(ctx context.Context, j *store.GitHubJob, pj *previewJob) error {
 	pr := &pj.PullRequest
-	d, live, err := g.waitSettled(ctx, j.Deployment)
+	d, live, err := g.previewSettled(ctx, j, pr)
 	if err != nil {
-		if ctx.Err() == nil {
-			g.ghStatus(ctx, pr.InstallationID, pr.Owner, pr.Repo, j.GitHubDeployment, github.StateError, err.Error(), "", "")
-		}
 		return err
 	}
 	l := g.prLock(pr.FullName, pr.Number)
