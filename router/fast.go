@@ -54,16 +54,15 @@ type FastServer struct {
 	// backends) and calls them directly (fastlocal.go). For velo up.
 	InProcess bool
 
-	hsts       string // the HSTS header line, from HSTS
-	tlsConns   map[*tlsClient]struct{}
-	localConns map[*localClient]struct{}
-	loops      []*loop
-	next       atomic.Uint64 // the loop the next connection goes to
-	mu         sync.Mutex
-	ln         net.Listener
-	closing    atomic.Bool
-	wg         sync.WaitGroup
-	fallback   *handoffListener
+	hsts      string                 // the HSTS header line, from HSTS
+	connLoops map[*connLoop]struct{} // served on goroutines of their own (fastconn.go)
+	loops     []*loop
+	next      atomic.Uint64 // the loop the next connection goes to
+	mu        sync.Mutex
+	ln        net.Listener
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+	fallback  *handoffListener
 }
 
 // Serve accepts connections on ln until Shutdown or a listener failure.
@@ -170,16 +169,14 @@ func (s *FastServer) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.stopLoops(false)
-	s.closeTLS(false)
-	s.closeLocal(false)
+	s.closeConnLoops(false)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		s.stopLoops(true)
-		s.closeTLS(true)
-		s.closeLocal(true)
+		s.closeConnLoops(true)
 	}
 	return s.Fallback.Shutdown(ctx)
 }

@@ -57,17 +57,12 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // localClient is a plain TCP connection served by the in-process fast path.
 type localClient struct {
-	s      *FastServer
-	c      net.Conn
+	connLoop
 	peer   peer
 	remote string // c's remote address, RemoteAddr of an untrusted peer's calls
 	fwd    []headerPair
-	in     []byte // in[:n] read, not yet served
-	n      int
-	req    fastReq
 	w      localWriter
 	body   bytes.Reader
-	idle   atomic.Bool
 	tmpl   *http.Request // carries ctx, copied into every request
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -88,7 +83,8 @@ type headerPair struct{ key, value string }
 // path.
 func (s *FastServer) serveLocal(nc net.Conn) {
 	defer s.wg.Done()
-	c := &localClient{s: s, c: nc, peer: s.Router.peerOf(nc, "http"), remote: nc.RemoteAddr().String(), in: make([]byte, loopClientBuffer)}
+	c := &localClient{connLoop: connLoop{s: s, c: nc, raw: nc, in: make([]byte, loopClientBuffer)},
+		peer: s.Router.peerOf(nc, "http"), remote: nc.RemoteAddr().String()}
 	c.w.c = c
 	c.fwd, _ = fwdHeaders(c.peer.fwd, nil)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -96,123 +92,34 @@ func (s *FastServer) serveLocal(nc net.Conn) {
 	c.tmpl = (&http.Request{}).WithContext(c.ctx)
 	c.watch = time.AfterFunc(time.Hour, c.startWatch)
 	c.watch.Stop()
-	if !s.trackLocal(c, true) {
+	if !s.track(&c.connLoop, true) {
 		nc.Close()
 		return
 	}
-	closeIt := c.serve()
-	s.trackLocal(c, false)
+	closeIt := c.serve(c)
+	s.track(&c.connLoop, false)
 	if closeIt {
 		nc.Close()
 	}
 }
 
-// trackLocal adds c to the connections Shutdown closes when idle (add),
-// or takes it out; false when the server is closing already.
-func (s *FastServer) trackLocal(c *localClient, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.localConns, c)
-		return true
-	}
-	if s.closing.Load() {
-		return false
-	}
-	if s.localConns == nil {
-		s.localConns = map[*localClient]struct{}{}
-	}
-	s.localConns[c] = struct{}{}
-	return true
+func (c *localClient) parse() (verdict, error) {
+	return c.s.parse(&c.req, c.in[:c.n], len(c.in), &c.peer, true)
 }
 
-// closeLocal closes the in-process path's connections waiting for a
-// request (all of them when force is set); the others close after their
-// answer.
-func (s *FastServer) closeLocal(force bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.localConns {
-		if force || c.idle.Load() {
-			c.c.Close()
+func (c *localClient) next() {
+	c.req = fastReq{lines: c.req.lines[:0], scratch: c.req.scratch[:0], gated: c.req.gated[:0]}
+	if c.wn > 0 {
+		// What the watch read meanwhile: the next requests.
+		if need := c.n + c.wn; need > len(c.in) {
+			c.in = append(c.in[:c.n:c.n], make([]byte, need-c.n)...)
 		}
+		c.n += copy(c.in[c.n:], c.wbuf[:c.wn])
+		c.wn = 0
 	}
 }
 
-// serve runs the request loop; true when the connection is to be closed,
-// false when it went to net/http.
-func (c *localClient) serve() bool {
-	s := c.s
-	var headSince time.Time
-	for {
-		if c.n > 0 {
-			switch v, err := s.parse(&c.req, c.in[:c.n], len(c.in), &c.peer, true); v {
-			case takeFast:
-				headSince = time.Time{}
-				if !c.exchange() {
-					return true
-				}
-				size := c.req.size()
-				c.n = copy(c.in, c.in[size:c.n])
-				c.req = fastReq{lines: c.req.lines[:0], scratch: c.req.scratch[:0], gated: c.req.gated[:0]}
-				if c.wn > 0 {
-					// What the watch read meanwhile: the next requests.
-					if need := c.n + c.wn; need > len(c.in) {
-						c.in = append(c.in[:c.n:c.n], make([]byte, need-c.n)...)
-					}
-					c.n += copy(c.in[c.n:], c.wbuf[:c.wn])
-					c.wn = 0
-				}
-				if len(c.in) > loopClientBuffer && c.n <= loopClientBuffer {
-					nb := make([]byte, loopClientBuffer)
-					copy(nb, c.in[:c.n])
-					c.in = nb
-				}
-				continue
-			case leaveFast:
-				// A body the fast path takes (maxFastBody) but the
-				// buffer does not hold: the buffer grows for this one.
-				if need := len(c.req.head) + int(c.req.length); c.req.rt != nil && c.req.length > 0 && need > len(c.in) {
-					c.in = append(c.in[:c.n:c.n], make([]byte, need-c.n)...)
-					continue
-				}
-				c.handoff()
-				return false
-			case refuse:
-				_ = c.c.SetWriteDeadline(time.Now().Add(s.HeadTimeout))
-				_, _ = c.c.Write(appendRefusal(c.w.out[:0], err))
-				return true
-			}
-			if c.n == len(c.in) {
-				c.handoff() // not reached: parse leaves full buffers
-				return false
-			}
-		}
-		now := time.Now()
-		if c.n == 0 {
-			c.idle.Store(true)
-			if s.closing.Load() {
-				return true
-			}
-			_ = c.c.SetReadDeadline(now.Add(s.IdleTimeout))
-		} else if headSince.IsZero() {
-			headSince = now
-			_ = c.c.SetReadDeadline(now.Add(s.HeadTimeout))
-		}
-		m, err := c.c.Read(c.in[c.n:])
-		c.idle.Store(false)
-		if m == 0 && err != nil {
-			return true
-		}
-		c.n += m
-	}
-}
-
-// handoff gives the connection to net/http with the bytes read so far.
-func (c *localClient) handoff() {
-	_ = c.c.SetDeadline(time.Time{})
-	c.s.fallback.push(c.s.screen(c.c, bytes.Clone(c.in[:c.n])))
-}
+func (c *localClient) refusal(err error) []byte { return appendRefusal(c.w.out[:0], err) }
 
 // write writes p to the client, within IdleTimeout.
 func (c *localClient) write(p []byte) error {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"sync/atomic"
 	"time"
 )
 
@@ -39,15 +38,10 @@ import (
 
 // tlsClient is a TLS connection served by the fast path.
 type tlsClient struct {
-	s    *FastServer
-	c    *tls.Conn
+	connLoop
 	peer peer
-	in   []byte // in[:n] read, not yet served
-	n    int
 	out  []byte // the answer being written
 	up   []byte // the request to the worker
-	req  fastReq
-	idle atomic.Bool // waiting for a request's first bytes
 }
 
 // hstsLine is the Strict-Transport-Security header line of answers on TLS.
@@ -169,116 +163,27 @@ func (s *FastServer) serveTLS(nc net.Conn) {
 	if s.dispatchTLS(tc, tio) {
 		return
 	}
-	c := &tlsClient{s: s, c: tc, peer: s.Router.peerOf(tc, "https"), in: make([]byte, loopClientBuffer)}
-	if !s.track(c, true) {
+	c := &tlsClient{connLoop: connLoop{s: s, c: tc, raw: tc.NetConn(), in: make([]byte, loopClientBuffer)}, peer: s.Router.peerOf(tc, "https")}
+	if !s.track(&c.connLoop, true) {
 		tc.Close()
 		return
 	}
-	if c.serve() {
-		s.track(c, false)
+	closeIt := c.serve(c)
+	s.track(&c.connLoop, false)
+	if closeIt {
 		tc.Close()
-		return
-	}
-	s.track(c, false)
-}
-
-// track adds c to the connections Shutdown closes when idle (add), or
-// takes it out; false when the server is closing already.
-func (s *FastServer) track(c *tlsClient, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.tlsConns, c)
-		return true
-	}
-	if s.closing.Load() {
-		return false
-	}
-	if s.tlsConns == nil {
-		s.tlsConns = map[*tlsClient]struct{}{}
-	}
-	s.tlsConns[c] = struct{}{}
-	return true
-}
-
-// closeTLS closes the TLS connections waiting for a request (all of them
-// when force is set); the others close after their answer.
-func (s *FastServer) closeTLS(force bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.tlsConns {
-		if force || c.idle.Load() {
-			c.c.NetConn().Close()
-		}
 	}
 }
 
-// serve runs the request loop; true when the connection is to be closed,
-// false when it went to net/http.
-func (c *tlsClient) serve() bool {
-	s := c.s
-	var headSince time.Time
-	for {
-		if c.n > 0 {
-			switch v, err := s.parseRequest(&c.req, c.in[:c.n], len(c.in), &c.peer); v {
-			case takeFast:
-				headSince = time.Time{}
-				if !c.exchange() {
-					return true
-				}
-				size := c.req.size()
-				c.n = copy(c.in, c.in[size:c.n])
-				c.req = fastReq{lines: c.req.lines[:0]}
-				if len(c.in) > loopClientBuffer && c.n <= loopClientBuffer {
-					nb := make([]byte, loopClientBuffer)
-					copy(nb, c.in[:c.n])
-					c.in = nb
-				}
-				continue
-			case leaveFast:
-				// A body the fast path takes (maxFastBody) but the
-				// buffer does not hold: the buffer grows for this one.
-				if need := len(c.req.head) + int(c.req.length); c.req.rt != nil && c.req.length > 0 && need > len(c.in) {
-					c.in = append(c.in[:c.n:c.n], make([]byte, need-c.n)...)
-					continue
-				}
-				c.handoff()
-				return false
-			case refuse:
-				c.out = withLine(appendRefusal(c.out[:0], err), 0, s.hstsLine())
-				_ = c.c.SetWriteDeadline(time.Now().Add(s.HeadTimeout))
-				_, _ = c.c.Write(c.out)
-				return true
-			}
-			if c.n == len(c.in) {
-				c.handoff() // not reached: parseRequest leaves full buffers
-				return false
-			}
-		}
-		now := time.Now()
-		if c.n == 0 {
-			c.idle.Store(true)
-			if s.closing.Load() {
-				return true
-			}
-			_ = c.c.SetReadDeadline(now.Add(s.IdleTimeout))
-		} else if headSince.IsZero() {
-			headSince = now
-			_ = c.c.SetReadDeadline(now.Add(s.HeadTimeout))
-		}
-		m, err := c.c.Read(c.in[c.n:])
-		c.idle.Store(false)
-		if m == 0 && err != nil {
-			return true
-		}
-		c.n += m
-	}
+func (c *tlsClient) parse() (verdict, error) {
+	return c.s.parseRequest(&c.req, c.in[:c.n], len(c.in), &c.peer)
 }
 
-// handoff gives the connection to net/http with the bytes read so far.
-func (c *tlsClient) handoff() {
-	_ = c.c.SetDeadline(time.Time{})
-	c.s.fallback.push(c.s.screen(c.c, bytes.Clone(c.in[:c.n])))
+func (c *tlsClient) next() { c.req = fastReq{lines: c.req.lines[:0]} }
+
+func (c *tlsClient) refusal(err error) []byte {
+	c.out = withLine(appendRefusal(c.out[:0], err), 0, c.s.hstsLine())
+	return c.out
 }
 
 // exchange answers the parsed request c.req: the gate's refusal, or the
