@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/clustertest"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/testsupport"
 )
@@ -30,44 +30,9 @@ import (
 // The cluster tests run Velo's roles as separate OS processes of the velo
 // binary, on loopback, against a real Postgres: what users run.
 
-var (
-	veloBinOnce sync.Once
-	veloBinDir  string
-	veloBin     string
-	veloBinErr  error
-)
-
-// clusterMain runs the package's tests and removes the velo binary the
-// cluster tests built.
-func clusterMain(m *testing.M) int {
-	code := pgtest.Run(m)
-	if veloBinDir != "" {
-		os.RemoveAll(veloBinDir)
-	}
-	return code
-}
-
-// veloBinary builds the velo binary once per test process (static, as the
-// image ships it).
-func veloBinary(t testing.TB) string {
-	t.Helper()
-	veloBinOnce.Do(func() {
-		veloBinDir, veloBinErr = os.MkdirTemp("", "velo-cluster-bin-")
-		if veloBinErr != nil {
-			return
-		}
-		veloBin = filepath.Join(veloBinDir, "velo")
-		cmd := exec.Command("go", "build", "-o", veloBin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			veloBinErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if veloBinErr != nil {
-		t.Fatal(veloBinErr)
-	}
-	return veloBin
-}
+// veloBinary is the velo binary the cluster tests run, built once per
+// test process (clustertest.Binary; TestMain's clustertest.Run removes it).
+func veloBinary(t testing.TB) string { return clustertest.Binary(t) }
 
 // cluster is a set of role processes sharing one Postgres database.
 type cluster struct {

@@ -17,12 +17,13 @@ import (
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
+	"github.com/velo-run/velo/internal/clustertest"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/testsupport"
 )
 
-func TestMain(m *testing.M) { os.Exit(clusterMain(m)) }
+func TestMain(m *testing.M) { os.Exit(clustertest.Run(m)) }
 
 // TestSpineSQLite and TestSpinePostgres run the whole first path — deploy
 // a WASM component with the CLI, call it through the router, pause,
