@@ -87,11 +87,34 @@ func (a *Access) repos(ctx context.Context, user string, cached bool) (all bool,
 		return false, nil, nil
 	}
 	if cached {
-		a.mu.Lock()
-		a.cache[user] = cachedRepos{repos: repos, expires: time.Now().Add(a.ttl)}
-		a.mu.Unlock()
+		a.remember(user, repos)
 	}
 	return false, repos, nil
+}
+
+// maxCachedUsers bounds the users whose repositories Access remembers.
+const maxCachedUsers = 10000
+
+// remember keeps user's repositories for the ttl. When the cache is full
+// the expired entries go, and if none has expired, one other entry.
+func (a *Access) remember(user string, repos []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.cache[user]; !ok && len(a.cache) >= maxCachedUsers {
+		now := time.Now()
+		for u, c := range a.cache {
+			if !now.Before(c.expires) {
+				delete(a.cache, u)
+			}
+		}
+		for u := range a.cache {
+			if len(a.cache) < maxCachedUsers {
+				break
+			}
+			delete(a.cache, u)
+		}
+	}
+	a.cache[user] = cachedRepos{repos: repos, expires: time.Now().Add(a.ttl)}
 }
 
 func (a *Access) fetch(ctx context.Context, tok string) ([]string, error) {

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -279,5 +281,24 @@ func TestReposAskedNow(t *testing.T) {
 	gh.RevokeUser("alice")
 	if _, repos, err := s.Repos(ctx, GitHubUser("alice")); err != nil || len(repos) != 0 {
 		t.Errorf("with the token revoked: %v %v, want none and no error", repos, err)
+	}
+}
+
+// TestAccessCacheBounded: however many users sign in, Access remembers the
+// repositories of at most maxCachedUsers, expired ones going first.
+func TestAccessCacheBounded(t *testing.T) {
+	a := newAccess(nil, nil, nil, time.Minute, slog.New(slog.DiscardHandler))
+	a.cache["github:old"] = cachedRepos{expires: time.Now().Add(-time.Second)}
+	for i := range maxCachedUsers + 100 {
+		a.remember(fmt.Sprintf("github:u%d", i), []string{"o/r"})
+	}
+	if n := len(a.cache); n > maxCachedUsers {
+		t.Fatalf("%d users remembered, want at most %d", n, maxCachedUsers)
+	}
+	if _, ok := a.cache["github:old"]; ok {
+		t.Error("the expired entry outlived a full cache")
+	}
+	if c, ok := a.cache[fmt.Sprintf("github:u%d", maxCachedUsers+99)]; !ok || len(c.repos) != 1 {
+		t.Error("the newest user is not remembered")
 	}
 }
