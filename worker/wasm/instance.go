@@ -370,6 +370,7 @@ func (in *instance) leave() {
 func (in *instance) drain() {
 	in.drainOnce.Do(func() {
 		in.wagi.close()
+		in.http.release()
 		in.rt.drop(in.mod, in.digest)
 		close(in.drained)
 	})

@@ -133,7 +133,7 @@ type outbound struct {
 	log       *slog.Logger
 
 	mu       sync.Mutex
-	counters map[string]*outboundCounters // by component; one per component ever prepared here
+	counters map[string]*outboundCounters // by component prepared here; see release
 
 	flushMu sync.Mutex              // serializes FlushStats
 	flushed map[string]flushedCount // what FlushStats wrote, by component; guarded by flushMu
@@ -165,6 +165,12 @@ func (o *outbound) close() { o.transport.CloseIdleConnections() }
 type outboundCounters struct {
 	ok, refused, failed atomic.Int64
 	nanos               atomic.Int64 // time spent in calls, all outcomes
+	// users counts the instances whose policy holds these counters
+	// (guarded by outbound.mu). At 0 the component is no longer served
+	// here (deleted, or moved away) and the counters go once FlushStats
+	// has written what they hold: the map does not grow with every
+	// component ever prepared.
+	users int
 }
 
 // OutboundTotals are a component's outbound HTTP calls on this worker since
@@ -198,7 +204,36 @@ func (o *outbound) countersFor(component string) *outboundCounters {
 		c = new(outboundCounters)
 		o.counters[component] = c
 	}
+	c.users++
 	return c
+}
+
+// release drops the instance's hold on its component's counters, once no
+// call of it runs any more.
+func (p *outboundPolicy) release() {
+	if p == nil {
+		return
+	}
+	o := p.out
+	o.mu.Lock()
+	p.counters.users--
+	o.mu.Unlock()
+}
+
+// pruneFlushed forgets the counters of components no instance here holds
+// any more whose counts are all written (totals is what the flush that
+// wrote them read); flushMu must be held.
+func (o *outbound) pruneFlushed(totals map[string]OutboundTotals) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for name, c := range o.counters {
+		t, read := totals[name]
+		if c.users > 0 || !read || c.ok.Load()+c.refused.Load()+c.failed.Load() != t.OK+t.Refused+t.Failed {
+			continue
+		}
+		delete(o.counters, name)
+		delete(o.flushed, name)
+	}
 }
 
 // outboundPolicy is what one deployment may do: fixed at Prepare.
@@ -230,7 +265,6 @@ func newOutboundPolicy(rt *Runtime, mod wazero.CompiledModule, spec worker.Spec,
 	p := &outboundPolicy{
 		out:      rt.out,
 		maxOpen:  m.HTTPMaxConcurrency,
-		counters: rt.out.countersFor(spec.Component),
 		logs:     logs,
 		margin:   min(timeout/10, maxDeadlineMargin),
 		maxBytes: rt.cfg.OutboundMaxResponse,
@@ -245,6 +279,7 @@ func newOutboundPolicy(rt *Runtime, mod wazero.CompiledModule, spec worker.Spec,
 		}
 		p.allowed = append(p.allowed, o)
 	}
+	p.counters = rt.out.countersFor(spec.Component) // held until release
 	if spec.BuildLog != nil {
 		if len(p.allowed) == 0 {
 			fmt.Fprintf(spec.BuildLog, "%s: imported, but allowed_hosts is empty: every call will be refused\n", outboundModule)

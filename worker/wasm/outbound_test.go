@@ -444,3 +444,61 @@ func TestOutboundStats(t *testing.T) {
 		t.Fatalf("after the store came back: %d calls, %d errors, want 5 and 1", calls, errs)
 	}
 }
+
+// TestOutboundCountersPruned: the counters of components no longer served
+// here (their instances closed: deleted, or moved away) are written once
+// more and then forgotten, so deleting many components leaves the maps
+// bounded; a component still served keeps its counts.
+func TestOutboundCountersPruned(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "velo.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	up := newUpstream(t)
+	rt := newRuntime(t, Config{})
+	const n = 40
+	var ins []worker.Instance
+	for i := range n + 1 {
+		name := fmt.Sprintf("outbound-%d", i)
+		if err := st.CreateComponent(ctx, store.Component{Name: name, Runtime: "wasm"}); err != nil {
+			t.Fatal(err)
+		}
+		spec := outboundSpec(filepath.Join("testdata", "outbound-c.wasm"), &sink{}, []string{up.URL}, 5*time.Second, 2)
+		spec.Component = name
+		in := prepare(t, rt, spec)
+		if got := callOut(in, map[string]string{"X-Url": up.URL + "/echo"}, ""); !strings.HasPrefix(got, "200 ") {
+			t.Fatalf("%s: %q", name, got)
+		}
+		ins = append(ins, in)
+	}
+	for _, in := range ins[:n] { // the last one stays
+		if err := in.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rt.FlushStats(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := st.Stats(ctx, "outbound-0", time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 1 || hs[0].Outbound != 1 {
+		t.Fatalf("a closed component's last calls were not written before its counters went: %+v", hs)
+	}
+	tot := rt.OutboundTotals()
+	rt.out.mu.Lock()
+	counters := len(rt.out.counters)
+	rt.out.mu.Unlock()
+	rt.out.flushMu.Lock()
+	flushed := len(rt.out.flushed)
+	rt.out.flushMu.Unlock()
+	if len(tot) != 1 || counters != 1 || flushed != 1 {
+		t.Fatalf("after closing %d of %d components: %d totals, %d counters, %d flushed, want 1 each", n, n+1, len(tot), counters, flushed)
+	}
+	if got := tot[fmt.Sprintf("outbound-%d", n)]; got.OK != 1 {
+		t.Fatalf("the component still served: %+v, want 1 call", got)
+	}
+}

@@ -399,6 +399,7 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 	in, err := newInstance(rt, mod, path, spec, timeout)
 	if err != nil {
 		w.close()
+		httpPolicy.release()
 		rt.drop(mod, spec.Digest)
 		return nil, err
 	}

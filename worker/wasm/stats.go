@@ -46,7 +46,8 @@ func (rt *Runtime) RunStats(ctx context.Context, st HitsStore, every time.Durati
 }
 
 // FlushStats writes the outbound calls counted since the last successful
-// flush (see RunStats). Flushes are serialized.
+// flush (see RunStats), then forgets the counters of components no longer
+// served here whose calls are all written. Flushes are serialized.
 func (rt *Runtime) FlushStats(ctx context.Context, st HitsStore) error {
 	o := rt.out
 	o.flushMu.Lock()
@@ -63,16 +64,16 @@ func (rt *Runtime) FlushStats(ctx context.Context, st HitsStore) error {
 		batch = append(batch, store.Hits{Component: name, Minute: now,
 			Outbound: calls - prev.calls, OutboundErrors: errs - prev.errs})
 	}
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := st.AddHits(ctx, batch); err != nil {
-		return fmt.Errorf("outbound stats: %w", err)
+	if len(batch) > 0 {
+		if err := st.AddHits(ctx, batch); err != nil {
+			return fmt.Errorf("outbound stats: %w", err)
+		}
 	}
 	for _, h := range batch {
 		p := o.flushed[h.Component]
 		o.flushed[h.Component] = flushedCount{calls: p.calls + h.Outbound, errs: p.errs + h.OutboundErrors}
 	}
+	o.pruneFlushed(totals)
 	return nil
 }
 
