@@ -555,6 +555,7 @@ func (r *Router) refresh(ctx context.Context) error {
 			delete(r.backends, name)
 		}
 	}
+	r.pruneLocked(t)
 	for d := range r.validators {
 		if _, ok := validators[d]; !ok {
 			delete(r.validators, d) // no longer live
@@ -651,6 +652,7 @@ func (r *Router) RefreshComponents(ctx context.Context, names ...string) error {
 		}
 		if !f.found {
 			delete(t.routes, f.name)
+			delete(r.totals, f.name) // deleted: its /metrics series goes
 		} else {
 			nr := r.buildRoute(f.rt, f.prep, cutoff, used, prev)
 			t.routes[f.name] = nr
@@ -674,6 +676,29 @@ func (r *Router) RefreshComponents(ctx context.Context, names ...string) error {
 	}
 	r.table.Store(t)
 	return nil
+}
+
+// pruneLocked forgets the per-component state of components no longer in
+// t, a whole table: their /metrics totals and the JWKS checkers no route
+// uses any more. They would otherwise grow with every component (and
+// every JWKS address) ever served. r.mu must be held.
+func (r *Router) pruneLocked(t *table) {
+	for name := range r.totals {
+		if t.routes[name] == nil {
+			delete(r.totals, name)
+		}
+	}
+	used := make(map[*jwks]bool, len(r.jwks))
+	for _, rt := range t.routes {
+		if rt.gate != nil && rt.gate.jwt != nil {
+			used[rt.gate.jwt] = true
+		}
+	}
+	for k, j := range r.jwks {
+		if !used[j] {
+			delete(r.jwks, k)
+		}
+	}
 }
 
 // report tells the store that this router is alive and which route

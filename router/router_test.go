@@ -543,3 +543,64 @@ func TestRefreshHammer(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestDeletedComponentsPruned: deleting components takes their /metrics
+// totals and their JWKS checkers out of the router, by a whole refresh and
+// by one naming them, so the maps stay bounded by what is served.
+func TestDeletedComponentsPruned(t *testing.T) {
+	f := newFixture(t, Config{})
+	ctx := context.Background()
+	const n = 30
+	for i := range n + 1 {
+		name := fmt.Sprintf("app%d", i)
+		if err := f.st.CreateComponent(ctx, store.Component{Name: name, Runtime: "wasm"}); err != nil {
+			t.Fatal(err)
+		}
+		m := fmt.Sprintf(`{"access":{"jwks":"http://127.0.0.1:1/jwks%d","issuer":"https://id.test/","audience":"a"}}`, i)
+		d, err := f.st.CreateDeployment(ctx, store.Deployment{Component: name, Digest: fmt.Sprintf("%064d", 1), Runtime: "wasm", Manifest: []byte(m), Source: "upload", Status: store.StatusReady})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.st.PutPlacement(ctx, store.Placement{Deployment: d.ID, Worker: "w1", State: store.PlacementReady}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.st.SetTarget(ctx, name, d.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.st.Promote(ctx, name, d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.refresh()
+	for i := range n + 1 {
+		if res := f.get(fmt.Sprintf("/fn/app%d/", i)); res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("app%d without a token: %d, want 401", i, res.StatusCode)
+		}
+	}
+	sizes := func() (totals, jwks int) {
+		f.r.mu.Lock()
+		defer f.r.mu.Unlock()
+		return len(f.r.totals), len(f.r.jwks)
+	}
+	if tot, j := sizes(); tot != n+1 || j != n+1 {
+		t.Fatalf("before deleting: %d totals, %d JWKS checkers, want %d each", tot, j, n+1)
+	}
+	for i := range n {
+		if err := f.st.DeleteComponent(ctx, fmt.Sprintf("app%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.r.RefreshComponents(ctx, "app0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.r.Totals()["app0"]; ok {
+		t.Fatal("a refresh naming deleted app0 kept its totals")
+	}
+	f.refresh()
+	if tot, j := sizes(); tot != 1 || j != 1 {
+		t.Fatalf("after deleting %d of %d: %d totals, %d JWKS checkers, want 1 each", n, n+1, tot, j)
+	}
+	if got := f.r.Totals()[fmt.Sprintf("app%d", n)]; got[0] != 1 {
+		t.Fatalf("the component still served lost its totals: %v", got)
+	}
+}
