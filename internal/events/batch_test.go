@@ -319,3 +319,25 @@ func openMigrated(t *testing.T, url string) (st *store.Store, close func()) {
 	}
 	return st, close
 }
+
+// TestDepthSamplesBounded: the queue depths kept for max_queued do not
+// grow with every component ever called (deleted ones included).
+func TestDepthSamplesBounded(t *testing.T) {
+	ctx := context.Background()
+	st, _ := openMigrated(t, "sqlite://"+filepath.Join(t.TempDir(), "velo.db"))
+	e, err := New(Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxDepthSamples + 100 {
+		if err := e.checkDepth(ctx, store.EventQueue(fmt.Sprintf("c%d", i)), 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.mu.Lock()
+	n := len(e.depth)
+	e.mu.Unlock()
+	if n > maxDepthSamples {
+		t.Fatalf("%d queue depths kept after %d queues, want at most %d", n, maxDepthSamples+100, maxDepthSamples)
+	}
+}

@@ -98,6 +98,9 @@ const (
 	batchTimeout = 10 * time.Second
 )
 
+// maxDepthSamples bounds the queue depths checkDepth keeps.
+const maxDepthSamples = 1024
+
 type depthSample struct {
 	n  int64
 	at time.Time
@@ -413,6 +416,12 @@ func (e *Engine) checkDepth(ctx context.Context, queue string, max int) error {
 			return err
 		}
 		e.mu.Lock()
+		if len(e.depth) >= maxDepthSamples {
+			// Samples only save store reads: emptied when full, the
+			// cache does not grow with every component ever called
+			// (deleted ones included).
+			clear(e.depth)
+		}
 		s = &depthSample{n: n, at: time.Now()}
 		e.depth[queue] = s
 		e.mu.Unlock()
