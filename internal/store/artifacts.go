@@ -91,16 +91,60 @@ func (s *Store) TrimBuildLogs(ctx context.Context, component string, keep int) (
 	return n, nil
 }
 
-// ReclaimSpace gives the space of deleted rows back: on SQLite the free
+// PruneDeployments deletes the records of component's deployments older
+// than its newest keep (their build logs and per-deployment hits go with
+// them), so that a component deployed thousands of times holds keep
+// records, not thousands. It spares the live deployment, the one rolling
+// out, the canary and the one automatic rollback would return to, any
+// still placed on a worker, and any whose artifact is still stored and
+// used by no newer deployment (DropArtifacts spares an artifact stored
+// within its grace; its record goes once the artifact has, so that no
+// artifact is left without a deployment naming it). It returns how many
+// records went.
+func (s *Store) PruneDeployments(ctx context.Context, component string, keep int) (int64, error) {
+	if keep < 1 {
+		return 0, fmt.Errorf("prune deployments of %s: keep must be at least 1", component)
+	}
+	n, err := s.db.exec(ctx, `DELETE FROM deployments
+		WHERE component = $1
+		AND id < (SELECT n.id FROM deployments n WHERE n.component = $1 ORDER BY n.id DESC LIMIT 1 OFFSET $2 - 1)
+		AND id NOT IN (SELECT c.live FROM components c WHERE c.name = $1)
+		AND id NOT IN (SELECT c.target FROM components c WHERE c.name = $1)
+		AND id NOT IN (SELECT r.canary FROM rollouts r WHERE r.component = $1)
+		AND id NOT IN (SELECT r.previous FROM rollouts r WHERE r.component = $1)
+		AND NOT EXISTS (SELECT 1 FROM placements p WHERE p.deployment = deployments.id)
+		AND (NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = deployments.digest)
+			OR EXISTS (SELECT 1 FROM deployments k WHERE k.digest = deployments.digest AND k.id > deployments.id))`,
+		component, keep)
+	if err != nil {
+		return 0, fmt.Errorf("prune deployments of %s: %w", component, err)
+	}
+	return n, nil
+}
+
+// ReclaimSpace gives the space of deleted rows back. On SQLite the free
 // pages go back to the file system (the database is in incremental
-// auto-vacuum mode, see openSQLite); Postgres's autovacuum makes dead rows'
-// space reusable by itself, and there it does nothing.
+// auto-vacuum mode, see openSQLite) and the WAL is checkpointed and cut to
+// nothing: SQLite otherwise leaves it at its size since the last
+// automatic checkpoint (up to 1 000 pages, 4 MiB, more than a small
+// database holds), so the data dir's size depended on when one last ran.
+// Postgres's autovacuum makes dead rows' space reusable by itself, and
+// there it does nothing.
 func (s *Store) ReclaimSpace(ctx context.Context) error {
 	if s.db.name() != EngineSQLite {
 		return nil
 	}
 	if _, err := s.db.exec(ctx, `PRAGMA incremental_vacuum`); err != nil {
 		return fmt.Errorf("reclaim space: %w", err)
+	}
+	// One row: busy (1 when another connection kept it from completing),
+	// WAL frames, frames checkpointed.
+	var busy, frames, done int64
+	if err := s.db.queryRow(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &done); err != nil {
+		return fmt.Errorf("reclaim space: checkpoint the WAL: %w", err)
+	}
+	if busy != 0 {
+		return fmt.Errorf("reclaim space: checkpoint the WAL: busy (%d of %d frames written back)", done, frames)
 	}
 	return nil
 }

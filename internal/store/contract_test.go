@@ -41,6 +41,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"Artifacts", testArtifacts},
 		{"DropArtifacts", testDropArtifacts},
 		{"TrimBuildLogs", testTrimBuildLogs},
+		{"PruneDeployments", testPruneDeployments},
 		{"DeleteComponent", testDeleteComponent},
 		{"Workers", testWorkers},
 		{"Placements", testPlacements},
