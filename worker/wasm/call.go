@@ -56,8 +56,9 @@ type call struct {
 	stdin  stdin
 	stdout cgiWriter
 	stderr lineWriter
-	args   []string
+	args   environ // NUL-terminated arguments
 	env    environ
+	wasi   wasiState
 
 	// cfg is cfgOf's base config with this call's stdin, stdout and stderr
 	// bound, so that a request of the same deployment as this call's last
@@ -76,6 +77,7 @@ func (p *pools) get() *call {
 	c, _ := p.calls.Get().(*call)
 	if c == nil {
 		c = new(call)
+		c.wasi.env, c.wasi.args = &c.env, &c.args
 	}
 	return c
 }
@@ -93,12 +95,15 @@ func (p *pools) put(c *call) {
 		c.stderr.buf = nil
 	}
 	c.stderr.sink = nil
-	clear(c.args)
-	c.args = c.args[:0]
+	if cap(c.args.buf) > keepBuffer {
+		c.args = environ{}
+	}
+	c.args.reset()
 	if cap(c.env.buf) > keepBuffer {
 		c.env = environ{}
 	}
 	c.env.reset()
+	c.wasi.reset()
 	if c.cfgOf != nil && c.cfgOf.closed.Load() {
 		c.cfg, c.cfgOf = nil, nil // keep no retired deployment alive
 	}

@@ -37,6 +37,7 @@ type instance struct {
 	http        *outboundPolicy // nil unless the module imports wasi_experimental_http
 
 	wagi *wagiSetup // entry point, sub-routes, files (routes.go)
+	warm *warmPool  // idle instances for reuse; nil: fresh ones (warm.go)
 
 	inflight  atomic.Int64
 	closed    atomic.Bool
@@ -96,6 +97,7 @@ func newInstance(rt *Runtime, mod *module, path string, spec worker.Spec, timeou
 			WithSysNanosleep().
 			WithRandSource(rand.Reader),
 		env:         env,
+		warm:        rt.newWarmPool(mod),
 		timeoutBody: fmt.Sprintf("504 Gateway Timeout: the component did not answer within %s\n", timeout),
 		drained:     make(chan struct{}),
 	}, nil
@@ -147,10 +149,10 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 
 	c.stdout.start(w, in.rt.cfg.MaxResponse, deadline, cancel)
 	c.stderr.reset(in.logs)
-	cfg, entry := in.moduleConfig(c, r, mount)
-	runCtx := experimental.WithMemoryAllocator(context.WithValue(ctx, environKey{}, &c.env), &in.rt.mem)
+	entry := in.moduleConfig(c, r, mount)
+	runCtx := experimental.WithMemoryAllocator(context.WithValue(ctx, wasiKey{}, &c.wasi), &in.rt.mem)
 	runCtx = in.withOutbound(runCtx, r)
-	err := in.run(runCtx, entry, cfg)
+	err := in.run(runCtx, entry, c)
 	c.stderr.flush()
 	out := &c.stdout
 	defer in.logSkipped(r, out) // once the head is parsed, which may be below
@@ -215,16 +217,17 @@ func (in *instance) CallMemory() int64 {
 	return int64(in.mod.key.pages)*pageSize + callOverhead
 }
 
-// moduleConfig builds the request's WASI configuration: stdio and WAGI's
-// argv (the request path, then the query string split at '&'). It lays out
-// the environment in c.env: the CGI variables, then the manifest's [env]
-// (the CGI variables win on a clash). It returns the export to run: the
-// one of the route the request matches (routes.go).
-func (in *instance) moduleConfig(c *call, r *http.Request, mount string) (wazero.ModuleConfig, string) {
-	c.args = append(c.args[:0], r.URL.EscapedPath())
+// moduleConfig lays out the request's WASI arguments and environment in
+// c: WAGI's argv (the request path, then the query string split at '&'),
+// and the CGI variables, then the manifest's [env] (the CGI variables win
+// on a clash). It returns the export to run: the one of the route the
+// request matches (routes.go).
+func (in *instance) moduleConfig(c *call, r *http.Request, mount string) string {
+	c.args.reset()
+	c.args.addRaw(r.URL.EscapedPath())
 	if q := r.URL.RawQuery; q != "" {
 		for arg := range strings.SplitSeq(q, "&") {
-			c.args = append(c.args, arg)
+			c.args.addRaw(arg)
 		}
 	}
 
@@ -287,13 +290,19 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) (wazero
 			e.add(v.name, v.value)
 		}
 	}
+	return t.entry
+}
+
+// freshConfig is the configuration of a fresh instance for c: in's, with
+// c's stdio bound.
+func (in *instance) freshConfig(c *call) wazero.ModuleConfig {
 	if c.cfgOf != in {
 		// The streams are c's own fields, the same objects on every use
 		// of c, so the bound config holds for as long as c serves in.
 		c.cfg = in.base.WithStdin(&c.stdin).WithStdout(&c.stdout).WithStderr(&c.stderr)
 		c.cfgOf = in
 	}
-	return c.cfg.WithArgs(c.args...), t.entry
+	return c.cfg
 }
 
 // fail answers a request whose module did not finish cleanly.
@@ -371,6 +380,9 @@ func (in *instance) drain() {
 	in.drainOnce.Do(func() {
 		in.wagi.close()
 		in.http.release()
+		if in.warm != nil {
+			in.warm.close()
+		}
 		in.rt.drop(in.mod, in.digest)
 		close(in.drained)
 	})

@@ -133,7 +133,7 @@ func (in *instance) routesFor(mount string) *dispatch {
 
 // run runs entry in a fresh instance of the module configured by cfg,
 // loading the module's code first if it was unloaded.
-func (in *instance) run(ctx context.Context, entry string, cfg wazero.ModuleConfig) error {
+func (in *instance) run(ctx context.Context, entry string, call *call) error {
 	c, _, err := in.mod.acquire(ctx, in.rt, in.path, nil)
 	if err != nil {
 		return err
@@ -142,7 +142,10 @@ func (in *instance) run(ctx context.Context, entry string, cfg wazero.ModuleConf
 	if c.interp && !c.called.Load() && c.called.CompareAndSwap(false, true) {
 		in.rt.queueNative(in.mod, in.path, true) // see tier.go
 	}
-	return runEntry(ctx, c.rt, c.mod, entry, cfg)
+	if in.warm != nil {
+		return in.runWarm(ctx, c, entry, call) // warm.go
+	}
+	return runEntry(ctx, c.rt, c.mod, entry, in.freshConfig(call))
 }
 
 func runEntry(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, entry string, cfg wazero.ModuleConfig) error {

@@ -115,6 +115,11 @@ type Runtime struct {
 	// memory take (files_held.go).
 	heldFiles fileBudget
 	out       *outbound // wasi_experimental_http's client and counters
+	// warmBudget bounds what idle reusable instances hold; warmPools are
+	// the deployments' pools that hold some, for the idle sweep (warm.go).
+	warmBudget fileBudget
+	warmMu     sync.Mutex
+	warmPools  map[*warmPool]struct{}
 	// headerNames maps common canonical header keys to their CGI names (""
 	// for those never passed); read-only after New.
 	headerNames map[string]string
@@ -148,6 +153,8 @@ type Runtime struct {
 	compiles       atomic.Int64 // modules compiled or loaded (this process), for tests
 	interpreted    atomic.Int64 // of which built for the interpreter, for tests
 	nativeCompiles atomic.Int64 // machine code compiled in the background, for tests
+	warmNew        atomic.Int64 // instances made for reuse, for tests
+	warmDiscards   atomic.Int64 // of which discarded after a request, for tests
 }
 
 var (
@@ -174,6 +181,10 @@ type module struct {
 	loadMu sync.Mutex           // one load at a time
 	code   atomic.Pointer[code] // nil while not loaded; stored under Runtime.mu
 	file   string               // its disk cache file, "" when unknown
+
+	// reuse says whether its instances may serve more than one request
+	// (pristine.go, warm.go).
+	reuse scan
 
 	// native says its machine code is in the disk cache (compiled by this
 	// process); queued in which of Runtime's queues it waits (notQueued,
@@ -304,6 +315,8 @@ func New(cfg Config) (*Runtime, error) {
 		bgDone:      make(chan struct{}),
 	}
 	rt.heldFiles.max = heldFilesBudget
+	rt.warmBudget.max = warmBudget
+	rt.warmPools = make(map[*warmPool]struct{})
 	go rt.sweepIdle()
 	if cfg.BackgroundCompile && disk != nil {
 		go rt.compileNatives()
@@ -346,7 +359,9 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 		return nil, fmt.Errorf("module %s: %w", m.Module, err)
 	}
 	key := moduleKey{pages: memoryPages(memory), hash: sha256.Sum256(bin)}
-	mod, err := rt.hold(ctx, key, m.Module, bin, spec.Digest)
+	sc := scanModule(bin)
+	bin = sc.bin
+	mod, err := rt.hold(ctx, key, m.Module, sc, spec.Digest)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +425,8 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 
 // hold takes a reference on the module for key, creating it (not yet
 // loaded) if no one holds it, and counts it as used by artifact digest.
-func (rt *Runtime) hold(ctx context.Context, key moduleKey, name string, bin []byte, digest string) (*module, error) {
+func (rt *Runtime) hold(ctx context.Context, key moduleKey, name string, sc scan, digest string) (*module, error) {
+	bin := sc.bin
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if rt.closed {
@@ -422,7 +438,8 @@ func (rt *Runtime) hold(ctx context.Context, key moduleKey, name string, bin []b
 		if err != nil {
 			return nil, err
 		}
-		m = &module{key: key, name: name, rt: wrt, slot: -1}
+		m = &module{key: key, name: name, rt: wrt, slot: -1, reuse: sc}
+		m.reuse.bin = nil // the binary is read again to load it
 		if rt.disk != nil {
 			m.file = rt.disk.path(bin)
 		}
@@ -648,6 +665,7 @@ func (rt *Runtime) sweepIdle() {
 		if len(out) > 0 {
 			rt.log.Debug("unloaded idle modules", "count", len(out))
 		}
+		rt.sweepWarm()
 	}
 }
 
@@ -673,7 +691,7 @@ func checkWAGI(mod wazero.CompiledModule) error {
 }
 
 // read reads m's binary from path, which must still be the one m was
-// prepared with.
+// prepared with, and returns it as it is compiled (see scanModule).
 func (m *module) read(path string) ([]byte, error) {
 	bin, err := os.ReadFile(path)
 	if err != nil {
@@ -682,7 +700,7 @@ func (m *module) read(path string) ([]byte, error) {
 	if sha256.Sum256(bin) != m.key.hash {
 		return nil, fmt.Errorf("module %s: changed on disk since it was prepared", m.name)
 	}
-	return bin, nil
+	return scanModule(bin).bin, nil
 }
 
 // runtimeConfig is the wazero configuration of every runtime: the shared

@@ -22,6 +22,7 @@ cc -o echo.wasm echo.c
 cc -o stream.wasm stream.c
 cc -o routes.wasm routes.c
 cc -o fileserver.wasm fileserver.c
+cc -o pristine.wasm pristine.c
 for mode in 1 2 3 4 5 6; do
 	cc -DMODE=$mode -o badroutes$mode.wasm badroutes.c
 done

@@ -1,0 +1,128 @@
+package wasm
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// TestScanModule checks scanModule's verdict on the checked-in modules:
+// the C and Rust ones are reusable with their stack pointer exported, and
+// what it exports compiles with the same functions.
+func TestScanModule(t *testing.T) {
+	for _, name := range []string{"echo.wasm", "fileserver.wasm", "pristine.wasm", "routes.wasm", "routes_rs.wasm", "routes_go.wasm"} {
+		bin, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := scanModule(bin)
+		if !s.reusable {
+			t.Errorf("%s: not reusable: %s", name, s.why)
+			continue
+		}
+		if len(s.globals) == 0 {
+			t.Errorf("%s: no mutable globals found; every toolchain keeps a stack pointer in one", name)
+		}
+		checkScanned(t, bin, s)
+	}
+}
+
+// checkScanned checks that s.bin compiles when bin does, with bin's
+// exports and each of s.globals exported.
+func checkScanned(t *testing.T, bin []byte, s scan) {
+	t.Helper()
+	ctx := context.Background()
+	r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer r.Close(ctx)
+	wasi_snapshot_preview1.MustInstantiate(ctx, r)
+	orig, err := r.CompileModule(ctx, bin)
+	if err != nil {
+		return // not valid: wazero says why, and nothing runs it
+	}
+	got, err := r.CompileModule(ctx, s.bin)
+	if err != nil {
+		t.Fatalf("the scanned binary does not compile: %v", err)
+	}
+	if a, b := exportNames(orig), exportNames(got); !slices.Equal(a, b) {
+		t.Fatalf("exported functions changed: %v, then %v", a, b)
+	}
+	mod, err := r.InstantiateModule(ctx, got, wazero.NewModuleConfig().WithName("").WithStartFunctions())
+	if err != nil {
+		return // imports other than WASI's, or a segment out of bounds
+	}
+	defer mod.Close(ctx)
+	for _, g := range s.globals {
+		if _, ok := mod.ExportedGlobal(globalExport(g)).(api.MutableGlobal); !ok {
+			t.Fatalf("global %d not exported mutable", g)
+		}
+	}
+}
+
+func exportNames(m wazero.CompiledModule) []string {
+	var names []string
+	for n := range m.ExportedFunctions() {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// TestScanModuleRefuses checks the modules whose instances must not be
+// reused: one that changes its table, one with a passive segment it
+// drops, one already using the reserved export names.
+func TestScanModuleRefuses(t *testing.T) {
+	hdr := "\x00asm\x01\x00\x00\x00"
+	// type () -> (); one function; a table; body given.
+	module := func(body string) []byte {
+		return []byte(hdr +
+			"\x01\x04\x01\x60\x00\x00" + // type section
+			"\x03\x02\x01\x00" + // function section
+			"\x04\x04\x01\x70\x00\x01" + // table section: funcref, min 1
+			"\x07\x08\x01\x04main\x00\x00" + // export "main"
+			"\x0a" + string(rune(len(body)+2)) + "\x01" + string(rune(len(body))) + body)
+	}
+	ok := module("\x00\x01\x0b") // no locals, nop, end
+	if s := scanModule(ok); !s.reusable {
+		t.Fatalf("a module doing nothing is not reusable: %s", s.why)
+	}
+	for name, bin := range map[string][]byte{
+		"table.set":  module("\x00\x41\x00\xd0\x70\x26\x00\x0b"),
+		"table.grow": module("\x00\xd0\x70\x41\x01\xfc\x0f\x00\x1a\x0b"),
+		"elem.drop":  module("\x00\xfc\x0d\x00\x0b"),
+		"reserved": []byte(hdr + "\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00" +
+			"\x07\x1a\x01\x14" + globalExportPrefix + "xy\x00\x00" + "\x0a\x04\x01\x02\x00\x0b"),
+		"truncated": ok[:len(ok)-2],
+	} {
+		if s := scanModule(bin); s.reusable {
+			t.Errorf("%s: reusable", name)
+		}
+	}
+}
+
+// FuzzScanModule feeds scanModule arbitrary binaries, seeded with the
+// checked-in modules: it never panics, and what it calls reusable compiles
+// whenever the input does, with the same exports and the globals exported.
+func FuzzScanModule(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.wasm")
+	for _, p := range files {
+		if bin, err := os.ReadFile(p); err == nil && len(bin) < 64<<10 {
+			f.Add(bin)
+		}
+	}
+	f.Fuzz(func(t *testing.T, bin []byte) {
+		s := scanModule(bin)
+		if !s.reusable {
+			if !slices.Equal(s.bin, bin) {
+				t.Fatal("a module not reusable was changed")
+			}
+			return
+		}
+		checkScanned(t, bin, s)
+	})
+}

@@ -1,0 +1,150 @@
+package wasm
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/worker"
+)
+
+// pristineInstance prepares testdata/pristine.wasm with a file to open.
+func pristineInstance(t *testing.T, rt *Runtime) worker.Instance {
+	t.Helper()
+	dir := t.TempDir()
+	copyModuleTB(t, dir, "pristine.wasm")
+	if err := writeTestFile(dir, "static/a.txt", "a"); err != nil {
+		t.Fatal(err)
+	}
+	spec := moduleSpec("echo", dir, "pristine.wasm", &sink{})
+	spec.Manifest.Files = []manifest.FileMount{{Pattern: "static/**"}}
+	return prepare(t, rt, spec)
+}
+
+// probe asks the module what it sees; q varies the request's own input
+// (always 5 bytes: the heap address depends on the environment's size).
+func probe(t *testing.T, in worker.Instance, q string) string {
+	t.Helper()
+	res := serve(in, "GET", "/fn/echo/probe?"+q, nil)
+	body := readAll(t, res)
+	if res.StatusCode != 200 {
+		t.Fatalf("probe: status %d: %s", res.StatusCode, body)
+	}
+	return body
+}
+
+// pristineProbe is what a fresh instance answers to probe(q).
+func pristineProbe(t *testing.T, first, q string) string {
+	t.Helper()
+	if !strings.HasPrefix(first, "count=1 ") || !strings.Contains(first, "scratch=[] ") || !strings.Contains(first, "fd=4 ") {
+		t.Fatalf("the first request saw a used instance: %q", first)
+	}
+	before, _, _ := strings.Cut(first, " argc=")
+	return before + fmt.Sprintf(" argc=2 arg1=%s query=%s\n", q, q)
+}
+
+// TestReusedInstanceIsPristine runs, in one deployment, requests that
+// leave state behind in each way a C module can — a static counter and
+// buffer, leaked malloc, exit codes, exit from deep in the stack (its
+// stack pointer global not restored), a trap, stdout closed, a file left
+// open, memory grown — each followed by a probe, which must see exactly
+// what the first request of a fresh instance saw, with its own arguments
+// and environment. Instances must have been reused for it to mean
+// anything.
+func TestReusedInstanceIsPristine(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	in := pristineInstance(t, rt)
+	want := pristineProbe(t, probe(t, in, "q0000"), "q0000")
+
+	steps := []struct {
+		path   string
+		status int
+	}{
+		{"/probe", 200}, {"/exit0", 200}, {"/exit3", 502}, {"/deep", 200}, {"/trap", 502},
+		{"/closeout", 200}, {"/open", 200}, {"/grow", 200}, {"/nothing", 200},
+	}
+	for round := range 3 {
+		for i, s := range steps {
+			res := serve(in, "GET", "/fn/echo"+s.path, nil)
+			if body := readAll(t, res); res.StatusCode != s.status {
+				t.Errorf("%s: status %d, want %d: %s", s.path, res.StatusCode, s.status, body)
+			}
+			q := fmt.Sprintf("r%dq%02d", round, i)
+			if got := probe(t, in, q); got != pristineProbe(t, want, q) {
+				t.Errorf("after %s: probe saw %q, want %q", s.path, got, pristineProbe(t, want, q))
+			}
+		}
+	}
+	requests := int64(1 + 3*2*len(steps))
+	if n := rt.warmNew.Load(); n*2 > requests {
+		t.Errorf("%d instances made for %d requests: reuse did not happen", n, requests)
+	}
+	if d := rt.warmDiscards.Load(); d < 3*4 {
+		t.Errorf("%d instances discarded, want at least one per trap, closeout, open and grow", d)
+	}
+}
+
+// TestReusedInstanceHammer runs probes and state-leaving requests from many
+// goroutines at once (under -race in CI): every probe sees a pristine
+// instance.
+func TestReusedInstanceHammer(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	in := pristineInstance(t, rt)
+	want := probe(t, in, "first")
+	paths := []string{"/exit0", "/exit3", "/deep", "/trap", "/open", "/closeout", "/nothing"}
+	var wg sync.WaitGroup
+	errs := make(chan string, 8*40)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				if i%2 == 0 {
+					serve(in, "GET", "/fn/echo"+paths[(g+i)%len(paths)], nil).Body.Close()
+					continue
+				}
+				q := fmt.Sprintf("g%di%02d", g, i)
+				res := serve(in, "GET", "/fn/echo/probe?"+q, nil)
+				if got, w := readAll(t, res), pristineProbe(t, want, q); got != w {
+					errs <- fmt.Sprintf("probe saw %q, want %q", got, w)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+// TestWarmPoolSwept checks that a deployment no request used for a sweep
+// holds no idle instance, and gives its budget back.
+func TestWarmPoolSwept(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	in := pristineInstance(t, rt)
+	probe(t, in, "xxxxx")
+	p := in.(*instance).warm
+	idle := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.idle)
+	}
+	if idle() != 1 || rt.warmBudget.used.Load() == 0 {
+		t.Fatalf("after a request: %d idle, %d bytes charged; want 1 and some", idle(), rt.warmBudget.used.Load())
+	}
+	rt.sweepWarm() // used since the last sweep: kept
+	if idle() != 1 {
+		t.Fatalf("a pool used since the last sweep was emptied")
+	}
+	rt.sweepWarm()
+	if idle() != 0 || rt.warmBudget.used.Load() != 0 || len(rt.warmPools) != 0 {
+		t.Fatalf("after an idle sweep: %d idle, %d bytes charged, %d pools listed; want none", idle(), rt.warmBudget.used.Load(), len(rt.warmPools))
+	}
+	want := pristineProbe(t, probe(t, in, "yyyyy"), "yyyyy")
+	if got := probe(t, in, "yyyyy"); got != want {
+		t.Fatalf("after the sweep: probe saw %q, want %q", got, want)
+	}
+}
