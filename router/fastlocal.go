@@ -45,6 +45,11 @@ import (
 // those get a goroutine reading the connection meanwhile (net/http starts
 // one for every request).
 
+// sandboxCSP is the Content-Security-Policy values of a path-mounted
+// component's answer that sets none itself; its capacity is its length,
+// so that adding to it copies it.
+var sandboxCSP = []string{SandboxPolicy}[:1:1]
+
 // localBuffer is the most of an answer held to go out in one write.
 const localBuffer = 64 << 10
 
@@ -75,6 +80,10 @@ type localClient struct {
 	wdone   chan struct{}
 	wbuf    []byte // what the watch read: the next requests
 	wn      int
+
+	// request's scratch, kept for the next request.
+	strs  []byte
+	spans []span
 }
 
 type headerPair struct{ key, value string }
@@ -109,6 +118,9 @@ func (c *localClient) parse() (verdict, error) {
 
 func (c *localClient) next() {
 	c.req = fastReq{lines: c.req.lines[:0], scratch: c.req.scratch[:0], gated: c.req.gated[:0]}
+	if cap(c.strs) > loopClientBuffer {
+		c.strs, c.spans = nil, nil // a large head's: not kept
+	}
 	if c.wn > 0 {
 		// What the watch read meanwhile: the next requests.
 		if need := c.n + c.wn; need > len(c.in) {
@@ -186,40 +198,75 @@ func (c *localClient) exchange() (keepOpen bool) {
 // request makes the *http.Request the backend serves from c.req: what a
 // remote worker's handler would make of the request the fast path sends
 // it (appendUpstream).
+//
+// Its strings (the target, the host, every header name and value) are cut
+// from one string made of them all, and its header values share one
+// slice, each holding room for its own value only (a handler appending to
+// one copies it): a few allocations a request, not two a header line.
 func (c *localClient) request(rt *route) (*http.Request, error) {
 	req := &c.req
-	u, err := url.ParseRequestURI(string(req.uri))
-	if err != nil {
-		return nil, fmt.Errorf("malformed request target %q", req.uri)
-	}
-	h := make(http.Header, len(req.lines)+6)
+	b := append(c.strs[:0], req.uri...)
+	b = append(b, req.host...)
+	sp := c.spans[:0]
 	for _, l := range req.lines {
 		name, value, err := field(l)
 		if err != nil {
 			return nil, err
 		}
-		k := textproto.CanonicalMIMEHeaderKey(string(name))
-		h[k] = append(h[k], string(value))
+		sp, b = appendSpan(sp, b, "", name, value, false)
 	}
 	if req.length >= 0 { // as net/http keeps it, and a remote worker sees it
-		h["Content-Length"] = []string{strconv.FormatInt(req.length, 10)}
+		sp = append(sp, span{key: "Content-Length", set: true, vs: len(b)})
+		b = strconv.AppendInt(b, req.length, 10)
+		sp[len(sp)-1].ve = len(b)
 	}
 	private := rt.gate != nil && rt.gate.private
 	if req.auth != nil && !private {
-		h["Authorization"] = []string{string(req.auth)}
+		sp, b = appendSpan(sp, b, "Authorization", nil, req.auth, true)
 	}
 	if req.apiKey != nil && !private {
-		h[HeaderAPIKey] = []string{string(req.apiKey)}
+		sp, b = appendSpan(sp, b, HeaderAPIKey, nil, req.apiKey, true)
 	}
-	if _, err := addLines(h, req.gated[:req.split]); err != nil {
-		return nil, err
+	for lines := req.gated[:req.split]; len(lines) > 0; {
+		l, rest, _ := bytes.Cut(lines, []byte("\r\n"))
+		lines = rest
+		name, value, err := field(l)
+		if err != nil {
+			return nil, err
+		}
+		sp, b = appendSpan(sp, b, "", name, value, false)
 	}
+	c.strs, c.spans = b, sp
 	fwd, client := c.fwd, ""
 	if c.peer.fwd == nil { // a trusted proxy: per request
 		fwd, client = fwdHeaders(req.fwd, nil)
 	}
-	for _, p := range fwd {
-		h[p.key] = []string{p.value}
+
+	all := string(b)
+	uri := all[:len(req.uri)]
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return nil, fmt.Errorf("malformed request target %q", req.uri)
+	}
+	vals := make([]string, len(sp)+len(fwd))
+	h := make(http.Header, len(sp)+len(fwd))
+	add := func(i int, k, v string, set bool) {
+		vals[i] = v
+		if old, ok := h[k]; ok && !set {
+			h[k] = append(old, v) // a repeated header: a slice of its own
+		} else {
+			h[k] = vals[i : i+1 : i+1]
+		}
+	}
+	for i, s := range sp {
+		k := s.key
+		if k == "" {
+			k = textproto.CanonicalMIMEHeaderKey(all[s.ns:s.ne])
+		}
+		add(i, k, all[s.vs:s.ve], s.set)
+	}
+	for i, p := range fwd {
+		add(len(sp)+i, p.key, p.value, true)
 	}
 	remote := c.remote
 	if client != "" && client != c.peer.addr.String() {
@@ -231,15 +278,36 @@ func (c *localClient) request(rt *route) (*http.Request, error) {
 	r.URL = u
 	r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.1", 1, 1
 	r.Header = h
-	r.Host = string(req.host)
+	r.Host = all[len(req.uri) : len(req.uri)+len(req.host)]
 	r.RemoteAddr = remote
-	r.RequestURI = string(req.uri)
+	r.RequestURI = uri
 	r.ContentLength, r.Body = 0, http.NoBody
 	if req.length > 0 {
 		c.body.Reset(req.body)
 		r.ContentLength, r.Body = req.length, bodyReader{&c.body}
 	}
 	return r, nil
+}
+
+// span is a header of the request being made (request): its name at
+// [ns:ne] of the request's strings, or key when known ahead, and its value
+// at [vs:ve]; set when it replaces the values before it rather than
+// adding to them.
+type span struct {
+	key            string
+	ns, ne, vs, ve int
+	set            bool
+}
+
+// appendSpan appends name (unless key is given) and value to b and their
+// span to sp.
+func appendSpan(sp []span, b []byte, key string, name, value []byte, set bool) ([]span, []byte) {
+	s := span{key: key, set: set, ns: len(b)}
+	b = append(b, name...)
+	s.ne, s.vs = len(b), len(b)
+	b = append(b, value...)
+	s.ve = len(b)
+	return append(sp, s), b
 }
 
 // bodyReader is a request body held whole in the read buffer.
@@ -255,23 +323,6 @@ func method(m []byte) string {
 		}
 	}
 	return string(m)
-}
-
-// addLines adds header lines, each ending in CRLF, to h.
-func addLines(h http.Header, lines []byte) (int, error) {
-	n := 0
-	for len(lines) > 0 {
-		l, rest, _ := bytes.Cut(lines, []byte("\r\n"))
-		lines = rest
-		name, value, err := field(l)
-		if err != nil {
-			return n, err
-		}
-		k := textproto.CanonicalMIMEHeaderKey(string(name))
-		h[k] = append(h[k], string(value))
-		n++
-	}
-	return n, nil
 }
 
 // fwdHeaders splits the forwarding lines (forwardLines) into the headers
@@ -431,7 +482,11 @@ func (w *localWriter) writeHeader(code int, begin bool) {
 	if begin {
 		stripVeloSetCookies(h)
 		if len(w.c.req.mount) > 0 {
-			h.Add("Content-Security-Policy", SandboxPolicy)
+			if v, ok := h["Content-Security-Policy"]; ok {
+				h["Content-Security-Policy"] = append(v, SandboxPolicy)
+			} else {
+				h["Content-Security-Policy"] = sandboxCSP // shared, as the route's headers are
+			}
 		}
 	}
 	w.noBody = !bodyAllowedForStatus(code)

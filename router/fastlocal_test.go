@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -359,5 +360,78 @@ func TestInProcessPathClientGone(t *testing.T) {
 		if body := readBody(res); body != "slow" {
 			t.Fatalf("answer %d: %q", i+1, body)
 		}
+	}
+}
+
+// TestInProcessPathAllocs: an in-process call that answers a small page,
+// as a WASM component's CGI answer does (its header set, WriteHeader, one
+// Write), allocates no more than its request and header map need: the
+// request's strings are cut from one copy of its head, the header values
+// share one slice, and Velo's own headers are not made per call. The
+// client is a raw connection reading into a fixed buffer, so the count is
+// the server's.
+func TestInProcessPathAllocs(t *testing.T) {
+	f := newFixture(t, Config{})
+	page := []byte(strings.Repeat("p", 4096))
+	ctype, cache := []string{"text/html"}, []string{"max-age=60"}
+	b := &handlerBackend{h: func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["Content-Type"], h["Cache-Control"] = ctype, cache
+		w.WriteHeader(http.StatusOK)
+		w.Write(page)
+	}}
+	f.r.cfg.Backend = func(store.Worker) Backend { return b }
+	f.deploy("c", "w1")
+	addr := serveFast(t, &FastServer{Router: f.r, Loops: -1, InProcess: true})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	req := []byte("GET /fn/c/static/page.html HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	// The answer's length, from a first call.
+	if _, err := conn.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || len(body) != len(page) {
+		t.Fatalf("answer %d, %d bytes", res.StatusCode, len(body))
+	}
+	size := -1
+	buf := make([]byte, 64<<10)
+	call := func() {
+		if _, err := conn.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if size < 0 { // a Date line's length is fixed: find the end once
+			n, err := conn.Read(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n < len(page) || !bytes.HasSuffix(buf[:n], page) {
+				m, err := conn.Read(buf[n:])
+				if err != nil {
+					t.Fatal(err)
+				}
+				n += m
+			}
+			size = n
+			return
+		}
+		if _, err := io.ReadFull(conn, buf[:size]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call()
+	allocs := testing.AllocsPerRun(200, call)
+	t.Logf("%.1f allocations per call", allocs)
+	if max := 7.0; allocs > max {
+		t.Errorf("%.1f allocations per in-process call, want at most %v", allocs, max)
 	}
 }
