@@ -84,7 +84,15 @@ func parseCGI(out []byte, h http.Header, skip func(line []byte)) (status int, bo
 		}
 	}
 
-	// Second pass: add the headers.
+	// Second pass: add the headers. Their names and values are cut from
+	// one string of the whole block (offsets in out are cap(out)-cap(b):
+	// every line is a reslice of out) and their values share one slice,
+	// each with room for its own value only: two allocations for the head,
+	// not two or three a line.
+	head := string(out[:headerEnd])
+	at := func(b []byte) string { i := cap(out) - cap(b); return head[i : i+len(b)] }
+	vals := make([]string, lines)
+	n := 0
 	for pos := 0; pos < headerEnd; {
 		nl := bytes.IndexByte(out[pos:], '\n')
 		line := trimCR(out[pos : pos+nl])
@@ -99,8 +107,14 @@ func parseCGI(out []byte, h http.Header, skip func(line []byte)) (status int, bo
 		if equalFold(name, "Status") || dropped(name) {
 			continue
 		}
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
-		h[key] = append(h[key], string(value))
+		key, v := textproto.CanonicalMIMEHeaderKey(at(name)), at(value)
+		if old, ok := h[key]; ok {
+			h[key] = append(old, v) // repeated: a slice of its own
+		} else {
+			vals[n] = v
+			h[key] = vals[n : n+1 : n+1]
+			n++
+		}
 	}
 	return status, out[bodyStart:], nil
 }
