@@ -549,7 +549,7 @@ func (w *localWriter) appendHeaderLines(dst []byte, h http.Header) []byte {
 // appendValue appends a header value trimmed, CR and LF as spaces.
 func appendValue(dst []byte, v string) []byte {
 	v = textproto.TrimString(v)
-	if !strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0 { // not ContainsAny: it builds a set per call
 		return append(dst, v...)
 	}
 	for i := 0; i < len(v); i++ {
