@@ -20,6 +20,24 @@ type connLoop struct {
 	n    int
 	req  fastReq
 	idle atomic.Bool // waiting for a request's first bytes
+
+	// The read and write deadlines last set on c, zero when not known
+	// (see deadline).
+	rdl, wdl time.Time
+}
+
+// deadline sets one of c's deadlines (set, its last value at *last) to
+// now+d, unless the one set is no later than that and no more than d/16
+// earlier: each wait is held to d less a sixteenth at worst, and a
+// connection's answers and idle waits, which follow each other far faster
+// than that, do not each reset a timer of the runtime's.
+func (l *connLoop) deadline(last *time.Time, now time.Time, d time.Duration, set func(time.Time) error) {
+	t := now.Add(d)
+	if !last.IsZero() && !last.After(t) && t.Sub(*last) <= d>>4 {
+		return
+	}
+	*last = t
+	_ = set(t)
 }
 
 // connServer is what a connLoop's owner does with the requests read.
@@ -81,10 +99,10 @@ func (l *connLoop) serve(cs connServer) bool {
 			if s.closing.Load() {
 				return true
 			}
-			_ = l.c.SetReadDeadline(now.Add(s.IdleTimeout))
+			l.deadline(&l.rdl, now, s.IdleTimeout, l.c.SetReadDeadline)
 		} else if headSince.IsZero() {
 			headSince = now
-			_ = l.c.SetReadDeadline(now.Add(s.HeadTimeout))
+			l.deadline(&l.rdl, now, s.HeadTimeout, l.c.SetReadDeadline)
 		}
 		m, err := l.c.Read(l.in[l.n:])
 		l.idle.Store(false)

@@ -75,8 +75,10 @@ type localClient struct {
 	// The watch of a long call (see watchAfter).
 	watch   *time.Timer
 	wmu     sync.Mutex
-	armed   bool // the call runs: the timer may start the watch
-	reading bool // the watch reads
+	armed   bool      // the call runs: the timer may start the watch
+	since   time.Time // when the running call began
+	pending bool      // the timer is set
+	reading bool      // the watch reads
 	wdone   chan struct{}
 	wbuf    []byte // what the watch read: the next requests
 	wn      int
@@ -101,6 +103,7 @@ func (s *FastServer) serveLocal(nc net.Conn) {
 	c.tmpl = (&http.Request{}).WithContext(c.ctx)
 	c.watch = time.AfterFunc(time.Hour, c.startWatch)
 	c.watch.Stop()
+	defer c.watch.Stop()
 	if !s.track(&c.connLoop, true) {
 		nc.Close()
 		return
@@ -133,9 +136,10 @@ func (c *localClient) next() {
 
 func (c *localClient) refusal(err error) []byte { return appendRefusal(c.w.out[:0], err) }
 
-// write writes p to the client, within IdleTimeout.
+// write writes p to the client, within IdleTimeout (less its slack, see
+// connLoop.deadline).
 func (c *localClient) write(p []byte) error {
-	_ = c.c.SetWriteDeadline(time.Now().Add(c.s.IdleTimeout))
+	c.deadline(&c.wdl, time.Now(), c.s.IdleTimeout, c.c.SetWriteDeadline)
 	_, err := c.c.Write(p)
 	return err
 }
@@ -182,7 +186,7 @@ func (c *localClient) exchange() (keepOpen bool) {
 		h["X-Velo-Deployment"] = rt.depHeader
 		h["X-Velo-Worker"] = t.worker
 		w.worker = t.worker
-		c.beginWatch()
+		c.beginWatch(start)
 		served = t.b.Serve(w, r, rt.depID, string(c.req.mount))
 		c.endWatch()
 	}
@@ -346,18 +350,24 @@ func fwdHeaders(lines []byte, dst []headerPair) ([]headerPair, string) {
 	return dst, client
 }
 
-// beginWatch arms the watch of the call about to run.
-func (c *localClient) beginWatch() {
+// beginWatch arms the watch of the call about to run, begun at since. The
+// timer is set only when it is not set already: calls that follow each
+// other within watchAfter share one firing, which sets it again for what
+// is left of the running call's watchAfter (startWatch), rather than
+// setting and stopping it for every call.
+func (c *localClient) beginWatch(since time.Time) {
 	c.wmu.Lock()
-	c.armed = true
+	c.armed, c.since = true, since
+	if !c.pending {
+		c.pending = true
+		c.watch.Reset(watchAfter)
+	}
 	c.wmu.Unlock()
-	c.watch.Reset(watchAfter)
 }
 
 // endWatch disarms the watch once the call returned, and stops its read
 // if it began.
 func (c *localClient) endWatch() {
-	c.watch.Stop()
 	c.wmu.Lock()
 	c.armed = false
 	reading := c.reading
@@ -367,6 +377,7 @@ func (c *localClient) endWatch() {
 	}
 	_ = c.c.SetReadDeadline(aLongTimeAgo)
 	<-c.wdone
+	c.rdl = time.Time{} // the watch's: the loop sets its own again
 	c.wmu.Lock()
 	c.reading = false
 	c.wmu.Unlock()
@@ -377,7 +388,14 @@ func (c *localClient) endWatch() {
 // when the client goes away. What it reads (the next requests) is kept.
 func (c *localClient) startWatch() {
 	c.wmu.Lock()
+	c.pending = false
 	if !c.armed || c.reading {
+		c.wmu.Unlock()
+		return
+	}
+	if left := watchAfter - time.Since(c.since); left > 0 {
+		c.pending = true // a later call's: not watched yet
+		c.watch.Reset(left)
 		c.wmu.Unlock()
 		return
 	}

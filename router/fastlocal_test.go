@@ -308,9 +308,13 @@ func TestInProcessPathClientGone(t *testing.T) {
 	f := newFixture(t, Config{})
 	started, cancelled := make(chan struct{}, 4), make(chan struct{}, 4)
 	b := &handlerBackend{h: func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/fn/c/slow" {
+		switch r.URL.Path {
+		case "/fn/c/slow":
 			time.Sleep(3 * watchAfter)
 			io.WriteString(w, "slow")
+			return
+		case "/fn/c/quick":
+			io.WriteString(w, "quick")
 			return
 		}
 		started <- struct{}{}
@@ -337,6 +341,34 @@ func TestInProcessPathClientGone(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the call's context did not end when its client went away")
 	}
+	// Quick calls first, which leave the watch's timer set for the call
+	// after them: it is still watched once it lasts.
+	conn, err = net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	for i := 0; i < 50; i++ {
+		if _, err := io.WriteString(conn, "GET /fn/c/quick HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("quick answer %d: %v", i+1, err)
+		}
+		readBody(res)
+	}
+	if _, err := io.WriteString(conn, "GET /fn/c/wait HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	conn.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("after quick calls, the call's context did not end when its client went away")
+	}
 	// A slow call, and the next request sent while it runs.
 	conn, err = net.Dial("tcp", addr)
 	if err != nil {
@@ -351,7 +383,7 @@ func TestInProcessPathClientGone(t *testing.T) {
 	if _, err := io.WriteString(conn, "GET /fn/c/slow HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(conn)
+	br = bufio.NewReader(conn)
 	for i := 0; i < 2; i++ {
 		res, err := http.ReadResponse(br, nil)
 		if err != nil {
@@ -433,5 +465,37 @@ func TestInProcessPathAllocs(t *testing.T) {
 	t.Logf("%.1f allocations per call", allocs)
 	if max := 7.0; allocs > max {
 		t.Errorf("%.1f allocations per in-process call, want at most %v", allocs, max)
+	}
+}
+
+// TestConnDeadline: a deadline is set again only when the one set would
+// end a wait more than a sixteenth of its timeout early, or late.
+func TestConnDeadline(t *testing.T) {
+	var l connLoop
+	var last time.Time
+	sets := 0
+	set := func(time.Time) error { sets++; return nil }
+	t0 := time.Unix(1000, 0)
+	const idle, head = 160 * time.Second, 10 * time.Second
+	for _, step := range []struct {
+		at   time.Duration
+		d    time.Duration
+		sets int
+	}{
+		{0, idle, 1},                // none known: set
+		{time.Second, idle, 1},      // 1 s later: within idle/16
+		{10 * time.Second, idle, 1}, // 10 s: still within 10 s
+		{11 * time.Second, idle, 2}, // past: set again
+		{12 * time.Second, head, 3}, // a shorter one: set at once
+		{13 * time.Second, idle, 4}, // back to the longer: set
+		{13 * time.Second, idle, 4}, // the same: not
+	} {
+		l.deadline(&last, t0.Add(step.at), step.d, set)
+		if sets != step.sets {
+			t.Fatalf("at %v for %v: %d sets, want %d", step.at, step.d, sets, step.sets)
+		}
+		if want := t0.Add(step.at + step.d); last.After(want) || want.Sub(last) > step.d/16 {
+			t.Fatalf("at %v for %v: deadline %v, want within %v before %v", step.at, step.d, last, step.d/16, want)
+		}
 	}
 }
