@@ -61,7 +61,9 @@ func (b *logBatcher) run(ctx context.Context) {
 			cancel()
 			return
 		case <-t.C:
-			b.flush(ctx)
+			fctx, cancel := context.WithTimeout(ctx, storeTimeout) // a hung store holds no line for ever
+			b.flush(fctx)
+			cancel()
 		}
 	}
 }

@@ -43,6 +43,16 @@ type Store interface {
 	Notify(ctx context.Context, n store.Note) error
 }
 
+// storeTimeout bounds each store call of Run's loop (reads of placements,
+// reports, notes): a Postgres that hangs, rather than refusing, would
+// otherwise hold the loop, and with it the heartbeat, until it answers.
+// minHeartbeatTimeout is the least a heartbeat gets (twice the interval
+// when that is more).
+const (
+	storeTimeout        = 15 * time.Second
+	minHeartbeatTimeout = 5 * time.Second
+)
+
 // Config configures a Worker.
 type Config struct {
 	// Name is the worker's identity in the cluster.
@@ -294,7 +304,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.secretsChanged(ctx, n.Component())
 			}
 		case t := <-heartbeat.C:
-			if err := w.store.Heartbeat(ctx, w.cfg.Name, t); err != nil && ctx.Err() == nil {
+			hctx, cancel := context.WithTimeout(ctx, max(2*w.cfg.Heartbeat, minHeartbeatTimeout))
+			err := w.store.Heartbeat(hctx, w.cfg.Name, t)
+			cancel()
+			if err != nil && ctx.Err() == nil {
 				w.cfg.Logger.Warn("heartbeat failed", "worker", w.cfg.Name, "err", err)
 			}
 		}
@@ -334,7 +347,9 @@ func drainPlacementNotes(first store.Note, more <-chan store.Note) []int64 {
 // placement is gone: every placement of this worker, read at start, on a
 // resync and every Config.Resync.
 func (w *Worker) reconcile(ctx context.Context) {
-	placements, err := w.store.WorkerPlacements(ctx, w.cfg.Name)
+	rctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	placements, err := w.store.WorkerPlacements(rctx, w.cfg.Name)
+	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			w.cfg.Logger.Warn("read placements failed", "worker", w.cfg.Name, "err", err)
@@ -347,7 +362,9 @@ func (w *Worker) reconcile(ctx context.Context) {
 // reconcileOne is reconcile for deployment d alone, after a note naming
 // it: what a deploy costs does not grow with the deployments placed here.
 func (w *Worker) reconcileOne(ctx context.Context, d int64) {
-	all, err := w.store.Placements(ctx, d)
+	rctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	all, err := w.store.Placements(rctx, d)
+	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			w.cfg.Logger.Warn("read placements failed", "worker", w.cfg.Name, "deployment", d, "err", err)
@@ -553,7 +570,10 @@ func (w *Worker) report(ctx context.Context, d int64, component string, err erro
 		p.State, p.Error = store.PlacementFailed, err.Error()
 		w.cfg.Logger.Warn("prepare failed", "deployment", d, "err", err)
 	}
-	if perr := w.store.PutPlacement(ctx, p); perr != nil {
+	pctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	perr := w.store.PutPlacement(pctx, p)
+	cancel()
+	if perr != nil {
 		w.cfg.Logger.Warn("report placement failed", "deployment", d, "err", perr)
 		return
 	}
@@ -564,6 +584,8 @@ func (w *Worker) report(ctx context.Context, d int64, component string, err erro
 // notify sends n, logging a failure: the listeners' periodic resync
 // catches up on a lost note, so it is no reason to stop.
 func (w *Worker) notify(ctx context.Context, n store.Note) {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
 	if err := w.store.Notify(ctx, n); err != nil {
 		w.cfg.Logger.Warn("notify failed; the next resync catches up", "worker", w.cfg.Name, "note", n, "err", err)
 	}
