@@ -216,12 +216,20 @@ func (l *pgListener) stop() {
 	<-l.done
 }
 
+// listenTimeout bounds the listener's connect and each LISTEN: a Postgres
+// that hangs rather than refusing would otherwise hold the listener (and
+// every Listen call waiting for it) until it answers. Waiting for the next
+// notification has no deadline: a quiet Postgres is no fault.
+const listenTimeout = 10 * time.Second
+
 func (l *pgListener) run() {
 	defer close(l.done)
 	const minBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	for l.ctx.Err() == nil {
-		conn, err := pgx.ConnectConfig(l.ctx, l.cfg)
+		cctx, cancel := context.WithTimeout(l.ctx, listenTimeout)
+		conn, err := pgx.ConnectConfig(cctx, l.cfg)
+		cancel()
 		if err == nil {
 			began := time.Now()
 			err = l.serve(conn)
@@ -325,7 +333,10 @@ func (l *pgListener) sync(conn *pgx.Conn) (context.Context, error) {
 		}
 		l.mu.Unlock()
 		for _, c := range pending {
-			if _, err := conn.Exec(l.ctx, "LISTEN "+pgx.Identifier{c}.Sanitize()); err != nil {
+			ectx, cancel := context.WithTimeout(l.ctx, listenTimeout)
+			_, err := conn.Exec(ectx, "LISTEN "+pgx.Identifier{c}.Sanitize())
+			cancel()
+			if err != nil {
 				return nil, fmt.Errorf("listen %s: %w", c, err)
 			}
 			l.mu.Lock()
