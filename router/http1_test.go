@@ -155,3 +155,14 @@ func FuzzAnswerHead(f *testing.F) {
 		}
 	})
 }
+
+// TestIsTokenChar: the tchars are exactly the visible ASCII characters but
+// the delimiters.
+func TestIsTokenChar(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		want := c > ' ' && c < 0x7f && !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, rune(c))
+		if got := isTokenChar(byte(c)); got != want {
+			t.Errorf("isTokenChar(%q) = %v, want %v", rune(c), got, want)
+		}
+	}
+}
