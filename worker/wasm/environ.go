@@ -54,6 +54,15 @@ func (e *environ) addRaw(s string) {
 	e.buf = append(e.buf, 0)
 }
 
+// addAll adds every entry of b, in order.
+func (e *environ) addAll(b *environ) {
+	base := uint32(len(e.buf))
+	e.buf = append(e.buf, b.buf...)
+	for _, off := range b.offs {
+		e.offs = append(e.offs, base+off)
+	}
+}
+
 // has reports whether name is set.
 func (e *environ) has(name string) bool {
 	for _, off := range e.offs {

@@ -25,14 +25,18 @@ import (
 // instance serves one prepared deployment: a compiled module, instantiated
 // afresh for every request.
 type instance struct {
-	rt          *Runtime
-	mod         *module
-	path        string // the module's file, to load it again after an unload
-	digest      string
-	logs        worker.LogSink
-	timeout     time.Duration
-	base        wazero.ModuleConfig // what every request's config starts from
-	env         []envVar            // the manifest's [env], sorted by name
+	rt      *Runtime
+	mod     *module
+	path    string // the module's file, to load it again after an unload
+	digest  string
+	logs    worker.LogSink
+	timeout time.Duration
+	base    wazero.ModuleConfig // what every request's config starts from
+	env     []envVar            // the manifest's [env] and secrets, sorted by name
+	// fixed is env laid out once, copied whole into every request's
+	// environment; nil when a name of env starts with HTTP_ (a request
+	// header of that name wins, so each is looked at per request).
+	fixed       *environ
 	timeoutBody string
 	http        *outboundPolicy // nil unless the module imports wasi_experimental_http
 
@@ -80,7 +84,15 @@ func newInstance(rt *Runtime, mod *module, path string, spec worker.Spec, timeou
 	if logs == nil {
 		logs = discardSink{}
 	}
+	var fixed *environ
+	if !slices.ContainsFunc(env, func(v envVar) bool { return strings.HasPrefix(v.name, "HTTP_") }) {
+		fixed = &environ{}
+		for _, v := range env {
+			fixed.add(v.name, v.value)
+		}
+	}
 	return &instance{
+		fixed:   fixed,
 		rt:      rt,
 		mod:     mod,
 		path:    path,
@@ -285,9 +297,13 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) string 
 		}
 		e.buf = append(e.buf, 0)
 	}
-	for _, v := range in.env {
-		if !strings.HasPrefix(v.name, "HTTP_") || !e.has(v.name) {
-			e.add(v.name, v.value)
+	if in.fixed != nil {
+		e.addAll(in.fixed)
+	} else {
+		for _, v := range in.env {
+			if !strings.HasPrefix(v.name, "HTTP_") || !e.has(v.name) {
+				e.add(v.name, v.value)
+			}
 		}
 	}
 	return t.entry

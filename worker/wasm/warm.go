@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -56,11 +57,11 @@ type warmPool struct {
 
 	mu      sync.Mutex
 	idle    []*warm
-	image   []byte   // pristine linear memory, nil until the first instance
-	globals []uint64 // pristine values of the mutable globals, in scan order
-	charged int64    // what idle and image hold of rt.warmBudget
-	used    bool     // taken since the last sweep
-	listed  bool     // in rt.warmPools
+	image   *memImage // pristine linear memory, nil until the first instance
+	globals []uint64  // pristine values of the mutable globals, in scan order
+	charged int64     // what idle and image hold of rt.warmBudget
+	used    bool      // taken since the last sweep
+	listed  bool      // in rt.warmPools
 	closed  bool
 }
 
@@ -218,16 +219,17 @@ func (p *warmPool) pristine(w *warm) {
 	if p.image != nil || p.closed {
 		return
 	}
-	var image []byte
+	image := &memImage{}
 	if mem := w.mod.Memory(); mem != nil {
 		buf, _ := mem.Read(0, mem.Size())
-		if len(buf) > maxPooledMemory || !p.rt.warmBudget.take(int64(len(buf))) {
+		if len(buf) > maxPooledMemory {
 			return // too large to keep: every instance is discarded
 		}
-		image = append(make([]byte, 0, len(buf)), buf...)
-		p.charged += int64(len(buf))
-	} else {
-		image = []byte{}
+		image = newMemImage(buf)
+		if !p.rt.warmBudget.take(int64(len(image.data))) {
+			return
+		}
+		p.charged += int64(len(image.data))
 	}
 	p.image = image
 	p.globals = make([]uint64, len(w.globals))
@@ -246,10 +248,12 @@ func (p *warmPool) restore(w *warm) bool {
 	}
 	if mem := w.mod.Memory(); mem != nil {
 		buf, ok := mem.Read(0, mem.Size())
-		if !ok || len(buf) != len(image) {
+		if !ok || len(buf) != image.size {
 			return false // it grew
 		}
-		copy(buf, image)
+		image.restore(buf)
+	} else if image.size != 0 {
+		return false
 	}
 	for i, g := range w.globals {
 		g.Set(globals[i])
@@ -286,7 +290,7 @@ func (p *warmPool) take(code *code) *warm {
 // closed or over budget.
 func (p *warmPool) put(w *warm) {
 	p.mu.Lock()
-	n := warmOverhead + int64(len(p.image))
+	n := int64(warmOverhead)
 	if p.closed || len(p.idle) >= maxWarmIdle || !p.rt.warmBudget.take(n) {
 		p.mu.Unlock()
 		w.close()
@@ -371,6 +375,54 @@ func (rt *Runtime) sweepWarm() {
 			}
 			p.mu.Unlock()
 			rt.warmMu.Unlock()
+		}
+	}
+}
+
+// Why an image holds only the pages that are not zero: a module's pristine
+// memory is mostly zero (the stack and the heap; a C module's 128 KiB has
+// one or two pages of data), and copying all of it back after each request
+// was as much CPU as the request's own code. A page that is zero in the
+// image is only read, and cleared if the request wrote to it; a page with
+// data is copied back.
+
+// imagePage is the granule of a memory image.
+const imagePage = 4096
+
+// zeroPage is imagePage zero bytes, to compare with.
+var zeroPage [imagePage]byte
+
+// memImage is a pristine linear memory: its size, and the contents of its
+// pages that are not all zero.
+type memImage struct {
+	size  int
+	pages []int32 // indices of the pages with data, ascending
+	data  []byte  // their contents, back to back
+}
+
+func newMemImage(buf []byte) *memImage {
+	m := &memImage{size: len(buf)}
+	for off := 0; off < len(buf); off += imagePage {
+		page := buf[off:min(off+imagePage, len(buf))]
+		if !bytes.Equal(page, zeroPage[:len(page)]) {
+			m.pages = append(m.pages, int32(off/imagePage))
+			m.data = append(m.data, page...)
+		}
+	}
+	return m
+}
+
+// restore makes buf, of m.size bytes, equal to the image.
+func (m *memImage) restore(buf []byte) {
+	next, data := 0, m.data
+	for i, off := 0, 0; off < len(buf); i, off = i+1, off+imagePage {
+		page := buf[off:min(off+imagePage, len(buf))]
+		if next < len(m.pages) && int(m.pages[next]) == i {
+			copy(page, data)
+			data = data[len(page):]
+			next++
+		} else if !bytes.Equal(page, zeroPage[:len(page)]) {
+			clear(page)
 		}
 	}
 }
