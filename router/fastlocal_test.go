@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -496,6 +497,36 @@ func TestConnDeadline(t *testing.T) {
 		}
 		if want := t0.Add(step.at + step.d); last.After(want) || want.Sub(last) > step.d/16 {
 			t.Fatalf("at %v for %v: deadline %v, want within %v before %v", step.at, step.d, last, step.d/16, want)
+		}
+	}
+}
+
+// TestHeadContentLength: a HEAD answer carries the Content-Length of what
+// the component wrote on the net/http path (ServeHTTP) as on the
+// in-process event-loop path, past net/http's 2 KiB buffer too.
+func TestHeadContentLength(t *testing.T) {
+	for _, size := range []int{100, 4000, 300 << 10} {
+		f := newFixture(t, Config{})
+		b := &handlerBackend{h: func(w http.ResponseWriter, r *http.Request) {
+			body := strings.Repeat("x", size)
+			for i := 0; i < len(body); i += 1000 {
+				io.WriteString(w, body[i:min(i+1000, len(body))])
+			}
+		}}
+		f.r.cfg.Backend = func(store.Worker) Backend { return b }
+		f.deploy("c", "w1")
+		viaHTTP := httptest.NewServer(f.r)
+		t.Cleanup(viaHTTP.Close)
+		viaLoop := "http://" + serveFast(t, &FastServer{Router: f.r, Loops: -1, InProcess: true})
+		for _, base := range []string{viaHTTP.URL, viaLoop} {
+			res, err := http.Head(base + "/fn/c/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK || res.ContentLength != int64(size) {
+				t.Errorf("HEAD of %d bytes via %s: %d, Content-Length %d", size, map[bool]string{true: "net/http", false: "the event loop"}[base == viaHTTP.URL], res.StatusCode, res.ContentLength)
+			}
 		}
 	}
 }

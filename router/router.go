@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/apidoc"
+	"github.com/velo-run/velo/internal/headlen"
 	"github.com/velo-run/velo/internal/hist"
 	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/internal/store"
@@ -1085,6 +1086,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // trying the next when one could not take it, and counts the answer.
 func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *route, mount string, start time.Time) {
 	name := rt.name
+	var head *headlen.Writer
+	if req.Method == http.MethodHead {
+		// The Content-Length the GET would have, as the fast paths give.
+		head = headlen.New(w)
+		w = head
+	}
 	sw := r.sw.Get().(*statusWriter)
 	sw.ResponseWriter, sw.status, sw.sandbox = w, 0, mount != ""
 	h := w.Header()
@@ -1109,6 +1116,9 @@ func (r *Router) forward(w http.ResponseWriter, req *http.Request, rt *route, mo
 	if !served {
 		delete(h, "X-Velo-Worker")
 		plain(sw, http.StatusServiceUnavailable, fmt.Sprintf("component %q has no healthy instance", name))
+	}
+	if head != nil {
+		head.Finish()
 	}
 	status := sw.status
 	sw.ResponseWriter = nil

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+
+	"github.com/velo-run/velo/internal/headlen"
 )
 
 // Headers of the internal router → worker call. They match the router's
@@ -75,6 +77,13 @@ func (w *Worker) Handler(token string) http.Handler {
 			r.RemoteAddr = net.JoinHostPort(ra[0], "0")
 		}
 		delete(h, headerRemoteAddr)
+		if r.Method == http.MethodHead {
+			// The Content-Length the GET would have: the router passes it on.
+			hw := headlen.New(rw)
+			inst.Serve(hw, r, mount)
+			hw.Finish()
+			return
+		}
 		inst.Serve(rw, r, mount)
 	})
 }

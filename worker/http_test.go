@@ -111,3 +111,38 @@ func TestHandler(t *testing.T) {
 		t.Fatalf("client auth: %q, want %q", rec.Body.String(), want)
 	}
 }
+
+// pageInstance answers n bytes, written in pieces.
+type pageInstance struct{ n int }
+
+func (p pageInstance) Serve(w http.ResponseWriter, r *http.Request, mount string) {
+	body := strings.Repeat("x", p.n)
+	for i := 0; i < len(body); i += 1000 {
+		io.WriteString(w, body[i:min(i+1000, len(body))])
+	}
+}
+
+func (pageInstance) Close(context.Context) error { return nil }
+
+// TestHandlerHeadContentLength: the worker answers a router's HEAD with
+// the Content-Length of what the component wrote (which the router passes
+// on), past net/http's 2 KiB buffer too.
+func TestHandlerHeadContentLength(t *testing.T) {
+	w := &Worker{cfg: Config{Name: "w1"}, started: make(chan struct{})}
+	w.markStarted()
+	serving := map[int64]Instance{7: pageInstance{4000}}
+	w.serving.Store(&serving)
+	srv := httptest.NewServer(w.Handler("s3cret"))
+	defer srv.Close()
+	req, _ := http.NewRequest("HEAD", srv.URL+"/fn/hello/", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	req.Header.Set("X-Velo-Invoke-Deployment", "7")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.ContentLength != 4000 {
+		t.Errorf("HEAD: %d, Content-Length %d, want 200 and 4000", res.StatusCode, res.ContentLength)
+	}
+}
