@@ -233,7 +233,8 @@ func (m *Manager) Rollback(ctx context.Context, comp store.Component, id int64) 
 	}
 	d, err := m.store.Deployment(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && d.Component != comp.Name) {
-		return store.Deployment{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf("component %q has no deployment %d", comp.Name, id))
+		return store.Deployment{}, echo.NewHTTPError(http.StatusNotFound, fmt.Sprintf(
+			"component %q has no deployment %d (the records of deployments older than its newest %d are removed)", comp.Name, id, m.cfg.KeepRecords))
 	} else if err != nil {
 		return store.Deployment{}, err
 	}

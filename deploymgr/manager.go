@@ -38,6 +38,7 @@ type Store interface {
 	HasArtifact(ctx context.Context, digest string) (bool, error)
 	DropArtifacts(ctx context.Context, component string, keep int, storedBefore time.Time) (int64, error)
 	TrimBuildLogs(ctx context.Context, component string, keep int) (int64, error)
+	PruneDeployments(ctx context.Context, component string, keep int) (int64, error)
 	ReclaimSpace(ctx context.Context) error
 
 	Workers(ctx context.Context) ([]store.Worker, error)
@@ -119,10 +120,14 @@ type Config struct {
 	// went live, so that routers switch before it goes away (default 3s).
 	Grace time.Duration
 	// KeepDeployments is how many of each component's newest deployments
-	// keep their artifact for rollback (default DefaultKeepDeployments);
-	// older ones keep their record and build log, and a rollback to one
-	// of them is refused.
+	// keep their artifact and build log for rollback (default
+	// DefaultKeepDeployments); a rollback to an older one is refused.
 	KeepDeployments int
+	// KeepRecords is how many of each component's newest deployments
+	// keep their record (the history the API and dashboard list; default
+	// 10 × KeepDeployments, never fewer than it): older records go, so a
+	// component deployed thousands of times holds a bounded history.
+	KeepRecords int
 	// Retention is how long hit buckets and finished GitHub jobs are kept
 	// (default 30 days); the scheduler prunes older ones at start and then
 	// hourly.
@@ -198,6 +203,10 @@ func (c Config) withDefaults() Config {
 	if c.KeepDeployments <= 0 {
 		c.KeepDeployments = DefaultKeepDeployments
 	}
+	if c.KeepRecords <= 0 {
+		c.KeepRecords = 10 * c.KeepDeployments
+	}
+	c.KeepRecords = max(c.KeepRecords, c.KeepDeployments)
 	if c.Retention <= 0 {
 		c.Retention = 30 * 24 * time.Hour
 	}
@@ -238,6 +247,10 @@ type Manager struct {
 	// redrop holds the components whose old artifacts dropLater looks at
 	// again; only Run's goroutine uses it.
 	redrop map[string]time.Time
+	// reclaimWanted asks for Store.ReclaimSpace, at most every Grace
+	// (reclaimed is when it last ran); only Run's goroutine uses them.
+	reclaimWanted bool
+	reclaimed     time.Time
 	// routing holds the deployments this process is promoting, from just
 	// before the store names one live until every router serves it (or
 	// RouterWait passed): the API does not call them live in between (a

@@ -23,8 +23,28 @@ func (m *Manager) prune(ctx context.Context) {
 		m.log.Warn("prune failed", "err", err)
 	case hits+jobs > 0:
 		m.log.Info("pruned", "hit_buckets", hits, "github_jobs", jobs, "older_than", m.cfg.Retention)
+		m.reclaimWanted = true
 	}
 	m.pruneRouters(ctx)
+	m.reclaim(ctx)
+}
+
+// reclaim gives the store's free space back (Store.ReclaimSpace: SQLite's
+// free pages, and its WAL cut to nothing) when something asked for it,
+// at most every Grace: a burst of deploys reclaims once in a while, and
+// always a Grace after its last one (the pass dropLater runs in).
+func (m *Manager) reclaim(ctx context.Context) {
+	if !m.reclaimWanted {
+		return
+	}
+	if wait := m.cfg.Grace - time.Since(m.reclaimed); wait > 0 {
+		m.armSweep(wait)
+		return
+	}
+	m.reclaimWanted, m.reclaimed = false, time.Now()
+	if err := m.store.ReclaimSpace(ctx); err != nil && ctx.Err() == nil {
+		m.log.Warn("reclaim store space failed", "err", err)
+	}
 }
 
 // schedule runs one round of the scheduler.
@@ -65,6 +85,7 @@ func (m *Manager) schedule(ctx context.Context) error {
 		}
 	}
 	m.dropLater(ctx)
+	m.reclaim(ctx)
 	if time.Since(m.watched) >= m.cfg.Schedule {
 		m.watched = time.Now()
 		if err := m.watch(ctx); err != nil {
@@ -335,13 +356,18 @@ func healthGated(d store.Deployment) bool {
 }
 
 // dropLater runs dropOldArtifacts again for each component a Grace after
-// its last deployment settled, for the artifacts that were too fresh then.
+// its last deployment settled, for the artifacts that were too fresh then
+// (and the records that waited for them), and asks for the store's space
+// back: the burst of deploys is over, whatever went.
 func (m *Manager) dropLater(ctx context.Context) {
 	for c, at := range m.redrop {
-		if time.Since(at) >= m.cfg.Grace {
-			delete(m.redrop, c)
-			m.dropArtifacts(ctx, c)
+		if wait := m.cfg.Grace - time.Since(at); wait > 0 {
+			m.armSweep(wait)
+			continue
 		}
+		delete(m.redrop, c)
+		m.dropArtifacts(ctx, c)
+		m.reclaimWanted = true
 	}
 }
 
@@ -522,12 +548,16 @@ const maxNamedNotes = 32
 // dropOldArtifacts removes the artifacts of component's deployments older
 // than its newest KeepDeployments, unless a deployment kept (of any
 // component, or live, or rolling out) has the same digest or the artifact
-// was stored within the last Grace (an upload of it may be under way).
+// was stored within the last Grace (an upload of it may be under way), and
+// the records older than its newest KeepRecords; a pass a Grace later
+// (armed here, not left to the next tick) does it again for what was too
+// fresh now.
 func (m *Manager) dropOldArtifacts(ctx context.Context, component string) {
 	if m.redrop == nil {
 		m.redrop = map[string]time.Time{}
 	}
 	m.redrop[component] = time.Now()
+	m.armSweep(m.cfg.Grace)
 	m.dropArtifacts(ctx, component)
 }
 
@@ -539,15 +569,18 @@ func (m *Manager) dropArtifacts(ctx context.Context, component string) {
 	case n > 0:
 		m.log.Info("dropped artifacts of old deployments", "component", component, "count", n, "kept", m.cfg.KeepDeployments)
 	}
-	// Their build logs go too (the deployment records stay, as history),
-	// and the space of both goes back to the file system.
+	// Their build logs go too; the records stay a while longer, as
+	// history (KeepRecords), and the space of all goes back to the file
+	// system (reclaim, at most every Grace).
 	logs, err := m.store.TrimBuildLogs(ctx, component, m.cfg.KeepDeployments)
 	if err != nil && ctx.Err() == nil {
 		m.log.Warn("trim old build logs failed", "component", component, "err", err)
 	}
-	if n > 0 || logs > 0 {
-		if err := m.store.ReclaimSpace(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn("reclaim store space failed", "err", err)
-		}
+	recs, err := m.store.PruneDeployments(ctx, component, m.cfg.KeepRecords)
+	if err != nil && ctx.Err() == nil {
+		m.log.Warn("prune old deployment records failed", "component", component, "err", err)
+	}
+	if n > 0 || logs > 0 || recs > 0 {
+		m.reclaimWanted = true
 	}
 }

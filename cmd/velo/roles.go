@@ -80,7 +80,8 @@ anyway, the lagging routers named), VELO_ROUTER_TIMEOUT (default 5s: a
 router silent that long is not waited for), VELO_WASM_REPLICAS (0 = every worker),
 VELO_DOCKER_REPLICAS (default 1; the floor when autoscaling),
 VELO_KEEP_DEPLOYMENTS (default 10: each component's newest deployments whose
-artifacts are kept for rollback; older ones are removed),
+artifacts are kept for rollback; older ones are removed, and records older
+than 10 times as many),
 VELO_DOCKER_TARGET_RPS (autoscale Docker components across workers to about
 this many requests/s per replica; off when unset), VELO_SCALE_COOLDOWN
 (default 30s between two scaling changes of a component).`,

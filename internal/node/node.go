@@ -66,6 +66,10 @@ type Config struct {
 	// keep their artifact for rollback (VELO_KEEP_DEPLOYMENTS; 0:
 	// deploymgr's default).
 	KeepDeployments int
+	// KeepRecords is how many of each component's newest deployments
+	// keep their record (0: deploymgr's default, 10 × KeepDeployments);
+	// tests lower it.
+	KeepRecords int
 	// Grace is how long a replaced deployment stays placed (0: deploymgr's
 	// default); tests shorten it.
 	Grace time.Duration
@@ -232,6 +236,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		AdminToken:      token,
 		Secrets:         keys,
 		KeepDeployments: cfg.KeepDeployments,
+		KeepRecords:     cfg.KeepRecords,
 		Grace:           cfg.Grace,
 		RoutesChanged: func(ctx context.Context, component string) error {
 			return rt.RefreshComponents(ctx, component)
