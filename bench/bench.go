@@ -36,6 +36,10 @@ type Bench struct {
 	ScaleComponents int
 	// ScaleSkipChurn leaves out the scale section's churn part.
 	ScaleSkipChurn bool
+	// ScaleChurn is how many times the churn part deploys its component.
+	ScaleChurn int
+	// ScaleOnlyChurn leaves out everything of the scale section but churn.
+	ScaleOnlyChurn bool
 
 	log     io.Writer
 	started time.Time

@@ -74,6 +74,8 @@ func doMain(args []string, stderr io.Writer) int {
 	candidate := fs.String("wasm-candidate", "", "a checkout whose velo the wasmlimits section measures against -wasm-baseline (default: this one)")
 	scaleN := fs.Int("scale-components", 1000, "components the scale section deploys (1000 to 10000)")
 	skipChurn := fs.Bool("scale-skip-churn", false, "scale section: skip the churn part (for iterating on the others; write with -out elsewhere)")
+	churnN := fs.Int("scale-churn", 2000, "deploys of one component the scale section's churn part makes (20 to 10000)")
+	onlyChurn := fs.Bool("scale-only-churn", false, "scale section: run the churn part alone (write with -out elsewhere)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -100,6 +102,8 @@ func doMain(args []string, stderr io.Writer) int {
 	b.Baseline, b.Candidate = *baseline, *candidate
 	b.ScaleComponents = min(max(*scaleN, 10), 10000)
 	b.ScaleSkipChurn = *skipChurn
+	b.ScaleChurn = min(max(*churnN, 2*churnKeep), 10000)
+	b.ScaleOnlyChurn = *onlyChurn
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)

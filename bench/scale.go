@@ -23,7 +23,7 @@ import (
 // up, measured on a `velo up` process (RSS from /proc/PID/status, the data
 // dir walked on disk).
 //
-//  1. Churn: one component redeployed churnDeploys times back to back, a
+//  1. Churn: one component redeployed b.ScaleChurn times back to back, a
 //     distinct module binary each time (hello.wasm with a custom section
 //     holding the counter, so each version has its own compiled module);
 //     RSS and data dir after the first keep (10) deploys, the "peer": what
@@ -37,7 +37,6 @@ import (
 //     wasm.DefaultMaxLoaded in memory), each called once, p50/p99; the
 //     peer is the second call to the same components.
 const (
-	churnDeploys  = 300
 	churnKeep     = 10
 	scaleClients  = 8
 	firstCalls    = 100
@@ -60,6 +59,9 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 			return "", err
 		}
 		notes = append(notes, note)
+	}
+	if b.ScaleOnlyChurn {
+		return scaleText(b, t, notes, 0), nil
 	}
 
 	// 2. Many components.
@@ -123,6 +125,13 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 	t.add("… p99", fmtDur(percentile(first, 99)), fmtDur(percentile(second, 99)),
 		fmtDiff(percentile(first, 99)-percentile(second, 99)), "≤ 5 ms", verdict(percentile(first, 99) <= 5*time.Millisecond))
 
+	return scaleText(b, t, notes, min(firstCalls, deployed-1)), nil
+}
+
+// scaleText is the section's text around table t: how it measures what,
+// the table, the notes. firsts is how many long-idle components part 3
+// called (0: parts 2 and 3 did not run).
+func scaleText(b *Bench, t *table, notes []string, firsts int) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "## scale — versions and components piling up\n\n%s\n\n", b.Stamp())
 	fmt.Fprintf(&s, "`velo up` as its own process (embedded SQLite, hit recording on); RSS is `VmRSS` of /proc/PID/status "+
@@ -131,18 +140,26 @@ func scaleSection(ctx context.Context, b *Bench) (string, error) {
 		"module (no recompile needed).\n\n", settleForRSS)
 	fmt.Fprintf(&s, "1. **Churn** — one component redeployed %d times back to back through the API, each deploy waiting until "+
 		"live (far faster than the 3 s retirement grace); the peer column is the same process after the first %d deploys "+
-		"(`VELO_KEEP_DEPLOYMENTS`, default 10), i.e. what N versions need.\n", churnDeploys, churnKeep)
+		"(`VELO_KEEP_DEPLOYMENTS`, default 10), i.e. what N versions need.\n", b.ScaleChurn, churnKeep)
+	if firsts == 0 {
+		fmt.Fprintf(&s, "\n%s\n", t)
+		for _, n := range notes {
+			fmt.Fprintf(&s, "%s\n", n)
+		}
+		s.WriteString("\n")
+		return s.String()
+	}
 	fmt.Fprintf(&s, "2. **Many components** — a fresh `velo up`; distinct components deployed by %d clients at once, each "+
 		"uploading and waiting until live (`GET /deployments/{id}?wait=`, held by the server until the deployment changes); RSS per idle component is (RSS − RSS with one component) / components.\n", scaleClients)
 	fmt.Fprintf(&s, "3. **First call to a long-idle component** — the %d components deployed first, never called since, whose "+
 		"compiled code was unloaded (the worker keeps %d modules loaded); one call each, then a second one (the peer).\n\n",
-		min(firstCalls, deployed-1), 256)
+		firsts, 256)
 	fmt.Fprintf(&s, "%s\n", t)
 	for _, n := range notes {
 		fmt.Fprintf(&s, "%s\n", n)
 	}
 	s.WriteString("\n")
-	return s.String(), nil
+	return s.String()
 }
 
 // scaleSteps are the component counts measured on the way to n.
@@ -175,15 +192,28 @@ func fmtRates(rs []float64) string {
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
+func kib(n int64) string { return fmt.Sprintf("%.0f KiB", float64(n)/(1<<10)) }
+
+// size is n in KiB under 10 MiB, else in MiB.
+func size(n int64) string {
+	if n < 10<<20 {
+		return kib(n)
+	}
+	return mib(n)
+}
+
 // footprint is what a velo up holds at one moment.
 type footprint struct {
 	rss, data      int64 // data: the whole data dir
 	store          int64 // of which the SQLite files (velo.db, its WAL)
+	wal            int64 // of which the WAL (velo.db-wal)
+	files          int   // files in the data dir
 	trees, modules int
 }
 
 func (f footprint) String() string {
-	return fmt.Sprintf("RSS %s, data dir %s (store %s), %d unpacked trees, %d compiled modules", mib(f.rss), mib(f.data), mib(f.store), f.trees, f.modules)
+	return fmt.Sprintf("RSS %s, data dir %s in %d files (store %s, WAL %s), %d unpacked trees, %d compiled modules",
+		mib(f.rss), size(f.data), f.files, size(f.store), kib(f.wal), f.trees, f.modules)
 }
 
 func measure(pid int, data string) footprint {
@@ -194,8 +224,12 @@ func measure(pid int, data string) footprint {
 		}
 		if fi, err := d.Info(); err == nil {
 			f.data += fi.Size()
+			f.files++
 			if strings.HasPrefix(d.Name(), "velo.db") {
 				f.store += fi.Size()
+			}
+			if d.Name() == "velo.db-wal" {
+				f.wal += fi.Size()
 			}
 		}
 		if strings.Contains(p, string(filepath.Separator)+"wasm-cache"+string(filepath.Separator)) {
@@ -318,7 +352,7 @@ func scaleChurn(ctx context.Context, b *Bench, hello []byte, t *table) (string, 
 	var atN, atK footprint
 	start := time.Now()
 	var deployTimes []time.Duration
-	for i := 0; i < churnDeploys; i++ {
+	for i := 0; i < b.ScaleChurn; i++ {
 		s := time.Now()
 		if err := deployVariant(ctx, b, v, "churn", hello, i); err != nil {
 			v.Close()
@@ -334,20 +368,22 @@ func scaleChurn(ctx context.Context, b *Bench, hello []byte, t *table) (string, 
 	elapsed := time.Since(start)
 	time.Sleep(settleForRSS)
 	atK = measure(v.proc.Pid(), data)
-	b.logf("churn: after %d deploys in %s: %s", churnDeploys, elapsed.Round(time.Second), atK)
+	b.logf("churn: after %d deploys in %s: %s", b.ScaleChurn, elapsed.Round(time.Second), atK)
 	v.Close()
-	t.add(fmt.Sprintf("Churn: RSS after %d deploys of one component", churnDeploys), mib(atK.rss),
+	t.add(fmt.Sprintf("Churn: RSS after %d deploys of one component", b.ScaleChurn), mib(atK.rss),
 		mib(atN.rss)+fmt.Sprintf(" after %d", churnKeep), fmt.Sprintf("%.2f×", float64(atK.rss)/float64(atN.rss)),
 		"≤ 1.5× what N versions need", verdict(float64(atK.rss) <= 1.5*float64(atN.rss)))
-	t.add("… data dir (store, unpacked trees, compiled modules)", mib(atK.data), mib(atN.data)+fmt.Sprintf(" after %d", churnKeep),
+	t.add("… data dir (store, unpacked trees, compiled modules)", size(atK.data), size(atN.data)+fmt.Sprintf(" after %d", churnKeep),
 		fmt.Sprintf("%.2f×", float64(atK.data)/float64(atN.data)), "≤ 1.5×", verdict(float64(atK.data) <= 1.5*float64(atN.data)))
-	t.add("… of which the store (velo.db and its WAL: deployment records, build logs, kept artifacts)", mib(atK.store), mib(atN.store),
-		fmt.Sprintf("%.2f×", float64(atK.store)/float64(atN.store)), "", info)
-	t.add("… the rest (unpacked trees, compiled modules, keys)", mib(atK.data-atK.store), mib(atN.data-atN.store),
+	t.add(fmt.Sprintf("… of which the store (velo.db and its WAL: the newest %d deployment records, %d build logs and artifacts)", 10*churnKeep, churnKeep),
+		size(atK.store), size(atN.store), fmt.Sprintf("%.2f×", float64(atK.store)/float64(atN.store)), "", info)
+	t.add("… … of which the WAL (velo.db-wal, cut to nothing a grace after the last deploy)", kib(atK.wal), kib(atN.wal), "", "", info)
+	t.add("… the rest (unpacked trees, compiled modules, keys)", size(atK.data-atK.store), size(atN.data-atN.store),
 		fmt.Sprintf("%.2f×", float64(atK.data-atK.store)/float64(atN.data-atN.store)), "≤ 1.5×",
 		verdict(float64(atK.data-atK.store) <= 1.5*float64(atN.data-atN.store)))
-	t.add("… unpacked trees / compiled modules on disk", fmt.Sprintf("%d / %d", atK.trees, atK.modules),
-		fmt.Sprintf("%d / %d", atN.trees, atN.modules), "", "the live version's", verdict(atK.trees <= 2 && atK.modules <= 2))
+	t.add("… files in the data dir / unpacked trees / compiled modules on disk", fmt.Sprintf("%d / %d / %d", atK.files, atK.trees, atK.modules),
+		fmt.Sprintf("%d / %d / %d", atN.files, atN.trees, atN.modules), "", "the live version's",
+		verdict(atK.files <= atN.files && atK.trees <= 2 && atK.modules <= 2))
 	return fmt.Sprintf("Churn: %d deploys in %s (each waited until live; p50 %s, p99 %s per deploy).",
-		churnDeploys, elapsed.Round(time.Second), fmtDur(percentile(deployTimes, 50)), fmtDur(percentile(deployTimes, 99))), nil
+		b.ScaleChurn, elapsed.Round(time.Second), fmtDur(percentile(deployTimes, 50)), fmtDur(percentile(deployTimes, 99))), nil
 }
