@@ -202,7 +202,19 @@ type dirFile struct {
 	off     int
 }
 
-func (d *dirFile) Stat() (fs.FileInfo, error) { return dirInfo(d.name), nil }
+// Stat implements fs.File. Its info holds only a pointer, so that making
+// it allocates nothing: wazero stats the preopened root on every call.
+func (d *dirFile) Stat() (fs.FileInfo, error) { return dirFileInfo{d}, nil }
+
+// dirFileInfo is an open directory's info: dirInfo's, under its name.
+type dirFileInfo struct{ d *dirFile }
+
+func (i dirFileInfo) Name() string       { return i.d.name }
+func (i dirFileInfo) Size() int64        { return dirInfo(i.d.name).Size() }
+func (i dirFileInfo) Mode() fs.FileMode  { return dirInfo(i.d.name).Mode() }
+func (i dirFileInfo) ModTime() time.Time { return dirInfo(i.d.name).ModTime() }
+func (i dirFileInfo) IsDir() bool        { return true }
+func (i dirFileInfo) Sys() any           { return nil }
 func (d *dirFile) Read([]byte) (int, error) {
 	return 0, &fs.PathError{Op: "read", Path: d.name, Err: fs.ErrInvalid}
 }

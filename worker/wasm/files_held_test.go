@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -151,5 +152,33 @@ func TestFilesHeldHammer(t *testing.T) {
 	}
 	if got := rt.heldFiles.used.Load(); got != int64(len(want["/fn/fs/static/app.css"])+len(want["/fn/fs/static/sub/deep.txt"])) {
 		t.Errorf("held %d bytes", got)
+	}
+}
+
+// TestFilesRootStatAllocs: the stat of an open mounted directory, which
+// wazero makes of the preopened root on every call, allocates nothing; its
+// info is still the directory's.
+func TestFilesRootStatAllocs(t *testing.T) {
+	dir := filesTree(t, "fileserver.wasm")
+	f, err := newFilesFS(dir, []manifest.FileMount{{Pattern: "static/**"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	d, err := f.Open("static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := d.Stat(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations for a directory's stat", allocs)
+	}
+	info, _ := d.Stat()
+	if info.Name() != "static" || !info.IsDir() || info.Mode() != fs.ModeDir|0o555 || info.Size() != 0 {
+		t.Errorf("info %q dir=%v mode %v size %d", info.Name(), info.IsDir(), info.Mode(), info.Size())
 	}
 }
