@@ -195,8 +195,14 @@ func (t EventTx) PutIdempotencyKey(ctx context.Context, component, key string, i
 }
 
 // InEventTx runs fn in a transaction and commits it when fn returns nil.
+// On Postgres its BEGIN goes with its first statement (pgtx.go): a
+// request waits for this transaction before its 202.
 func (s *Store) InEventTx(ctx context.Context, fn func(tx EventTx) error) error {
-	return s.tx(ctx, func(q querier) error {
+	begin := s.db.begin
+	if pg, ok := s.db.(*pgEngine); ok {
+		begin = pg.beginPipelined
+	}
+	return s.txWith(ctx, begin, func(q querier) error {
 		t := EventTx{q: q.(txn)}
 		switch r := q.(type) {
 		case pgTx:

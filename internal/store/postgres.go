@@ -70,6 +70,13 @@ func (e *pgEngine) begin(ctx context.Context) (txn, error) {
 	return pgTx{pgQuerier{t}, t}, nil
 }
 
+// beginPipelined starts a transaction whose BEGIN goes with its first
+// statement (pgtx.go): the event engine's enqueues.
+func (e *pgEngine) beginPipelined(context.Context) (txn, error) {
+	t := &pipelinedTx{pool: e.pool}
+	return pgTx{pgQuerier{t}, t}, nil
+}
+
 // migrationLock holds a session advisory lock on a connection of its own,
 // closed afterwards, so the lock cannot outlive the migration on a pooled
 // connection even if unlocking fails.

@@ -117,7 +117,12 @@ func (s *Store) Engine() string { return s.db.name() }
 // tx runs fn in a transaction, committing when it returns nil and rolling
 // back otherwise.
 func (s *Store) tx(ctx context.Context, fn func(q querier) error) (err error) {
-	t, err := s.db.begin(ctx)
+	return s.txWith(ctx, s.db.begin, fn)
+}
+
+// txWith is tx with the transaction begun by begin.
+func (s *Store) txWith(ctx context.Context, begin func(context.Context) (txn, error), fn func(q querier) error) (err error) {
+	t, err := begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", mapErr(err))
 	}
