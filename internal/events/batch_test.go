@@ -341,3 +341,74 @@ func TestDepthSamplesBounded(t *testing.T) {
 		t.Fatalf("%d queue depths kept after %d queues, want at most %d", n, maxDepthSamples+100, maxDepthSamples)
 	}
 }
+
+// TestStaleDepthDoesNotHoldCalls: a queue's depth read from the store goes
+// stale every depthFresh; the call that finds it stale goes on with the
+// depth it has while it is read again in the background, so a count that
+// takes long (here: never answers until released) holds up no call. The
+// first call of a queue, and one the stale depth would refuse, still wait
+// for the count, and a full queue is refused.
+func TestStaleDepthDoesNotHoldCalls(t *testing.T) {
+	var mu sync.Mutex
+	depth, reads := int64(0), 0
+	block := make(chan struct{})
+	e := &Engine{depth: map[string]*depthSample{}, queuedDepth: func(ctx context.Context, queue string) (int64, error) {
+		mu.Lock()
+		reads++
+		n, r := depth, reads
+		mu.Unlock()
+		if r == 2 {
+			select { // the first re-read hangs
+			case <-block:
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
+		}
+		return n, nil
+	}}
+	const max = 10
+	if err := e.checkDepth(context.Background(), "q", max); err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	e.mu.Lock()
+	e.depth["q"].at = time.Now().Add(-time.Hour) // stale
+	e.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- e.checkDepth(context.Background(), "q", max) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("call with a stale depth: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a call with a stale depth waited for the store's count")
+	}
+	readsNow := func() int { mu.Lock(); defer mu.Unlock(); return reads }
+	testsupport.Eventually(t, 30*time.Second, "the depth read again", func() bool { return readsNow() == 2 })
+	// More calls while the re-read hangs: no second read at once.
+	for range 3 {
+		if err := e.checkDepth(context.Background(), "q", max); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	if reads != 2 {
+		t.Errorf("%d reads of the depth, want 2 (the first, one re-read)", reads)
+	}
+	depth = max // the queue filled up meanwhile
+	mu.Unlock()
+	close(block)
+	testsupport.Eventually(t, 30*time.Second, "the re-read depth refuses calls", func() bool {
+		return errors.Is(e.checkDepth(context.Background(), "q", max), router.ErrQueueFull)
+	})
+	// Stale and full: the call waits for a fresh count (now room again).
+	mu.Lock()
+	depth = 0
+	mu.Unlock()
+	e.mu.Lock()
+	e.depth["q"].at = time.Now().Add(-time.Hour)
+	e.mu.Unlock()
+	if err := e.checkDepth(context.Background(), "q", max); err != nil {
+		t.Errorf("a stale full depth that the store no longer has: %v", err)
+	}
+}
