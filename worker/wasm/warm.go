@@ -40,8 +40,10 @@ import (
 // requests, so idle components hold none.
 
 const (
-	// maxWarmIdle is the most idle instances a deployment keeps.
-	maxWarmIdle = 8
+	// maxWarmIdle is the most idle instances a deployment keeps: about
+	// the calls a busy worker runs at once (a call waits on its client
+	// only for an answer over 64 KiB).
+	maxWarmIdle = 16
 	// warmBudget bounds the bytes idle instances and their memory images
 	// hold, across a Runtime.
 	warmBudget = 32 << 20
@@ -291,6 +293,9 @@ func (p *warmPool) take(code *code) *warm {
 func (p *warmPool) put(w *warm) {
 	p.mu.Lock()
 	n := int64(warmOverhead)
+	if p.image != nil {
+		n += int64(p.image.size) // its linear memory
+	}
 	if p.closed || len(p.idle) >= maxWarmIdle || !p.rt.warmBudget.take(n) {
 		p.mu.Unlock()
 		w.close()

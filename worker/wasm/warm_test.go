@@ -2,9 +2,12 @@ package wasm
 
 import (
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/worker"
@@ -146,5 +149,54 @@ func TestWarmPoolSwept(t *testing.T) {
 	want := pristineProbe(t, probe(t, in, "yyyyy"), "yyyyy")
 	if got := probe(t, in, "yyyyy"); got != want {
 		t.Fatalf("after the sweep: probe saw %q, want %q", got, want)
+	}
+}
+
+// BenchmarkWarmVsFresh alternates, in small blocks on one goroutine so that
+// both see the same machine load, a deployment that reuses its instances
+// and the same deployment made to instantiate afresh for every request,
+// for the file server (a 4 KiB file from `files`) and the echo module, and
+// reports each one's time per request and their ratio.
+func BenchmarkWarmVsFresh(b *testing.B) {
+	for _, module := range []string{"fileserver.wasm", "echo.wasm"} {
+		b.Run(module, func(b *testing.B) {
+			dir := b.TempDir()
+			copyModuleTB(b, dir, module)
+			if err := writeTestFile(dir, "static/page.html", strings.Repeat("x", 4096)); err != nil {
+				b.Fatal(err)
+			}
+			spec := moduleSpec("echo", dir, module, &sink{})
+			spec.Manifest.Files = []manifest.FileMount{{Pattern: "static/**"}}
+			rt := newRuntime(b, Config{})
+			warm, fresh := prepare(b, rt, spec), prepare(b, rt, spec).(*instance)
+			fresh.warm = nil
+			target := "/fn/echo/static/page.html"
+			if module == "echo.wasm" {
+				target = "/fn/echo/env"
+			}
+			r := httptest.NewRequest("GET", target, nil)
+			w := &discardWriter{h: http.Header{}}
+			const block = 50
+			var warmTime, freshTime time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i += block {
+				n := min(block, b.N-i)
+				start := time.Now()
+				for range n {
+					clear(w.h)
+					warm.Serve(w, r, "/fn/echo")
+				}
+				mid := time.Now()
+				for range n {
+					clear(w.h)
+					fresh.Serve(w, r, "/fn/echo")
+				}
+				warmTime += mid.Sub(start)
+				freshTime += time.Since(mid)
+			}
+			b.ReportMetric(float64(warmTime.Nanoseconds())/float64(b.N), "warm-ns/op")
+			b.ReportMetric(float64(freshTime.Nanoseconds())/float64(b.N), "fresh-ns/op")
+			b.ReportMetric(float64(warmTime)/float64(freshTime), "warm/fresh")
+		})
 	}
 }
