@@ -28,7 +28,7 @@ func fastServer(t *testing.T, r *Router, loops int) string {
 
 // serveFast serves through fs, whose fallback is fs.Router behind a mux
 // with /healthz, as the router role has it, until the test ends.
-func serveFast(t *testing.T, fs *FastServer) string {
+func serveFast(t testing.TB, fs *FastServer) string {
 	t.Helper()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })

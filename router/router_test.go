@@ -60,13 +60,13 @@ func (f *flakyStore) AddHits(ctx context.Context, batch []store.Hits) error {
 }
 
 type fixture struct {
-	t        *testing.T
+	t        testing.TB
 	st       *flakyStore
 	r        *Router
 	backends map[string]*backend
 }
 
-func newFixture(t *testing.T, cfg Config) *fixture {
+func newFixture(t testing.TB, cfg Config) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "velo.db"))
