@@ -170,6 +170,14 @@ func (r *Router) ServeEvents(w http.ResponseWriter, req *http.Request) {
 	r.enqueue(w, req2, rt, SourceEvent)
 }
 
+// Paused reports whether component is paused in the route table, so that
+// an executor holds its queued calls without taking them up (Invoke would
+// answer ErrPaused).
+func (r *Router) Paused(component string) bool {
+	rt := r.table.Load().routes[component]
+	return rt != nil && rt.paused
+}
+
 // Invoke runs queued call c, attempt number attempt of invocation id,
 // through the normal call path (the route table, round-robin, the worker's
 // limits, logs and statistics) and writes the answer to w. It returns

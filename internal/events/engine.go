@@ -49,6 +49,10 @@ type Config struct {
 	// Schedules lists the live schedules (router.Router.Schedules); an
 	// executor queues their ticks. Nil: no schedules.
 	Schedules func() []router.Scheduled
+	// Paused reports whether a component is paused (router.Router.Paused):
+	// an executor then holds its calls before they take a slot, without
+	// a write each time. Nil: Caller's router.ErrPaused tells.
+	Paused func(component string) bool
 	// Poll is how often an executor looks for queues it does not work yet
 	// and for calls whose process died (default 1s).
 	Poll time.Duration
@@ -130,6 +134,7 @@ const (
 type client interface {
 	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
 	JobGet(ctx context.Context, id int64) (*rivertype.JobRow, error)
+	JobUpdate(ctx context.Context, id int64, params *river.JobUpdateParams) (*rivertype.JobRow, error)
 	JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
 	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
 	JobDelete(ctx context.Context, id int64) (*rivertype.JobRow, error)
@@ -702,12 +707,24 @@ func backoff(base time.Duration, attempt int) time.Duration {
 // last, makes it dead); a paused component holds it.
 func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 	c := &j.Args.Call
+	// A call held (waiting for a slot, or its component paused) shows
+	// queued, not running, until it is called: see heldAttempt.
+	held := heldAttempt(j.JobRow) == j.Attempt
+	hold := func() {
+		if !held {
+			held = w.e.markHeld(ctx, j.ID, j.Attempt) == nil
+		}
+	}
+	if p := w.e.cfg.Paused; p != nil && p(c.Component) {
+		hold()
+		return river.JobSnooze(time.Second)
+	}
 	if s := w.e.slots; s != nil {
 		limit := c.Events.Concurrency
 		if limit <= 0 {
 			limit = manifest.EventConcurrency
 		}
-		release, waited, ok := s.acquire(ctx, j.Queue, limit)
+		release, waited, ok := s.acquire(ctx, j.Queue, limit, hold)
 		if !ok {
 			// The cluster runs as many of the component's calls as it
 			// may: back to the queue, no attempt spent.
@@ -723,11 +740,18 @@ func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 			}
 		}
 	}
+	if held {
+		if err := w.e.markHeld(ctx, j.ID, 0); errors.Is(err, rivertype.ErrNotFound) {
+			return river.JobCancel(fmt.Errorf("the call of %s was dropped while it was held", c.Component))
+		}
+		held = false
+	}
 	rec := newRecorder()
 	start := time.Now()
 	err := w.e.cfg.Caller.Invoke(ctx, rec, c, j.ID, j.Attempt)
 	switch {
 	case errors.Is(err, router.ErrPaused):
+		hold()
 		return river.JobSnooze(time.Second)
 	case errors.Is(err, router.ErrNoComponent):
 		return river.JobCancel(err)
@@ -764,6 +788,36 @@ func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 		return errors.New(a.Error)
 	}
 	return nil
+}
+
+// heldMark is the River output of a job while it is held: the attempt it
+// waits to make (0: none).
+type heldMark struct {
+	Held int `json:"held"`
+}
+
+// markHeld records that job id's attempt is held (0: it is being called).
+func (e *Engine) markHeld(ctx context.Context, id int64, attempt int) error {
+	_, err := e.client.JobUpdate(ctx, id, &river.JobUpdateParams{Output: heldMark{Held: attempt}})
+	if err != nil && !errors.Is(err, rivertype.ErrNotFound) && ctx.Err() == nil {
+		e.log.Warn("mark a held call", "id", id, "err", err)
+	}
+	return err
+}
+
+// heldAttempt is the attempt job j waits to make, as markHeld wrote it;
+// 0 when it is not held.
+func heldAttempt(j *rivertype.JobRow) int {
+	if j == nil || len(j.Metadata) == 0 {
+		return 0
+	}
+	var m struct {
+		Output heldMark `json:"output"`
+	}
+	if json.Unmarshal(j.Metadata, &m) != nil {
+		return 0
+	}
+	return m.Output.Held
 }
 
 func firstLine(b []byte) string {

@@ -38,6 +38,9 @@ var riverStates = map[string][]rivertype.JobState{
 func stateOf(j *rivertype.JobRow) string {
 	switch j.State {
 	case rivertype.JobStateRunning:
+		if j.Attempt > 0 && heldAttempt(j) == j.Attempt {
+			return StateQueued // fetched, but waiting for a slot or its paused component
+		}
 		return StateRunning
 	case rivertype.JobStateCompleted:
 		return StateSucceeded

@@ -72,8 +72,8 @@ func newSlots(st *store.Store, log *slog.Logger) *slots {
 // acquire takes one of queue's slots, waiting up to slotWait for one. ok
 // false: none came (or ctx ended); the call should go back to the queue.
 // waited reports that it did not get one at once. release gives the slot
-// back.
-func (s *slots) acquire(ctx context.Context, queue string, limit int) (release func(), waited, ok bool) {
+// back. hold, when not nil, runs once before the call starts waiting.
+func (s *slots) acquire(ctx context.Context, queue string, limit int, hold func()) (release func(), waited, ok bool) {
 	timer := time.NewTimer(slotWait)
 	defer timer.Stop()
 	s.mu.Lock()
@@ -96,6 +96,15 @@ func (s *slots) acquire(ctx context.Context, queue string, limit int) (release f
 			return func() { s.release(g) }, counted, true
 		}
 		if !counted {
+			if hold != nil {
+				// Before the call counts as waiting: it shows queued
+				// (see heldAttempt) from then on.
+				s.mu.Unlock()
+				hold()
+				hold = nil
+				s.mu.Lock()
+				continue
+			}
 			g.waiting++
 			counted = true
 		}

@@ -102,7 +102,8 @@ func NewRouter(ctx context.Context, cfg RouterConfig) (*Role, error) {
 		Caller: events.CallerFunc(func(ctx context.Context, w http.ResponseWriter, c *router.Call, id int64, attempt int) error {
 			return rt.Invoke(ctx, w, c, id, attempt)
 		}),
-		Schedules: func() []router.Scheduled { return rt.Schedules() }})
+		Schedules: func() []router.Scheduled { return rt.Schedules() },
+		Paused:    func(component string) bool { return rt.Paused(component) }})
 	if err != nil {
 		return r.fail(err)
 	}
