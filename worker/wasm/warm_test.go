@@ -200,3 +200,44 @@ func BenchmarkWarmVsFresh(b *testing.B) {
 		})
 	}
 }
+
+// TestReusedInstanceIsPristineRust is TestReusedInstanceIsPristine for a
+// Rust module (testdata/pristine.rs): its statics, heap and stack after an
+// exit code, a panic and a normal end.
+func TestReusedInstanceIsPristineRust(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	dir := t.TempDir()
+	copyModuleTB(t, dir, "pristine_rs.wasm")
+	in := prepare(t, rt, moduleSpec("echo", dir, "pristine_rs.wasm", &sink{}))
+	want := func(q string) string {
+		res := serve(in, "GET", "/fn/echo/probe?"+q, nil)
+		body := readAll(t, res)
+		if res.StatusCode != 200 {
+			t.Fatalf("probe: status %d: %s", res.StatusCode, body)
+		}
+		return body
+	}
+	first := want("q0000")
+	if !strings.HasPrefix(first, "count=1 ") || !strings.Contains(first, "scratch=- ") || !strings.Contains(first, `"q0000"`) {
+		t.Fatalf("the first request saw a used instance: %q", first)
+	}
+	steps := []struct {
+		path   string
+		status int
+	}{{"/probe", 200}, {"/exit3", 502}, {"/panic", 502}, {"/other", 200}}
+	for round := range 3 {
+		for i, s := range steps {
+			res := serve(in, "GET", "/fn/echo"+s.path, nil)
+			if body := readAll(t, res); res.StatusCode != s.status {
+				t.Errorf("%s: status %d, want %d: %s", s.path, res.StatusCode, s.status, body)
+			}
+			q := fmt.Sprintf("r%dq%02d", round, i)
+			if got, w := want(q), strings.ReplaceAll(first, "q0000", q); got != w {
+				t.Errorf("after %s: probe saw %q, want %q", s.path, got, w)
+			}
+		}
+	}
+	if n, requests := rt.warmNew.Load(), int64(1+3*2*len(steps)); n*2 > requests {
+		t.Errorf("%d instances made for %d requests: reuse did not happen", n, requests)
+	}
+}

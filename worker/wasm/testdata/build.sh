@@ -27,6 +27,7 @@ for mode in 1 2 3 4 5 6; do
 	cc -DMODE=$mode -o badroutes$mode.wasm badroutes.c
 done
 "$RUSTC" --target wasm32-wasi -O -C strip=symbols -o routes_rs.wasm routes.rs
+"$RUSTC" --target wasm32-wasi -O -C strip=symbols -o pristine_rs.wasm pristine.rs
 (cd gowagi && GOOS=wasip1 GOARCH=wasm "$GO" build -buildmode=c-shared -trimpath \
 	-ldflags='-s -w' -o ../routes_go.wasm .)
 cc -o outbound-c.wasm outbound.c
