@@ -1,7 +1,8 @@
 // Package wasm runs WebAssembly components on wazero, speaking WAGI: every
 // request gets a fresh instance of the component's compiled WASI command
-// module, with the request's CGI variables in its environment and its body on
-// stdin, and the module answers with a CGI response on stdout. Both stream
+// module (or one put back exactly as fresh, warm.go), with the request's CGI
+// variables in its environment and its body on stdin, and the module
+// answers with a CGI response on stdout. Both stream
 // (call.go), so what a call holds in memory is bounded by its linear memory
 // cap and a constant, which the worker's admission reserves
 // (Instance.CallMemory).
