@@ -18,17 +18,17 @@ import (
 // reaches them through the store's notifications (pg_notify), no redeploy.
 func TestClusterSecrets(t *testing.T) {
 	c := newCluster(t, secrets.EnvKey+"="+secrets.NewKey())
-	dm := c.start("deploymgr", "deploymgr")
-	c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
-	c.start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
-	rt := c.start("router", "router")
-	cl := c.client(dm)
-	d, err := cl.Deploy(c.ctx, "vault", bytes.NewReader(archivetest.TarGz(t, vaultFiles(vaultToml))))
+	dm := c.Start("deploymgr", "deploymgr")
+	c.Start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	c.Start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
+	rt := c.Start("router", "router")
+	cl := c.Client(dm)
+	d, err := cl.Deploy(c.Ctx, "vault", bytes.NewReader(archivetest.TarGz(t, vaultFiles(vaultToml))))
 	if err != nil {
 		t.Fatal(err)
 	}
-	testsupport.Eventually(c.t, 30*time.Second, "vault live on both workers", func() bool {
-		comp, err := cl.Component(c.ctx, "vault")
+	testsupport.Eventually(c.T, 30*time.Second, "vault live on both workers", func() bool {
+		comp, err := cl.Component(c.Ctx, "vault")
 		if err != nil || comp.Live == nil || comp.Live.ID != d.ID {
 			return false
 		}
@@ -44,7 +44,7 @@ func TestClusterSecrets(t *testing.T) {
 	seen := func(want string) map[string]bool {
 		by := map[string]bool{}
 		for range 40 {
-			res, err := http.Get(rt.url + "/fn/vault/get?API_KEY")
+			res, err := http.Get(rt.URL + "/fn/vault/get?API_KEY")
 			if err != nil {
 				continue
 			}
@@ -57,27 +57,25 @@ func TestClusterSecrets(t *testing.T) {
 		return by
 	}
 	for _, value := range []string{apiKeyValue, "second-" + apiKeyValue} {
-		if _, err := cl.SetSecret(c.ctx, "vault", "API_KEY", value); err != nil {
+		if _, err := cl.SetSecret(c.Ctx, "vault", "API_KEY", value); err != nil {
 			t.Fatal(err)
 		}
-		testsupport.Eventually(c.t, 20*time.Second, "both workers serving "+value, func() bool {
+		testsupport.Eventually(c.T, 20*time.Second, "both workers serving "+value, func() bool {
 			by := seen(value)
 			return by["a"] && by["b"]
 		})
 	}
-	if err := cl.DeleteSecret(c.ctx, "vault", "API_KEY"); err != nil {
+	if err := cl.DeleteSecret(c.Ctx, "vault", "API_KEY"); err != nil {
 		t.Fatal(err)
 	}
-	testsupport.Eventually(c.t, 20*time.Second, "both workers without the secret", func() bool {
+	testsupport.Eventually(c.T, 20*time.Second, "both workers without the secret", func() bool {
 		by := seen("(unset)")
 		return by["a"] && by["b"]
 	})
 	// No role logged a value.
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, p := range c.procs {
-		if strings.Contains(p.out.String(), apiKeyValue) {
-			t.Errorf("%s logged a secret value", p.name)
+	for _, p := range c.Procs() {
+		if strings.Contains(p.Out.String(), apiKeyValue) {
+			t.Errorf("%s logged a secret value", p.Name)
 		}
 	}
 }

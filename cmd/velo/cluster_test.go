@@ -6,22 +6,17 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/velo-run/velo/internal/api"
 	"github.com/velo-run/velo/internal/archive/archivetest"
-	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/clustertest"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/testsupport"
@@ -34,151 +29,12 @@ import (
 // test process (clustertest.Binary; TestMain's clustertest.Run removes it).
 func veloBinary(t testing.TB) string { return clustertest.Binary(t) }
 
-// cluster is a set of role processes sharing one Postgres database.
-type cluster struct {
-	t     *testing.T
-	ctx   context.Context
-	db    string
-	token string // cluster token
-	admin string // admin API token
-	env   []string
-	mu    sync.Mutex
-	procs []*proc
-}
-
-// proc is one running role.
-type proc struct {
-	name string
-	url  string
-	cmd  *exec.Cmd
-	out  *testsupport.SyncBuffer
-	done chan struct{}
-}
-
-func newCluster(t *testing.T, env ...string) *cluster {
+// newCluster is a cluster (clustertest.New) whose roles also take the
+// metrics token the tests read /metrics with.
+func newCluster(t *testing.T, env ...string) *clustertest.Cluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("cluster tests start processes; skipped with -short")
-	}
-	bin := veloBinary(t)
-	_ = bin
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	c := &cluster{t: t, ctx: ctx, db: pgtest.URL(t), token: "cluster-" + randomWord(), admin: "admin-" + randomWord()}
-	c.env = append([]string{
-		"VELO_DATABASE_URL=" + c.db,
-		"VELO_CLUSTER_TOKEN=" + c.token,
-		"VELO_ADMIN_TOKEN=" + c.admin,
-		"VELO_METRICS_TOKEN=" + testMetricsToken,
-		"VELO_LOG_LEVEL=info",
-	}, env...)
-	t.Cleanup(func() {
-		c.mu.Lock()
-		procs := c.procs
-		c.mu.Unlock()
-		for _, p := range procs {
-			p.stop()
-		}
-		if t.Failed() {
-			for _, p := range procs {
-				t.Logf("--- %s output:\n%s", p.name, tail(p.out.String(), 60))
-			}
-		}
-	})
-	return c
+	return clustertest.New(t, append([]string{"VELO_METRICS_TOKEN=" + testMetricsToken}, env...)...)
 }
-
-func randomWord() string {
-	b := make([]byte, 8)
-	f, _ := os.Open("/dev/urandom")
-	defer f.Close()
-	_, _ = io.ReadFull(f, b)
-	return fmt.Sprintf("%x", b)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func freeLoopbackAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// start runs `velo ROLE --addr <free port> args…` and waits for its
-// /healthz.
-func (c *cluster) start(name, role string, args ...string) *proc {
-	c.t.Helper()
-	addr := freeLoopbackAddr(c.t)
-	return c.startAt(name, addr, role, args...)
-}
-
-func (c *cluster) startAt(name, addr, role string, args ...string) *proc {
-	c.t.Helper()
-	argv := append([]string{role, "--addr", addr}, args...)
-	cmd := exec.Command(veloBinary(c.t), argv...)
-	cmd.Env = append(os.Environ(), c.env...)
-	p := &proc{name: name, url: "http://" + addr, cmd: cmd, out: new(testsupport.SyncBuffer), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	c.mu.Lock()
-	c.procs = append(c.procs, p)
-	c.mu.Unlock()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		res, err := http.Get(p.url + "/healthz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return p
-			}
-		}
-		select {
-		case <-p.done:
-			c.t.Fatalf("%s exited early: %s", name, p.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s not healthy after 20s: %v\n%s", name, err, p.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-// stop asks the process to shut down, then kills it after 10s.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.kill()
-	}
-}
-
-func (c *cluster) client(dm *proc) *client.Client { return client.New(dm.url, c.admin, nil) }
 
 // helloArchive packs the hello-wasm example with the given greeting.
 func helloArchive(t testing.TB, greeting string) []byte {
@@ -190,54 +46,25 @@ func helloArchive(t testing.TB, greeting string) []byte {
 	})
 }
 
-// deploy uploads hello with greeting through deploymgr dm and waits until it
-// is live.
-func (c *cluster) deploy(dm *proc, greeting string) int64 {
-	c.t.Helper()
-	return c.deployArchive(dm, helloArchive(c.t, greeting))
+// deployHello uploads the hello-wasm example with greeting as component
+// hello through deploymgr dm and waits until it is live.
+func deployHello(c *clustertest.Cluster, dm *clustertest.Proc, greeting string) int64 {
+	c.T.Helper()
+	return c.DeployArchive(dm, "hello", helloArchive(c.T, greeting))
 }
 
-// deployArchive uploads archive as component hello and waits until it is
-// live, returning the deployment's ID.
-func (c *cluster) deployArchive(dm *proc, archive []byte) int64 {
-	c.t.Helper()
-	d, err := c.client(dm).Deploy(c.ctx, "hello", bytes.NewReader(archive))
-	if err != nil {
-		c.t.Fatalf("deploy: %v", err)
-	}
-	c.waitLive(dm, d.ID)
-	return d.ID
-}
-
-func (c *cluster) waitLive(dm *proc, id int64) {
-	c.t.Helper()
-	testsupport.Eventually(c.t, 30*time.Second, fmt.Sprintf("deployment %d live", id), func() bool {
-		comp, err := c.client(dm).Component(c.ctx, "hello")
-		return err == nil && comp.Live != nil && comp.Live.ID == id
-	})
-}
-
-// readyWorkers returns the workers with a ready placement of the live
-// deployment, per the API.
-func (c *cluster) readyWorkers(dm *proc) []string {
-	comp, err := c.client(dm).Component(c.ctx, "hello")
-	if err != nil || comp.Live == nil {
-		return nil
-	}
-	var ws []string
-	for _, in := range comp.Instances {
-		if in.Deployment == comp.Live.ID && in.State == "ready" {
-			ws = append(ws, in.Worker)
-		}
-	}
+// readyWorkers returns the workers with a ready placement of hello's live
+// deployment, per the API (none when it cannot be read).
+func readyWorkers(c *clustertest.Cluster, dm *clustertest.Proc) []string {
+	ws, _ := c.ReadyOn(dm, "hello")
 	return ws
 }
 
-// retired waits until deployment id has no placement left.
-func (c *cluster) retired(dm *proc, id int64) {
-	c.t.Helper()
-	testsupport.Eventually(c.t, 20*time.Second, fmt.Sprintf("the placements of deployment %d to be retired", id), func() bool {
-		comp, err := c.client(dm).Component(c.ctx, "hello")
+// retired waits until deployment id of hello has no placement left.
+func retired(c *clustertest.Cluster, dm *clustertest.Proc, id int64) {
+	c.T.Helper()
+	testsupport.Eventually(c.T, 20*time.Second, fmt.Sprintf("the placements of deployment %d to be retired", id), func() bool {
+		comp, err := c.Client(dm).Component(c.Ctx, "hello")
 		return err == nil && !slices.ContainsFunc(comp.Instances, func(in api.Instance) bool { return in.Deployment == id })
 	})
 }
@@ -345,18 +172,18 @@ func describeCalls(calls []call) string {
 // placement moves to the spare worker, which starts serving.
 func TestClusterRoundRobinFailover(t *testing.T) {
 	c := newCluster(t, "VELO_WORKER_TIMEOUT=3s", "VELO_WASM_REPLICAS=2")
-	dm := c.start("deploymgr", "deploymgr")
-	wa := c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
-	c.start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
-	rt := c.start("router", "router")
+	dm := c.Start("deploymgr", "deploymgr")
+	wa := c.Start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	c.Start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
+	rt := c.Start("router", "router")
 
-	id := c.deploy(dm, "hi")
-	testsupport.Eventually(c.t, 20*time.Second, "placements ready on a and b", func() bool {
-		return strings.Join(c.readyWorkers(dm), ",") == "a,b"
+	id := deployHello(c, dm, "hi")
+	testsupport.Eventually(c.T, 20*time.Second, "placements ready on a and b", func() bool {
+		return strings.Join(readyWorkers(c, dm), ",") == "a,b"
 	})
 	// Placed on two workers (VELO_WASM_REPLICAS=2) and routed round-robin.
-	url := rt.url + "/fn/hello/x"
-	testsupport.Eventually(c.t, 10*time.Second, "router serving from both workers", func() bool {
+	url := rt.URL + "/fn/hello/x"
+	testsupport.Eventually(c.T, 10*time.Second, "router serving from both workers", func() bool {
 		seen := map[string]bool{}
 		for _, cl := range load(url, 1, 4, 5*time.Second, nil) {
 			if cl.status == 200 {
@@ -376,21 +203,21 @@ func TestClusterRoundRobinFailover(t *testing.T) {
 	}
 
 	// A spare worker: not placed (two replicas), ready to take over.
-	c.start("worker-c", "worker", "--name", "c", "--data", t.TempDir())
+	c.Start("worker-c", "worker", "--name", "c", "--data", t.TempDir())
 
 	const conc = 8
 	stop := make(chan struct{})
 	done := make(chan []call)
 	go func() { done <- load(url, conc, 200000, 20*time.Second, stop) }()
 	time.Sleep(time.Second)
-	wa.kill()
+	wa.Kill()
 	killed := time.Now() // the process is gone: whatever starts now is new
 	// Placement moves off a once its heartbeat is older than 3s.
-	testsupport.Eventually(c.t, 20*time.Second, "placement moved from a to c", func() bool {
-		return strings.Join(c.readyWorkers(dm), ",") == "b,c"
+	testsupport.Eventually(c.T, 20*time.Second, "placement moved from a to c", func() bool {
+		return strings.Join(readyWorkers(c, dm), ",") == "b,c"
 	})
 	moved := time.Now()
-	testsupport.Eventually(c.t, 10*time.Second, "traffic on c", func() bool {
+	testsupport.Eventually(c.T, 10*time.Second, "traffic on c", func() bool {
 		for _, cl := range load(url, 1, 4, 5*time.Second, nil) {
 			if cl.worker == "c" {
 				return true
@@ -440,22 +267,22 @@ func TestClusterRoundRobinFailover(t *testing.T) {
 // store once Postgres is back, none lost.
 func TestClusterPostgresRestart(t *testing.T) {
 	c := newCluster(t)
-	dm := c.start("deploymgr", "deploymgr")
-	c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
-	rt := c.start("router", "router")
-	c.deploy(dm, "hi")
-	url := rt.url + "/fn/hello/"
-	testsupport.Eventually(c.t, 10*time.Second, "router serving", func() bool {
+	dm := c.Start("deploymgr", "deploymgr")
+	c.Start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	rt := c.Start("router", "router")
+	deployHello(c, dm, "hi")
+	url := rt.URL + "/fn/hello/"
+	testsupport.Eventually(c.T, 10*time.Second, "router serving", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && cl[0].status == 200
 	})
 	// Let the warm-up hits reach the store, then count from there.
-	testsupport.Eventually(c.t, 10*time.Second, "warm-up hits flushed", func() bool {
-		st, err := c.client(dm).Stats(c.ctx, "hello", "1h")
+	testsupport.Eventually(c.T, 10*time.Second, "warm-up hits flushed", func() bool {
+		st, err := c.Client(dm).Stats(c.Ctx, "hello", "1h")
 		return err == nil && st.Hits > 0
 	})
 	time.Sleep(1500 * time.Millisecond)
-	before, err := c.client(dm).Stats(c.ctx, "hello", "1h")
+	before, err := c.Client(dm).Stats(c.Ctx, "hello", "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,8 +313,8 @@ func TestClusterPostgresRestart(t *testing.T) {
 	}
 	want := before.Hits + int64(len(calls))
 	var got int64
-	testsupport.Eventually(c.t, 20*time.Second, fmt.Sprintf("%d hits in stats", want), func() bool {
-		st, err := c.client(dm).Stats(c.ctx, "hello", "1h")
+	testsupport.Eventually(c.T, 20*time.Second, fmt.Sprintf("%d hits in stats", want), func() bool {
+		st, err := c.Client(dm).Stats(c.Ctx, "hello", "1h")
 		if err != nil {
 			return false
 		}
@@ -495,7 +322,7 @@ func TestClusterPostgresRestart(t *testing.T) {
 		return got >= want
 	})
 	time.Sleep(1500 * time.Millisecond) // one more flush: nothing counted twice
-	if st, err := c.client(dm).Stats(c.ctx, "hello", "1h"); err != nil || st.Hits != want {
+	if st, err := c.Client(dm).Stats(c.Ctx, "hello", "1h"); err != nil || st.Hits != want {
 		t.Fatalf("stats after the restart: %d hits (err %v), want exactly %d", st.Hits, err, want)
 	}
 	t.Logf("Postgres down %v under load: %d requests, %d during the outage, none failed; all %d hits recorded", up.Sub(down).Round(100*time.Millisecond), len(calls), duringOutage, len(calls))
@@ -505,43 +332,43 @@ func TestClusterPostgresRestart(t *testing.T) {
 // two workers: no request fails, and the answers switch versions.
 func TestClusterRedeployRollback(t *testing.T) {
 	c := newCluster(t)
-	dm := c.start("deploymgr", "deploymgr")
-	c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
-	c.start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
-	rt := c.start("router", "router")
-	v1 := c.deploy(dm, "hi")
-	testsupport.Eventually(c.t, 20*time.Second, "v1 ready on a and b", func() bool { return len(c.readyWorkers(dm)) == 2 })
-	url := rt.url + "/fn/hello/"
-	testsupport.Eventually(c.t, 10*time.Second, "router serving v1", func() bool {
+	dm := c.Start("deploymgr", "deploymgr")
+	c.Start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	c.Start("worker-b", "worker", "--name", "b", "--data", t.TempDir())
+	rt := c.Start("router", "router")
+	v1 := deployHello(c, dm, "hi")
+	testsupport.Eventually(c.T, 20*time.Second, "v1 ready on a and b", func() bool { return len(readyWorkers(c, dm)) == 2 })
+	url := rt.URL + "/fn/hello/"
+	testsupport.Eventually(c.T, 10*time.Second, "router serving v1", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && cl[0].status == 200
 	})
 
 	// Built before the traffic starts, so that the load's time bound
 	// covers the redeploy and not the module's compilation.
-	v2Archive := helloArchive(c.t, "v2")
+	v2Archive := helloArchive(c.T, "v2")
 	stop := make(chan struct{})
 	done := make(chan []call)
 	var answered atomic.Int64
 	go func() { done <- loadCounting(url, 8, 200000, 60*time.Second, stop, &answered) }()
-	testsupport.Eventually(c.t, 10*time.Second, "traffic on v1", func() bool { return answered.Load() >= 50 })
-	v2 := c.deployArchive(dm, v2Archive)
-	testsupport.Eventually(c.t, 10*time.Second, "router serving v2", func() bool {
+	testsupport.Eventually(c.T, 10*time.Second, "traffic on v1", func() bool { return answered.Load() >= 50 })
+	v2 := c.DeployArchive(dm, "hello", v2Archive)
+	testsupport.Eventually(c.T, 10*time.Second, "router serving v2", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "v2 from Velo!")
 	})
 	// Past the grace period v1's placements are retired: the rollback
 	// places it again.
-	c.retired(dm, v1)
-	if _, err := c.client(dm).Rollback(c.ctx, "hello", 0); err != nil {
+	retired(c, dm, v1)
+	if _, err := c.Client(dm).Rollback(c.Ctx, "hello", 0); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
-	c.waitLive(dm, v1)
-	testsupport.Eventually(c.t, 10*time.Second, "router serving v1 again", func() bool {
+	c.WaitLive(dm, "hello", v1)
+	testsupport.Eventually(c.T, 10*time.Second, "router serving v1 again", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && strings.HasPrefix(cl[0].body, "hi from Velo!")
 	})
-	c.retired(dm, v2) // the load runs on while v2's placements go
+	retired(c, dm, v2) // the load runs on while v2's placements go
 	close(stop)
 	calls := <-done
 	if bad := failed(calls); len(bad) > 0 {
@@ -561,13 +388,13 @@ func TestClusterRedeployRollback(t *testing.T) {
 // exactly one schedules, and the other takes over when it is killed.
 func TestClusterTwoDeploymgrs(t *testing.T) {
 	c := newCluster(t)
-	dm1 := c.start("deploymgr-1", "deploymgr")
-	dm2 := c.start("deploymgr-2", "deploymgr")
-	c.start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
-	rt := c.start("router", "router")
+	dm1 := c.Start("deploymgr-1", "deploymgr")
+	dm2 := c.Start("deploymgr-2", "deploymgr")
+	c.Start("worker-a", "worker", "--name", "a", "--data", t.TempDir())
+	rt := c.Start("router", "router")
 
-	var leader, standby *proc
-	testsupport.Eventually(c.t, 10*time.Second, "exactly one leader", func() bool {
+	var leader, standby *clustertest.Proc
+	testsupport.Eventually(c.T, 10*time.Second, "exactly one leader", func() bool {
 		l1, l2 := leaderGauge(dm1), leaderGauge(dm2)
 		switch {
 		case l1 == 1 && l2 == 0:
@@ -580,14 +407,14 @@ func TestClusterTwoDeploymgrs(t *testing.T) {
 		return true
 	})
 	// Through the standby's API: the leader schedules it.
-	v1 := c.deploy(standby, "hi")
+	v1 := deployHello(c, standby, "hi")
 	// The processes' output comes through pipes: give the leader's log line
 	// a moment to arrive before judging who scheduled.
-	testsupport.Eventually(c.t, 5*time.Second, "the leader's log of the deployment", func() bool {
-		return strings.Contains(leader.out.String(), "deployment live")
+	testsupport.Eventually(c.T, 5*time.Second, "the leader's log of the deployment", func() bool {
+		return strings.Contains(leader.Out.String(), "deployment live")
 	})
-	if !strings.Contains(leader.out.String(), "deployment live") || strings.Contains(standby.out.String(), "deployment live") {
-		t.Fatalf("the standby scheduled, or the leader did not:\nleader:\n%s\nstandby:\n%s", tail(leader.out.String(), 20), tail(standby.out.String(), 20))
+	if !strings.Contains(leader.Out.String(), "deployment live") || strings.Contains(standby.Out.String(), "deployment live") {
+		t.Fatalf("the standby scheduled, or the leader did not:\nleader:\n%s\nstandby:\n%s", leader.Tail(20), standby.Tail(20))
 	}
 	// Leadership held for a while stays put.
 	time.Sleep(2 * time.Second)
@@ -596,12 +423,12 @@ func TestClusterTwoDeploymgrs(t *testing.T) {
 	}
 
 	killed := time.Now()
-	leader.kill()
-	testsupport.Eventually(c.t, 15*time.Second, "standby takes over", func() bool { return leaderGauge(standby) == 1 })
+	leader.Kill()
+	testsupport.Eventually(c.T, 15*time.Second, "standby takes over", func() bool { return leaderGauge(standby) == 1 })
 	took := time.Since(killed)
-	v2 := c.deploy(standby, "v2")
-	url := rt.url + "/fn/hello/"
-	testsupport.Eventually(c.t, 10*time.Second, "v2 served", func() bool {
+	v2 := deployHello(c, standby, "v2")
+	url := rt.URL + "/fn/hello/"
+	testsupport.Eventually(c.T, 10*time.Second, "v2 served", func() bool {
 		cl := load(url, 1, 1, 5*time.Second, nil)
 		return len(cl) == 1 && cl[0].deployment == strconv.FormatInt(v2, 10)
 	})
@@ -613,8 +440,8 @@ const testMetricsToken = "metrics-test-token"
 
 // leaderGauge reads velo_deploymgr_leader from a deploymgr's /metrics; -1
 // when it cannot.
-func leaderGauge(p *proc) int {
-	req, err := http.NewRequest(http.MethodGet, p.url+"/metrics", nil)
+func leaderGauge(p *clustertest.Proc) int {
+	req, err := http.NewRequest(http.MethodGet, p.URL+"/metrics", nil)
 	if err != nil {
 		return -1
 	}

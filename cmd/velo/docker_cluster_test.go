@@ -70,7 +70,7 @@ func TestClusterDockerWorkers(t *testing.T) {
 
 	// Postgres for the containers: a relay on the gateway address to the
 	// test server on loopback.
-	dbu, err := url.Parse(c.db)
+	dbu, err := url.Parse(c.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestClusterDockerWorkers(t *testing.T) {
 		container := "velo-test-" + name + "-" + suffix
 		dockerRun(t, "run", "-d", "--name", container, "--network", network, "--ip", ip,
 			"--read-only", "--tmpfs", "/data:uid=65534", "--tmpfs", "/tmp:uid=65534",
-			"-e", "VELO_DATABASE_URL="+containerDB, "-e", "VELO_CLUSTER_TOKEN="+c.token,
+			"-e", "VELO_DATABASE_URL="+containerDB, "-e", "VELO_CLUSTER_TOKEN="+c.Token,
 			image, "worker", "--addr", "0.0.0.0:8082", "--name", name, "--advertise", "http://"+ip+":8082")
 		t.Cleanup(func() {
 			if t.Failed() {
@@ -98,20 +98,20 @@ func TestClusterDockerWorkers(t *testing.T) {
 		workers = append(workers, dw{name, ip, container})
 	}
 
-	dm := c.start("deploymgr", "deploymgr")
-	rt := c.start("router", "router")
+	dm := c.Start("deploymgr", "deploymgr")
+	rt := c.Start("router", "router")
 	// The host reaches the containers on the private network.
 	for _, w := range workers {
-		testsupport.Eventually(c.t, 30*time.Second, "worker "+w.name+" healthy", func() bool {
+		testsupport.Eventually(c.T, 30*time.Second, "worker "+w.name+" healthy", func() bool {
 			return exec.Command(veloBinary(t), "healthcheck", "http://"+w.ip+":8082/healthz").Run() == nil
 		})
 	}
-	id := c.deploy(dm, "hi")
-	testsupport.Eventually(c.t, 30*time.Second, "hello ready in both containers", func() bool {
-		return strings.Join(c.readyWorkers(dm), ",") == "da,db"
+	id := deployHello(c, dm, "hi")
+	testsupport.Eventually(c.T, 30*time.Second, "hello ready in both containers", func() bool {
+		return strings.Join(readyWorkers(c, dm), ",") == "da,db"
 	})
-	u := rt.url + "/fn/hello/"
-	testsupport.Eventually(c.t, 10*time.Second, "router serving from both containers", func() bool {
+	u := rt.URL + "/fn/hello/"
+	testsupport.Eventually(c.T, 10*time.Second, "router serving from both containers", func() bool {
 		seen := map[string]bool{}
 		for _, cl := range load(u, 1, 4, 5*time.Second, nil) {
 			if cl.status == 200 && strings.HasPrefix(cl.body, "hi from Velo!") {
@@ -321,22 +321,22 @@ func TestClusterDockerAutoscale(t *testing.T) {
 		"velo.toml":  "name = \"hello\"\nruntime = \"docker\"\nport = 8080\n[env]\nGREETING = \"docker\"\n",
 	})
 
-	dm := c.start("deploymgr", "deploymgr")
-	c.start("worker-a", "worker", "--name", wa, "--data", t.TempDir())
-	c.start("worker-b", "worker", "--name", wb, "--data", t.TempDir())
-	rt := c.start("router", "router")
-	d, err := c.client(dm).Deploy(c.ctx, "hello", bytes.NewReader(tgz))
+	dm := c.Start("deploymgr", "deploymgr")
+	c.Start("worker-a", "worker", "--name", wa, "--data", t.TempDir())
+	c.Start("worker-b", "worker", "--name", wb, "--data", t.TempDir())
+	rt := c.Start("router", "router")
+	d, err := c.Client(dm).Deploy(c.Ctx, "hello", bytes.NewReader(tgz))
 	if err != nil {
 		t.Fatalf("deploy: %v", err)
 	}
-	c.waitLive(dm, d.ID)
-	if ws := c.readyWorkers(dm); len(ws) != 1 {
+	c.WaitLive(dm, "hello", d.ID)
+	if ws := readyWorkers(c, dm); len(ws) != 1 {
 		t.Fatalf("Docker component placed on %v, want one worker (VELO_DOCKER_REPLICAS=1)", ws)
 	}
 
 	// The router learns of the new route through Postgres: wait for it.
-	u := rt.url + "/fn/hello/"
-	testsupport.Eventually(c.t, 20*time.Second, "router serving hello", func() bool {
+	u := rt.URL + "/fn/hello/"
+	testsupport.Eventually(c.T, 20*time.Second, "router serving hello", func() bool {
 		calls := load(u, 1, 1, 10*time.Second, nil)
 		return len(calls) == 1 && calls[0].status == 200
 	})
@@ -347,10 +347,10 @@ func TestClusterDockerAutoscale(t *testing.T) {
 			t.Fatalf("call under load: %d %q", cl.status, cl.body)
 		}
 	}
-	testsupport.Eventually(c.t, 60*time.Second, "a second replica", func() bool {
-		return strings.Join(c.readyWorkers(dm), ",") == wa+","+wb
+	testsupport.Eventually(c.T, 60*time.Second, "a second replica", func() bool {
+		return strings.Join(readyWorkers(c, dm), ",") == wa+","+wb
 	})
-	testsupport.Eventually(c.t, 20*time.Second, "router serving from both workers", func() bool {
+	testsupport.Eventually(c.T, 20*time.Second, "router serving from both workers", func() bool {
 		seen := map[string]bool{}
 		for _, cl := range load(u, 1, 6, 10*time.Second, nil) {
 			if cl.status == 200 && cl.body == "hello docker\n" {
@@ -361,8 +361,8 @@ func TestClusterDockerAutoscale(t *testing.T) {
 	})
 
 	// Delete: both workers remove their containers and images.
-	must(t, c.client(dm).Delete(c.ctx, "hello"))
-	testsupport.Eventually(c.t, 60*time.Second, "nothing of the component left on the engine", func() bool {
+	must(t, c.Client(dm).Delete(c.Ctx, "hello"))
+	testsupport.Eventually(c.T, 60*time.Second, "nothing of the component left on the engine", func() bool {
 		return len(owned("ps"))+len(owned("images")) == 0
 	})
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +19,7 @@ import (
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
 	"github.com/velo-run/velo/internal/client"
-	"github.com/velo-run/velo/internal/testsupport"
+	"github.com/velo-run/velo/internal/clustertest"
 )
 
 // streamModule is worker/wasm's streaming test module: /echo sends the body
@@ -37,7 +36,7 @@ func streamModule(t testing.TB) string {
 
 // upProc is a `velo up` process.
 type upProc struct {
-	*proc
+	*clustertest.Proc
 	token  string
 	client *client.Client
 }
@@ -46,47 +45,14 @@ type upProc struct {
 // its /healthz.
 func startUp(t *testing.T, env ...string) *upProc {
 	t.Helper()
-	data := t.TempDir()
-	addr := freeLoopbackAddr(t)
-	cmd := exec.Command(veloBinary(t), "up", "--addr", addr, "--data", data)
-	cmd.Env = append(os.Environ(), append([]string{"VELO_LOG_LEVEL=warn"}, env...)...)
-	p := &proc{name: "velo up", url: "http://" + addr, cmd: cmd, out: new(testsupport.SyncBuffer), done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("--- velo up output:\n%s", tail(p.out.String(), 60))
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := http.Get(p.url + "/healthz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				break
-			}
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("velo up exited early: %s", p.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("velo up not healthy after 30s: %v\n%s", err, p.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	data, addr := t.TempDir(), clustertest.FreeAddr(t)
+	p := clustertest.Launch(t, "velo up", addr, append([]string{"VELO_LOG_LEVEL=warn"}, env...), "up", "--addr", addr, "--data", data)
 	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	token := strings.TrimSpace(string(tok))
-	return &upProc{proc: p, token: token, client: client.New(p.url, token, nil)}
+	return &upProc{Proc: p, token: token, client: client.New(p.URL, token, nil)}
 }
 
 // deployStream deploys the streaming module as component name with the
@@ -106,7 +72,7 @@ func (u *upProc) deployStream(t *testing.T, name, manifest string) {
 	for {
 		c, err := u.client.Component(ctx, name)
 		if err == nil && c.Live != nil && c.Live.ID == d.ID {
-			if res, err := http.Get(u.url + "/fn/" + name + "/"); err == nil {
+			if res, err := http.Get(u.URL + "/fn/" + name + "/"); err == nil {
 				res.Body.Close()
 				if res.StatusCode == 200 {
 					return
@@ -169,7 +135,7 @@ func TestWorkerMemoryUnderFlood(t *testing.T) {
 	t.Logf("velo built and up in %s", time.Since(t0).Round(time.Millisecond))
 	u.deployStream(t, "flood", "memory = \"16MiB\"\ntimeout = \"60s\"\n")
 	u.deployStream(t, "other", "memory = \"16MiB\"\n")
-	pid := u.cmd.Process.Pid
+	pid := u.Pid()
 	before := procStatus(t, pid, "VmRSS")
 
 	hc := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: posts + 4}}
@@ -180,7 +146,7 @@ func TestWorkerMemoryUnderFlood(t *testing.T) {
 	for range posts {
 		wg.Go(func() {
 			<-start
-			req, _ := http.NewRequest("POST", u.url+"/fn/flood/echo", io.LimitReader(zeroBody{}, size))
+			req, _ := http.NewRequest("POST", u.URL+"/fn/flood/echo", io.LimitReader(zeroBody{}, size))
 			req.ContentLength = size
 			res, err := hc.Do(req)
 			if err != nil {
@@ -232,7 +198,7 @@ func TestWorkerMemoryUnderFlood(t *testing.T) {
 			default:
 			}
 			rssPeak = max(rssPeak, procStatus(t, pid, "VmRSS"))
-			res, err := oc.Get(u.url + "/fn/other/")
+			res, err := oc.Get(u.URL + "/fn/other/")
 			if err != nil {
 				otherErr = err
 				return
@@ -280,7 +246,7 @@ func TestLogsEscaped(t *testing.T) {
 	}
 	u := startUp(t)
 	u.deployStream(t, "escapes", "")
-	res, err := http.Get(u.url + "/fn/escapes/escape")
+	res, err := http.Get(u.URL + "/fn/escapes/escape")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +275,7 @@ func TestLogsEscaped(t *testing.T) {
 	}
 
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"logs", "escapes", "--server", u.url, "--token", u.token}, &out, &errOut); code != 0 {
+	if code := run(context.Background(), []string{"logs", "escapes", "--server", u.URL, "--token", u.token}, &out, &errOut); code != 0 {
 		t.Fatalf("velo logs: exit %d: %s", code, errOut.String())
 	}
 	if strings.ContainsAny(out.String(), "\x1b\x07\u009b") {
@@ -332,7 +298,7 @@ func TestSlowClientsThroughVeloUp(t *testing.T) {
 	}
 	u := startUp(t)
 	u.deployStream(t, "slow", "timeout = \"1s\"\n")
-	conn, err := net.Dial("tcp", strings.TrimPrefix(u.url, "http://"))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(u.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}

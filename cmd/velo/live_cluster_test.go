@@ -12,13 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/velo-run/velo/internal/clustertest"
 	"github.com/velo-run/velo/internal/testsupport"
 )
 
 // serving asks router rt for component hello and returns the deployment
 // that answered, or why none did.
-func serving(hc *http.Client, rt *proc) string {
-	res, err := hc.Get(rt.url + "/fn/hello/x")
+func serving(hc *http.Client, rt *clustertest.Proc) string {
+	res, err := hc.Get(rt.URL + "/fn/hello/x")
 	if err != nil {
 		return "error: " + err.Error()
 	}
@@ -37,43 +38,30 @@ func serving(hc *http.Client, rt *proc) string {
 // answered by the new version.
 func TestClusterLiveMeansServed(t *testing.T) {
 	c := newCluster(t)
-	dm := c.start("deploymgr", "deploymgr")
-	c.start("worker", "worker", "--name", "w", "--data", t.TempDir())
-	routers := []*proc{c.start("router-1", "router"), c.start("router-2", "router")}
-	first := c.deploy(dm, "v0")
+	dm := c.Start("deploymgr", "deploymgr")
+	c.Start("worker", "worker", "--name", "w", "--data", t.TempDir())
+	routers := []*clustertest.Proc{c.Start("router-1", "router"), c.Start("router-2", "router")}
+	first := deployHello(c, dm, "v0")
 	hc := loadClient()
 	defer hc.CloseIdleConnections()
 	for _, rt := range routers {
-		testsupport.Eventually(t, 30*time.Second, rt.name+" serving the first version", func() bool {
+		testsupport.Eventually(t, 30*time.Second, rt.Name+" serving the first version", func() bool {
 			return serving(hc, rt) == strconv.FormatInt(first, 10)
 		})
 	}
 	const rounds = 8
 	var stale []string
 	for i := 1; i <= rounds; i++ {
-		d, err := c.client(dm).Deploy(c.ctx, "hello", strings.NewReader(string(helloArchive(t, fmt.Sprintf("v%d", i)))))
+		d, err := c.Client(dm).Deploy(c.Ctx, "hello", strings.NewReader(string(helloArchive(t, fmt.Sprintf("v%d", i)))))
 		if err != nil {
 			t.Fatalf("deploy round %d: %v", i, err)
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			got, err := c.client(dm).Deployment(c.ctx, d.ID)
-			if err == nil && got.Status == "failed" {
-				t.Fatalf("round %d: deployment %d failed: %s", i, d.ID, got.Error)
-			}
-			if err == nil && got.Live {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: deployment %d not live after 60s (last: %+v, %v)", i, d.ID, got, err)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+		c.PollLive(dm, d.ID, fmt.Sprintf("round %d", i))
 		// The API says live: both routers serve it now.
 		want := strconv.FormatInt(d.ID, 10)
 		answers := make(chan string, len(routers))
 		for _, rt := range routers {
-			go func() { answers <- rt.name + ":" + serving(hc, rt) }()
+			go func() { answers <- rt.Name + ":" + serving(hc, rt) }()
 		}
 		for range routers {
 			if a := <-answers; !strings.HasSuffix(a, ":"+want) {
@@ -93,25 +81,25 @@ func TestClusterLiveMeansServed(t *testing.T) {
 // names the lagging router. Once it runs again it serves the new version.
 func TestClusterLiveNamesLaggingRouter(t *testing.T) {
 	c := newCluster(t, "VELO_ROUTER_WAIT=2s", "VELO_ROUTER_TIMEOUT=10m")
-	dm := c.start("deploymgr", "deploymgr")
-	c.start("worker", "worker", "--name", "w", "--data", t.TempDir())
-	r1, r2 := c.start("router-1", "router"), c.start("router-2", "router")
-	first := c.deploy(dm, "v0")
+	dm := c.Start("deploymgr", "deploymgr")
+	c.Start("worker", "worker", "--name", "w", "--data", t.TempDir())
+	r1, r2 := c.Start("router-1", "router"), c.Start("router-2", "router")
+	first := deployHello(c, dm, "v0")
 	hc := loadClient()
 	defer hc.CloseIdleConnections()
-	for _, rt := range []*proc{r1, r2} {
-		testsupport.Eventually(t, 30*time.Second, rt.name+" serving the first version", func() bool {
+	for _, rt := range []*clustertest.Proc{r1, r2} {
+		testsupport.Eventually(t, 30*time.Second, rt.Name+" serving the first version", func() bool {
 			return serving(hc, rt) == strconv.FormatInt(first, 10)
 		})
 	}
-	if err := syscall.Kill(r2.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(r2.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			_ = syscall.Kill(r2.cmd.Process.Pid, syscall.SIGCONT)
+			_ = syscall.Kill(r2.Pid(), syscall.SIGCONT)
 		}
 	}
 	defer resume() // before the cluster's cleanup stops it
@@ -129,18 +117,18 @@ func TestClusterLiveNamesLaggingRouter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, errOut, code := velo(t, "deploy", dir, "--server", dm.url, "--token", c.admin)
+	out, errOut, code := velo(t, "deploy", dir, "--server", dm.URL, "--token", c.Admin)
 	if code != 0 {
 		t.Fatalf("velo deploy exited %d:\n%s\n%s", code, out, errOut)
 	}
-	addr := strings.TrimPrefix(r2.url, "http://")
+	addr := strings.TrimPrefix(r2.URL, "http://")
 	if !strings.Contains(out, "live at") || !strings.Contains(errOut, "warning:") || !strings.Contains(errOut, addr) {
 		t.Fatalf("velo deploy did not name the lagging router %s:\nstdout:\n%s\nstderr:\n%s", addr, out, errOut)
 	}
-	if strings.Contains(errOut, strings.TrimPrefix(r1.url, "http://")) {
+	if strings.Contains(errOut, strings.TrimPrefix(r1.URL, "http://")) {
 		t.Fatalf("velo deploy named router-1, which serves the new version:\n%s", errOut)
 	}
-	comp, err := c.client(dm).Component(c.ctx, "hello")
+	comp, err := c.Client(dm).Component(c.Ctx, "hello")
 	if err != nil || comp.Live == nil || comp.Live.ID == first {
 		t.Fatalf("after velo deploy: %+v, %v", comp, err)
 	}

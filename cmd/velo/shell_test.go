@@ -142,22 +142,22 @@ func TestShellCluster(t *testing.T) {
 	worker := "shw" + randomHex(t)[:6]
 	name := "shellc" + randomHex(t)[:6]
 	removeLeft(t, engine, name, worker)
-	dm := c.start("deploymgr", "deploymgr")
-	wk := c.start("worker", "worker", "--name", worker, "--data", t.TempDir())
-	api := c.client(dm)
-	d, err := api.Deploy(c.ctx, name, bytes.NewReader(shellArchive(t)))
+	dm := c.Start("deploymgr", "deploymgr")
+	wk := c.Start("worker", "worker", "--name", worker, "--data", t.TempDir())
+	api := c.Client(dm)
+	d, err := api.Deploy(c.Ctx, name, bytes.NewReader(shellArchive(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	testsupport.Eventually(t, 2*time.Minute, "the docker component live", func() bool {
-		got, err := api.Deployment(c.ctx, d.ID)
+		got, err := api.Deployment(c.Ctx, d.ID)
 		if err == nil && got.Status == "failed" {
 			t.Fatalf("deployment failed: %s\n%s", got.Error, got.BuildLog)
 		}
-		comp, err := api.Component(c.ctx, name)
+		comp, err := api.Component(c.Ctx, name)
 		return err == nil && comp.Live != nil && comp.Live.ID == d.ID
 	})
-	env := []string{"VELO_SERVER=" + dm.url, "VELO_TOKEN=" + c.admin, "TERM=xterm-256color"}
+	env := []string{"VELO_SERVER=" + dm.URL, "VELO_TOKEN=" + c.Admin, "TERM=xterm-256color"}
 
 	term := startTerminal(t, env, pty.Winsize{Rows: 24, Cols: 80}, "shell", name)
 	before, err := unix.IoctlGetTermios(int(term.tty.Fd()), unix.TCGETS)
@@ -190,7 +190,7 @@ func TestShellCluster(t *testing.T) {
 		t.Errorf("the terminal was not restored: lflag %#x before, %#x after", before.Lflag, after.Lflag)
 	}
 	testsupport.Eventually(t, 30*time.Second, "the shell in the component's logs", func() bool {
-		lines, err := api.Logs(c.ctx, name, 200)
+		lines, err := api.Logs(c.Ctx, name, 200)
 		if err != nil {
 			return false
 		}
@@ -233,12 +233,12 @@ func TestShellCluster(t *testing.T) {
 
 	// A WebAssembly component has no shell, and says why.
 	wasm := fmt.Sprintf("shellw%s", randomHex(t)[:6])
-	wd, err := api.Deploy(c.ctx, wasm, bytes.NewReader(archivetest.TarGz(t, secretEnvFiles(wasm))))
+	wd, err := api.Deploy(c.Ctx, wasm, bytes.NewReader(archivetest.TarGz(t, secretEnvFiles(wasm))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	testsupport.Eventually(t, 30*time.Second, "the wasm component live", func() bool {
-		comp, err := api.Component(c.ctx, wasm)
+		comp, err := api.Component(c.Ctx, wasm)
 		return err == nil && comp.Live != nil && comp.Live.ID == wd.ID
 	})
 	if _, errOut, code := run("", "shell", wasm); code == 0 || !strings.Contains(errOut, "a WebAssembly component has no shell: each call runs in a fresh sandboxed instance") {
@@ -260,7 +260,7 @@ func TestShellCluster(t *testing.T) {
 		}
 		h.Set(shell.HeaderDeployment, fmt.Sprint(d.ID))
 		h.Set(shell.HeaderUser, "mallory")
-		conn, resp, err := shell.Dial(c.ctx, http.DefaultClient, wk.url+shell.WorkerPath, h)
+		conn, resp, err := shell.Dial(c.Ctx, http.DefaultClient, wk.URL+shell.WorkerPath, h)
 		if err == nil {
 			conn.Close()
 			return http.StatusSwitchingProtocols
@@ -274,7 +274,7 @@ func TestShellCluster(t *testing.T) {
 	if got := dial(""); got != http.StatusUnauthorized {
 		t.Errorf("the worker's shell endpoint without the cluster token: %d", got)
 	}
-	if got := dial(c.admin); got != http.StatusUnauthorized {
+	if got := dial(c.Admin); got != http.StatusUnauthorized {
 		t.Errorf("the worker's shell endpoint with the admin token: %d", got)
 	}
 }

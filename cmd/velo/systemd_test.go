@@ -34,7 +34,7 @@ func TestSocketActivation(t *testing.T) {
 		// The shell's pid is the router's once it execs: LISTEN_PID
 		// names it, as systemd does.
 		cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" router --addr 127.0.0.1:1`, veloBinary(t))
-		cmd.Env = append(os.Environ(), c.env...)
+		cmd.Env = append(os.Environ(), c.Env()...)
 		cmd.ExtraFiles = []*os.File{f}
 		out := new(testsupport.SyncBuffer)
 		cmd.Stdout, cmd.Stderr = out, out

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,6 +76,7 @@ type Cluster struct {
 	T     *testing.T
 	Ctx   context.Context
 	Admin string // admin API token
+	Token string // cluster token
 	DB    string // the Postgres database's URL
 	env   []string
 	mu    sync.Mutex
@@ -101,10 +103,10 @@ func New(t *testing.T, env ...string) *Cluster {
 	Binary(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c := &Cluster{T: t, Ctx: ctx, Admin: "admin-" + rand.Text(), DB: pgtest.URL(t)}
+	c := &Cluster{T: t, Ctx: ctx, Admin: "admin-" + rand.Text(), Token: "cluster-" + rand.Text(), DB: pgtest.URL(t)}
 	c.env = append([]string{
 		"VELO_DATABASE_URL=" + c.DB,
-		"VELO_CLUSTER_TOKEN=cluster-" + rand.Text(),
+		"VELO_CLUSTER_TOKEN=" + c.Token,
 		"VELO_ADMIN_TOKEN=" + c.Admin,
 		"VELO_LOG_LEVEL=info",
 	}, env...)
@@ -132,27 +134,75 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// Env is what every role's environment gets beside the test's (the
+// database, the tokens, New's env), for a process started otherwise.
+func (c *Cluster) Env() []string { return slices.Clone(c.env) }
+
+// Procs are the processes started so far, in order.
+func (c *Cluster) Procs() []*Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.procs)
+}
+
+// FreeAddr returns a loopback address with a port free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 // Start runs `velo ROLE --addr 127.0.0.1:PORT args…` on a free port and
 // waits (up to 30s) for its /healthz.
 func (c *Cluster) Start(name, role string, args ...string) *Proc {
 	c.T.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		c.T.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cmd := exec.Command(Binary(c.T), append([]string{role, "--addr", addr}, args...)...)
-	cmd.Env = append(os.Environ(), c.env...)
+	return c.StartAt(name, FreeAddr(c.T), role, args...)
+}
+
+// StartAt is Start on addr (a role started again where it was).
+func (c *Cluster) StartAt(name, addr, role string, args ...string) *Proc {
+	c.T.Helper()
+	p := launch(c.T, name, addr, c.env, append([]string{role, "--addr", addr}, args...), func(p *Proc) {
+		c.mu.Lock()
+		c.procs = append(c.procs, p)
+		c.mu.Unlock()
+	})
+	return p
+}
+
+// Launch runs the velo binary with args (which serve on addr) and env
+// added to its environment, outside any Cluster (`velo up` on a data dir
+// of its own), and waits (up to 30s) for its /healthz. It is stopped when
+// t ends, and its output logged if t failed.
+func Launch(t testing.TB, name, addr string, env []string, args ...string) *Proc {
+	t.Helper()
+	return launch(t, name, addr, env, args, func(p *Proc) {
+		t.Cleanup(func() {
+			p.Stop()
+			if t.Failed() {
+				t.Logf("--- %s output:\n%s", p.Name, tail(p.Out.String(), 60))
+			}
+		})
+	})
+}
+
+// launch starts the process, hands it to track (which arranges its stop),
+// and waits for its /healthz.
+func launch(t testing.TB, name, addr string, env, args []string, track func(*Proc)) *Proc {
+	t.Helper()
+	cmd := exec.Command(Binary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
 	p := &Proc{Name: name, URL: "http://" + addr, Out: new(testsupport.SyncBuffer), cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.Out, p.Out
 	if err := cmd.Start(); err != nil {
-		c.T.Fatalf("start %s: %v", name, err)
+		t.Fatalf("start %s: %v", name, err)
 	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
-	c.mu.Lock()
-	c.procs = append(c.procs, p)
-	c.mu.Unlock()
+	track(p)
 	hc := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -165,15 +215,21 @@ func (c *Cluster) Start(name, role string, args ...string) *Proc {
 		}
 		select {
 		case <-p.done:
-			c.T.Fatalf("%s exited early:\n%s", name, p.Out.String())
+			t.Fatalf("%s exited early:\n%s", name, p.Out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			c.T.Fatalf("%s not healthy after 30s: %v\n%s", name, err, p.Out.String())
+			t.Fatalf("%s not healthy after 30s: %v\n%s", name, err, p.Out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Pid is the process's ID.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Tail is the last n lines of the process's output.
+func (p *Proc) Tail(n int) string { return tail(p.Out.String(), n) }
 
 // Signal sends sig to the process (SIGSTOP, SIGCONT: a stalled process).
 func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
@@ -231,16 +287,52 @@ func (c *Cluster) Deploy(dm *Proc, name, greeting string) int64 {
 // returns the deployment's ID.
 func (c *Cluster) DeployFiles(dm *Proc, name string, files map[string][]byte) int64 {
 	c.T.Helper()
-	archive := archivetest.TarGz(c.T, files)
+	return c.DeployArchive(dm, name, archivetest.TarGz(c.T, files))
+}
+
+// DeployArchive uploads archive (a .tar.gz) as component name through
+// deploymgr dm and waits (up to 60s) until it is live; it returns the
+// deployment's ID.
+func (c *Cluster) DeployArchive(dm *Proc, name string, archive []byte) int64 {
+	c.T.Helper()
 	d, err := c.Client(dm).Deploy(c.Ctx, name, bytes.NewReader(archive))
 	if err != nil {
 		c.T.Fatalf("deploy %s: %v", name, err)
 	}
-	testsupport.Eventually(c.T, 60*time.Second, fmt.Sprintf("deployment %d of %s live", d.ID, name), func() bool {
-		comp, err := c.Client(dm).Component(c.Ctx, name)
-		return err == nil && comp.Live != nil && comp.Live.ID == d.ID
-	})
+	c.WaitLive(dm, name, d.ID)
 	return d.ID
+}
+
+// WaitLive waits (up to 60s) until deployment id is component name's live
+// one, per the API of dm.
+func (c *Cluster) WaitLive(dm *Proc, name string, id int64) {
+	c.T.Helper()
+	testsupport.Eventually(c.T, 60*time.Second, fmt.Sprintf("deployment %d of %s live", id, name), func() bool {
+		comp, err := c.Client(dm).Component(c.Ctx, name)
+		return err == nil && comp.Live != nil && comp.Live.ID == id
+	})
+}
+
+// PollLive polls deploymgr dm's API, tightly (the tests call the routers
+// the moment it answers), until it says deployment id is live; it fails
+// the test when the deployment failed or is not live after 60s. what names
+// the wait in the failure.
+func (c *Cluster) PollLive(dm *Proc, id int64, what string) {
+	c.T.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := c.Client(dm).Deployment(c.Ctx, id)
+		if err == nil && got.Status == "failed" {
+			c.T.Fatalf("%s: deployment %d failed: %s", what, id, got.Error)
+		}
+		if err == nil && got.Live {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.T.Fatalf("%s: deployment %d not live after 60s (last: %+v, %v)", what, id, got, err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // ReadyOn returns the workers holding a ready placement of component

@@ -88,20 +88,7 @@ func TestLiveThroughStandby(t *testing.T) {
 		if err != nil {
 			t.Fatalf("deploy round %d: %v", i, err)
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			got, err := c.Client(standby).Deployment(c.Ctx, d.ID)
-			if err == nil && got.Status == "failed" {
-				t.Fatalf("round %d: deployment %d failed: %s", i, d.ID, got.Error)
-			}
-			if err == nil && got.Live {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: deployment %d not live after 60s (last: %+v, %v)", i, d.ID, got, err)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+		c.PollLive(standby, d.ID, fmt.Sprintf("round %d", i))
 		check(fmt.Sprintf("round %d, deployment %d live per the standby", i, d.ID), ": deployment "+strconv.FormatInt(d.ID, 10))
 
 		// Pause and resume, through the standby and the leader in turn.
