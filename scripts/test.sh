@@ -59,3 +59,6 @@ say "fuzz"
 for target in FuzzRequestHead FuzzAnswerHead; do
   go test -run '^$' -fuzz "^${target}\$" -fuzztime 15s ./router
 done
+# And the module scanner that decides whether a WASM instance may be
+# reused (it rewrites untrusted binaries; worker/wasm/pristine.go).
+go test -run '^$' -fuzz '^FuzzScanModule$' -fuzztime 15s ./worker/wasm

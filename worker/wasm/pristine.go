@@ -110,6 +110,11 @@ func scanSections(bin []byte) (scan, error) {
 		case secTag:
 			return scan{}, errors.New("declares exception tags")
 		}
+		if sr.err == nil && sr.more() && (id == secImport || id == secGlobal || id == secExport || id == secCode) {
+			// Bytes after a section's last entry: malformed, and the
+			// export section rewritten below would bury them mid-section.
+			return scan{}, errors.New("section " + strconv.Itoa(int(id)) + " has bytes after its entries")
+		}
 	}
 	s := scan{bin: bin, reusable: true, globals: globals}
 	if len(globals) == 0 {
