@@ -142,7 +142,7 @@ func (in *instance) run(ctx context.Context, entry string, call *call) error {
 	if c.interp && !c.called.Load() && c.called.CompareAndSwap(false, true) {
 		in.rt.queueNative(in.mod, in.path, true) // see tier.go
 	}
-	if in.warm != nil {
+	if in.warm != nil && !in.warm.off.Load() {
 		return in.runWarm(ctx, c, entry, call) // warm.go
 	}
 	return runEntry(ctx, c.rt, c.mod, entry, in.freshConfig(call))

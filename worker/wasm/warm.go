@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
@@ -65,7 +66,18 @@ type warmPool struct {
 	used    bool      // taken since the last sweep
 	listed  bool      // in rt.warmPools
 	closed  bool
+
+	// grown counts the instances discarded in a row because their memory
+	// grew; at maxGrown the deployment stops reusing (off): a module that
+	// grows on every request (Go's runtime does at start) would only pay
+	// for the attempt.
+	grown atomic.Int32
+	off   atomic.Bool
 }
+
+// maxGrown is how many instances in a row may grow before a deployment's
+// instances are no longer reused.
+const maxGrown = 8
 
 // warm is one instance that may serve many requests, one at a time.
 type warm struct {
@@ -132,6 +144,7 @@ func (in *instance) runWarm(ctx context.Context, code *code, entry string, c *ca
 	w.c = nil
 	var exit *sys.ExitError
 	if (err == nil || errors.As(err, &exit)) && ctx.Err() == nil && c.wasi.clean() && c.stdout.err == nil && p.restore(w) {
+		p.grown.Store(0)
 		p.put(w)
 	} else {
 		in.rt.warmDiscards.Add(1)
@@ -251,6 +264,9 @@ func (p *warmPool) restore(w *warm) bool {
 	if mem := w.mod.Memory(); mem != nil {
 		buf, ok := mem.Read(0, mem.Size())
 		if !ok || len(buf) != image.size {
+			if p.grown.Add(1) >= maxGrown {
+				p.off.Store(true)
+			}
 			return false // it grew
 		}
 		image.restore(buf)

@@ -241,3 +241,32 @@ func TestReusedInstanceIsPristineRust(t *testing.T) {
 		t.Errorf("%d instances made for %d requests: reuse did not happen", n, requests)
 	}
 }
+
+// TestGrowingModuleStopsReuse: a deployment whose instances grow their
+// memory on every request (Go's runtime does at start) cannot be reused;
+// after maxGrown such requests in a row it takes fresh instances and no
+// longer makes one for reuse per request, and still answers correctly.
+func TestGrowingModuleStopsReuse(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	in := pristineInstance(t, rt)
+	for range maxGrown {
+		res := serve(in, "GET", "/fn/echo/grow", nil)
+		if body := readAll(t, res); res.StatusCode != 200 {
+			t.Fatalf("/grow: status %d: %s", res.StatusCode, body)
+		}
+	}
+	made := rt.warmNew.Load()
+	for range 20 {
+		res := serve(in, "GET", "/fn/echo/grow", nil)
+		if body := readAll(t, res); res.StatusCode != 200 {
+			t.Fatalf("/grow: status %d: %s", res.StatusCode, body)
+		}
+	}
+	if n := rt.warmNew.Load() - made; n != 0 {
+		t.Errorf("%d instances made for reuse after %d requests that all grew", n, maxGrown)
+	}
+	want := pristineProbe(t, probe(t, in, "q0000"), "q0000")
+	if got := probe(t, in, "q0001"); got != pristineProbe(t, want, "q0001") {
+		t.Errorf("probe on the fresh path saw %q, want %q", got, pristineProbe(t, want, "q0001"))
+	}
+}
