@@ -57,26 +57,11 @@ func field(line []byte) (name, value []byte, err error) {
 
 func isToken(b []byte) bool {
 	for _, c := range b {
-		if !isTokenChar(c) {
+		if !httpguts.IsTokenRune(rune(c)) { // RFC 9110 tchar
 			return false
 		}
 	}
 	return len(b) > 0
-}
-
-// isTokenChar reports whether c is a tchar (RFC 9110 5.6.2): a visible
-// ASCII character but the delimiters "(),/:;<=>?@[\]{}. A switch, not a
-// search of the delimiters for every character of every header name.
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // contentLength parses a Content-Length value: 1*DIGIT, nothing else (no

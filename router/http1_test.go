@@ -161,8 +161,8 @@ func FuzzAnswerHead(f *testing.F) {
 func TestIsTokenChar(t *testing.T) {
 	for c := 0; c < 256; c++ {
 		want := c > ' ' && c < 0x7f && !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, rune(c))
-		if got := isTokenChar(byte(c)); got != want {
-			t.Errorf("isTokenChar(%q) = %v, want %v", rune(c), got, want)
+		if got := isToken([]byte{byte(c)}); got != want {
+			t.Errorf("isToken(%q) = %v, want %v", rune(c), got, want)
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // parseCGI splits a module's stdout into a CGI response (RFC 3875 §6):
@@ -128,7 +130,7 @@ func splitHeader(line []byte) (name, value []byte, ok bool) {
 	}
 	name, value = line[:colon], line[colon+1:]
 	for i := 0; i < len(name); i++ {
-		if !isTokenChar(name[i]) {
+		if !httpguts.IsTokenRune(rune(name[i])) { // RFC 9110 tchar
 			return nil, nil, false
 		}
 	}
@@ -236,19 +238,6 @@ func trimBlanks(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-// isTokenChar reports whether c may appear in a header name (RFC 9110 tchar).
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // clip shortens b for an error message.

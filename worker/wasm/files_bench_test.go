@@ -5,9 +5,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/velo-run/velo/internal/manifest"
+	"github.com/velo-run/velo/worker"
 )
 
 // BenchmarkFileServer measures a 4 KiB file served by fileserver.c from a
@@ -41,26 +41,11 @@ func BenchmarkFileServerHeld(b *testing.B) {
 	disk := prepare(b, rtDisk, spec)
 	r := httptest.NewRequest("GET", "/fn/echo/static/page.html", nil)
 	w := &discardWriter{h: http.Header{}}
-
-	const block = 50
-	var heldTime, diskTime time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i += block {
-		n := min(block, b.N-i)
-		start := time.Now()
-		for range n {
+	serve := func(in worker.Instance) func() {
+		return func() {
 			clear(w.h)
-			held.Serve(w, r, "/fn/echo")
+			in.Serve(w, r, "/fn/echo")
 		}
-		mid := time.Now()
-		for range n {
-			clear(w.h)
-			disk.Serve(w, r, "/fn/echo")
-		}
-		heldTime += mid.Sub(start)
-		diskTime += time.Since(mid)
 	}
-	b.ReportMetric(float64(heldTime.Nanoseconds())/float64(b.N), "held-ns/op")
-	b.ReportMetric(float64(diskTime.Nanoseconds())/float64(b.N), "disk-ns/op")
-	b.ReportMetric(float64(heldTime)/float64(diskTime), "held/disk")
+	alternate(b, "held", serve(held), "disk", serve(disk))
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/worker"
@@ -176,27 +175,13 @@ func BenchmarkWarmVsFresh(b *testing.B) {
 			}
 			r := httptest.NewRequest("GET", target, nil)
 			w := &discardWriter{h: http.Header{}}
-			const block = 50
-			var warmTime, freshTime time.Duration
-			b.ResetTimer()
-			for i := 0; i < b.N; i += block {
-				n := min(block, b.N-i)
-				start := time.Now()
-				for range n {
+			serve := func(in worker.Instance) func() {
+				return func() {
 					clear(w.h)
-					warm.Serve(w, r, "/fn/echo")
+					in.Serve(w, r, "/fn/echo")
 				}
-				mid := time.Now()
-				for range n {
-					clear(w.h)
-					fresh.Serve(w, r, "/fn/echo")
-				}
-				warmTime += mid.Sub(start)
-				freshTime += time.Since(mid)
 			}
-			b.ReportMetric(float64(warmTime.Nanoseconds())/float64(b.N), "warm-ns/op")
-			b.ReportMetric(float64(freshTime.Nanoseconds())/float64(b.N), "fresh-ns/op")
-			b.ReportMetric(float64(warmTime)/float64(freshTime), "warm/fresh")
+			alternate(b, "warm", serve(warm), "fresh", serve(fresh))
 		})
 	}
 }
