@@ -25,12 +25,14 @@ const (
 	StateDead      = "dead"
 )
 
-// riverStates are the River job states of each invocation state.
+// riverStates are the River job states an invocation in each state may be
+// in; stateOf decides (a held running job is queued, a scheduled one
+// after an attempt failed).
 var riverStates = map[string][]rivertype.JobState{
-	StateQueued:    {rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateScheduled},
+	StateQueued:    {rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateScheduled, rivertype.JobStateRunning},
 	StateRunning:   {rivertype.JobStateRunning},
 	StateSucceeded: {rivertype.JobStateCompleted},
-	StateFailed:    {rivertype.JobStateRetryable},
+	StateFailed:    {rivertype.JobStateRetryable, rivertype.JobStateScheduled},
 	StateDead:      {rivertype.JobStateDiscarded, rivertype.JobStateCancelled},
 }
 
@@ -133,26 +135,34 @@ func invocationOf(j *rivertype.JobRow) (api.Invocation, error) {
 // Invocations lists a component's newest invocations, in state when it is
 // not "", at most limit.
 func (e *Engine) Invocations(ctx context.Context, component, state string, limit int) ([]api.Invocation, error) {
+	limit = max(1, min(limit, 1000))
 	p := river.NewJobListParams().Queues(store.EventQueue(component)).Kinds((callArgs{}).Kind()).
-		OrderBy(river.JobListOrderByID, river.SortOrderDesc).First(max(1, min(limit, 1000)))
+		OrderBy(river.JobListOrderByID, river.SortOrderDesc).First(limit)
 	if state != "" {
 		p = p.States(riverStates[state]...)
 	}
-	res, err := e.client.JobList(ctx, p)
-	if err != nil {
-		return nil, fmt.Errorf("invocations of %s: %w", component, err)
-	}
-	out := make([]api.Invocation, 0, len(res.Jobs))
-	for _, j := range res.Jobs {
-		inv, err := invocationOf(j)
+	out := make([]api.Invocation, 0, min(limit, 100))
+	for {
+		res, err := e.client.JobList(ctx, p)
 		if err != nil {
-			continue
+			return nil, fmt.Errorf("invocations of %s: %w", component, err)
 		}
-		if inv.Component == component {
-			out = append(out, inv)
+		for _, j := range res.Jobs {
+			inv, err := invocationOf(j)
+			if err != nil || inv.Component != component || (state != "" && inv.State != state) {
+				continue
+			}
+			if out = append(out, inv); len(out) == limit {
+				return out, nil
+			}
 		}
+		// A page short of limit after the filter: the next one, until
+		// River has no more.
+		if len(res.Jobs) < limit || res.LastCursor == nil || state == "" {
+			return out, nil
+		}
+		p = p.After(res.LastCursor)
 	}
-	return out, nil
 }
 
 // Component returns the component of invocation id, for access checks.

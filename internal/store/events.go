@@ -274,16 +274,16 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) error {
 
 // EventCounts are a component's queued calls by state.
 type EventCounts struct {
-	Queued    int64 // waiting to run: new, or failed and waiting for a retry
-	Running   int64
+	Queued    int64 // waiting to run: new, failed and waiting for a retry, or held
+	Running   int64 // being called (a held call is queued)
 	Dead      int64 // out of attempts
 	Succeeded int64 // done, until River's job cleaner removes them (24 h)
 }
 
 // EventCounts returns the counts of queue's calls (see EventQueue).
 func (s *Store) EventCounts(ctx context.Context, queue string) (EventCounts, error) {
-	rs, err := s.db.query(ctx, `SELECT state, count(*) FROM river_job WHERE queue = $1
-		GROUP BY state`, queue)
+	rs, err := s.db.query(ctx, `SELECT state, `+s.heldExpr()+`, count(*) FROM river_job WHERE queue = $1
+		GROUP BY 1, 2`, queue)
 	if err != nil {
 		return EventCounts{}, fmt.Errorf("event counts of %s: %w", queue, err)
 	}
@@ -292,23 +292,41 @@ func (s *Store) EventCounts(ctx context.Context, queue string) (EventCounts, err
 	for rs.Next() {
 		var (
 			state string
+			held  bool
 			n     int64
 		)
-		if err := rs.Scan(&state, &n); err != nil {
+		if err := rs.Scan(&state, &held, &n); err != nil {
 			return EventCounts{}, fmt.Errorf("event counts of %s: %w", queue, err)
 		}
-		switch state {
-		case "running":
-			c.Running += n
-		case "discarded", "cancelled":
-			c.Dead += n
-		case "completed":
-			c.Succeeded += n
-		default:
-			c.Queued += n
-		}
+		c.add(state, held, n)
 	}
 	return c, rs.Err()
+}
+
+// add counts n calls in River state state; held ones (taken by an
+// executor, waiting for a slot or their paused component) are queued, as
+// the invocation API shows them.
+func (c *EventCounts) add(state string, held bool, n int64) {
+	switch {
+	case state == "running" && !held:
+		c.Running += n
+	case state == "discarded" || state == "cancelled":
+		c.Dead += n
+	case state == "completed":
+		c.Succeeded += n
+	default:
+		c.Queued += n
+	}
+}
+
+// heldExpr is a boolean SQL expression over river_job: the job is running
+// but held, its metadata's output marking the attempt it waits to make
+// (the events package's markHeld; 0 once it is called).
+func (s *Store) heldExpr() string {
+	if s.Engine() == EngineSQLite {
+		return `(state = 'running' AND attempt > 0 AND COALESCE(json_extract(metadata, '$.output.held'), 0) = attempt)`
+	}
+	return `(state = 'running' AND attempt > 0 AND COALESCE(metadata->'output'->>'held', '') = CAST(attempt AS TEXT))`
 }
 
 // QueuedDepth is how many calls wait in queue, new or to be retried.
@@ -364,7 +382,7 @@ func (s *Store) LastScheduled(ctx context.Context, queue, key string) (tick, inv
 // AllEventCounts returns the counts of every queue that holds calls, by
 // queue (for /metrics).
 func (s *Store) AllEventCounts(ctx context.Context) (map[string]EventCounts, error) {
-	rs, err := s.db.query(ctx, `SELECT queue, state, count(*) FROM river_job GROUP BY queue, state`)
+	rs, err := s.db.query(ctx, `SELECT queue, state, `+s.heldExpr()+`, count(*) FROM river_job GROUP BY 1, 2, 3`)
 	if err != nil {
 		return nil, fmt.Errorf("event counts: %w", err)
 	}
@@ -373,22 +391,14 @@ func (s *Store) AllEventCounts(ctx context.Context) (map[string]EventCounts, err
 	for rs.Next() {
 		var (
 			queue, state string
+			held         bool
 			n            int64
 		)
-		if err := rs.Scan(&queue, &state, &n); err != nil {
+		if err := rs.Scan(&queue, &state, &held, &n); err != nil {
 			return nil, fmt.Errorf("event counts: %w", err)
 		}
 		c := out[queue]
-		switch state {
-		case "running":
-			c.Running += n
-		case "discarded", "cancelled":
-			c.Dead += n
-		case "completed":
-			c.Succeeded += n
-		default:
-			c.Queued += n
-		}
+		c.add(state, held, n)
 		out[queue] = c
 	}
 	return out, rs.Err()
