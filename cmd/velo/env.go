@@ -49,6 +49,7 @@ const (
 	envWorkerMemory   = "VELO_WORKER_MEMORY"
 	envTrustedProxies = "VELO_TRUSTED_PROXIES"
 	envKeep           = "VELO_KEEP_DEPLOYMENTS"
+	envKeepRecords    = "VELO_KEEP_DEPLOYMENT_RECORDS"
 	envHTTPS          = "VELO_HTTPS"
 	envHTTPSAddr      = "VELO_HTTPS_ADDR"
 	envACMEEmail      = "VELO_ACME_EMAIL"
@@ -192,6 +193,22 @@ func (e *env) keepDeployments() int {
 	n := e.count(envKeep, deploymgr.DefaultKeepDeployments)
 	if n < 1 && e.err == nil {
 		e.err = fmt.Errorf("%s=%d: want at least 1 (the live deployment)", envKeep, n)
+	}
+	return n
+}
+
+// keepRecords is VELO_KEEP_DEPLOYMENT_RECORDS: how many of each
+// component's newest deployments keep their record (0 when unset:
+// deploymgr's default, 10 × VELO_KEEP_DEPLOYMENTS). Fewer than
+// VELO_KEEP_DEPLOYMENTS is refused: the records of rollback targets would
+// be deleted with their artifacts kept.
+func (e *env) keepRecords(keep int) int {
+	if e.get(envKeepRecords) == "" {
+		return 0
+	}
+	n := e.count(envKeepRecords, 0)
+	if n < keep && e.err == nil {
+		e.err = fmt.Errorf("%s=%d: want at least %s (%d): a rollback target keeps its record", envKeepRecords, n, envKeep, keep)
 	}
 	return n
 }

@@ -58,6 +58,7 @@ func deploymgrCmd() *cobra.Command {
 		ScaleCooldown:   e.duration(envScaleCooldown, 30*time.Second),
 		KeepDeployments: e.keepDeployments(),
 	}
+	cfg.KeepRecords = e.keepRecords(cfg.KeepDeployments)
 	cmd := &cobra.Command{
 		Use:   "deploymgr",
 		Short: "Run the control plane: REST API, scheduler (one leader among all deploymgrs), /healthz, /metrics",
@@ -80,8 +81,10 @@ anyway, the lagging routers named), VELO_ROUTER_TIMEOUT (default 5s: a
 router silent that long is not waited for), VELO_WASM_REPLICAS (0 = every worker),
 VELO_DOCKER_REPLICAS (default 1; the floor when autoscaling),
 VELO_KEEP_DEPLOYMENTS (default 10: each component's newest deployments whose
-artifacts are kept for rollback; older ones are removed, and records older
-than 10 times as many),
+artifacts are kept for rollback; older ones are removed),
+VELO_KEEP_DEPLOYMENT_RECORDS (default 10 × VELO_KEEP_DEPLOYMENTS: each
+component's newest deployments whose records are kept as history; older
+records are deleted; at least VELO_KEEP_DEPLOYMENTS),
 VELO_DOCKER_TARGET_RPS (autoscale Docker components across workers to about
 this many requests/s per replica; off when unset), VELO_SCALE_COOLDOWN
 (default 30s between two scaling changes of a component).`,

@@ -44,6 +44,7 @@ func upCmd() *cobra.Command {
 		KeepDeployments: e.keepDeployments(),
 		TLS:             e.tls(),
 	}
+	cfg.KeepRecords = e.keepRecords(cfg.KeepDeployments)
 	var applyTLS func()
 	cmd := &cobra.Command{
 		Use:   "up",

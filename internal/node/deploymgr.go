@@ -49,6 +49,10 @@ type DeploymgrConfig struct {
 	// keep their artifact for rollback (VELO_KEEP_DEPLOYMENTS; 0:
 	// deploymgr's default, 10).
 	KeepDeployments int
+	// KeepRecords is how many of each component's newest deployments
+	// keep their record (VELO_KEEP_DEPLOYMENT_RECORDS; 0: deploymgr's
+	// default, 10 × KeepDeployments).
+	KeepRecords int
 	// GitHub connects the GitHub App (VELO_GITHUB_*); nil without.
 	GitHub *github.Config
 }
@@ -109,6 +113,7 @@ func NewDeploymgr(ctx context.Context, cfg DeploymgrConfig) (*Role, error) {
 		ScaleCooldown:   cfg.ScaleCooldown,
 		Secrets:         r.keys,
 		KeepDeployments: cfg.KeepDeployments,
+		KeepRecords:     cfg.KeepRecords,
 		Events:          ev,
 		Shells:          shells,
 		Logger:          r.log,

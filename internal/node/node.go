@@ -67,8 +67,8 @@ type Config struct {
 	// deploymgr's default).
 	KeepDeployments int
 	// KeepRecords is how many of each component's newest deployments
-	// keep their record (0: deploymgr's default, 10 × KeepDeployments);
-	// tests lower it.
+	// keep their record (VELO_KEEP_DEPLOYMENT_RECORDS; 0: deploymgr's
+	// default, 10 × KeepDeployments).
 	KeepRecords int
 	// Grace is how long a replaced deployment stays placed (0: deploymgr's
 	// default); tests shorten it.
