@@ -32,7 +32,7 @@ type instance struct {
 	logs    worker.LogSink
 	timeout time.Duration
 	base    wazero.ModuleConfig // what every request's config starts from
-	env     []envVar            // the manifest's [env] and secrets, sorted by name
+	env     []envVar            // the manifest's [env], then the secrets, each sorted by name
 	// fixed is env laid out once, copied whole into every request's
 	// environment; nil when a name of env starts with HTTP_ (a request
 	// header of that name wins, so each is looked at per request).
@@ -71,15 +71,23 @@ func newInstance(rt *Runtime, mod *module, path string, spec worker.Spec, timeou
 			env = append(env, envVar{k, v})
 		}
 	}
-	// Secrets join [env] (deploymgr refuses a name in both). They are
-	// checked when set, but a value must never break the environment.
+	byName := func(a, b envVar) int { return strings.Compare(a.name, b.name) }
+	slices.SortFunc(env, byName)
+	// Secrets join [env] (deploymgr refuses a name in both), after it: a
+	// module finds a variable by walking the environment from the start
+	// (getenv), every entry before the one it asks for a turn of its loop,
+	// so secrets placed before [env] would cost every lookup of an [env]
+	// variable one turn each (and a turn of a loop is a termination check
+	// out to the host). They are checked when set, but a value must never
+	// break the environment.
+	nenv := len(env)
 	for k, v := range spec.Secrets {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(v, 0) || cgiVariable(k) {
 			return nil, fmt.Errorf("secret %q: not usable as an environment variable", k)
 		}
 		env = append(env, envVar{k, v})
 	}
-	slices.SortFunc(env, func(a, b envVar) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(env[nenv:], byName)
 	logs := spec.Logs
 	if logs == nil {
 		logs = discardSink{}

@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,5 +42,27 @@ func TestSecretsInEnvironment(t *testing.T) {
 	bad.Secrets = map[string]string{"PATH_INFO": "x"}
 	if _, err := rt.Prepare(t.Context(), bad); err == nil {
 		t.Error("a secret named PATH_INFO was accepted")
+	}
+}
+
+// Secrets come last in the environment, each group in name order: a module
+// walks the environment from the start to find a variable (getenv), so a
+// secret placed before [env] or the CGI variables would make every lookup
+// of those walk past it, the cost a module with secrets paid per request
+// for variables it never asked for.
+func TestSecretsLastInEnvironment(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	spec := echoSpec(nil)
+	spec.Secrets = map[string]string{"AAA_KEY": "first by name", "MID_KEY": "m", "ZZZ_KEY": "z"}
+	in := prepare(t, rt, spec)
+	var names []string
+	for line := range strings.Lines(readAll(t, serve(in, "GET", "/fn/echo/env", nil))) {
+		if name, _, _ := strings.Cut(line, "="); !strings.HasPrefix(name, "ARG") {
+			names = append(names, name)
+		}
+	}
+	want := []string{"GREETING", "HTTP_X_CUSTOM", "HTTP_X_DEFAULT", "AAA_KEY", "MID_KEY", "ZZZ_KEY"}
+	if len(names) < len(want) || !slices.Equal(names[len(names)-len(want):], want) {
+		t.Errorf("environment ends %q, want [env] then the secrets: %q", names[max(0, len(names)-len(want)):], want)
 	}
 }
