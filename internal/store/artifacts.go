@@ -44,8 +44,10 @@ func (s *Store) HasArtifact(ctx context.Context, digest string) (bool, error) {
 
 // DropArtifacts deletes the artifacts of component's deployments older than
 // its newest keep, except those a kept deployment of any component also
-// uses (one of the newest keep of its component, or live, or rolling out)
-// and those stored since storedBefore. The deployments stay, with their
+// uses (one of the newest keep of its component, live, rolling out, the
+// canary, the one automatic rollback returns to, or one still placed on a
+// worker: the deployments PruneDeployments spares) and those stored since
+// storedBefore. The deployments stay, with their
 // build logs; it returns how many artifacts went.
 func (s *Store) DropArtifacts(ctx context.Context, component string, keep int, storedBefore time.Time) (int64, error) {
 	if keep < 1 {
@@ -58,6 +60,9 @@ func (s *Store) DropArtifacts(ctx context.Context, component string, keep int, s
 		AND NOT EXISTS (SELECT 1 FROM deployments k WHERE k.digest = artifacts.digest AND (
 			k.id IN (SELECT c.live FROM components c WHERE c.name = k.component)
 			OR k.id IN (SELECT c.target FROM components c WHERE c.name = k.component)
+			OR k.id IN (SELECT r.canary FROM rollouts r WHERE r.component = k.component)
+			OR k.id IN (SELECT r.previous FROM rollouts r WHERE r.component = k.component)
+			OR EXISTS (SELECT 1 FROM placements p WHERE p.deployment = k.id)
 			OR (SELECT count(*) FROM deployments n WHERE n.component = k.component AND n.id > k.id) < $2))`,
 		component, keep, micros(storedBefore))
 	if err != nil {

@@ -40,6 +40,7 @@ func runContract(t *testing.T, engine string, fresh newURL) {
 		{"BuildLog", testBuildLog},
 		{"Artifacts", testArtifacts},
 		{"DropArtifacts", testDropArtifacts},
+		{"DropArtifactsSparesRollout", testDropArtifactsSparesRollout},
 		{"TrimBuildLogs", testTrimBuildLogs},
 		{"PruneDeployments", testPruneDeployments},
 		{"DeleteComponent", testDeleteComponent},
@@ -971,6 +972,40 @@ func testPrune(t *testing.T, s *Store) {
 		_, err := s.GitHubJob(ctx, "d-"+st)
 		if kept := err == nil; kept != want {
 			t.Errorf("%s job kept = %v (%v), want %v", st, kept, err, want)
+		}
+	}
+}
+
+// testDropArtifactsSparesRollout: beyond the newest keep, the canary, the
+// deployment automatic rollback returns to and one still placed on a
+// worker keep their artifacts (PruneDeployments keeps their records: a
+// record without its artifact could be neither placed nor rolled back
+// to); the others' go.
+func testDropArtifactsSparesRollout(t *testing.T, s *Store) {
+	ctx := context.Background()
+	mkComponent(t, s, "app")
+	must(t, s.UpsertWorker(ctx, Worker{Name: "w", Addr: "127.0.0.1:1"}))
+	var ds []Deployment
+	for i := range 10 {
+		digest := fmt.Sprint("r", i)
+		must(t, s.PutArtifact(ctx, digest, []byte(digest)))
+		ds = append(ds, mkDeployment(t, s, "app", digest, "wasm"))
+	}
+	must(t, s.SetTarget(ctx, "app", ds[0].ID))
+	must(t, s.Promote(ctx, "app", ds[0].ID))
+	must(t, s.SetTarget(ctx, "app", ds[1].ID))
+	must(t, s.Promote(ctx, "app", ds[1].ID)) // live; ds[0] is the previous
+	must(t, s.SetCanary(ctx, "app", ds[3].ID, 10))
+	must(t, s.PutPlacement(ctx, Placement{Deployment: ds[2].ID, Worker: "w", State: PlacementReady}))
+	n, err := s.DropArtifacts(ctx, "app", 2, time.Now().Add(time.Second))
+	must(t, err)
+	if n != 4 {
+		t.Errorf("DropArtifacts = %d, want 4 (r4 to r7)", n)
+	}
+	for i, d := range ds {
+		want := i < 4 || i >= 8 // previous, live, placed, canary; newest 2
+		if ok, err := s.HasArtifact(ctx, d.Digest); err != nil || ok != want {
+			t.Errorf("artifact of deployment %d (%s): stored %v, %v; want %v", i, d.Digest, ok, err, want)
 		}
 	}
 }
