@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"modernc.org/sqlite"
 )
 
 // sqliteEngine is an SQLite database file behind database/sql.
@@ -17,6 +17,7 @@ import (
 // the process, so concurrent goroutines queue in database/sql instead of
 // failing with SQLITE_BUSY. busy_timeout covers other processes (velo
 // migrate) opening the same file; WAL lets their readers run alongside.
+// The connection keeps its prepared statements (stmtCacheConnector).
 type sqliteEngine struct {
 	sqlQuerier
 	db  *sql.DB
@@ -40,10 +41,11 @@ func openSQLite(ctx context.Context, path string, h *hub) (*sqliteEngine, error)
 	// it at its largest otherwise: 4 MiB and more of a small database).
 	q.Add("_pragma", "journal_size_limit(1048576)")
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", abs+"?"+q.Encode())
+	conn, err := sqlite.NewConnector(abs + "?" + q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
 	}
+	db := sql.OpenDB(stmtCacheConnector{Connector: conn, size: stmtCacheSize})
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
