@@ -72,3 +72,33 @@ func TestHeartbeatSurvivesHungPostgres(t *testing.T) {
 	testsupport.EventuallyShow(t, 60*time.Second, "heartbeats landing again once Postgres continues",
 		func() bool { return seen().After(thawed) }, out.String)
 }
+
+// TestStartFailsOnHungPostgres: a worker starting while Postgres hangs
+// (SIGSTOP) returns from Run with an error saying the store did not
+// answer in time and what it was doing, rather than waiting for ever in
+// its registration.
+func TestStartFailsOnHungPostgres(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	w, err := New(Config{Name: "w1", DataDir: t.TempDir(), Heartbeat: 100 * time.Millisecond, Resync: time.Hour}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Freeze(t)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "register worker w1") || !strings.Contains(err.Error(), "did not answer within") {
+			t.Fatalf("Run while Postgres hangs: %v, want the registration's deadline named", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run still starting 60s after Postgres hung")
+	}
+}

@@ -246,17 +246,24 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() { defer close(done); holdHeapFloor(floorCtx, f) }()
 		defer func() { stop(); <-done }()
 	}
+	// The start's store calls have storeTimeout each, as the loop's: a
+	// worker starting while Postgres hangs fails saying which call the
+	// store did not answer, rather than waiting for it.
 	now := time.Now()
-	if err := w.store.UpsertWorker(ctx, store.Worker{Name: w.cfg.Name, Addr: w.cfg.Addr, StartedAt: now, SeenAt: now}); err != nil {
+	if err := startCall(ctx, func(ctx context.Context) error {
+		return w.store.UpsertWorker(ctx, store.Worker{Name: w.cfg.Name, Addr: w.cfg.Addr, StartedAt: now, SeenAt: now})
+	}); err != nil {
 		return fmt.Errorf("register worker %s: %w", w.cfg.Name, err)
 	}
 	// Nothing is loaded yet: until each placement is prepared again, no
 	// router may send it traffic.
-	if err := w.store.ResetPlacements(ctx, w.cfg.Name); err != nil {
+	if err := startCall(ctx, func(ctx context.Context) error { return w.store.ResetPlacements(ctx, w.cfg.Name) }); err != nil {
 		return fmt.Errorf("reset placements of %s: %w", w.cfg.Name, err)
 	}
 	w.notify(ctx, store.RoutesChanged())
-	w.sweepTrees(ctx)
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	w.sweepTrees(sctx)
+	cancel()
 	events, err := w.store.Listen(ctx, store.ChannelPlacements)
 	if err != nil {
 		return fmt.Errorf("listen for placements: %w", err)
@@ -312,6 +319,18 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// startCall runs one store call of Run's start with storeTimeout; an
+// answer that did not come in time says so.
+func startCall(ctx context.Context, call func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := call(cctx)
+	if err != nil && ctx.Err() == nil && cctx.Err() != nil {
+		return fmt.Errorf("the store did not answer within %s: %w", storeTimeout, err)
+	}
+	return err
 }
 
 // maxNamedNotes is how many placement notes naming a deployment one turn

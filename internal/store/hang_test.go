@@ -4,6 +4,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,4 +66,28 @@ func TestListenSurvivesHungPostgres(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestOpenFailsOnHungPostgres: opening the store while Postgres hangs
+// (SIGSTOP: the kernel takes the connection, nothing answers it) fails at
+// the connect deadline, rather than waiting for Postgres.
+func TestOpenFailsOnHungPostgres(t *testing.T) {
+	url := pgtest.URL(t)
+	pgtest.Freeze(t)
+	got := make(chan error, 1)
+	go func() {
+		s, err := Open(context.Background(), url)
+		if err == nil {
+			s.Close()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err == nil || !strings.Contains(err.Error(), "postgres connect") {
+			t.Fatalf("Open while Postgres hangs: %v, want a connect error", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Open still waiting 60s after Postgres hung")
+	}
 }

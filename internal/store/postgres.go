@@ -43,6 +43,9 @@ func openPostgres(ctx context.Context, url string, h *hub) (*pgEngine, error) {
 	if !strings.Contains(url, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
 	}
+	if cfg.ConnConfig.ConnectTimeout == 0 { // no connect_timeout in url
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres connect: %w", err)
@@ -59,6 +62,13 @@ func openPostgres(ctx context.Context, url string, h *hub) (*pgEngine, error) {
 		ln:        newPGListener(lcfg, h),
 	}, nil
 }
+
+// connectTimeout bounds each new connection (dial, TLS, startup and
+// authentication) unless the url sets connect_timeout: a Postgres that
+// hangs rather than refusing would otherwise hold Open (and every role
+// starting) until it answers, and a pool connection made for a call with
+// no deadline of its own.
+const connectTimeout = 10 * time.Second
 
 func (e *pgEngine) name() string { return EnginePostgres }
 
