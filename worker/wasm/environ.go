@@ -29,14 +29,20 @@ const (
 )
 
 // environ is one request's WASI environment: NUL-terminated "NAME=value"
-// entries back to back in buf, offs holding where each starts.
+// entries back to back in buf, offs holding where each starts, then those
+// of rest.
 type environ struct {
 	buf  []byte
 	offs []uint32
+	// rest, when set, holds the entries that follow: a deployment's own
+	// variables ([env] and secrets), laid out once when it is prepared and
+	// shared by its requests, which read it straight into the module's
+	// memory rather than copying it into buf first. Never written.
+	rest *environ
 }
 
 func (e *environ) reset() {
-	e.buf, e.offs = e.buf[:0], e.offs[:0]
+	e.buf, e.offs, e.rest = e.buf[:0], e.offs[:0], nil
 }
 
 func (e *environ) add(name, value string) {
@@ -54,16 +60,7 @@ func (e *environ) addRaw(s string) {
 	e.buf = append(e.buf, 0)
 }
 
-// addAll adds every entry of b, in order.
-func (e *environ) addAll(b *environ) {
-	base := uint32(len(e.buf))
-	e.buf = append(e.buf, b.buf...)
-	for _, off := range b.offs {
-		e.offs = append(e.offs, base+off)
-	}
-}
-
-// has reports whether name is set.
+// has reports whether name is set in e's own entries (rest aside).
 func (e *environ) has(name string) bool {
 	for _, off := range e.offs {
 		entry := e.buf[off:]
@@ -256,12 +253,22 @@ func watchReaddir(fn api.GoModuleFunction) api.GoModuleFunction {
 	})
 }
 
+// sizes returns how many strings e holds and their size, terminators
+// included, rest's counted.
+func (e *environ) sizes() (count, size int) {
+	count, size = len(e.offs), len(e.buf)
+	if e.rest != nil {
+		count, size = count+len(e.rest.offs), size+len(e.rest.buf)
+	}
+	return count, size
+}
+
 // sizesGet writes the number of e's strings and their size, terminators
 // included (environ_sizes_get, args_sizes_get).
 func sizesGet(e *environ, mod api.Module, stack []uint64) {
 	mem := mod.Memory()
-	count, size := uint32(stack[0]), uint32(stack[1])
-	if !mem.WriteUint32Le(count, uint32(len(e.offs))) || !mem.WriteUint32Le(size, uint32(len(e.buf))) {
+	count, size := e.sizes()
+	if !mem.WriteUint32Le(uint32(stack[0]), uint32(count)) || !mem.WriteUint32Le(uint32(stack[1]), uint32(size)) {
 		stack[0] = errnoFault
 		return
 	}
@@ -273,15 +280,26 @@ func sizesGet(e *environ, mod api.Module, stack []uint64) {
 func stringsGet(e *environ, mod api.Module, stack []uint64) {
 	mem := mod.Memory()
 	ptrs, strs := uint32(stack[0]), uint32(stack[1])
-	ptrBuf, ok1 := mem.Read(ptrs, uint32(4*len(e.offs)))
-	strBuf, ok2 := mem.Read(strs, uint32(len(e.buf)))
+	count, size := e.sizes()
+	ptrBuf, ok1 := mem.Read(ptrs, uint32(4*count))
+	strBuf, ok2 := mem.Read(strs, uint32(size))
 	if !ok1 || !ok2 {
 		stack[0] = errnoFault
 		return
 	}
+	putStrings(ptrBuf, strBuf, strs, e)
+	if e.rest != nil {
+		n := 4 * len(e.offs)
+		putStrings(ptrBuf[n:], strBuf[len(e.buf):], strs+uint32(len(e.buf)), e.rest)
+	}
+	stack[0] = errnoSuccess
+}
+
+// putStrings copies e's own strings to strBuf, which the module sees at
+// strs, and a pointer to each to ptrBuf.
+func putStrings(ptrBuf, strBuf []byte, strs uint32, e *environ) {
 	for i, off := range e.offs {
 		binary.LittleEndian.PutUint32(ptrBuf[4*i:], strs+off)
 	}
 	copy(strBuf, e.buf)
-	stack[0] = errnoSuccess
 }

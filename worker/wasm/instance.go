@@ -33,8 +33,8 @@ type instance struct {
 	timeout time.Duration
 	base    wazero.ModuleConfig // what every request's config starts from
 	env     []envVar            // the manifest's [env], then the secrets, each sorted by name
-	// fixed is env laid out once, copied whole into every request's
-	// environment; nil when a name of env starts with HTTP_ (a request
+	// fixed is env laid out once, the rest of every request's environment
+	// (environ.rest); nil when a name of env starts with HTTP_ (a request
 	// header of that name wins, so each is looked at per request).
 	fixed       *environ
 	timeoutBody string
@@ -306,7 +306,7 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) string 
 		e.buf = append(e.buf, 0)
 	}
 	if in.fixed != nil {
-		e.addAll(in.fixed)
+		e.rest = in.fixed
 	} else {
 		for _, v := range in.env {
 			if !strings.HasPrefix(v.name, "HTTP_") || !e.has(v.name) {
