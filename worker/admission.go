@@ -43,6 +43,9 @@ type admission struct {
 	maxInflight, maxQueue int
 	budget                int64
 	wait                  time.Duration
+	// idle are the runtimes whose memory held between calls counts
+	// against budget (see releaseIdle); set before the first call.
+	idle []IdleMemory
 
 	mu       sync.Mutex
 	inflight int
@@ -165,6 +168,24 @@ func (a *admission) take(ld *load, cost int64) {
 	a.reserved += cost
 	ld.active++
 	ld.reserved += cost
+	a.releaseIdle()
+}
+
+// releaseIdle has the runtimes free the memory they hold between calls
+// beyond what the calls' reservations leave of the budget, so that
+// reservations and idle memory together stay within it; a.mu must be
+// held. It costs an atomic load per runtime while there is room.
+func (a *admission) releaseIdle() {
+	for _, m := range a.idle {
+		over := a.reserved - a.budget
+		for _, o := range a.idle {
+			over += o.IdleMemory()
+		}
+		if over <= 0 {
+			return
+		}
+		m.ReleaseIdle(over)
+	}
 }
 
 // wake admits waiters while any fits, the least busy component's first;

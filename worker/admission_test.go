@@ -382,3 +382,61 @@ func BenchmarkAdmission(b *testing.B) {
 		}
 	})
 }
+
+// idleHeld holds memory between calls, as worker/wasm's idle instances do,
+// and frees it 64 bytes at a time when asked.
+type idleHeld struct {
+	held     atomic.Int64
+	released atomic.Int64
+}
+
+func (h *idleHeld) IdleMemory() int64 { return h.held.Load() }
+
+func (h *idleHeld) ReleaseIdle(n int64) int64 {
+	var freed int64
+	for freed < n && h.held.Load() > 0 {
+		d := min(64, h.held.Load())
+		h.held.Add(-d)
+		freed += d
+	}
+	h.released.Add(freed)
+	return freed
+}
+
+// TestAdmissionCountsIdleMemory: memory a runtime holds between calls
+// counts against the budget beside the calls' reservations: it is left
+// alone while both fit, and freed (only as much as needed) when an
+// admitted call would make them exceed it; it never turns a call away.
+func TestAdmissionCountsIdleMemory(t *testing.T) {
+	// Memory 400 bytes: the call budget is 300 (a quarter kept back).
+	a := limits(t, Limits{Memory: 400, QueueWait: time.Minute})
+	idle := &idleHeld{}
+	idle.held.Store(200)
+	a.idle = []IdleMemory{idle}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var gates []*gate
+	var calls []<-chan *httptest.ResponseRecorder
+	for i := range 4 {
+		g := newGate()
+		gates = append(gates, g)
+		calls = append(calls, call(&limited{Instance: g, adm: a, component: fmt.Sprint("c", i), cost: 50, limit: 10}, ctx))
+		waitFor(t, fmt.Sprintf("call %d running", i), func() bool { return g.running.Load() == 1 })
+		_, _, _, reserved := a.state()
+		if got := reserved + idle.IdleMemory(); got > 300 {
+			t.Errorf("with %d calls running: %d reserved + %d idle = %d, over the budget of 300", i+1, reserved, idle.IdleMemory(), got)
+		}
+		if i < 2 && idle.released.Load() != 0 {
+			t.Errorf("with %d calls running (room left): %d bytes of idle memory released, want none", i+1, idle.released.Load())
+		}
+	}
+	if r := idle.released.Load(); r == 0 || r > 128 {
+		t.Errorf("%d bytes of idle memory released, want some, at most 128 (two calls of 50 past the room, freed 64 at a time)", r)
+	}
+	for i, g := range gates {
+		g.release <- struct{}{}
+		if w := <-calls[i]; w.Code != http.StatusOK {
+			t.Errorf("call %d: status %d", i, w.Code)
+		}
+	}
+}

@@ -60,6 +60,18 @@ type Footprint interface {
 	CallMemory() int64
 }
 
+// IdleMemory is implemented by a Runtime that keeps memory between calls
+// and can give it back on demand, as worker/wasm keeps idle instances for
+// reuse. Admission counts IdleMemory (bytes held now) against the calls'
+// budget beside their reservations, and when an admitted call leaves too
+// little room calls ReleaseIdle to free at least n bytes, if it holds
+// them; it returns what it freed. Both are safe for concurrent use and
+// must not call back into the worker.
+type IdleMemory interface {
+	IdleMemory() int64
+	ReleaseIdle(n int64) int64
+}
+
 // withDefaults fills in the zero fields; the machine's memory is read only
 // when Memory is unset.
 func (l Limits) withDefaults() (Limits, error) {

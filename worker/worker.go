@@ -164,6 +164,9 @@ func New(cfg Config, st Store, runtimes ...Runtime) (*Worker, error) {
 	}
 	for _, rt := range runtimes {
 		w.runtimes[rt.Name()] = rt
+		if m, ok := rt.(IdleMemory); ok {
+			w.adm.idle = append(w.adm.idle, m)
+		}
 	}
 	empty := map[int64]Instance{}
 	w.serving.Store(&empty)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/velo-run/velo/worker"
 )
 
 // Why instances are reused: WAGI promises every request a fresh instance,
@@ -37,7 +39,9 @@ import (
 // module closed — discards the instance, as does any doubt: what is reused
 // is only what was shown to be restorable. The idle instances of a
 // deployment are few (maxWarmIdle), count against a Runtime-wide budget
-// (warmBudget), and are closed once the deployment goes a sweep without
+// (warmBudget) and, through IdleMemory, against the worker's memory
+// budget (admission closes them with ReleaseIdle when a call needs the
+// room), and are closed once the deployment goes a sweep without
 // requests, so idle components hold none.
 
 const (
@@ -370,6 +374,41 @@ func (p *warmPool) emptyLocked() []*warm {
 	p.uncharge(p.charged)
 	return idle
 }
+
+// IdleMemory is what idle reusable instances and their memory images hold
+// now, in bytes (worker.IdleMemory: admission counts it against the
+// worker's memory budget).
+func (rt *Runtime) IdleMemory() int64 { return rt.warmBudget.used.Load() }
+
+// ReleaseIdle closes idle instances, a deployment's pool at a time (its
+// image with them), until at least n bytes are freed or none is left, and
+// returns what it freed (worker.IdleMemory: admission needs the room for
+// a call). A pool emptied so keeps serving: its next request makes a
+// fresh instance, and the image is taken again.
+func (rt *Runtime) ReleaseIdle(n int64) int64 {
+	rt.warmMu.Lock()
+	pools := make([]*warmPool, 0, len(rt.warmPools))
+	for p := range rt.warmPools {
+		pools = append(pools, p)
+	}
+	rt.warmMu.Unlock()
+	var freed int64
+	for _, p := range pools {
+		if freed >= n {
+			break
+		}
+		p.mu.Lock()
+		freed += p.charged
+		idle := p.emptyLocked()
+		p.mu.Unlock()
+		for _, w := range idle {
+			w.close()
+		}
+	}
+	return freed
+}
+
+var _ worker.IdleMemory = (*Runtime)(nil)
 
 // listWarm adds p to the pools the idle sweep looks at.
 func (rt *Runtime) listWarm(p *warmPool) {

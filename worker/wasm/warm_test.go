@@ -151,6 +151,40 @@ func TestWarmPoolSwept(t *testing.T) {
 	}
 }
 
+// TestReleaseIdle: the memory idle instances hold shows in IdleMemory, and
+// ReleaseIdle (admission needing the room) closes them and gives it all
+// back; the deployment goes on serving pristine instances, reused again.
+func TestReleaseIdle(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	in := pristineInstance(t, rt)
+	want := pristineProbe(t, probe(t, in, "aaaaa"), "aaaaa")
+	probe(t, in, "aaaaa")
+	held := rt.IdleMemory()
+	if held <= 0 || held != rt.warmBudget.used.Load() {
+		t.Fatalf("after two requests: IdleMemory %d, budget used %d; want the same, above 0", held, rt.warmBudget.used.Load())
+	}
+	if freed := rt.ReleaseIdle(1); freed != held {
+		t.Errorf("ReleaseIdle freed %d, want all %d (the one pool)", freed, held)
+	}
+	p := in.(*instance).warm
+	p.mu.Lock()
+	idle := len(p.idle)
+	p.mu.Unlock()
+	if idle != 0 || rt.IdleMemory() != 0 {
+		t.Fatalf("after ReleaseIdle: %d idle instances, IdleMemory %d; want none", idle, rt.IdleMemory())
+	}
+	made := rt.warmNew.Load()
+	if got := probe(t, in, "aaaaa"); got != want {
+		t.Fatalf("after ReleaseIdle: probe saw %q, want %q", got, want)
+	}
+	if got := probe(t, in, "aaaaa"); got != want {
+		t.Fatalf("after ReleaseIdle, reused: probe saw %q, want %q", got, want)
+	}
+	if n := rt.warmNew.Load() - made; n != 1 || rt.IdleMemory() == 0 {
+		t.Errorf("after ReleaseIdle: %d instances made for two requests, IdleMemory %d; want 1 made, reused again", n, rt.IdleMemory())
+	}
+}
+
 // BenchmarkWarmVsFresh alternates, in small blocks on one goroutine so that
 // both see the same machine load, a deployment that reuses its instances
 // and the same deployment made to instantiate afresh for every request,
