@@ -24,8 +24,8 @@ const secretsCount = 10
 
 // secretsSection measures what secrets cost a request: the small C module
 // deployed twice into one `velo up`, once bare and once with ten secrets
-// (so ten more environment variables laid out and copied into every fresh
-// instance), loaded with wrk in paired rounds, the order alternating.
+// (so ten more environment variables written into the module's memory on
+// every request), loaded with wrk in paired rounds, the order alternating.
 func secretsSection(ctx context.Context, b *Bench) (string, error) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return "", errors.New("wrk is not installed (apt-get install wrk)")
@@ -237,8 +237,9 @@ func secretsReport(b *Bench, inWith, inWithout, inEnv, inRatios []time.Duration,
 	fmt.Fprintf(&s, "## secrets — what secrets cost a WASM request\n\n")
 	fmt.Fprintf(&s, "%s\n\n", b.Stamp())
 	fmt.Fprintf(&s, "The C module `bench/testdata/hello.wasm` (prints a greeting), with the wasm section's manifest, "+
-		"without secrets and with %d secrets of 43 bytes each: ten more environment variables laid out for, and copied "+
-		"into, every fresh instance.\n\n"+
+		"without secrets and with %d secrets of 43 bytes each: ten more environment variables, laid out once per deployment "+
+		"and written into the module's memory on every request, after the CGI variables and `[env]` (so the module's "+
+		"`getenv(\"GREETING\")` does not walk past them; the same ten in `[env]` sort before `GREETING`, so it does).\n\n"+
 		"1. **In process** (%d rounds): the worker's WASM runtime serves one instance of each (and a third with the same "+
 		"ten variables in `[env]` instead, to tell what secrets cost from what ten more variables cost) from one goroutine locked "+
 		"to its thread, in alternating blocks of %d requests (`GET /fn/NAME/bench` through `Instance.Serve`); a block "+
