@@ -16,7 +16,13 @@ import (
 // without name or time, and no PAX global header (Comment is left out so
 // the archive depends on the contents alone). Identical trees give
 // byte-identical archives with a given Go release (the bytes depend on
-// compress/flate).
+// compress/flate) and compression level.
+//
+// The level is gzip.BestSpeed: every deploy packs its tree again (the
+// digest is of these bytes), and at the default level the compression was
+// a tenth of velo up's CPU deploying many components. BestSpeed packs a
+// 28 KiB WASM module about 2.5 times as fast for an archive about 12 %
+// larger.
 func (t *Tree) WriteTo(w io.Writer) (int64, error) {
 	cw := &countWriter{w: w}
 	zw := gzipWriters.Get().(*gzip.Writer)
@@ -58,11 +64,11 @@ func (t *Tree) WriteTo(w io.Writer) (int64, error) {
 	return cw.n, nil
 }
 
-// gzipWriters are reused: a writer at the default level allocates about a
-// megabyte of tables, which at a deploy each was much of a deploy's
+// gzipWriters are reused: a writer allocates its tables (about a megabyte
+// at the default level), which at a deploy each was much of a deploy's
 // garbage.
 var gzipWriters = sync.Pool{New: func() any {
-	zw, _ := gzip.NewWriterLevel(nil, gzip.DefaultCompression) // a valid level: no error
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed) // a valid level: no error
 	return zw
 }}
 
