@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 
 	"modernc.org/sqlite"
 )
@@ -17,12 +18,23 @@ import (
 // the process, so concurrent goroutines queue in database/sql instead of
 // failing with SQLITE_BUSY. busy_timeout covers other processes (velo
 // migrate) opening the same file; WAL lets their readers run alongside.
-// The connection keeps its prepared statements (stmtCacheConnector).
+//
+// A SELECT outside a transaction runs on one of readConns more connections
+// instead (read-only ones): WAL lets readers run alongside the writer and
+// each other, each reading the database as of its last commit, so reads no
+// longer wait in line behind every write and transaction (with deploys
+// under way, most goroutines of the process were waiting for the one
+// connection, a few milliseconds each). Each connection keeps its prepared
+// statements (stmtCacheConnector).
 type sqliteEngine struct {
 	sqlQuerier
-	db  *sql.DB
-	hub *hub
+	db   *sql.DB // the writer: writes, transactions, River
+	read *sql.DB // readers: SELECTs outside transactions
+	hub  *hub
 }
+
+// readConns is how many read-only connections serve SELECTs.
+const readConns = 4
 
 func openSQLite(ctx context.Context, path string, h *hub) (*sqliteEngine, error) {
 	if path == "" {
@@ -40,8 +52,13 @@ func openSQLite(ctx context.Context, path string, h *hub) (*sqliteEngine, error)
 	// The WAL file is cut back to this after a checkpoint (SQLite leaves
 	// it at its largest otherwise: 4 MiB and more of a small database).
 	q.Add("_pragma", "journal_size_limit(1048576)")
+	rq := url.Values{"_pragma": append([]string{"query_only(1)"}, q["_pragma"]...)}
 	q.Set("_txlock", "immediate")
 	conn, err := sqlite.NewConnector(abs + "?" + q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
+	}
+	rconn, err := sqlite.NewConnector(abs + "?" + rq.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
 	}
@@ -58,7 +75,41 @@ func openSQLite(ctx context.Context, path string, h *hub) (*sqliteEngine, error)
 		db.Close()
 		return nil, fmt.Errorf("sqlite open %s: %w", abs, err)
 	}
-	return &sqliteEngine{sqlQuerier: sqlQuerier{db}, db: db, hub: h}, nil
+	read := sql.OpenDB(stmtCacheConnector{Connector: rconn, size: stmtCacheSize})
+	read.SetMaxOpenConns(readConns)
+	read.SetMaxIdleConns(readConns)
+	read.SetConnMaxLifetime(0)
+	read.SetConnMaxIdleTime(0)
+	if err := read.PingContext(ctx); err != nil {
+		read.Close()
+		db.Close()
+		return nil, fmt.Errorf("sqlite open %s for reading: %w", abs, err)
+	}
+	return &sqliteEngine{sqlQuerier: sqlQuerier{db}, db: db, read: read, hub: h}, nil
+}
+
+// query runs a SELECT on a reader, anything else (a write with RETURNING, a
+// PRAGMA) on the writer.
+func (e *sqliteEngine) query(ctx context.Context, query string, args ...any) (rows, error) {
+	if isSelect(query) {
+		return sqlQuerier{e.read}.query(ctx, query, args...)
+	}
+	return e.sqlQuerier.query(ctx, query, args...)
+}
+
+// queryRow is query for at most one row.
+func (e *sqliteEngine) queryRow(ctx context.Context, query string, args ...any) row {
+	if isSelect(query) {
+		return sqlQuerier{e.read}.queryRow(ctx, query, args...)
+	}
+	return e.sqlQuerier.queryRow(ctx, query, args...)
+}
+
+// isSelect reports whether query is a SELECT (a read: the readers are
+// query_only, so a write sent there fails rather than runs).
+func isSelect(query string) bool {
+	q := strings.TrimLeft(query, " \t\r\n")
+	return len(q) >= 6 && strings.EqualFold(q[:6], "SELECT")
 }
 
 // incrementalVacuum puts the database in incremental auto-vacuum mode, so
@@ -111,7 +162,10 @@ func (e *sqliteEngine) notify(ctx context.Context, channel, payload string) erro
 
 func (e *sqliteEngine) listen(ctx context.Context, channel string) error { return nil }
 
-func (e *sqliteEngine) close() { e.db.Close() }
+func (e *sqliteEngine) close() {
+	e.read.Close()
+	e.db.Close()
+}
 
 // sqlDB is what *sql.DB and *sql.Tx have in common.
 type sqlDB interface {
