@@ -2,6 +2,8 @@ package wasm
 
 import (
 	"context"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,6 +107,58 @@ func TestPrepareRejectsNonWAGI(t *testing.T) {
 		_, err := prepareBytes(t, rt, tt.bin, nil)
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "module tiny.wasm: ") {
 			t.Errorf("%s: error %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// envValue returns name's value in e's own entries.
+func envValue(e *environ, name string) (string, bool) {
+	for _, off := range e.offs {
+		entry := string(e.buf[off:])
+		entry = entry[:strings.IndexByte(entry, 0)]
+		if k, v, ok := strings.Cut(entry, "="); ok && k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// A request's environment is laid out without allocating (the bench's
+// hello request made two: X_FULL_URL's string and net.SplitHostPort's
+// error for a Host without a port), and X_FULL_URL is what
+// URL.RequestURI says, whatever the URL.
+func TestEnvironmentLayout(t *testing.T) {
+	rt := newRuntime(t, Config{})
+	spec := echoSpec(nil)
+	spec.Manifest.Env = map[string]string{"GREETING": "hi"}
+	spec.Secrets = map[string]string{"API_KEY": "k-123"}
+	in := prepare(t, rt, spec).(*instance)
+	c := rt.pools.get()
+	defer rt.pools.put(c)
+
+	for target, want := range map[string]float64{
+		"http://example.com/fn/echo/bench?x=1": 0,
+		"http://example.com/fn/echo/a%2Fb":     1, // URL.EscapedPath's, once
+	} {
+		r := httptest.NewRequest("GET", target, nil)
+		r.Header.Set("User-Agent", "velo-test")
+		if n := testing.AllocsPerRun(100, func() { in.moduleConfig(c, r, "/fn/echo") }); n > want {
+			t.Errorf("%s: %v allocations per request's environment, want %v", target, n, want)
+		}
+	}
+
+	for _, target := range []string{
+		"http://example.com/fn/echo", "http://example.com/fn/echo/", "http://example.com:8080/fn/echo/a%20b?x=1&y=%2F",
+		"http://[::1]:9/fn/echo?", "http://example.com/fn/echo/caf%C3%A9", "http://example.com/fn/echo/a;b",
+	} {
+		r := httptest.NewRequest("GET", target, nil)
+		for _, u := range []*url.URL{r.URL, {Path: ""}, {Path: "/p", ForceQuery: true}, {Opaque: "//x/y", Scheme: "http", RawQuery: "q"}} {
+			r.URL = u
+			in.moduleConfig(c, r, "/fn/echo")
+			got, _ := envValue(&c.env, "X_FULL_URL")
+			if want := "http://" + r.Host + u.RequestURI(); got != want {
+				t.Errorf("%s, URL %#v: X_FULL_URL %q, want %q", target, u, got, want)
+			}
 		}
 	}
 }

@@ -243,15 +243,16 @@ func (in *instance) CallMemory() int64 {
 // on a clash). It returns the export to run: the one of the route the
 // request matches (routes.go).
 func (in *instance) moduleConfig(c *call, r *http.Request, mount string) string {
+	escaped := r.URL.EscapedPath() // net/url builds it anew each time when the path has escapes
 	c.args.reset()
-	c.args.addRaw(r.URL.EscapedPath())
+	c.args.addRaw(escaped)
 	if q := r.URL.RawQuery; q != "" {
 		for arg := range strings.SplitSeq(q, "&") {
 			c.args.addRaw(arg)
 		}
 	}
 
-	t, pathInfo, rawPathInfo := in.routesFor(mount).resolve(r.URL.EscapedPath(), r.URL.Path)
+	t, pathInfo, rawPathInfo := in.routesFor(mount).resolve(escaped, r.URL.Path)
 	scheme, defaultPort := "http", "80"
 	if r.TLS != nil {
 		scheme, defaultPort = "https", "443"
@@ -284,7 +285,19 @@ func (in *instance) moduleConfig(c *call, r *http.Request, mount string) string 
 	e.buf = append(e.buf, scheme...)
 	e.buf = append(e.buf, "://"...)
 	e.buf = append(e.buf, r.Host...)
-	e.buf = append(e.buf, r.URL.RequestURI()...)
+	if u := r.URL; u.Opaque == "" {
+		// As u.RequestURI(), without building the string.
+		if escaped == "" {
+			escaped = "/"
+		}
+		e.buf = append(e.buf, escaped...)
+		if u.ForceQuery || u.RawQuery != "" {
+			e.buf = append(e.buf, '?')
+			e.buf = append(e.buf, u.RawQuery...)
+		}
+	} else {
+		e.buf = append(e.buf, u.RequestURI()...)
+	}
 	e.buf = append(e.buf, 0)
 	if r.Host != "" {
 		e.add("HTTP_HOST", r.Host)
@@ -439,8 +452,15 @@ func subPath(path, mount string) string {
 
 // splitHostPort splits "host:port", "[v6]:port" or a bare host.
 func splitHostPort(hostport, defaultPort string) (host, port string) {
-	if h, p, err := net.SplitHostPort(hostport); err == nil {
-		return h, p
+	// net.SplitHostPort is not asked when it would fail (no port: a Host
+	// header without one, the usual case), as its error is an allocation
+	// on every request.
+	colon := strings.LastIndexByte(hostport, ':')
+	if colon >= 0 && (hostport[0] != '[' && strings.IndexByte(hostport, ':') == colon ||
+		hostport[0] == '[' && colon > strings.LastIndexByte(hostport, ']')) {
+		if h, p, err := net.SplitHostPort(hostport); err == nil {
+			return h, p
+		}
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]"), defaultPort
 }
