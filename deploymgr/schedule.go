@@ -523,8 +523,25 @@ func (m *Manager) retireOf(ctx context.Context, ps []store.Placement, current ma
 		if nerr := m.placementsChanged(ctx, removed); err == nil {
 			err = nerr
 		}
+		m.dropRetired(ctx, removed)
 	}
 	return seen, waiting, err
+}
+
+// dropRetired drops the old artifacts of the components of ds, whose
+// placements were just removed: the drop passes after the deploys that
+// replaced them (dropOldArtifacts, dropLater) spared them while they were
+// placed, and none may come before the component's next deploy.
+func (m *Manager) dropRetired(ctx context.Context, ds []int64) {
+	done := map[string]bool{}
+	for _, id := range ds {
+		d, err := m.store.Deployment(ctx, id)
+		if err != nil || done[d.Component] {
+			continue // gone (its record, after its artifact), or done
+		}
+		done[d.Component] = true
+		m.dropArtifacts(ctx, d.Component)
+	}
 }
 
 // placementsChanged tells workers that the placements of ds changed: one
