@@ -244,12 +244,8 @@ func (m *Manager) Rollback(ctx context.Context, comp store.Component, id int64) 
 	if id == comp.Live && comp.Target == comp.Live {
 		return d, nil // already live
 	}
-	if ok, err := m.store.HasArtifact(ctx, d.Digest); err != nil {
+	if err := m.artifactKept(ctx, d); err != nil {
 		return store.Deployment{}, err
-	} else if !ok {
-		return store.Deployment{}, &ConflictError{Msg: fmt.Sprintf(
-			"deployment %d is older than the %d newest that are kept for rollback (VELO_KEEP_DEPLOYMENTS); its artifact was removed: deploy that version again",
-			id, m.cfg.KeepDeployments)}
 	}
 	if err := m.store.SetDeploymentStatus(ctx, id, store.StatusPending, ""); err != nil {
 		return store.Deployment{}, err
@@ -261,6 +257,21 @@ func (m *Manager) Rollback(ctx context.Context, comp store.Component, id int64) 
 	m.notify(ctx, store.DeploymentChanged(id))
 	d.Status = store.StatusPending
 	return d, nil
+}
+
+// artifactKept returns nil if d's artifact is still stored, else a
+// ConflictError saying it was removed (DropArtifacts: d is older than the
+// newest KeepDeployments) and that the version must be deployed again:
+// without it no worker can place d, so rollback and promote refuse it.
+func (m *Manager) artifactKept(ctx context.Context, d store.Deployment) error {
+	if ok, err := m.store.HasArtifact(ctx, d.Digest); err != nil {
+		return err
+	} else if !ok {
+		return &ConflictError{Msg: fmt.Sprintf(
+			"deployment %d is older than the %d newest that are kept for rollback (VELO_KEEP_DEPLOYMENTS); its artifact was removed: deploy that version again",
+			d.ID, m.cfg.KeepDeployments)}
+	}
+	return nil
 }
 
 func (m *Manager) deleteComponent(c echo.Context) error {

@@ -136,6 +136,15 @@ func (m *Manager) promote1(ctx context.Context, comp store.Component, id int64, 
 	if comp.Live == 0 {
 		return store.Deployment{}, nil, &ConflictError{Msg: fmt.Sprintf("component %q has no live deployment to share calls with", comp.Name)}
 	}
+	if d.Status == store.StatusSkipped {
+		return store.Deployment{}, nil, &ConflictError{Msg: fmt.Sprintf("deployment %d was skipped (%s): it has no artifact to place", id, d.Error)}
+	}
+	// Checked before anything changes: a canary whose artifact was dropped
+	// could never be placed. (Once it is the canary, DropArtifacts spares
+	// it.)
+	if err := m.artifactKept(ctx, d); err != nil {
+		return store.Deployment{}, nil, err
+	}
 	if err := m.store.SetCanary(ctx, comp.Name, id, weight); err != nil {
 		return store.Deployment{}, nil, err
 	}
