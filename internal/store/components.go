@@ -46,19 +46,8 @@ func (s *Store) Component(ctx context.Context, name string) (Component, error) {
 // Components returns every component ordered by name.
 func (s *Store) Components(ctx context.Context) ([]Component, error) {
 	rs, err := s.db.query(ctx, `SELECT `+componentCols+` FROM components ORDER BY name`)
+	out, err := collect(rs, err, scanComponent)
 	if err != nil {
-		return nil, fmt.Errorf("components: %w", err)
-	}
-	defer rs.Close()
-	var out []Component
-	for rs.Next() {
-		c, err := scanComponent(rs)
-		if err != nil {
-			return nil, fmt.Errorf("components: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("components: %w", err)
 	}
 	return out, nil

@@ -31,19 +31,7 @@ func scanDeployment(r row) (Deployment, error) {
 }
 
 func collectDeployments(rs rows, err error) ([]Deployment, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []Deployment
-	for rs.Next() {
-		d, err := scanDeployment(rs)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rs.Err()
+	return collect(rs, err, scanDeployment)
 }
 
 // CreateDeployment records d with a new, increasing ID and CreatedAt and

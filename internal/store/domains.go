@@ -66,19 +66,7 @@ func (s *Store) Domains(ctx context.Context, component string) ([]string, error)
 
 func domainsOf(ctx context.Context, q querier, component string) ([]string, error) {
 	rs, err := q.query(ctx, `SELECT domain FROM domains WHERE component = $1 ORDER BY domain`, component)
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []string
-	for rs.Next() {
-		var d string
-		if err := rs.Scan(&d); err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rs.Err()
+	return collect(rs, err, scanString)
 }
 
 // allDomains maps every claimed domain's component to its domains.

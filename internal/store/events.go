@@ -115,26 +115,19 @@ func (s *Store) AddAttempt(ctx context.Context, a Attempt) error {
 func (s *Store) Attempts(ctx context.Context, invocation int64) ([]Attempt, error) {
 	rs, err := s.db.query(ctx, `SELECT invocation, attempt, component, started_at, duration_us,
 		status, error, headers, body FROM invocation_attempts WHERE invocation = $1 ORDER BY attempt`, invocation)
-	if err != nil {
-		return nil, fmt.Errorf("attempts of invocation %d: %w", invocation, err)
-	}
-	defer rs.Close()
-	var out []Attempt
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (Attempt, error) {
 		var (
 			a           Attempt
 			start, dur  int64
 			headers     string
 			attempt, st int64
 		)
-		if err := rs.Scan(&a.Invocation, &attempt, &a.Component, &start, &dur, &st, &a.Error, &headers, &a.Body); err != nil {
-			return nil, fmt.Errorf("attempts of invocation %d: %w", invocation, err)
-		}
+		err := r.Scan(&a.Invocation, &attempt, &a.Component, &start, &dur, &st, &a.Error, &headers, &a.Body)
 		a.Attempt, a.Status = int(attempt), int(st)
 		a.StartedAt, a.Duration, a.Headers = fromMicros(start), time.Duration(dur)*time.Microsecond, []byte(headers)
-		out = append(out, a)
-	}
-	if err := rs.Err(); err != nil {
+		return a, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("attempts of invocation %d: %w", invocation, err)
 	}
 	return out, nil
@@ -345,19 +338,11 @@ func (s *Store) QueuedDepth(ctx context.Context, queue string) (int64, error) {
 func (s *Store) PendingEventQueues(ctx context.Context) ([]string, error) {
 	rs, err := s.db.query(ctx, `SELECT DISTINCT queue FROM river_job
 		WHERE state IN ('available', 'scheduled', 'retryable') AND kind = 'velo_call'`)
+	out, err := collect(rs, err, scanString)
 	if err != nil {
 		return nil, fmt.Errorf("pending event queues: %w", err)
 	}
-	defer rs.Close()
-	var out []string
-	for rs.Next() {
-		var q string
-		if err := rs.Scan(&q); err != nil {
-			return nil, fmt.Errorf("pending event queues: %w", err)
-		}
-		out = append(out, q)
-	}
-	return out, rs.Err()
+	return out, nil
 }
 
 // LastScheduled returns the newest tick (unix microseconds) a schedule of

@@ -42,21 +42,14 @@ func (s *Store) CreateAPIKey(ctx context.Context, k APIKey) error {
 func (s *Store) APIKeys(ctx context.Context, component string) ([]APIKey, error) {
 	rs, err := s.db.query(ctx, `SELECT `+apiKeyCols+` FROM api_keys
 		WHERE $1 = '' OR component = $1 ORDER BY component, created_at, id`, component)
-	if err != nil {
-		return nil, fmt.Errorf("api keys: %w", err)
-	}
-	defer rs.Close()
-	var out []APIKey
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (APIKey, error) {
 		var k APIKey
 		var created int64
-		if err := rs.Scan(&k.ID, &k.Component, &k.Label, &k.Hash, &created); err != nil {
-			return nil, fmt.Errorf("api keys: %w", err)
-		}
+		err := r.Scan(&k.ID, &k.Component, &k.Label, &k.Hash, &created)
 		k.CreatedAt = fromMicros(created)
-		out = append(out, k)
-	}
-	if err := rs.Err(); err != nil {
+		return k, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("api keys: %w", err)
 	}
 	return out, nil
@@ -140,21 +133,14 @@ func (s *Store) AddRateUsage(ctx context.Context, batch []RateUsage) error {
 func (s *Store) RateUsageSince(ctx context.Context, router string, since time.Time, limit int) ([]RateUsage, error) {
 	rs, err := s.db.query(ctx, `SELECT id, router, component, client, used, at FROM rate_usage
 		WHERE router <> $1 AND at >= $2 ORDER BY id LIMIT $3`, router, micros(since), limit)
-	if err != nil {
-		return nil, fmt.Errorf("rate usage: %w", err)
-	}
-	defer rs.Close()
-	var out []RateUsage
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (RateUsage, error) {
 		var u RateUsage
 		var at int64
-		if err := rs.Scan(&u.ID, &u.Router, &u.Component, &u.Client, &u.Used, &at); err != nil {
-			return nil, fmt.Errorf("rate usage: %w", err)
-		}
+		err := r.Scan(&u.ID, &u.Router, &u.Component, &u.Client, &u.Used, &at)
 		u.At = fromMicros(at)
-		out = append(out, u)
-	}
-	if err := rs.Err(); err != nil {
+		return u, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("rate usage: %w", err)
 	}
 	return out, nil

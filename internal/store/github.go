@@ -91,19 +91,8 @@ func (s *Store) GitHubJobs(ctx context.Context, states ...string) ([]GitHubJob, 
 		where = ` WHERE state IN (` + strings.Join(marks, ", ") + `)`
 	}
 	rs, err := s.db.query(ctx, `SELECT `+githubJobCols+` FROM github_jobs`+where+` ORDER BY created_at, delivery`, args...)
+	out, err := collect(rs, err, scanGitHubJob)
 	if err != nil {
-		return nil, fmt.Errorf("github jobs: %w", err)
-	}
-	defer rs.Close()
-	var out []GitHubJob
-	for rs.Next() {
-		j, err := scanGitHubJob(rs)
-		if err != nil {
-			return nil, fmt.Errorf("github jobs: %w", err)
-		}
-		out = append(out, j)
-	}
-	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("github jobs: %w", err)
 	}
 	return out, nil
@@ -182,21 +171,14 @@ func (s *Store) DeleteGitHubInstallation(ctx context.Context, id int64) error {
 // GitHubInstallations returns every installation, by ID.
 func (s *Store) GitHubInstallations(ctx context.Context) ([]GitHubInstallation, error) {
 	rs, err := s.db.query(ctx, `SELECT id, account, account_type, updated_at FROM github_installations ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("github installations: %w", err)
-	}
-	defer rs.Close()
-	var out []GitHubInstallation
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (GitHubInstallation, error) {
 		var in GitHubInstallation
 		var updated int64
-		if err := rs.Scan(&in.ID, &in.Account, &in.AccountType, &updated); err != nil {
-			return nil, fmt.Errorf("github installations: %w", err)
-		}
+		err := r.Scan(&in.ID, &in.Account, &in.AccountType, &updated)
 		in.UpdatedAt = fromMicros(updated)
-		out = append(out, in)
-	}
-	if err := rs.Err(); err != nil {
+		return in, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("github installations: %w", err)
 	}
 	return out, nil

@@ -77,21 +77,13 @@ func (s *Store) AppendLogs(ctx context.Context, lines []LogLine) error {
 const logCols = `id, component, deployment, at, stream, line`
 
 func collectLogs(rs rows, err error) ([]LogLine, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []LogLine
-	for rs.Next() {
+	return collect(rs, err, func(r row) (LogLine, error) {
 		var l LogLine
 		var at int64
-		if err := rs.Scan(&l.ID, &l.Component, &l.Deployment, &at, &l.Stream, &l.Line); err != nil {
-			return nil, err
-		}
+		err := r.Scan(&l.ID, &l.Component, &l.Deployment, &at, &l.Stream, &l.Line)
 		l.Time = fromMicros(at)
-		out = append(out, l)
-	}
-	return out, rs.Err()
+		return l, err
+	})
 }
 
 // Logs returns up to limit lines of the component with IDs above afterID,

@@ -89,21 +89,14 @@ type GitHubPreviewComponent struct {
 func (s *Store) GitHubPreviewComponents(ctx context.Context, repo string, number int) ([]GitHubPreviewComponent, error) {
 	rs, err := s.db.query(ctx, `SELECT component, dir, preview, head, gh_deployment, line, updated_at
 		FROM github_preview_components WHERE repo_key = $1 AND number = $2 ORDER BY component`, strings.ToLower(repo), number)
-	if err != nil {
-		return nil, fmt.Errorf("github preview components %s#%d: %w", repo, number, err)
-	}
-	defer rs.Close()
-	var out []GitHubPreviewComponent
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (GitHubPreviewComponent, error) {
 		p := GitHubPreviewComponent{Repo: repo, Number: number}
 		var updated int64
-		if err := rs.Scan(&p.Component, &p.Dir, &p.Preview, &p.Head, &p.GitHubDeployment, &p.Line, &updated); err != nil {
-			return nil, fmt.Errorf("github preview components %s#%d: %w", repo, number, err)
-		}
+		err := r.Scan(&p.Component, &p.Dir, &p.Preview, &p.Head, &p.GitHubDeployment, &p.Line, &updated)
 		p.UpdatedAt = fromMicros(updated)
-		out = append(out, p)
-	}
-	if err := rs.Err(); err != nil {
+		return p, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("github preview components %s#%d: %w", repo, number, err)
 	}
 	return out, nil

@@ -64,19 +64,8 @@ func (s *Store) PromotedRollouts(ctx context.Context, since time.Time) ([]Rollou
 
 func (s *Store) rollouts(ctx context.Context, query string, args ...any) ([]Rollout, error) {
 	rs, err := s.db.query(ctx, query, args...)
+	out, err := collect(rs, err, scanRollout)
 	if err != nil {
-		return nil, fmt.Errorf("rollouts: %w", err)
-	}
-	defer rs.Close()
-	var out []Rollout
-	for rs.Next() {
-		ro, err := scanRollout(rs)
-		if err != nil {
-			return nil, fmt.Errorf("rollouts: %w", err)
-		}
-		out = append(out, ro)
-	}
-	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("rollouts: %w", err)
 	}
 	return out, nil

@@ -61,21 +61,14 @@ func (s *Store) ReportRouter(ctx context.Context, r RouterState) error {
 // Routers returns every router that reported, ordered by id.
 func (s *Store) Routers(ctx context.Context) ([]RouterState, error) {
 	rs, err := s.db.query(ctx, `SELECT id, addr, started_at, seen_at, applied FROM routers ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("routers: %w", err)
-	}
-	defer rs.Close()
-	var out []RouterState
-	for rs.Next() {
+	out, err := collect(rs, err, func(rw row) (RouterState, error) {
 		var r RouterState
 		var started, seen int64
-		if err := rs.Scan(&r.ID, &r.Addr, &started, &seen, &r.Applied); err != nil {
-			return nil, fmt.Errorf("routers: %w", err)
-		}
+		err := rw.Scan(&r.ID, &r.Addr, &started, &seen, &r.Applied)
 		r.StartedAt, r.SeenAt = fromMicros(started), fromMicros(seen)
-		out = append(out, r)
-	}
-	if err := rs.Err(); err != nil {
+		return r, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("routers: %w", err)
 	}
 	return out, nil

@@ -88,19 +88,8 @@ func (s *Store) SecretsNotSealedBy(ctx context.Context, keyID string, limit int)
 // under, sorted.
 func (s *Store) SecretKeyIDs(ctx context.Context) ([]string, error) {
 	rs, err := s.db.query(ctx, `SELECT DISTINCT key_id FROM secrets ORDER BY key_id`)
+	out, err := collect(rs, err, scanString)
 	if err != nil {
-		return nil, fmt.Errorf("secret key ids: %w", err)
-	}
-	defer rs.Close()
-	var out []string
-	for rs.Next() {
-		var id string
-		if err := rs.Scan(&id); err != nil {
-			return nil, fmt.Errorf("secret key ids: %w", err)
-		}
-		out = append(out, id)
-	}
-	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("secret key ids: %w", err)
 	}
 	return out, nil
@@ -122,17 +111,5 @@ func (s *Store) ResealSecret(ctx context.Context, old Secret, keyID string, seal
 
 func (s *Store) secrets(ctx context.Context, query string, args ...any) ([]Secret, error) {
 	rs, err := s.db.query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []Secret
-	for rs.Next() {
-		sec, err := scanSecret(rs)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sec)
-	}
-	return out, rs.Err()
+	return collect(rs, err, scanSecret)
 }

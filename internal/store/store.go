@@ -51,6 +51,36 @@ type row interface {
 	Scan(dest ...any) error
 }
 
+// collect reads every row of rs with scan and closes rs; err is the
+// query's, returned as it is, so that a listing reads
+//
+//	rs, err := s.db.query(ctx, `SELECT ...`)
+//	out, err := collect(rs, err, scanWorker)
+//
+// instead of writing the loop again.
+func collect[T any](rs rows, err error, scan func(row) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []T
+	for rs.Next() {
+		v, err := scan(rs)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rs.Err()
+}
+
+// scanString reads a row of one text column.
+func scanString(r row) (string, error) {
+	var v string
+	err := r.Scan(&v)
+	return v, err
+}
+
 // txn is an open transaction.
 type txn interface {
 	querier

@@ -80,19 +80,8 @@ func (s *Store) TLSKeys(ctx context.Context, dir string) ([]string, error) {
 		d, n := dirArgs(dir)
 		rs, err = s.db.query(ctx, `SELECT key FROM tls_storage WHERE `+under, d, n)
 	}
+	out, err := collect(rs, err, scanString)
 	if err != nil {
-		return nil, fmt.Errorf("tls keys %s: %w", dir, err)
-	}
-	defer rs.Close()
-	var out []string
-	for rs.Next() {
-		var k string
-		if err := rs.Scan(&k); err != nil {
-			return nil, fmt.Errorf("tls keys %s: %w", dir, err)
-		}
-		out = append(out, k)
-	}
-	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("tls keys %s: %w", dir, err)
 	}
 	slices.Sort(out)
@@ -136,21 +125,14 @@ func (s *Store) UnlockTLS(ctx context.Context, name, owner string) error {
 func (s *Store) TLSNotSealedBy(ctx context.Context, keyID string, limit int) ([]TLSItem, error) {
 	rs, err := s.db.query(ctx, `SELECT key, key_id, value, size, modified FROM tls_storage WHERE key_id <> $1
 		ORDER BY key LIMIT $2`, keyID, limit)
-	if err != nil {
-		return nil, fmt.Errorf("tls items not sealed by %s: %w", keyID, err)
-	}
-	defer rs.Close()
-	var out []TLSItem
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (TLSItem, error) {
 		var it TLSItem
 		var modified int64
-		if err := rs.Scan(&it.Key, &it.KeyID, &it.Value, &it.Size, &modified); err != nil {
-			return nil, fmt.Errorf("tls items not sealed by %s: %w", keyID, err)
-		}
+		err := r.Scan(&it.Key, &it.KeyID, &it.Value, &it.Size, &modified)
 		it.Modified = fromMicros(modified)
-		out = append(out, it)
-	}
-	if err := rs.Err(); err != nil {
+		return it, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("tls items not sealed by %s: %w", keyID, err)
 	}
 	return out, nil
@@ -160,19 +142,8 @@ func (s *Store) TLSNotSealedBy(ctx context.Context, keyID string, limit int) ([]
 // sorted.
 func (s *Store) TLSKeyIDs(ctx context.Context) ([]string, error) {
 	rs, err := s.db.query(ctx, `SELECT DISTINCT key_id FROM tls_storage ORDER BY key_id`)
+	out, err := collect(rs, err, scanString)
 	if err != nil {
-		return nil, fmt.Errorf("tls key ids: %w", err)
-	}
-	defer rs.Close()
-	var out []string
-	for rs.Next() {
-		var id string
-		if err := rs.Scan(&id); err != nil {
-			return nil, fmt.Errorf("tls key ids: %w", err)
-		}
-		out = append(out, id)
-	}
-	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("tls key ids: %w", err)
 	}
 	return out, nil

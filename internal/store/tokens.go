@@ -66,21 +66,14 @@ const MaxTokensPerUser = 100
 func (s *Store) Tokens(ctx context.Context, user string) ([]Token, error) {
 	rs, err := s.db.query(ctx, `SELECT hash, name, user_login, created_at FROM tokens
 		WHERE $1 = '' OR user_login = $1 ORDER BY created_at, hash`, user)
-	if err != nil {
-		return nil, fmt.Errorf("tokens: %w", err)
-	}
-	defer rs.Close()
-	var out []Token
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (Token, error) {
 		var t Token
 		var created int64
-		if err := rs.Scan(&t.Hash, &t.Name, &t.User, &created); err != nil {
-			return nil, fmt.Errorf("tokens: %w", err)
-		}
+		err := r.Scan(&t.Hash, &t.Name, &t.User, &created)
 		t.CreatedAt = fromMicros(created)
-		out = append(out, t)
-	}
-	if err := rs.Err(); err != nil {
+		return t, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("tokens: %w", err)
 	}
 	return out, nil

@@ -38,21 +38,14 @@ func (s *Store) Heartbeat(ctx context.Context, name string, at time.Time) error 
 // Workers returns every registered worker ordered by name.
 func (s *Store) Workers(ctx context.Context) ([]Worker, error) {
 	rs, err := s.db.query(ctx, `SELECT name, addr, started_at, seen_at FROM workers ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("workers: %w", err)
-	}
-	defer rs.Close()
-	var out []Worker
-	for rs.Next() {
+	out, err := collect(rs, err, func(r row) (Worker, error) {
 		var w Worker
 		var started, seen int64
-		if err := rs.Scan(&w.Name, &w.Addr, &started, &seen); err != nil {
-			return nil, fmt.Errorf("workers: %w", err)
-		}
+		err := r.Scan(&w.Name, &w.Addr, &started, &seen)
 		w.StartedAt, w.SeenAt = fromMicros(started), fromMicros(seen)
-		out = append(out, w)
-	}
-	if err := rs.Err(); err != nil {
+		return w, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("workers: %w", err)
 	}
 	return out, nil
@@ -71,21 +64,13 @@ func (s *Store) DeleteWorker(ctx context.Context, name string) error {
 const placementCols = `deployment, worker, state, error, updated_at`
 
 func collectPlacements(rs rows, err error) ([]Placement, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rs.Close()
-	var out []Placement
-	for rs.Next() {
+	return collect(rs, err, func(r row) (Placement, error) {
 		var p Placement
 		var updated int64
-		if err := rs.Scan(&p.Deployment, &p.Worker, &p.State, &p.Error, &updated); err != nil {
-			return nil, err
-		}
+		err := r.Scan(&p.Deployment, &p.Worker, &p.State, &p.Error, &updated)
 		p.UpdatedAt = fromMicros(updated)
-		out = append(out, p)
-	}
-	return out, rs.Err()
+		return p, err
+	})
 }
 
 // PutPlacement records or updates the placement of p.Deployment on
