@@ -90,7 +90,8 @@ type Engine struct {
 	queuedDepth func(ctx context.Context, queue string) (int64, error)
 
 	mu     sync.Mutex
-	queues map[string]bool         // queues this process works
+	queues map[string]*worked      // queues this process works (has a River producer for)
+	idle   time.Duration           // queueIdle (tests: less)
 	depth  map[string]*depthSample // recent queue depths, for max_queued
 }
 
@@ -223,8 +224,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	e := &Engine{cfg: cfg, st: cfg.Store, log: cfg.Logger, queuedDepth: cfg.Store.QueuedDepth, queues: map[string]bool{}, depth: map[string]*depthSample{}}
+	e := &Engine{cfg: cfg, st: cfg.Store, log: cfg.Logger, queuedDepth: cfg.Store.QueuedDepth, queues: map[string]*worked{}, depth: map[string]*depthSample{}}
 	e.gate.limit = runtime.GOMAXPROCS(0)
+	e.idle = queueIdle
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, &callWorker{e: e}); err != nil {
 		return nil, fmt.Errorf("events: %w", err)
@@ -373,6 +375,10 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer func() { <-done }()
 		go func() { defer close(done); e.runSchedules(ctx) }()
 	}
+	retireDone := make(chan struct{})
+	rctx, stopRetire := context.WithCancel(ctx)
+	defer func() { stopRetire(); <-retireDone }()
+	go func() { defer close(retireDone); e.retireLoop(rctx) }()
 	tick := time.NewTicker(e.cfg.Poll)
 	defer tick.Stop()
 	lastPrune := time.Time{}
@@ -510,24 +516,145 @@ func (e *Engine) noteInsert(queue string, concurrency int) {
 	e.work(queue, concurrency)
 }
 
-// work starts a producer for queue on an executor, once.
+// worked is a queue this process works: River runs a producer for it,
+// which polls the store about once a second whether or not the queue
+// holds a call. So a queue idle for queueIdle (its component deleted, or
+// just not called) has its producer removed (retireIdle) and added back
+// when a call comes.
+type worked struct {
+	concurrency int
+	last        time.Time // the last call queued, seen pending, started or ended
+	running     int       // its calls running in this process
+	adding      bool      // River's Add is under way
+	removing    bool      // River's Remove is under way
+	again       bool      // a call came while removing: add it back after
+}
+
+// queueIdle is how long a queue stays worked without a call.
+const queueIdle = time.Minute
+
+// work starts a producer for queue on an executor, once, and notes that
+// the queue is in use.
 func (e *Engine) work(queue string, concurrency int) {
 	if e.cfg.Caller == nil {
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.queues[queue] {
 		return
 	}
 	if concurrency <= 0 {
 		concurrency = manifest.EventConcurrency
 	}
-	if err := e.client.Queues().Add(queue, river.QueueConfig{MaxWorkers: concurrency}); err != nil {
-		e.log.Warn("work event queue", "queue", queue, "err", err)
+	e.mu.Lock()
+	if w := e.queues[queue]; w != nil {
+		w.last = time.Now()
+		if w.removing {
+			// retireIdle adds it back once River's Remove returns (Add
+			// now would find the old producer still there).
+			w.again, w.concurrency = true, concurrency
+		}
+		e.mu.Unlock()
 		return
 	}
-	e.queues[queue] = true
+	w := &worked{concurrency: concurrency, last: time.Now(), adding: true}
+	e.queues[queue] = w
+	e.mu.Unlock()
+	e.addQueue(queue, w)
+}
+
+// addQueue starts w's producer; w.adding is set.
+func (e *Engine) addQueue(queue string, w *worked) {
+	err := e.client.Queues().Add(queue, river.QueueConfig{MaxWorkers: w.concurrency})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w.adding = false
+	if err != nil {
+		if e.queues[queue] == w {
+			delete(e.queues, queue) // the next call, or discoverQueues, tries again
+		}
+		e.log.Warn("work event queue", "queue", queue, "err", err)
+	}
+}
+
+// retireLoop removes the producers of idle queues until ctx is done.
+func (e *Engine) retireLoop(ctx context.Context) {
+	t := time.NewTicker(max(e.idle/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		e.retireIdle(ctx)
+	}
+}
+
+// retireIdle removes the producers of the queues without a call for
+// e.idle. A call queued meanwhile is not left without one: River's Remove
+// waits for the calls its producer took; a call committed before Remove
+// returned and not taken is found by the count after it; one whose work
+// came while removing marked the queue wanted again; one after finds the
+// queue gone and adds it. In each case the queue is worked again at once.
+func (e *Engine) retireIdle(ctx context.Context) {
+	now := time.Now()
+	var idle []string
+	e.mu.Lock()
+	for q, w := range e.queues {
+		if !w.adding && !w.removing && w.running == 0 && now.Sub(w.last) >= e.idle {
+			w.removing = true
+			idle = append(idle, q)
+		}
+	}
+	e.mu.Unlock()
+	for _, q := range idle {
+		err := e.client.Queues().Remove(ctx, q)
+		waiting := int64(0)
+		if err == nil {
+			var derr error
+			if waiting, derr = e.st.QueuedDepth(ctx, q); derr != nil {
+				waiting = 1 // not known to be empty: worked again
+			}
+		}
+		e.mu.Lock()
+		w := e.queues[q]
+		w.removing = false
+		switch {
+		case err != nil:
+			// Still worked (River removes a queue only once its producer
+			// stopped; a shutdown's ctx stops this one anyway).
+			w.again = false
+			e.mu.Unlock()
+			if ctx.Err() == nil {
+				e.log.Warn("stop working an idle event queue", "queue", q, "err", err)
+			}
+			continue
+		case w.again || waiting > 0:
+			w.again, w.adding = false, true
+			e.mu.Unlock()
+			e.addQueue(q, w)
+			continue
+		}
+		delete(e.queues, q)
+		e.mu.Unlock()
+	}
+}
+
+// callStarted and callEnded keep a queue's running count (a queue with a
+// call running is not idle).
+func (e *Engine) callStarted(queue string) {
+	e.mu.Lock()
+	if w := e.queues[queue]; w != nil {
+		w.running++
+		w.last = time.Now()
+	}
+	e.mu.Unlock()
+}
+
+func (e *Engine) callEnded(queue string) {
+	e.mu.Lock()
+	if w := e.queues[queue]; w != nil && w.running > 0 {
+		w.running--
+		w.last = time.Now()
+	}
+	e.mu.Unlock()
 }
 
 // discoverQueues starts working the queues other processes filled.
@@ -538,9 +665,12 @@ func (e *Engine) discoverQueues(ctx context.Context) error {
 	}
 	for _, q := range qs {
 		e.mu.Lock()
-		known := e.queues[q] || q == controlQueue
+		w := e.queues[q]
+		if w != nil {
+			w.last = time.Now() // calls wait in it: not idle
+		}
 		e.mu.Unlock()
-		if known {
+		if w != nil || q == controlQueue {
 			continue
 		}
 		concurrency := 0
@@ -712,6 +842,8 @@ func backoff(base time.Duration, attempt int) time.Duration {
 // last, makes it dead); a paused component holds it.
 func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 	c := &j.Args.Call
+	w.e.callStarted(j.Queue)
+	defer w.e.callEnded(j.Queue)
 	// A call held (waiting for a slot, or its component paused) shows
 	// queued, not running, until it is called: see heldAttempt.
 	held := heldAttempt(j.JobRow) == j.Attempt
