@@ -8,12 +8,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
+	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/worker"
 )
 
@@ -142,25 +145,68 @@ func BenchmarkServeVsRaw(b *testing.B) {
 
 // alternate runs first and second b.N times each, in alternating blocks of
 // 50 on one goroutine so that both see the same machine load, and reports
-// each one's time per run and their ratio (NAME-ns/op, first/second).
+// each one's time per run and their ratio (NAME-ns/op, first/second), and
+// the process's CPU time per run (NAME-cpu-ns/op: this goroutine's, and
+// what the runtime and any goroutine a run starts spent meanwhile), which
+// other processes on a busy machine disturb far less than the time.
 func alternate(b *testing.B, firstName string, first func(), secondName string, second func()) {
 	const block = 50
-	var firstTime, secondTime time.Duration
+	var firstTime, secondTime, firstCPU, secondCPU time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i += block {
 		n := min(block, b.N-i)
-		start := time.Now()
+		start, cpu0 := time.Now(), processCPU()
 		for range n {
 			first()
 		}
-		mid := time.Now()
+		mid, cpu1 := time.Now(), processCPU()
 		for range n {
 			second()
 		}
 		firstTime += mid.Sub(start)
 		secondTime += time.Since(mid)
+		firstCPU += cpu1 - cpu0
+		secondCPU += processCPU() - cpu1
 	}
 	b.ReportMetric(float64(firstTime.Nanoseconds())/float64(b.N), firstName+"-ns/op")
 	b.ReportMetric(float64(secondTime.Nanoseconds())/float64(b.N), secondName+"-ns/op")
 	b.ReportMetric(float64(firstTime)/float64(secondTime), firstName+"/"+secondName)
+	b.ReportMetric(float64(firstCPU.Nanoseconds())/float64(b.N), firstName+"-cpu-ns/op")
+	b.ReportMetric(float64(secondCPU.Nanoseconds())/float64(b.N), secondName+"-cpu-ns/op")
+}
+
+// processCPU is the user and system CPU time the process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkStopChecks alternates the file server of BenchmarkFileServer
+// stopped by its own checks (stop.go) and by wazero's (a Runtime that
+// compiles every module with WithCloseOnContextDone), and reports each
+// one's time and CPU time per request.
+func BenchmarkStopChecks(b *testing.B) {
+	dir := b.TempDir()
+	copyModuleTB(b, dir, "fileserver.wasm")
+	if err := writeTestFile(dir, "static/page.html", strings.Repeat("x", 4096)); err != nil {
+		b.Fatal(err)
+	}
+	spec := moduleSpec("echo", dir, "fileserver.wasm", &sink{})
+	spec.Manifest.Files = []manifest.FileMount{{Pattern: "static/**"}}
+	own := prepare(b, newRuntime(b, Config{}), spec)
+	rtWazero := newRuntime(b, Config{})
+	rtWazero.noStops = true
+	wz := prepare(b, rtWazero, spec)
+	r := httptest.NewRequest("GET", "/fn/echo/static/page.html", nil)
+	w := &discardWriter{h: http.Header{}}
+	serve := func(in worker.Instance) func() {
+		return func() {
+			clear(w.h)
+			in.Serve(w, r, "/fn/echo")
+		}
+	}
+	alternate(b, "own", serve(own), "wazero", serve(wz))
 }

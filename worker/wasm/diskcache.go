@@ -20,7 +20,8 @@ import (
 // deployments fills its disk with code no one runs. wazero names each file
 // sha256(moduleID ‖ "WAZEVO" ‖ cpuFeatures) under a directory named for its
 // version, where moduleID = sha256(binary ‖ ensureTermination) (no function
-// listeners here) and cpuFeatures is a small bit set of this CPU's
+// listeners here; ensureTermination is off for binaries with stop checks,
+// stop.go) and cpuFeatures is a small bit set of this CPU's
 // extensions. None of that is exported, so New learns the two unknowns by
 // compiling a tiny probe module into a scratch cache and finding the
 // cpuFeatures value and directory that produce the file wazero wrote. When
@@ -57,7 +58,7 @@ func probeDiskCache(ctx context.Context, cacheDir string) (*diskCache, error) {
 		return nil, fmt.Errorf("probe cache layout: %w", err)
 	}
 	defer cache.Close(ctx)
-	r := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cache, 1))
+	r := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(cache, runtimeKey{pages: 1}))
 	defer r.Close(ctx)
 	mod, err := r.CompileModule(ctx, probeModule)
 	if err != nil {
@@ -75,7 +76,7 @@ func probeDiskCache(ctx context.Context, cacheDir string) (*diskCache, error) {
 	}
 	want := files[0].Name()
 	d := &diskCache{dir: filepath.Join(cacheDir, subs[0].Name())}
-	id := moduleID(probeModule)
+	id := moduleID(probeModule, true)
 	for cpu := range uint64(256) {
 		binary.LittleEndian.PutUint64(d.cpu[:], cpu)
 		if d.key(id) == want {
@@ -85,12 +86,17 @@ func probeDiskCache(ctx context.Context, cacheDir string) (*diskCache, error) {
 	return nil, fmt.Errorf("probe cache layout: no known naming gives wazero's file %s", want)
 }
 
-// moduleID is wazero's ID of a module compiled with ensureTermination (our
-// runtimes close modules on context done) and no function listeners.
-func moduleID(bin []byte) [32]byte {
+// moduleID is wazero's ID of a module compiled with no function listeners,
+// with ensureTermination (a runtime that closes modules on context done) or
+// without.
+func moduleID(bin []byte, ensureTermination bool) [32]byte {
 	h := sha256.New()
 	h.Write(bin)
-	h.Write([]byte{1})
+	if ensureTermination {
+		h.Write([]byte{1})
+	} else {
+		h.Write([]byte{0})
+	}
 	var id [32]byte
 	h.Sum(id[:0])
 	return id
@@ -106,9 +112,9 @@ func (d *diskCache) key(id [32]byte) string {
 }
 
 // path is where wazero keeps the compiled code of the module whose binary
-// is bin.
-func (d *diskCache) path(bin []byte) string {
-	return filepath.Join(d.dir, d.key(moduleID(bin)))
+// is bin, compiled with ensureTermination or not.
+func (d *diskCache) path(bin []byte, ensureTermination bool) string {
+	return filepath.Join(d.dir, d.key(moduleID(bin, ensureTermination)))
 }
 
 // sweepVersions removes the directories older wazero versions left in

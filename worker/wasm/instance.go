@@ -141,9 +141,9 @@ func (in *instance) Serve(w http.ResponseWriter, r *http.Request, mount string) 
 		return
 	}
 
-	// The deadline counts from the start of Serve; wazero closes the module
-	// when it passes, even inside an infinite loop, and reading the body
-	// and sending the answer are held to it too.
+	// The deadline counts from the start of Serve; the module is stopped
+	// when it passes (stop.go), even inside an infinite loop, and reading
+	// the body and sending the answer are held to it too.
 	deadline := start.Add(in.timeout)
 	ctx, cancel := context.WithDeadline(r.Context(), deadline)
 	defer cancel()

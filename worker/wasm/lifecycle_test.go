@@ -59,7 +59,8 @@ func cacheFile(t *testing.T, rt *Runtime, spec worker.Spec) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rt.disk.path(scanModule(bin).bin) // the binary as compiled
+	s := scanModule(bin)
+	return rt.disk.path(s.bin, !s.stop) // the binary as compiled
 }
 
 func exists(p string) bool {

@@ -22,7 +22,7 @@ import (
 
 // globalExportPrefix starts the names under which scanModule exports a
 // module's mutable globals.
-const globalExportPrefix = "velo.reuse.global."
+const globalExportPrefix = reservedPrefix + "global."
 
 // globalExport names the export of mutable global index i.
 func globalExport(i uint32) string {
@@ -32,7 +32,8 @@ func globalExport(i uint32) string {
 // scan is what scanModule found.
 type scan struct {
 	// bin is the binary to compile: the input with its mutable globals
-	// exported, or the input itself when it has none or is not reusable.
+	// exported and stop checks added, or the input itself when it is not
+	// reusable.
 	bin []byte
 	// reusable says that restoring memory and the globals below puts an
 	// instance of bin back in its pristine state.
@@ -42,6 +43,9 @@ type scan struct {
 	// globals are the indices of the mutable globals, each exported as
 	// globalExport(index).
 	globals []uint32
+	// stop says that bin carries stop checks and the global they test,
+	// exported as stopExport (stop.go).
+	stop bool
 }
 
 // errNotReusable marks what scanModule refuses (as opposed to truncated or
@@ -62,6 +66,7 @@ func scanModule(bin []byte) scan {
 // Section ids of the WebAssembly binary format.
 const (
 	secImport = 2
+	secMemory = 5
 	secGlobal = 6
 	secExport = 7
 	secCode   = 10
@@ -74,8 +79,14 @@ func scanSections(bin []byte) (scan, error) {
 		return scan{}, errors.New("not a WebAssembly 1.0 binary")
 	}
 	var globals []uint32
-	exportHead, exportStart, exportEnd := -1, -1, -1
-	var exportCount uint32
+	var defined uint32 // globals the module defines
+	type section struct {
+		id               byte
+		head, start, end int
+	}
+	var secs []section
+	exportCount := uint32(0)
+	exports, memory := false, false
 	for r.more() {
 		head := r.off
 		id := r.byte()
@@ -92,59 +103,113 @@ func scanSections(bin []byte) (scan, error) {
 				return scan{}, err
 			}
 		case secGlobal:
-			g, err := scanGlobals(sr)
+			g, n, err := scanGlobals(sr)
 			if err != nil {
 				return scan{}, err
 			}
-			globals = g
+			globals, defined = g, n
 		case secExport:
 			n, err := scanExports(sr)
 			if err != nil {
 				return scan{}, err
 			}
-			exportHead, exportStart, exportEnd, exportCount = head, start, start+int(size), n
+			exportCount, exports = n, true
 		case secCode:
 			if err := scanCode(sr); err != nil {
 				return scan{}, err
 			}
+		case secMemory:
+			memory = sr.u32() > 0
+			sr = &reader{} // not read further
 		case secTag:
 			return scan{}, errors.New("declares exception tags")
 		}
 		if sr.err == nil && sr.more() && (id == secImport || id == secGlobal || id == secExport || id == secCode) {
 			// Bytes after a section's last entry: malformed, and the
-			// export section rewritten below would bury them mid-section.
+			// sections rewritten below would bury them mid-section.
 			return scan{}, errors.New("section " + strconv.Itoa(int(id)) + " has bytes after its entries")
 		}
+		secs = append(secs, section{id, head, start, start + int(size)})
 	}
-	s := scan{bin: bin, reusable: true, globals: globals}
-	if len(globals) == 0 {
-		return s, nil
-	}
-	if exportStart < 0 {
+	if !exports {
 		return scan{}, errors.New("exports nothing")
 	}
-	// The export section again, with the globals' exports after the
-	// module's own; the section's size is a LEB128 that may grow.
-	var sec []byte
-	sec = appendU32(sec, exportCount+uint32(len(globals)))
-	old := &reader{b: bin[exportStart:exportEnd]}
-	old.u32()
-	sec = append(sec, old.b[old.off:]...)
-	for _, g := range globals {
-		name := globalExport(g)
-		sec = appendU32(sec, uint32(len(name)))
-		sec = append(sec, name...)
-		sec = append(sec, 0x03) // global
-		sec = appendU32(sec, g)
+	if !memory {
+		return scan{}, errors.New("defines no memory") // the stop checks use it
 	}
-	out := make([]byte, 0, len(bin)+len(sec)-(exportEnd-exportStart)+8)
-	out = append(out, bin[:exportHead]...)
-	out = append(out, secExport)
-	out = appendU32(out, uint32(len(sec)))
-	out = append(out, sec...)
-	out = append(out, bin[exportEnd:]...)
-	s.bin = out
-	return s, nil
+	// Written again: the global section with the stop and fuel globals
+	// after the module's own (there are no imported globals, scanImports
+	// refuses them), the export section with the mutable globals and the
+	// stop global after the module's exports, the code section with stop
+	// checks (stop.go); section sizes are LEB128s that may grow.
+	stop, fuel := defined, defined+1
+	out := make([]byte, 0, len(bin)+len(bin)/8+64)
+	out = append(out, bin[:8]...)
+	wroteGlobals := false
+	for _, sc := range secs {
+		old := bin[sc.start:sc.end]
+		if sc.id != 0 && !wroteGlobals && sectionOrder(sc.id) > sectionOrder(secGlobal) {
+			out = appendSection(out, secGlobal, appendStopGlobals(appendU32(nil, 2)))
+			wroteGlobals = true
+		}
+		switch sc.id {
+		case 0:
+			if isDebugSection(old) {
+				continue
+			}
+			out = append(out, bin[sc.head:sc.end]...)
+		case secGlobal:
+			sec := appendU32(nil, defined+2)
+			sec = append(sec, skipU32(old)...)
+			out = appendSection(out, secGlobal, appendStopGlobals(sec))
+			wroteGlobals = true
+		case secExport:
+			sec := appendU32(nil, exportCount+uint32(len(globals))+1)
+			sec = append(sec, skipU32(old)...)
+			for _, g := range globals {
+				sec = appendExport(sec, globalExport(g), g)
+			}
+			sec = appendExport(sec, stopExport, stop)
+			out = appendSection(out, secExport, sec)
+		case secCode:
+			sec, err := stopCode(old, stop, fuel)
+			if err != nil {
+				return scan{}, err
+			}
+			out = appendSection(out, secCode, sec)
+		default:
+			out = append(out, bin[sc.head:sc.end]...)
+		}
+	}
+	return scan{bin: out, reusable: true, globals: globals, stop: true}, nil
+}
+
+// skipU32 is b after the LEB128 it starts with (a section's count).
+func skipU32(b []byte) []byte {
+	r := &reader{b: b}
+	r.u32()
+	return b[r.off:]
+}
+
+func appendSection(out []byte, id byte, body []byte) []byte {
+	out = append(out, id)
+	out = appendU32(out, uint32(len(body)))
+	return append(out, body...)
+}
+
+// appendStopGlobals appends the stop and fuel globals' entries: mutable
+// i32s, 0 and stopFuel.
+func appendStopGlobals(sec []byte) []byte {
+	sec = append(sec, valI32, 0x01, 0x41, 0x00, 0x0b, valI32, 0x01, 0x41)
+	return append(appendS32(sec, stopFuel), 0x0b)
+}
+
+// appendExport appends the export of global index g as name.
+func appendExport(sec []byte, name string, g uint32) []byte {
+	sec = appendU32(sec, uint32(len(name)))
+	sec = append(sec, name...)
+	sec = append(sec, 0x03) // global
+	return appendU32(sec, g)
 }
 
 func scanImports(r *reader) error {
@@ -172,7 +237,7 @@ const (
 	valF64 = 0x7c
 )
 
-func scanGlobals(r *reader) ([]uint32, error) {
+func scanGlobals(r *reader) ([]uint32, uint32, error) {
 	n := r.u32()
 	var mutable []uint32
 	for i := uint32(0); i < n && r.err == nil; i++ {
@@ -183,20 +248,20 @@ func scanGlobals(r *reader) ([]uint32, error) {
 			switch typ {
 			case valI32, valI64, valF32, valF64:
 			default:
-				return nil, errors.New("has a mutable global of a type that cannot be restored")
+				return nil, 0, errors.New("has a mutable global of a type that cannot be restored")
 			}
 			if len(mutable) >= maxRestoredGlobals {
-				return nil, errors.New("has more than " + strconv.Itoa(maxRestoredGlobals) + " mutable globals")
+				return nil, 0, errors.New("has more than " + strconv.Itoa(maxRestoredGlobals) + " mutable globals")
 			}
 			mutable = append(mutable, i)
 		default:
-			return nil, errors.New("malformed global")
+			return nil, 0, errors.New("malformed global")
 		}
 		if err := scanExpr(r); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return mutable, r.err
+	return mutable, n, r.err
 }
 
 // maxRestoredGlobals bounds the globals a reusable module may have (a C or
@@ -206,8 +271,8 @@ const maxRestoredGlobals = 64
 func scanExports(r *reader) (uint32, error) {
 	n := r.u32()
 	for i := uint32(0); i < n && r.err == nil; i++ {
-		if strings.HasPrefix(r.name(), globalExportPrefix) {
-			return 0, errors.New("already exports a name starting " + globalExportPrefix)
+		if strings.HasPrefix(r.name(), reservedPrefix) {
+			return 0, errors.New("already exports a name starting " + reservedPrefix)
 		}
 		r.byte()
 		r.u32()

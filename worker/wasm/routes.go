@@ -145,10 +145,30 @@ func (in *instance) run(ctx context.Context, entry string, call *call) error {
 	if in.warm != nil && !in.warm.off.Load() {
 		return in.runWarm(ctx, c, entry, call) // warm.go
 	}
-	return runEntry(ctx, c.rt, c.mod, entry, in.freshConfig(call))
+	return runEntry(ctx, c, entry, in.freshConfig(call))
 }
 
-func runEntry(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, entry string, cfg wazero.ModuleConfig) error {
+// runEntry runs entry in a fresh instance of c: _start, or _initialize
+// then entry.
+func runEntry(ctx context.Context, c *code, entry string, cfg wazero.ModuleConfig) error {
+	rt, cm := c.rt, c.mod
+	if c.stops {
+		// Instantiated without running anything, so that the call is
+		// armed (stop.go) before the module's code runs.
+		mod, err := rt.InstantiateModule(ctx, cm, cfg.WithStartFunctions())
+		if err != nil {
+			if mod != nil {
+				_ = mod.Close(ctx)
+			}
+			return err
+		}
+		defer mod.Close(ctx)
+		w := &warm{code: c, mod: mod}
+		if w.stop, err = stopGlobal(mod); err != nil {
+			return err
+		}
+		return w.call(ctx, entry)
+	}
 	if entry == startEntry {
 		mod, err := rt.InstantiateModule(ctx, cm, cfg)
 		if mod != nil {
@@ -199,8 +219,8 @@ func exportsRoutes(mod wazero.CompiledModule) bool {
 
 // loadRoutes calls the module's _routes and parses what it prints. Its
 // stderr goes to the build log.
-func loadRoutes(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, timeout time.Duration, buildLog io.Writer) ([]wagiRoute, error) {
-	if err := checkEntry(cm, "_routes"); err != nil {
+func loadRoutes(ctx context.Context, c *code, timeout time.Duration, buildLog io.Writer) ([]wagiRoute, error) {
+	if err := checkEntry(c.mod, "_routes"); err != nil {
 		return nil, fmt.Errorf("_routes: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(timeout, routesTimeout))
@@ -208,7 +228,7 @@ func loadRoutes(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule
 	out := &boundedBuffer{max: maxRoutesOutput}
 	stderr := &prefixWriter{w: buildLog, prefix: "_routes stderr: "}
 	cfg := wazero.NewModuleConfig().WithName("").WithStdout(out).WithStderr(stderr) // as in WAGI: no args, no env, no files
-	err := runEntry(ctx, rt, cm, "_routes", cfg)
+	err := runEntry(ctx, c, "_routes", cfg)
 	stderr.flush()
 	switch {
 	case ctx.Err() != nil:
@@ -227,7 +247,7 @@ func loadRoutes(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule
 		return nil, fmt.Errorf("_routes: %w", err)
 	}
 	for _, r := range routes {
-		if err := checkEntry(cm, r.entry); err != nil {
+		if err := checkEntry(c.mod, r.entry); err != nil {
 			return nil, fmt.Errorf("_routes: route %s: %w", r.declared, err)
 		}
 	}
@@ -370,8 +390,8 @@ type wagiSetup struct {
 
 // prepareWAGI checks the entry point, asks the module for its routes and
 // opens its files, reporting each step in the build log.
-func prepareWAGI(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModule, spec worker.Spec, timeout time.Duration, buildLog io.Writer, budget *fileBudget) (*wagiSetup, error) {
-	m := spec.Manifest
+func prepareWAGI(ctx context.Context, c *code, spec worker.Spec, timeout time.Duration, buildLog io.Writer, budget *fileBudget) (*wagiSetup, error) {
+	m, cm := spec.Manifest, c.mod
 	w := &wagiSetup{entry: startEntry}
 	if m.Entrypoint != "" {
 		w.entry = m.Entrypoint
@@ -383,7 +403,7 @@ func prepareWAGI(ctx context.Context, rt wazero.Runtime, cm wazero.CompiledModul
 		fmt.Fprintf(buildLog, "entrypoint: %s\n", w.entry)
 	}
 	if exportsRoutes(cm) {
-		routes, err := loadRoutes(ctx, rt, cm, timeout, buildLog)
+		routes, err := loadRoutes(ctx, c, timeout, buildLog)
 		if err != nil {
 			return nil, fmt.Errorf("module %s: %w", m.Module, err)
 		}

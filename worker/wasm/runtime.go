@@ -129,7 +129,7 @@ type Runtime struct {
 
 	mu        sync.Mutex
 	closed    bool
-	runtimes  map[uint32]wazero.Runtime // by memory limit in pages
+	runtimes  map[runtimeKey]wazero.Runtime
 	modules   map[moduleKey]*module
 	binaries  map[[32]byte]*binaryUse // by sha256 of the module binary
 	artifacts map[string]*artifactUse // by artifact digest
@@ -155,6 +155,12 @@ type Runtime struct {
 	nativeCompiles atomic.Int64 // machine code compiled in the background, for tests
 	warmNew        atomic.Int64 // instances made for reuse, for tests
 	warmDiscards   atomic.Int64 // of which discarded after a request, for tests
+	// noStops makes every module stopped by wazero's checks rather than
+	// its own (stop.go), for a benchmark to compare.
+	noStops bool
+	// stopping counts the calls running on their own stop checks, which
+	// closing a wazero runtime does not stop: Close waits for them.
+	stopping atomic.Int64
 }
 
 var (
@@ -206,6 +212,11 @@ type code struct {
 	interp   bool
 	replaced atomic.Bool
 	called   atomic.Bool // a request ran on it (interp): machine code was asked for
+	// stops says calls are stopped by the module's own checks, armed per
+	// call (stop.go): machine code of a binary that has them. Interpreter
+	// code is stopped by wazero. running counts such calls (Runtime's).
+	stops   bool
+	running *atomic.Int64
 }
 
 func (c *code) pin() bool {
@@ -306,7 +317,7 @@ func New(cfg Config) (*Runtime, error) {
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 		out:         newOutbound(cfg),
-		runtimes:    make(map[uint32]wazero.Runtime),
+		runtimes:    make(map[runtimeKey]wazero.Runtime),
 		modules:     make(map[moduleKey]*module),
 		binaries:    make(map[[32]byte]*binaryUse),
 		artifacts:   make(map[string]*artifactUse),
@@ -360,6 +371,9 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 	}
 	key := moduleKey{pages: memoryPages(memory), hash: sha256.Sum256(bin)}
 	sc := scanModule(bin)
+	if rt.noStops {
+		sc.stop = false
+	}
 	bin = sc.bin
 	mod, err := rt.hold(ctx, key, m.Module, sc, spec.Digest)
 	if err != nil {
@@ -380,7 +394,7 @@ func (rt *Runtime) Prepare(ctx context.Context, spec worker.Spec) (worker.Instan
 	default:
 		fmt.Fprintf(buildLog, "module %s: already compiled\n", m.Module)
 	}
-	w, err := prepareWAGI(ctx, c.rt, c.mod, spec, timeout, buildLog, &rt.heldFiles)
+	w, err := prepareWAGI(ctx, c, spec, timeout, buildLog, &rt.heldFiles)
 	var httpPolicy *outboundPolicy
 	if err == nil {
 		httpPolicy, err = newOutboundPolicy(rt, c.mod, spec, timeout)
@@ -434,14 +448,14 @@ func (rt *Runtime) hold(ctx context.Context, key moduleKey, name string, sc scan
 	}
 	m, ok := rt.modules[key]
 	if !ok {
-		wrt, err := rt.runtimeLocked(ctx, key.pages)
+		wrt, err := rt.runtimeLocked(ctx, runtimeKey{pages: key.pages, stops: sc.stop})
 		if err != nil {
 			return nil, err
 		}
 		m = &module{key: key, name: name, rt: wrt, slot: -1, reuse: sc}
 		m.reuse.bin = nil // the binary is read again to load it
 		if rt.disk != nil {
-			m.file = rt.disk.path(bin)
+			m.file = rt.disk.path(bin, !sc.stop)
 		}
 		rt.modules[key] = m
 	}
@@ -450,7 +464,7 @@ func (rt *Runtime) hold(ctx context.Context, key moduleKey, name string, sc scan
 	if b == nil {
 		b = &binaryUse{}
 		if rt.disk != nil {
-			b.file = rt.disk.path(bin)
+			b.file = rt.disk.path(bin, !sc.stop)
 		}
 		rt.binaries[key.hash] = b
 	}
@@ -576,7 +590,7 @@ func (m *module) acquire(ctx context.Context, rt *Runtime, path string, bin []by
 	}
 	rt.log.Debug("loaded module", attrModule, m.name, attrElapsed, time.Since(start),
 		attrMemory, int64(m.key.pages)*pageSize, "interpreter", interp)
-	c = &code{mod: mod, rt: crt, interp: interp}
+	c = &code{mod: mod, rt: crt, interp: interp, stops: m.reuse.stop && !interp, running: &rt.stopping}
 	c.pins.Store(1)
 	c.used.Store(true)
 	evicted := rt.loadedLocked(m, c)
@@ -703,22 +717,31 @@ func (m *module) read(path string) ([]byte, error) {
 	return scanModule(bin).bin, nil
 }
 
-// runtimeConfig is the wazero configuration of every runtime: the shared
-// cache, the memory limit, and modules closed when their context is done.
-func runtimeConfig(cache wazero.CompilationCache, pages uint32) wazero.RuntimeConfig {
-	return wazero.NewRuntimeConfig().
-		WithCompilationCache(cache).
-		WithMemoryLimitPages(pages).
-		WithCloseOnContextDone(true)
+// runtimeKey names a runtime: its memory limit, and whether its modules
+// carry their own stop checks (stop.go) or are closed by wazero when their
+// context is done.
+type runtimeKey struct {
+	pages uint32
+	stops bool
 }
 
-// runtimeLocked returns the wazero runtime for a memory limit, creating it
-// with WASI on first use. rt.mu must be held.
-func (rt *Runtime) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runtime, error) {
-	if r, ok := rt.runtimes[pages]; ok {
+// runtimeConfig is the wazero configuration of every runtime: the shared
+// cache, the memory limit, and modules closed when their context is done
+// unless they carry stop checks.
+func runtimeConfig(cache wazero.CompilationCache, key runtimeKey) wazero.RuntimeConfig {
+	return wazero.NewRuntimeConfig().
+		WithCompilationCache(cache).
+		WithMemoryLimitPages(key.pages).
+		WithCloseOnContextDone(!key.stops)
+}
+
+// runtimeLocked returns the wazero runtime for key, creating it with WASI
+// on first use. rt.mu must be held.
+func (rt *Runtime) runtimeLocked(ctx context.Context, key runtimeKey) (wazero.Runtime, error) {
+	if r, ok := rt.runtimes[key]; ok {
 		return r, nil
 	}
-	r := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(rt.cache, pages))
+	r := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(rt.cache, key))
 	if err := instantiateWASI(ctx, r); err != nil {
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("instantiate wasi: %w", err)
@@ -727,12 +750,15 @@ func (rt *Runtime) runtimeLocked(ctx context.Context, pages uint32) (wazero.Runt
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("instantiate %s: %w", outboundModule, err)
 	}
-	rt.runtimes[pages] = r
+	rt.runtimes[key] = r
 	return r, nil
 }
 
-// Close stops the idle sweep, closes every wazero runtime, which stops any
-// module still running, and the compilation cache. The disk cache stays on
+// Close stops the idle sweep, waits (until ctx is done) for the calls that
+// only their own stop checks stop (closing their runtime would free their
+// memory under them; they end at their deadline at the latest), closes
+// every wazero runtime, which stops any other module still running, and
+// the compilation cache. The disk cache stays on
 // disk.
 func (rt *Runtime) Close(ctx context.Context) error {
 	rt.mu.Lock()
@@ -755,6 +781,9 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	close(rt.stop)
 	<-rt.done
 	<-rt.bgDone
+	for rt.stopping.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
 
 	var errs []error
 	for _, r := range runtimes {

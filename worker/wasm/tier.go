@@ -232,7 +232,7 @@ func (rt *Runtime) compileNative(ctx context.Context, job nativeJob) bool {
 	m.native = true
 	cur := m.code.Load()
 	if !rt.closed && rt.modules[m.key] == m && cur != nil && cur.interp {
-		c := &code{mod: mod, rt: m.rt}
+		c := &code{mod: mod, rt: m.rt, stops: m.reuse.stop, running: &rt.stopping}
 		c.used.Store(cur.used.Load())
 		m.code.Store(c)
 		old, mod = cur, nil

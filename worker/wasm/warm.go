@@ -89,6 +89,10 @@ type warm struct {
 	mod     api.Module
 	fns     map[string]api.Function // entry points, looked up once
 	globals []api.MutableGlobal
+	// stop is the global its stop checks test, nil when wazero stops its
+	// calls (stop.go); stopped says a call's context set it.
+	stop    api.MutableGlobal
+	stopped bool
 	c       *call // the request it serves, nil between requests
 	charged int64 // what it holds of the budget while idle
 }
@@ -147,7 +151,7 @@ func (in *instance) runWarm(ctx context.Context, code *code, entry string, c *ca
 	err := w.call(ctx, entry)
 	w.c = nil
 	var exit *sys.ExitError
-	if (err == nil || errors.As(err, &exit)) && ctx.Err() == nil && c.wasi.clean() && c.stdout.err == nil && p.restore(w) {
+	if (err == nil || errors.As(err, &exit)) && !w.stopped && ctx.Err() == nil && c.wasi.clean() && c.stdout.err == nil && p.restore(w) {
 		p.grown.Store(0)
 		p.put(w)
 	} else {
@@ -175,6 +179,12 @@ func (in *instance) newWarm(ctx context.Context, code *code) (*warm, error) {
 		return nil, err
 	}
 	w.mod = mod
+	if code.stops {
+		if w.stop, err = stopGlobal(mod); err != nil {
+			_ = mod.Close(ctx)
+			return nil, fmt.Errorf("module %s: %w", in.mod.name, err)
+		}
+	}
 	for _, g := range in.mod.reuse.globals {
 		mg, ok := mod.ExportedGlobal(globalExport(g)).(api.MutableGlobal)
 		if !ok {
@@ -189,8 +199,19 @@ func (in *instance) newWarm(ctx context.Context, code *code) (*warm, error) {
 }
 
 // call runs entry as a fresh instance would: _start, or _initialize then
-// entry. Errors read as InstantiateModule's.
+// entry, armed to stop when ctx is done when w has a stop global. Errors
+// read as InstantiateModule's.
 func (w *warm) call(ctx context.Context, entry string) error {
+	if w.stop != nil {
+		w.code.running.Add(1)
+		disarm := arm(ctx, w.stop)
+		defer func() {
+			if !disarm() {
+				w.stopped = true // set, or being set: not to run again
+			}
+			w.code.running.Add(-1)
+		}()
+	}
 	if entry != startEntry {
 		if err := w.callExport(ctx, "_initialize", false); err != nil {
 			return err
@@ -203,7 +224,9 @@ func (w *warm) callExport(ctx context.Context, name string, required bool) error
 	fn, ok := w.fns[name]
 	if !ok {
 		fn = w.mod.ExportedFunction(name)
-		w.fns[name] = fn
+		if w.fns != nil {
+			w.fns[name] = fn
+		}
 	}
 	if fn == nil {
 		if required {
