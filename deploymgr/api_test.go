@@ -43,11 +43,21 @@ type env struct {
 	c   *client.Client
 }
 
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { t.Helper(); return startWith(t, node.Config{}) }
+
+// startWith starts a node with cfg (on a loopback port and a fresh data
+// dir unless cfg says otherwise), stopped when the test ends.
+func startWith(t *testing.T, cfg node.Config) *env {
 	t.Helper()
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir()})
+	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

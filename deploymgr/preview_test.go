@@ -16,7 +16,6 @@ import (
 	"github.com/docker/docker/api/types/image"
 
 	"github.com/velo-run/velo/internal/archive/archivetest"
-	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/github"
 	"github.com/velo-run/velo/internal/github/githubtest"
 	"github.com/velo-run/velo/internal/node"
@@ -38,21 +37,14 @@ type ghEnv struct {
 
 func startGitHub(t *testing.T, opts ...func(*node.Config)) *ghEnv {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	gh := githubtest.New(t)
 	cfg := gh.Config()
 	const domain = "velo.test"
-	nc := node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), GitHub: &cfg, Domain: domain}
+	nc := node.Config{GitHub: &cfg, Domain: domain}
 	for _, o := range opts {
 		o(&nc)
 	}
-	n, err := node.Start(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return &ghEnv{env: &env{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}, gh: gh, domain: domain}
+	return &ghEnv{env: startWith(t, nc), gh: gh, domain: domain}
 }
 
 func (e *ghEnv) hook() string { return e.n.URL + github.WebhookPath }

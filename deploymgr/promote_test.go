@@ -1,14 +1,12 @@
 package deploymgr_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/velo-run/velo/internal/api"
-	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/store"
@@ -30,15 +28,8 @@ func TestPromoteRefusesDroppedArtifactPostgres(t *testing.T) {
 
 func testPromoteRefusesDroppedArtifact(t *testing.T, dbURL string) {
 	const keep = 2
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), DatabaseURL: dbURL,
-		KeepDeployments: keep, Grace: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	e := &env{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}
+	e := startWith(t, node.Config{DatabaseURL: dbURL, KeepDeployments: keep, Grace: 500 * time.Millisecond})
+	ctx, n := e.ctx, e.n
 	var deps []api.Deployment
 	for i := 0; i < keep+2; i++ {
 		d := e.deploy("old", map[string][]byte{

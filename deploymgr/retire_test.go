@@ -1,7 +1,6 @@
 package deploymgr_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/velo-run/velo/internal/api"
-	"github.com/velo-run/velo/internal/client"
 	"github.com/velo-run/velo/internal/node"
 	"github.com/velo-run/velo/internal/pgtest"
 	"github.com/velo-run/velo/internal/store"
@@ -44,16 +42,9 @@ func TestOldVersionsGoAwayPostgres(t *testing.T) { testOldVersionsGoAway(t, pgte
 
 func testOldVersionsGoAway(t *testing.T, dbURL string) {
 	const keep, records, grace = 3, 6, time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	data := t.TempDir()
-	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: data, DatabaseURL: dbURL,
-		KeepDeployments: keep, KeepRecords: records, Grace: grace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	e := &env{t: t, ctx: ctx, n: n, c: client.New(n.URL, n.Token, nil)}
+	e := startWith(t, node.Config{DataDir: data, DatabaseURL: dbURL, KeepDeployments: keep, KeepRecords: records, Grace: grace})
+	ctx, n := e.ctx, e.n
 	files := func(i int) map[string][]byte {
 		return map[string][]byte{
 			"echo.wasm": variantWasm(i),
@@ -198,7 +189,7 @@ func testOldVersionsGoAway(t *testing.T, dbURL string) {
 	}, func() string { _, body := e.do("GET", "/fn/churn/env", "", nil); return body })
 	// Rollback to one older than the kept ones is refused with the reason.
 	gone := deps[len(deps)-keep-1]
-	_, err = e.c.Rollback(ctx, "churn", gone.ID)
+	_, err := e.c.Rollback(ctx, "churn", gone.ID)
 	if err == nil || !strings.Contains(err.Error(), "VELO_KEEP_DEPLOYMENTS") {
 		t.Errorf("rollback to dropped deployment %d: %v, want a refusal naming VELO_KEEP_DEPLOYMENTS", gone.ID, err)
 	}
