@@ -34,6 +34,13 @@ func serveFast(t testing.TB, fs *FastServer) string {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.Handle(Prefix, fs.Router)
 	fs.Fallback = &http.Server{Handler: mux}
+	return listenFast(t, fs)
+}
+
+// listenFast serves fs on a loopback port, returned, until the test ends,
+// when it checks that fs shuts down cleanly.
+func listenFast(t testing.TB, fs *FastServer) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

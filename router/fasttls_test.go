@@ -3,7 +3,6 @@ package router
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -82,23 +81,7 @@ func serveFastTLS(t *testing.T, r *Router, opts ...func(*FastServer)) *tlsSetup 
 		w.Header().Set("Strict-Transport-Security", testHSTS)
 		mux.ServeHTTP(w, req)
 	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- fs.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := fs.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != http.ErrServerClosed {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	ts.addr = ln.Addr().String()
+	ts.addr = listenFast(t, fs)
 	return ts
 }
 
