@@ -338,6 +338,20 @@ func (m *Manager) Run(ctx context.Context) error {
 		defer waiter.Done()
 		m.waitRouters(ctx)
 	}()
+	// The routes notes are read as they come, not between passes: a
+	// deploy sends two (its worker's, its promotion's), and during a long
+	// pass more than a listener holds piled up; the overflow is a resync,
+	// which costs a full sweep, which at thousands of components is a
+	// long pass again, and so on.
+	var routed routeNotes
+	routed.kick = make(chan struct{}, 1)
+	waiter.Add(1)
+	go func() {
+		defer waiter.Done()
+		for n := range routes {
+			routed.add(n.Component())
+		}
+	}()
 	for pass := true; ; {
 		if pass {
 			if err := m.schedule(ctx); err != nil && ctx.Err() == nil {
@@ -356,12 +370,10 @@ func (m *Manager) Run(ctx context.Context) error {
 			if !ok {
 				places = nil
 			}
-		case n, ok := <-routes:
-			if !ok {
-				routes = nil
-				continue
+		case <-routed.kick:
+			for _, c := range routed.take() {
+				m.markDirty(c) // "" (a resync, many): a full sweep
 			}
-			m.markDirty(n.Component()) // "" (a resync, many): a full sweep
 			pass = false
 		case <-tick.C:
 		case <-m.sweepDue.C:
@@ -370,6 +382,38 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.prune(ctx)
 		}
 	}
+}
+
+// routeNotes gathers the components the routes notes name until the
+// scheduler takes them ("" for a note naming none: a resync).
+type routeNotes struct {
+	mu    sync.Mutex
+	names map[string]struct{}
+	kick  chan struct{} // cap 1: something to take
+}
+
+func (r *routeNotes) add(component string) {
+	r.mu.Lock()
+	if r.names == nil {
+		r.names = map[string]struct{}{}
+	}
+	r.names[component] = struct{}{}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *routeNotes) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.names))
+	for c := range r.names {
+		out = append(out, c)
+	}
+	clear(r.names)
+	return out
 }
 
 // DeploymentURL is the dashboard's page of a deployment.

@@ -160,3 +160,100 @@ func TestDeploysReadWhatChanged(t *testing.T) {
 		t.Errorf("%d reads of every component, placement or rollout for 24 deploys, want none after the start", n)
 	}
 }
+
+// slowPassStore holds the scheduler's next pass at its first read while
+// hold is set, until release is closed.
+type slowPassStore struct {
+	*sweepCountingStore
+	hold    atomic.Bool
+	held    chan struct{} // closed when a pass is held
+	release chan struct{}
+}
+
+func (s *slowPassStore) DeploymentsByStatus(ctx context.Context, statuses ...string) ([]store.Deployment, error) {
+	if s.hold.CompareAndSwap(true, false) {
+		close(s.held)
+		<-s.release
+	}
+	return s.sweepCountingStore.DeploymentsByStatus(ctx, statuses...)
+}
+
+// TestRouteNotesDuringLongPass: more routes notes than a listener holds,
+// arriving while a scheduler pass takes long (as deploys at thousands of
+// components do), are read as they come: none is lost, so none costs a
+// full sweep of every component and placement.
+func TestRouteNotesDuringLongPass(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	raw, err := store.Open(ctx, filepath.Join(t.TempDir(), "v.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	st := &slowPassStore{sweepCountingStore: &sweepCountingStore{Store: raw}, held: make(chan struct{}), release: make(chan struct{})}
+	if err := raw.UpsertWorker(ctx, store.Worker{Name: "w1", Addr: "http://w1", StartedAt: time.Now(), SeenAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{PublicURL: "http://x", WorkerTimeout: time.Hour, Sweep: time.Hour, Grace: 200 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-runDone; err != nil {
+			t.Error(err)
+		}
+	}()
+	testsupport.Eventually(t, 30*time.Second, "the sweep at start", func() bool { return st.full.Load() > 0 })
+	// The start's passes are over once a deployment is placed.
+	if err := raw.CreateComponent(ctx, store.Component{Name: "c", Runtime: "wasm"}); err != nil {
+		t.Fatal(err)
+	}
+	deploy := func() int64 {
+		t.Helper()
+		d, err := raw.CreateDeployment(ctx, store.Deployment{Component: "c", Runtime: "wasm", Digest: strings.Repeat("a", 64),
+			Manifest: []byte(`{}`), Source: SourceUpload, Status: store.StatusPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.Notify(ctx, store.DeploymentChanged(d.ID)); err != nil {
+			t.Fatal(err)
+		}
+		return d.ID
+	}
+	placed := func(d int64) func() bool {
+		return func() bool { ps, err := raw.Placements(ctx, d); return err == nil && len(ps) > 0 }
+	}
+	testsupport.Eventually(t, 30*time.Second, "first deployment placed", placed(deploy()))
+	atStart := st.full.Load()
+
+	st.hold.Store(true)
+	d := deploy() // its note starts the pass that is held
+	select {
+	case <-st.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no pass started")
+	}
+	// Paced as deploys send them (the hub drops the oldest of a
+	// listener 64 behind, whoever it is).
+	for i := range 150 {
+		if err := raw.Notify(ctx, store.RoutesChangedFor(fmt.Sprintf("n%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Millisecond)
+	}
+	close(st.release)
+	testsupport.Eventually(t, 30*time.Second, "deployment placed after the held pass", placed(d))
+	// The 150 components named are looked at sweepEvery after their
+	// notes; a lost note would have asked for a full sweep by then.
+	deadline := time.Now().Add(4 * sweepEvery)
+	for time.Now().Before(deadline) {
+		if n := st.full.Load() - atStart; n != 0 {
+			t.Fatalf("%d reads of every component, placement or rollout after routes notes during a long pass, want none", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
