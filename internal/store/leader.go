@@ -79,9 +79,12 @@ func (s *Store) TryLeader(ctx context.Context, key int64) (lease *Lease, ok bool
 	l.release = func() {
 		cancel()
 		<-done
-		// Closing the session releases the lock, even if unlocking
-		// would have failed.
+		// Unlocked before Release returns, so that another session
+		// takes it at once: closing the session alone frees it only
+		// once the server has ended that session, a moment later. The
+		// close frees it anyway should unlocking fail.
 		cctx, ccancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = conn.Exec(cctx, "SELECT pg_advisory_unlock($1)", key)
 		conn.Close(cctx)
 		ccancel()
 	}
