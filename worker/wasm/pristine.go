@@ -115,7 +115,7 @@ func scanSections(bin []byte) (scan, error) {
 			}
 			exportCount, exports = n, true
 		case secCode:
-			if err := scanCode(sr); err != nil {
+			if err := scanCode(sr, defined); err != nil {
 				return scan{}, err
 			}
 		case secMemory:
@@ -257,7 +257,7 @@ func scanGlobals(r *reader) ([]uint32, uint32, error) {
 		default:
 			return nil, 0, errors.New("malformed global")
 		}
-		if err := scanExpr(r); err != nil {
+		if err := scanExpr(r, i); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -280,7 +280,7 @@ func scanExports(r *reader) (uint32, error) {
 	return n, r.err
 }
 
-func scanCode(r *reader) error {
+func scanCode(r *reader, globals uint32) error {
 	n := r.u32()
 	for i := uint32(0); i < n && r.err == nil; i++ {
 		size := r.u32()
@@ -294,7 +294,7 @@ func scanCode(r *reader) error {
 			body.byte()
 		}
 		for body.more() {
-			if err := scanInstr(body); err != nil {
+			if err := scanInstr(body, globals); err != nil {
 				return err
 			}
 		}
@@ -306,13 +306,13 @@ func scanCode(r *reader) error {
 }
 
 // scanExpr reads a constant expression up to its end.
-func scanExpr(r *reader) error {
+func scanExpr(r *reader, globals uint32) error {
 	for r.err == nil {
 		if r.peek() == 0x0b {
 			r.byte()
 			return nil
 		}
-		if err := scanInstr(r); err != nil {
+		if err := scanInstr(r, globals); err != nil {
 			return err
 		}
 	}
@@ -320,9 +320,14 @@ func scanExpr(r *reader) error {
 }
 
 // scanInstr reads one instruction, refusing those that change state
-// other than linear memory and globals (tables, segments) and those it
-// does not know.
-func scanInstr(r *reader) error {
+// other than linear memory and globals (tables, segments), those it does
+// not know, and a global.get or global.set of an index at or beyond
+// globals, the globals the module defines (it imports none): scanModule
+// adds the stop and fuel globals at those indices, so a module that names
+// them — invalid as written — would be valid as rewritten, and could keep
+// its fuel from running out (never stopped at its deadline, and holding
+// every goroutine of the process still at the next garbage collection).
+func scanInstr(r *reader, globals uint32) error {
 	op := r.byte()
 	switch {
 	case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0b || op == 0x0f || op == 0x1a || op == 0x1b:
@@ -345,7 +350,11 @@ func scanInstr(r *reader) error {
 	case op == 0x1c: // select t*
 		n := r.u32()
 		r.bytes(int(n))
-	case op >= 0x20 && op <= 0x25: // locals, globals, table.get
+	case op == 0x23 || op == 0x24: // global.get, global.set
+		if r.u32() >= globals && r.err == nil {
+			return errors.New("names a global it does not define")
+		}
+	case op >= 0x20 && op <= 0x25: // locals, table.get
 		r.u32()
 	case op >= 0x28 && op <= 0x3e: // loads and stores
 		r.memarg()

@@ -35,8 +35,10 @@ func TestScanModule(t *testing.T) {
 	}
 }
 
-// checkScanned checks that s.bin compiles when bin does, with bin's
-// exports, each of s.globals exported and the stop global, an i32 at 0.
+// checkScanned checks that s.bin compiles when and only when bin does
+// (what wazero refuses must stay refused: scanModule's additions must not
+// make an invalid module valid), with bin's exports, each of s.globals
+// exported and the stop global, an i32 at 0.
 func checkScanned(t *testing.T, bin []byte, s scan) {
 	t.Helper()
 	// A fuzzed start function may loop forever: the instantiation is cut off.
@@ -47,6 +49,9 @@ func checkScanned(t *testing.T, bin []byte, s scan) {
 	wasi_snapshot_preview1.MustInstantiate(ctx, r)
 	orig, err := r.CompileModule(ctx, bin)
 	if err != nil {
+		if _, again := r.CompileModule(ctx, s.bin); again == nil {
+			t.Fatalf("the scanned binary compiles, the input does not (%v)", err)
+		}
 		return // not valid: wazero says why, and nothing runs it
 	}
 	got, err := r.CompileModule(ctx, s.bin)
@@ -106,6 +111,11 @@ func TestScanModuleRefuses(t *testing.T) {
 		"reserved": []byte(hdr + "\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00" +
 			"\x07\x1a\x01\x14" + globalExportPrefix + "xy\x00\x00" + "\x0a\x04\x01\x02\x00\x0b"),
 		"truncated": ok[:len(ok)-2],
+		// The globals scanModule adds come after the module's own (here
+		// none): stop at 0, fuel at 1. Invalid as written, these would be
+		// valid as rewritten.
+		"sets fuel":  module("\x00\x41\xe8\x07\x24\x01\x0b"),
+		"reads stop": module("\x00\x23\x00\x1a\x0b"),
 	} {
 		if s := scanModule(bin); s.reusable {
 			t.Errorf("%s: reusable", name)
@@ -131,6 +141,10 @@ func FuzzScanModule(f *testing.F) {
 		"\x06\x06\x01\x7f\x01\x41\x00\x0b" + // a mutable i32 global
 		"\x07\x08\x01\x04main\x00\x00" +
 		"\x0a\x0b\x01\x09\x00\x23\x00\x41\x01\x6a\x24\x00\x0b"))
+	f.Add([]byte(hdr + "\x01\x04\x01\x60\x00\x00\x03\x02\x01\x00" +
+		"\x05\x03\x01\x00\x01" + // one page of memory, no globals
+		"\x07\x08\x01\x04main\x00\x00" +
+		"\x0a\x09\x01\x07\x00\x41\xe8\x07\x24\x01\x0b")) // sets global 1: invalid
 	f.Fuzz(func(t *testing.T, bin []byte) {
 		s := scanModule(bin)
 		if !s.reusable {

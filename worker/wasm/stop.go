@@ -109,7 +109,7 @@ func stopCode(sec []byte, stop, fuel uint32) ([]byte, error) {
 		for body.more() {
 			start := body.off
 			op := body.peek()
-			if err := scanInstr(body); err != nil {
+			if err := scanInstr(body, fuel+1); err != nil {
 				return nil, err
 			}
 			fn = append(fn, body.b[start:body.off]...)
