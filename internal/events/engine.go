@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -81,9 +80,6 @@ type Engine struct {
 	// slots keeps [events] concurrency across the executors sharing a
 	// Postgres (slots.go); nil on SQLite and without a Caller.
 	slots *slots
-
-	// gate lets a few calls start at once in this process (cpugate.go).
-	gate callGate
 
 	// queuedDepth counts the calls waiting in a queue (the store's
 	// QueuedDepth; a test's stand-in).
@@ -225,7 +221,6 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Logger = slog.Default()
 	}
 	e := &Engine{cfg: cfg, st: cfg.Store, log: cfg.Logger, queuedDepth: cfg.Store.QueuedDepth, queues: map[string]*worked{}, depth: map[string]*depthSample{}}
-	e.gate.limit = runtime.GOMAXPROCS(0)
 	e.idle = queueIdle
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, &callWorker{e: e}); err != nil {
@@ -883,17 +878,9 @@ func (w *callWorker) Work(ctx context.Context, j *river.Job[callArgs]) error {
 		}
 		held = false
 	}
-	// A turn of the gate (cpugate.go): the calls River hands over together
-	// start a few at a time, so that the enqueues arriving meanwhile are
-	// not queued behind all of them.
-	leave, ok := w.e.gate.enter(ctx)
-	if !ok {
-		return river.JobSnooze(snoozeJitter())
-	}
 	rec := newRecorder()
 	start := time.Now()
 	err := w.e.cfg.Caller.Invoke(ctx, rec, c, j.ID, j.Attempt)
-	leave()
 	switch {
 	case errors.Is(err, router.ErrPaused):
 		hold()
