@@ -13,6 +13,7 @@ import (
 // velo tokens create prints a new token's secret once; ls lists it by ID
 // without the secret; rm revokes it and it stops working.
 func TestTokensCLI(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	n, err := node.Start(ctx, node.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir()})
 	if err != nil {

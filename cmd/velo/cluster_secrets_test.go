@@ -17,6 +17,7 @@ import (
 // one VELO_SECRETS_KEY: deploymgr seals, both workers open, and a change
 // reaches them through the store's notifications (pg_notify), no redeploy.
 func TestClusterSecrets(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, secrets.EnvKey+"="+secrets.NewKey())
 	dm := c.Start("deploymgr", "deploymgr")
 	c.Start("worker-a", "worker", "--name", "a", "--data", t.TempDir())

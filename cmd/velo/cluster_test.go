@@ -264,7 +264,8 @@ func TestClusterRoundRobinFailover(t *testing.T) {
 
 // TestClusterPostgresRestart restarts Postgres under load: the router keeps
 // serving from its table, and the hits it counted meanwhile reach the
-// store once Postgres is back, none lost.
+// store once Postgres is back, none lost. Sequential: the server it stops
+// is the one every other test of the package uses.
 func TestClusterPostgresRestart(t *testing.T) {
 	c := newCluster(t)
 	dm := c.Start("deploymgr", "deploymgr")
@@ -387,6 +388,7 @@ func TestClusterRedeployRollback(t *testing.T) {
 // TestClusterTwoDeploymgrs runs two deploymgrs at once: both serve the API,
 // exactly one schedules, and the other takes over when it is killed.
 func TestClusterTwoDeploymgrs(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	dm1 := c.Start("deploymgr-1", "deploymgr")
 	dm2 := c.Start("deploymgr-2", "deploymgr")

@@ -20,9 +20,15 @@ import (
 // the call (well before River's default hour for stuck jobs) and the call
 // succeeds; a call accepted while it was up and not yet run is not lost
 // either.
-func TestEventsKillPostgres(t *testing.T) { testEventsKill(t) }
+func TestEventsKillPostgres(t *testing.T) {
+	t.Parallel()
+	testEventsKill(t)
+}
 
-func TestEventsKillSQLite(t *testing.T) { testEventsKill(t, "VELO_DATABASE_URL=") }
+func TestEventsKillSQLite(t *testing.T) {
+	t.Parallel()
+	testEventsKill(t, "VELO_DATABASE_URL=")
+}
 
 func testEventsKill(t *testing.T, env ...string) {
 	c := newCluster(t, env...)

@@ -22,6 +22,7 @@ var flakyWasm = testmods.Flaky
 // dead ones; velo status counts them; replay runs one again, discard drops
 // it.
 func TestEventsCLI(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &spine{t: t, ctx: ctx, data: t.TempDir()}

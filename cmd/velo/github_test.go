@@ -223,9 +223,15 @@ func componentNames(t *testing.T, b []byte) []string {
 // TestGitHubPushSQLite and TestGitHubPushPostgres drive push → live end to
 // end: a real in-process Velo, the GitHub stand-in delivering signed
 // webhooks and serving tarballs, the Deployments API hearing back.
-func TestGitHubPushSQLite(t *testing.T) { testGitHubPush(t, "") }
+func TestGitHubPushSQLite(t *testing.T) {
+	t.Parallel()
+	testGitHubPush(t, "")
+}
 
-func TestGitHubPushPostgres(t *testing.T) { testGitHubPush(t, pgtest.URL(t)) }
+func TestGitHubPushPostgres(t *testing.T) {
+	t.Parallel()
+	testGitHubPush(t, pgtest.URL(t))
+}
 
 func testGitHubPush(t *testing.T, db string) {
 	v := newGHVelo(t, db)
@@ -517,6 +523,7 @@ func browser(t *testing.T) *http.Client {
 // that each sees and controls only the components of repositories their
 // account reaches through the App's installations.
 func TestGitHubSignIn(t *testing.T) {
+	t.Parallel()
 	v := newGHVelo(t, "")
 	ctx, gh := v.ctx, v.gh
 	wasm := echoWasm(t)
@@ -666,6 +673,7 @@ func TestGitHubSignIn(t *testing.T) {
 // page posts the manifest, GitHub sends the browser back with a code, and
 // the credentials land where velo up reads them.
 func TestGitHubSetup(t *testing.T) {
+	t.Parallel()
 	gh := githubtest.New(t)
 	data := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -791,6 +799,7 @@ func formField(t *testing.T, page, attr string) string {
 // older than what is live is skipped, and the skip shows on the component
 // and on GitHub.
 func TestGitHubPushAncestry(t *testing.T) {
+	t.Parallel()
 	v := newGHVelo(t, "")
 	ctx, gh := v.ctx, v.gh
 	wasm := echoWasm(t)
@@ -888,6 +897,7 @@ func short(sha string) string { return sha[:min(len(sha), 7)] }
 // fork's pull request that deploys only once someone with write access
 // labels it velo-preview.
 func TestGitHubPreview(t *testing.T) {
+	t.Parallel()
 	v := newGHVelo(t, "")
 	ctx, gh := v.ctx, v.gh
 	wasm := echoWasm(t)
@@ -1085,6 +1095,7 @@ func TestGitHubPreview(t *testing.T) {
 // force-push back are settled with the compare API. velo deploy in the
 // root deploys them all, or one with --only.
 func TestGitHubSeveralComponents(t *testing.T) {
+	t.Parallel()
 	v := newGHVelo(t, "")
 	ctx, gh := v.ctx, v.gh
 	wasm := echoWasm(t)

@@ -18,6 +18,7 @@ import (
 // one made by `velo keys create`, sees its label but never the key, and
 // refuses it again once `velo keys rm` revoked it.
 func TestKeysCLI(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &spine{t: t, ctx: ctx, data: t.TempDir()}

@@ -241,6 +241,7 @@ func TestWorkerMemoryUnderFlood(t *testing.T) {
 // TestLogsEscaped runs a module that writes terminal control sequences to
 // stderr: the API and `velo logs` must show them escaped, never raw.
 func TestLogsEscaped(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts velo up; skipped with -short")
 	}

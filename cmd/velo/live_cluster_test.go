@@ -37,6 +37,7 @@ func serving(hc *http.Client, rt *clustertest.Proc) string {
 // says live, and at that moment calls both routers: every call is
 // answered by the new version.
 func TestClusterLiveMeansServed(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	dm := c.Start("deploymgr", "deploymgr")
 	c.Start("worker", "worker", "--name", "w", "--data", t.TempDir())

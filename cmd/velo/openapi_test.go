@@ -51,6 +51,7 @@ paths:
 // true the router refuses calls that do not match it before the component
 // runs, naming the parameter.
 func TestOpenAPI(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &spine{t: t, ctx: ctx, data: t.TempDir()}

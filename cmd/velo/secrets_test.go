@@ -52,9 +52,15 @@ const vaultToml = "name = \"vault\"\nmodule = \"secretenv.wasm\"\n[env]\nPLAIN =
 // value reaching the WASM instance without a redeploy, redaction from its
 // logs, [env] clashes refused both ways, removal, key rotation, a restart
 // — and after all that the value is nowhere in the database in plaintext.
-func TestSecretsSQLite(t *testing.T) { testSecrets(t, "") }
+func TestSecretsSQLite(t *testing.T) {
+	t.Parallel()
+	testSecrets(t, "")
+}
 
-func TestSecretsPostgres(t *testing.T) { testSecrets(t, pgtest.URL(t)) }
+func TestSecretsPostgres(t *testing.T) {
+	t.Parallel()
+	testSecrets(t, pgtest.URL(t))
+}
 
 // veloIn runs a CLI command with stdin.
 func (s *spine) veloIn(stdin string, wantCode int, args ...string) string {
@@ -296,6 +302,7 @@ func assertNotStored(t *testing.T, s *spine, values ...string) {
 // VELO_SECRETS_KEY: the operator puts the new key first, rotate-key
 // re-seals, then the old key can go.
 func TestSecretsRotateEnvKeys(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	oldKey, newKey := secrets.NewKey(), secrets.NewKey()

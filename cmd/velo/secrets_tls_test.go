@@ -25,6 +25,7 @@ import (
 // Velo restarts, the certificate and its key still load, and nothing in
 // the storage is left under the old key.
 func TestSecretsRotateResealsTLS(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &spine{t: t, ctx: ctx, data: t.TempDir()}

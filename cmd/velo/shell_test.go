@@ -137,6 +137,7 @@ func (term *ptyTerminal) exit() int {
 // record it; a command runs without a TTY when velo's output is a pipe;
 // a WebAssembly component and a wrong token are refused with the reason.
 func TestShellCluster(t *testing.T) {
+	t.Parallel()
 	engine := dockertest.Engine(t)
 	c := newCluster(t)
 	worker := "shw" + randomHex(t)[:6]
@@ -292,6 +293,7 @@ func secretEnvFiles(name string) map[string][]byte {
 // session to the worker in its own process: a command, its output and
 // status, and a TTY asked for with -t although stdin is not a terminal.
 func TestShellUp(t *testing.T) {
+	t.Parallel()
 	engine := dockertest.Engine(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

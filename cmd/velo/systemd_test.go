@@ -19,6 +19,7 @@ import (
 // keeps a router's clients from being refused while velo install restarts
 // it.
 func TestSocketActivation(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

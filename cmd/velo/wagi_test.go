@@ -14,6 +14,7 @@ import (
 // travel in the artifact, the worker mounts them, and a bad _routes fails
 // the deployment with its reason.
 func TestWAGIEndToEnd(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &spine{t: t, ctx: ctx, data: t.TempDir()}
