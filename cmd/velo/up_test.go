@@ -31,10 +31,10 @@ import (
 // TestSpineSQLite and TestSpinePostgres (both build examples/hello-wasm in
 // the source tree; their first call must answer within the component's
 // 10s, which it missed at load ~20 here even alone); and those that hold
-// traffic while something changes and require that no call fail, or kill, stall or flood a process
-// (...UnderLoad, ...DuringTraffic, failover, autoscale, install): beside
-// another test on a loaded 2-core machine, heartbeats miss their deadline
-// (TestSecretsDuringTraffic got 503s that way).
+// traffic while something changes and require that no call fail, or kill,
+// stall or flood a process (...UnderLoad, ...DuringTraffic, failover,
+// autoscale, install): beside another test on a loaded 2-core machine,
+// heartbeats miss their deadline (TestSecretsDuringTraffic got 503s so).
 func TestMain(m *testing.M) { os.Exit(clustertest.Run(m)) }
 
 // TestSpineSQLite and TestSpinePostgres run the whole first path — deploy
