@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
-	"github.com/velo-run/velo/internal/manifest"
 	"github.com/velo-run/velo/worker"
 )
 
@@ -189,24 +187,5 @@ func processCPU() time.Duration {
 // compiles every module with WithCloseOnContextDone), and reports each
 // one's time and CPU time per request.
 func BenchmarkStopChecks(b *testing.B) {
-	dir := b.TempDir()
-	copyModuleTB(b, dir, "fileserver.wasm")
-	if err := writeTestFile(dir, "static/page.html", strings.Repeat("x", 4096)); err != nil {
-		b.Fatal(err)
-	}
-	spec := moduleSpec("echo", dir, "fileserver.wasm", &sink{})
-	spec.Manifest.Files = []manifest.FileMount{{Pattern: "static/**"}}
-	own := prepare(b, newRuntime(b, Config{}), spec)
-	rtWazero := newRuntime(b, Config{})
-	rtWazero.noStops = true
-	wz := prepare(b, rtWazero, spec)
-	r := httptest.NewRequest("GET", "/fn/echo/static/page.html", nil)
-	w := &discardWriter{h: http.Header{}}
-	serve := func(in worker.Instance) func() {
-		return func() {
-			clear(w.h)
-			in.Serve(w, r, "/fn/echo")
-		}
-	}
-	alternate(b, "own", serve(own), "wazero", serve(wz))
+	alternateFileServer(b, "own", "wazero", func(rt *Runtime) { rt.noStops = true })
 }
